@@ -1,0 +1,84 @@
+"""API keys: how they look, how they are stored (SHA-256 only), how a request proves one.
+
+A key is ``anm_<prefix>_<secret>``: the prefix (shown in listings, used to revoke) and a
+256-bit secret. Only the hash of the whole key is stored; the key is printed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Unauthorized
+from app.store.repositories import keys as key_repository
+
+KEY_PREFIX = "anm"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, in which request: every query is filtered by ``project_id``."""
+
+    project_id: uuid.UUID
+    key_id: uuid.UUID
+    request_id: str
+
+
+@dataclass(frozen=True)
+class NewKey:
+    plaintext: str
+    prefix: str
+    key_hash: bytes
+
+
+def generate_key() -> NewKey:
+    prefix = secrets.token_hex(4)
+    plaintext = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    return NewKey(plaintext, prefix, hash_key(plaintext))
+
+
+def hash_key(plaintext: str) -> bytes:
+    return hashlib.sha256(plaintext.encode()).digest()
+
+
+def key_from_headers(authorization: str | None, x_api_key: str | None) -> str:
+    """The key from ``Authorization: Bearer|Token <key>`` or ``X-API-Key: <key>``."""
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() in ("bearer", "token") and value.strip():
+            return value.strip()
+        raise Unauthorized("Authorization header must be 'Bearer <api key>' or 'Token <api key>'")
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    raise Unauthorized("missing API key: send 'Authorization: Bearer <api key>'")
+
+
+class KeyTouches:
+    """Throttles ``last_used_at`` writes to one per key per interval, per process."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[uuid.UUID, float] = {}
+
+    def due(self, key_id: uuid.UUID) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key_id)
+        if last is not None and now - last < self.interval_s:
+            return False
+        self._last[key_id] = now
+        return True
+
+
+async def authenticate(session: AsyncSession, plaintext: str, touches: KeyTouches,
+                       request_id: str) -> Caller:
+    key = await key_repository.find_active_key(session, hash_key(plaintext))
+    if key is None:
+        raise Unauthorized("invalid or revoked API key")
+    if touches.due(key.id):
+        await key_repository.touch_key(session, key.id)
+    return Caller(project_id=key.project_id, key_id=key.id, request_id=request_id)

@@ -1,0 +1,121 @@
+"""``anamnesis`` command line: serve, migrate, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.config import Settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Alembic announces each plugin at INFO; only migrations that actually run are news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    host = host or settings.api.host
+    port = settings.api.port if port is None else port
+    display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    print(f"Anamnesis on http://{display_host}:{port}  (API docs: /docs)", flush=True)
+    print("Create an API key:  anamnesis keys create --project <name>", flush=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
+                proxy_headers=True)
+    return 0
+
+
+def migrate_command(settings: Settings, revision: str, down: bool) -> int:
+    from app.store.db import downgrade, migrate, resolve_url
+
+    url, embedded = resolve_url(settings)
+    try:
+        if down:
+            downgrade(url, settings.embedding.dimension, revision)
+        else:
+            migrate(url, settings.embedding.dimension, revision)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    print(f"database {'downgraded' if down else 'migrated'} to {revision}")
+    return 0
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from app.auth import generate_key
+    from app.store.db import open_database
+    from app.store.repositories import keys as repository
+
+    database = await open_database(settings, migrate_schema=True)
+    try:
+        async with database.session_scope() as session:
+            if args.keys_command == "create":
+                project = await repository.get_or_create_project(session, args.project)
+                new = generate_key()
+                await repository.add_key(session, project_id=project.id, prefix=new.prefix,
+                                         key_hash=new.key_hash, name=args.name)
+                print(new.plaintext)
+                print(f"key {new.prefix} for project {project.name!r}; it is shown only once",
+                      file=sys.stderr)
+            elif args.keys_command == "list":
+                for key, project_name in await repository.list_keys(session, args.project):
+                    state = "revoked" if key.revoked_at else "active"
+                    used = key.last_used_at.isoformat() if key.last_used_at else "never"
+                    print(f"{key.prefix}\t{project_name}\t{key.name or '-'}\t{state}\t"
+                          f"created {key.created_at.isoformat()}\tlast used {used}")
+            elif args.keys_command == "revoke":
+                if not await repository.revoke_key(session, args.prefix):
+                    print(f"no active key with prefix {args.prefix!r}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.prefix}")
+    finally:
+        await database.aclose()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anamnesis", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_parser = commands.add_parser("serve", help="run the API server")
+    serve_parser.add_argument("--host")
+    serve_parser.add_argument("--port", type=int)
+
+    migrate_parser = commands.add_parser("migrate", help="upgrade (or downgrade) the schema")
+    migrate_parser.add_argument("revision", nargs="?", default="head")
+    migrate_parser.add_argument("--down", action="store_true",
+                                help="downgrade to REVISION instead (e.g. base)")
+
+    keys_parser = commands.add_parser("keys", help="manage API keys")
+    keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser("create", help="create a key (printed once, on stdout)")
+    create.add_argument("--project", required=True, help="project name (created if new)")
+    create.add_argument("--name", help="a label for the key")
+    listing = keys_commands.add_parser("list", help="list keys (prefixes only)")
+    listing.add_argument("--project")
+    revoke = keys_commands.add_parser("revoke", help="revoke a key by its prefix")
+    revoke.add_argument("prefix")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    _configure_logging(settings)
+    if args.command == "serve":
+        return serve(settings, args.host, args.port)
+    if args.command == "migrate":
+        return migrate_command(settings, args.revision, args.down)
+    return asyncio.run(_keys(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

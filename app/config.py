@@ -1,0 +1,79 @@
+"""The one settings object. Every ``ANAMNESIS_*`` variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DatabaseSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (postgresql+asyncpg://…). Unset: start the bundled Postgres.",
+    )
+    pool_size: int = Field(default=10, ge=1, le=200)
+    max_overflow: int = Field(default=10, ge=0, le=200)
+    migrate_on_start: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for prefix in ("postgresql://", "postgres://", "postgresql+psycopg://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix) :]
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("database url must be a postgresql:// URL")
+        return value
+
+
+class EmbeddingSettings(BaseModel):
+    model: str | None = Field(
+        default=None,
+        description="Path or name of a sentence-transformers model. Unset: bundled all-MiniLM-L6-v2.",
+    )
+    dimension: int = Field(
+        default=384, ge=8, le=16000, description="Vector size of new databases; checked at start."
+    )
+    device: str = Field(default="cpu", description="cpu, cuda, or auto")
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8420, ge=0, le=65535)
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger request bodies get 413."
+    )
+    key_touch_interval_s: float = Field(
+        default=60.0, ge=0, description="How often an API key's last_used_at is refreshed."
+    )
+
+
+class Settings(BaseSettings):
+    """Validated once at boot. Nested groups read as ``ANAMNESIS_<GROUP>__<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ANAMNESIS_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("anamnesis")),
+        description="Where the embedded database and local state live.",
+    )
+    log_level: str = "INFO"
+    db: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+
+def offline_model_environment() -> None:
+    """Keep Hugging Face libraries from reaching for the network: models load from disk."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

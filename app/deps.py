@@ -1,0 +1,71 @@
+"""Annotated dependency aliases used by the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Caller, KeyTouches, authenticate, key_from_headers
+from app.config import Settings
+from app.embeddings import Embedder
+from app.store.db import Database
+
+
+@dataclass
+class Resources:
+    """Everything the lifespan builds; one per app, closed on shutdown."""
+
+    settings: Settings
+    database: Database
+    embedder: Embedder
+    key_touches: KeyTouches
+
+
+def get_resources(request: Request) -> Resources:
+    resources: Resources = request.app.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """The request's transaction: committed when the route returns, before the response."""
+    async with resources.database.session_scope() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_embedder(resources: ResourcesDep) -> Embedder:
+    return resources.embedder
+
+
+EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+
+
+def get_request_id(request: Request) -> str:
+    request_id: str = request.state.request_id
+    return request_id
+
+
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+
+
+async def get_caller(
+    session: SessionDep,
+    resources: ResourcesDep,
+    request_id: RequestIdDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Caller:
+    plaintext = key_from_headers(authorization, x_api_key)
+    return await authenticate(session, plaintext, resources.key_touches, request_id)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -1,0 +1,134 @@
+"""HTTP edge: request ids, the body size limit, and the one error envelope."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import AnamnesisError
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited"}
+
+
+def envelope(request_id: str, status: int, code: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail, "request_id": request_id},
+                        status_code=status, headers={REQUEST_ID_HEADER: request_id})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's ``X-Request-ID`` if sane) and caps its body.
+
+    The cap is checked against ``Content-Length`` up front and against the bytes actually
+    received, so a chunked upload cannot slip past it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        supplied = headers.get(REQUEST_ID_HEADER.lower(), "")
+        request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        too_large = envelope(request_id, 413, "payload_too_large",
+                             f"request body larger than {self.max_body_bytes} bytes")
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await too_large(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []),
+                                      (REQUEST_ID_HEADER.lower().encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tagged_send)
+        except _BodyTooLarge:
+            if not started:
+                await too_large(scope, receive, send)
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or uuid.uuid4().hex
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if part not in ("body",)] or ["body"]
+    return ".".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(AnamnesisError)
+    async def domain_error(request: Request, exc: AnamnesisError) -> JSONResponse:
+        return envelope(_request_id(request), exc.status_code, exc.code, exc.detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for error in exc.errors()[:20]:
+            message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{_location(tuple(error.get('loc', ())))}: {message}")
+        return envelope(_request_id(request), 422, "validation_error", "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return envelope(_request_id(request), exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error in %s %s", request.method, request.url.path)
+        return envelope(_request_id(request), 500, "internal_error",
+                        "internal error; the request id identifies it in the server log")
+
+
+def install_database_error_handler(app: FastAPI) -> None:
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            logger.warning("database unavailable: %s", exc.__class__.__name__)
+            return envelope(_request_id(request), 503, "unavailable",
+                            "the database is unavailable; retry shortly")
+        logger.exception("database error in %s %s", request.method, request.url.path)
+        return envelope(_request_id(request), 500, "internal_error",
+                        "internal error; the request id identifies it in the server log")

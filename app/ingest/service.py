@@ -1,0 +1,108 @@
+"""Adding memories: verbatim storage now; LLM consolidation plugs in behind ``infer``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Caller
+from app.embeddings import Embedder
+from app.errors import ConsolidationNotConfigured, IdempotencyKeyReused, ValidationFailed
+from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
+from app.memories.content import content_hash, normalise
+from app.store.repositories import idempotency
+from app.store.repositories import memories as repository
+from app.store.repositories.memories import EventRecord, NewMemory, Scope
+
+
+async def add(session: AsyncSession, embedder: Embedder, caller: Caller, body: MemoryCreate,
+              header_key: str | None) -> tuple[int, dict[str, Any]]:
+    """Returns (status code, response body); a retried idempotent request gets the stored one."""
+    key = _idempotency_key(body, header_key)
+    if key is not None:
+        previous = await idempotency.claim(session, caller.project_id, key, _request_hash(body))
+        if previous is not None:
+            if previous.request_hash != _request_hash(body) or previous.response is None:
+                raise IdempotencyKeyReused(
+                    f"idempotency key {key!r} was already used with a different request body"
+                )
+            return previous.status_code or 200, previous.response
+    if body.infer:
+        raise ConsolidationNotConfigured(
+            "infer=true needs LLM consolidation, which this server does not run yet; "
+            "send infer=false to store the messages verbatim"
+        )
+    response = (await _add_verbatim(session, embedder, caller, body)).model_dump(mode="json")
+    if key is not None:
+        await idempotency.complete(session, caller.project_id, key, 201, response)
+    return 201, response
+
+
+def _idempotency_key(body: MemoryCreate, header_key: str | None) -> str | None:
+    if header_key is not None and body.idempotency_key is not None \
+            and header_key != body.idempotency_key:
+        raise ValidationFailed("Idempotency-Key header and body.idempotency_key differ")
+    return body.idempotency_key or header_key
+
+
+def _request_hash(body: MemoryCreate) -> str:
+    canonical = body.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Caller,
+                        body: MemoryCreate) -> AddResponse:
+    scope = Scope(body.user_id, body.agent_id, body.run_id)
+    # One memory per non-empty message; repeats inside the request collapse onto the first.
+    order: list[tuple[str, str]] = []
+    first: dict[str, NewMemory] = {}
+    for index, message in enumerate(body.messages):
+        text = normalise(message.content)
+        if not text:
+            continue
+        digest = content_hash(text)
+        order.append((digest, text))
+        if digest not in first:
+            metadata = {**(body.metadata or {}), "role": message.role, "message_index": index}
+            if message.name is not None:
+                metadata["name"] = message.name
+            first[digest] = NewMemory(text, digest, metadata, [], body.expires_at)
+    if not first:
+        raise ValidationFailed("messages: every message is empty")
+
+    existing = await repository.find_by_hashes(session, caller.project_id, scope, list(first))
+    expired = [memory.id for memory in existing.values()
+               if memory.expires_at is not None and memory.expires_at <= datetime.now(UTC)]
+    if expired:
+        await repository.retire_expired(session, expired)
+        existing = {h: m for h, m in existing.items() if m.id not in expired}
+    pending = [item for digest, item in first.items() if digest not in existing]
+    vectors = await embedder.embed([item.text for item in pending])
+    inserted = await repository.insert_new(
+        session, caller.project_id, scope,
+        [NewMemory(item.text, item.content_hash, item.metadata, vector, item.expires_at)
+         for item, vector in zip(pending, vectors, strict=True)],
+    )
+    if len(inserted) < len(pending):  # lost a race to a concurrent identical insert
+        existing |= await repository.find_by_hashes(
+            session, caller.project_id, scope, [i.content_hash for i in pending
+                                                if i.content_hash not in inserted])
+    await repository.add_events(session, caller.project_id, [
+        EventRecord(memory_id, "ADD", None, first[digest].text, None, first[digest].metadata)
+        for digest, memory_id in inserted.items()
+    ], actor_key_id=caller.key_id, request_id=caller.request_id)
+
+    results = []
+    reported: set[str] = set()
+    for digest, text in order:
+        if digest in inserted and digest not in reported:
+            results.append(AddedMemory(id=inserted[digest], memory=text, event="ADD"))
+        else:
+            memory_id = inserted[digest] if digest in inserted else existing[digest].id
+            results.append(AddedMemory(id=memory_id, memory=text, event="NOOP"))
+        reported.add(digest)
+    return AddResponse(results=results)

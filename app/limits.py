@@ -1,0 +1,16 @@
+"""Input limits of the public API, in one place so schemas, docs and tests agree.
+
+The request body limit is a setting (``ANAMNESIS_API__MAX_BODY_BYTES``); these are fixed.
+"""
+
+MAX_MESSAGES_PER_ADD = 200
+MAX_MESSAGE_CHARS = 32_000
+MAX_MEMORY_CHARS = 32_000
+MAX_METADATA_BYTES = 16_384
+MAX_ID_CHARS = 255
+MAX_QUERY_CHARS = 8_000
+MAX_TOP_K = 1000
+MAX_PAGE_SIZE = 1000
+MAX_FILTER_CONDITIONS = 100
+MAX_FILTER_DEPTH = 8
+MAX_IDEMPOTENCY_KEY_CHARS = 255

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.deps import CallerDep, EmbedderDep, SessionDep
+from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
+from app.memories import service
+from app.memories.schemas import (
+    HistoryEventRead,
+    HistoryRead,
+    MemoryDeleted,
+    MemoryPage,
+    MemoryRead,
+    MemoryUpdate,
+    ScopeDeleted,
+)
+from app.store.repositories.memories import Scope
+
+router = APIRouter(prefix="/v1/memories", tags=["memories"])
+
+ScopeQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_CHARS)]
+
+
+@router.get("", response_model=MemoryPage)
+async def list_memories(
+    session: SessionDep, caller: CallerDep,
+    user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> MemoryPage:
+    """Live memories, newest first, one page at a time."""
+    rows, next_cursor = await service.list_page(
+        session, caller, Scope(user_id, agent_id, run_id), None, limit, cursor)
+    return MemoryPage(results=[MemoryRead.of(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.delete("", response_model=ScopeDeleted)
+async def delete_scope(
+    session: SessionDep, caller: CallerDep,
+    user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
+) -> ScopeDeleted:
+    """Delete every live memory of a scope (at least one scope id is required)."""
+    count = await service.delete_scope(session, caller, Scope(user_id, agent_id, run_id))
+    return ScopeDeleted(deleted=count)
+
+
+@router.get("/{memory_id}", response_model=MemoryRead)
+async def get_memory(memory_id: uuid.UUID, session: SessionDep,
+                     caller: CallerDep) -> MemoryRead:
+    return MemoryRead.of(await service.get(session, caller, memory_id))
+
+
+@router.patch("/{memory_id}", response_model=MemoryRead)
+async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: SessionDep,
+                        embedder: EmbedderDep, caller: CallerDep) -> MemoryRead:
+    """Change text (re-embedded) and/or replace metadata; the old values go to history."""
+    return MemoryRead.of(await service.update(session, embedder, caller, memory_id, body))
+
+
+@router.delete("/{memory_id}", response_model=MemoryDeleted)
+async def delete_memory(memory_id: uuid.UUID, session: SessionDep,
+                        caller: CallerDep) -> MemoryDeleted:
+    await service.delete(session, caller, memory_id)
+    return MemoryDeleted(id=memory_id)
+
+
+@router.get("/{memory_id}/history", response_model=HistoryRead)
+async def memory_history(memory_id: uuid.UUID, session: SessionDep,
+                         caller: CallerDep) -> HistoryRead:
+    events = await service.history(session, caller, memory_id)
+    return HistoryRead(results=[HistoryEventRead.of(event) for event in events])

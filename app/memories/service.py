@@ -1,0 +1,116 @@
+"""Reading, changing and deleting memories; every change writes a history event."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import Caller
+from app.embeddings import Embedder
+from app.errors import Conflict, NotFound, ValidationFailed
+from app.memories.content import content_hash, normalise
+from app.memories.schemas import MemoryUpdate
+from app.retrieve.filters import Filter
+from app.store.models import Memory, MemoryEvent
+from app.store.repositories import memories as repository
+from app.store.repositories.memories import EventRecord, Scope
+
+
+def _not_found(memory_id: uuid.UUID) -> NotFound:
+    return NotFound(f"memory {memory_id} not found")
+
+
+async def get(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> Memory:
+    memory = await repository.get(session, caller.project_id, memory_id)
+    if memory is None:
+        raise _not_found(memory_id)
+    return memory
+
+
+def encode_cursor(memory_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(memory_id.bytes).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise ValidationFailed("cursor: not a cursor this API returned") from None
+
+
+async def list_page(session: AsyncSession, caller: Caller, scope: Scope,
+                    filter_tree: Filter | None, limit: int,
+                    cursor: str | None) -> tuple[Sequence[Memory], str | None]:
+    before = decode_cursor(cursor) if cursor else None
+    rows = await repository.page(session, caller.project_id, scope, filter_tree, limit + 1,
+                                 before)
+    if len(rows) > limit:
+        return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows, None
+
+
+async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
+                 memory_id: uuid.UUID, change: MemoryUpdate) -> Memory:
+    if change.text is None and change.metadata is None:
+        raise ValidationFailed("body: give text and/or metadata to change")
+    memory = await repository.get(session, caller.project_id, memory_id, for_update=True)
+    if memory is None:
+        raise _not_found(memory_id)
+    old_text, old_metadata = memory.text, dict(memory.metadata_)
+    text = digest = vector = None
+    if change.text is not None:
+        text = normalise(change.text)
+        if not text:
+            raise ValidationFailed("text: must not be blank")
+        if text != memory.text:
+            digest = content_hash(text)
+            (vector,) = await embedder.embed([text])
+        else:
+            text = None
+    if text is None and (change.metadata is None or change.metadata == old_metadata):
+        return memory  # nothing changes, nothing to record
+    try:
+        async with session.begin_nested():
+            await repository.update_content(session, memory, text=text, content_hash=digest,
+                                            embedding=vector, metadata=change.metadata)
+    except IntegrityError:
+        raise Conflict("an identical memory already exists in this scope") from None
+    await repository.add_events(session, caller.project_id, [EventRecord(
+        memory.id, "UPDATE", old_text, memory.text, old_metadata, memory.metadata_,
+    )], actor_key_id=caller.key_id, request_id=caller.request_id)
+    return memory
+
+
+async def delete(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> None:
+    memory = await repository.get(session, caller.project_id, memory_id, for_update=True)
+    if memory is None:
+        raise _not_found(memory_id)
+    await _delete(session, caller, [memory])
+
+
+async def delete_scope(session: AsyncSession, caller: Caller, scope: Scope) -> int:
+    if scope.is_empty():
+        raise ValidationFailed("give at least one of user_id, agent_id, run_id to delete a scope")
+    memories = await repository.live_in_scope(session, caller.project_id, scope)
+    await _delete(session, caller, memories)
+    return len(memories)
+
+
+async def _delete(session: AsyncSession, caller: Caller, memories: Sequence[Memory]) -> None:
+    await repository.soft_delete(session, caller.project_id, [m.id for m in memories])
+    await repository.add_events(session, caller.project_id, [
+        EventRecord(m.id, "DELETE", m.text, None, m.metadata_, None) for m in memories
+    ], actor_key_id=caller.key_id, request_id=caller.request_id)
+
+
+async def history(session: AsyncSession, caller: Caller,
+                  memory_id: uuid.UUID) -> Sequence[MemoryEvent]:
+    """Oldest first; deleted memories keep their history (the DELETE event is last)."""
+    if not await repository.exists_any(session, caller.project_id, memory_id):
+        raise _not_found(memory_id)
+    return await repository.history(session, caller.project_id, memory_id)

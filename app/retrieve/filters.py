@@ -1,0 +1,224 @@
+"""Search and list filters: the JSON a client sends, parsed into a small typed tree.
+
+Grammar (Mem0-compatible)::
+
+    filter    := {field: value | {op: value, ...}, ..., "AND": [filter], "OR": [filter],
+                  "NOT": filter}
+    field     := user_id | agent_id | run_id | created_at | updated_at | metadata.<key>[.<key>]
+    op        := eq | ne | gt | gte | lt | lte | in | nin | contains | icontains
+
+Several keys in one object are ANDed. ``{"metadata": {"k": v}}`` is shorthand for
+``{"metadata.k": v}``. Anything else — an unknown field or operator, or a value of the wrong
+type — raises :class:`InvalidFilter` naming it. The tree is compiled to SQL by the store and
+evaluated exactly there: a filter never drops hits after ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from app.errors import InvalidFilter
+from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
+
+Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "icontains"]
+OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
+ID_FIELDS = frozenset({"user_id", "agent_id", "run_id"})
+TIME_FIELDS = frozenset({"created_at", "updated_at"})
+ID_OPERATORS = frozenset({"eq", "ne", "in", "nin", "contains", "icontains"})
+TIME_OPERATORS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
+MAX_KEY_CHARS = 128
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``field`` is an id or time column, or ``metadata`` with a key ``path``."""
+
+    field: str
+    op: Operator
+    value: Any
+    path: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return ".".join((self.field, *self.path))
+
+
+@dataclass(frozen=True)
+class All:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Any_:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Filter
+
+
+Filter = Condition | All | Any_ | Not
+
+
+def parse_filters(raw: Mapping[str, Any] | None) -> Filter | None:
+    """The tree for ``raw``, or ``None`` when there is nothing to filter on."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise InvalidFilter("filters must be a JSON object")
+    counter = [0]
+    tree = _parse_object(raw, "filters", 0, counter)
+    return tree
+
+
+def conjoin(*parts: Filter | None) -> Filter | None:
+    present = tuple(part for part in parts if part is not None)
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else All(present)
+
+
+def _parse_object(raw: Mapping[str, Any], where: str, depth: int, counter: list[int]) -> Filter:
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidFilter(f"{where}: nested deeper than {MAX_FILTER_DEPTH} levels")
+    if not raw:
+        raise InvalidFilter(f"{where}: empty filter object")
+    parts: list[Filter] = []
+    for key, value in raw.items():
+        here = f"{where}.{key}"
+        if key in ("AND", "OR"):
+            if not isinstance(value, list) or not value:
+                raise InvalidFilter(f"{here}: must be a non-empty list of filter objects")
+            children = []
+            for index, item in enumerate(value):
+                if not isinstance(item, Mapping):
+                    raise InvalidFilter(f"{here}[{index}]: must be a filter object")
+                children.append(_parse_object(item, f"{here}[{index}]", depth + 1, counter))
+            parts.append(All(tuple(children)) if key == "AND" else Any_(tuple(children)))
+        elif key == "NOT":
+            if not isinstance(value, Mapping):
+                raise InvalidFilter(f"{here}: must be a filter object")
+            parts.append(Not(_parse_object(value, here, depth + 1, counter)))
+        elif key == "metadata":
+            if not isinstance(value, Mapping) or not value:
+                raise InvalidFilter(f"{here}: must be an object of metadata keys")
+            for sub_key, sub_value in value.items():
+                parts.extend(_parse_field(f"metadata.{sub_key}", sub_value, where, counter))
+        else:
+            parts.extend(_parse_field(key, value, where, counter))
+    return parts[0] if len(parts) == 1 else All(tuple(parts))
+
+
+def _parse_field(key: str, value: Any, where: str, counter: list[int]) -> list[Condition]:
+    field, path = _field(key, where)
+    if isinstance(value, Mapping) and not (field == "metadata" and not _is_operator_object(value)):
+        if not value:
+            raise InvalidFilter(f"{where}.{key}: empty operator object")
+        operations = list(value.items())
+    else:
+        operations = [("eq", value)]
+    conditions = []
+    for op, operand in operations:
+        if op not in OPERATORS:
+            raise InvalidFilter(
+                f"{where}.{key}: unknown operator {op!r} (use one of {', '.join(sorted(OPERATORS))})"
+            )
+        counter[0] += 1
+        if counter[0] > MAX_FILTER_CONDITIONS:
+            raise InvalidFilter(f"filters: more than {MAX_FILTER_CONDITIONS} conditions")
+        conditions.append(Condition(field, op, _check_value(field, op, operand, f"{where}.{key}"),
+                                    path))
+    return conditions
+
+
+def _is_operator_object(value: Mapping[str, Any]) -> bool:
+    # A metadata value that is itself an object is an operator object only when all its keys
+    # are operators; otherwise it is a literal JSON object compared for equality.
+    return all(key in OPERATORS for key in value)
+
+
+def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
+    if key in ID_FIELDS or key in TIME_FIELDS:
+        return key, ()
+    if key.startswith("metadata."):
+        path = tuple(key.split(".")[1:])
+        if not path or any(not part or len(part) > MAX_KEY_CHARS for part in path):
+            raise InvalidFilter(f"{where}: invalid metadata key {key!r}")
+        if len(path) > MAX_FILTER_DEPTH:
+            raise InvalidFilter(f"{where}: metadata key {key!r} is nested too deeply")
+        return "metadata", path
+    raise InvalidFilter(
+        f"{where}: unknown filter field {key!r} (use user_id, agent_id, run_id, created_at, "
+        "updated_at, or metadata.<key>)"
+    )
+
+
+def _check_value(field: str, op: str, value: Any, where: str) -> Any:
+    if field in ID_FIELDS:
+        if op not in ID_OPERATORS:
+            raise InvalidFilter(f"{where}: operator {op!r} does not apply to {field}")
+        return _strings(value, op, where)
+    if field in TIME_FIELDS:
+        if op not in TIME_OPERATORS:
+            raise InvalidFilter(f"{where}: operator {op!r} does not apply to {field}")
+        if op in ("in", "nin"):
+            return [_timestamp(item, where) for item in _list(value, where)]
+        return _timestamp(value, where)
+    # metadata
+    if op in ("in", "nin"):
+        items = _list(value, where)
+        for item in items:
+            if isinstance(item, (list, dict)):
+                raise InvalidFilter(f"{where}: {op} takes a list of scalar values")
+        return items
+    if op in ("contains", "icontains"):
+        if not isinstance(value, str):
+            raise InvalidFilter(f"{where}: {op} takes a string, got {_type_name(value)}")
+        return value
+    if op in ("gt", "gte", "lt", "lte"):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise InvalidFilter(f"{where}: {op} takes a number or a string, "
+                                f"got {_type_name(value)}")
+        return value
+    return value
+
+
+def _strings(value: Any, op: str, where: str) -> str | list[str]:
+    if op in ("in", "nin"):
+        items = _list(value, where)
+        if not all(isinstance(item, str) for item in items):
+            raise InvalidFilter(f"{where}: {op} takes a list of strings")
+        return items
+    if not isinstance(value, str):
+        raise InvalidFilter(f"{where}: expected a string, got {_type_name(value)}")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidFilter(f"{where}: expected a list, got {_type_name(value)}")
+    if len(value) > 1000:
+        raise InvalidFilter(f"{where}: list longer than 1000 values")
+    return value
+
+
+def _timestamp(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidFilter(f"{where}: expected an ISO 8601 timestamp, got {_type_name(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidFilter(f"{where}: {value!r} is not an ISO 8601 timestamp") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _type_name(value: Any) -> str:
+    names = {bool: "boolean", int: "number", float: "number", str: "string", list: "list",
+             dict: "object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

@@ -1,0 +1,44 @@
+"""API shapes for search."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.limits import MAX_ID_CHARS, MAX_QUERY_CHARS, MAX_TOP_K
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    filters: dict[str, Any] | None = Field(
+        default=None,
+        description="user_id, agent_id, run_id, created_at, updated_at, metadata.<key> with "
+        "eq/ne/gt/gte/lt/lte/in/nin/contains/icontains, combined with AND/OR/NOT.",
+    )
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
+    threshold: float | None = Field(default=None, ge=-1.0, le=1.0,
+                                    description="Minimum cosine similarity of a hit.")
+    user_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    agent_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    run_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+
+
+class SearchHit(BaseModel):
+    id: uuid.UUID
+    memory: str
+    score: float = Field(description="Cosine similarity to the query, higher is closer.")
+    user_id: str | None
+    agent_id: str | None
+    run_id: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchHit]

@@ -1,0 +1,62 @@
+"""Projects and API keys (SQL only)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.store.ids import uuid7
+from app.store.models import ApiKey, Project
+
+
+async def get_or_create_project(session: AsyncSession, name: str) -> Project:
+    await session.execute(
+        insert(Project).values(id=uuid7(), name=name).on_conflict_do_nothing(
+            index_elements=[Project.name]
+        )
+    )
+    return (await session.execute(sa.select(Project).where(Project.name == name))).scalar_one()
+
+
+async def add_key(session: AsyncSession, *, project_id: uuid.UUID, prefix: str,
+                  key_hash: bytes, name: str | None) -> ApiKey:
+    key = ApiKey(id=uuid7(), project_id=project_id, prefix=prefix, key_hash=key_hash, name=name)
+    session.add(key)
+    await session.flush()
+    return key
+
+
+async def find_active_key(session: AsyncSession, key_hash: bytes) -> ApiKey | None:
+    return (await session.execute(
+        sa.select(ApiKey).where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    )).scalar_one_or_none()
+
+
+async def touch_key(session: AsyncSession, key_id: uuid.UUID) -> None:
+    await session.execute(
+        sa.update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=sa.func.now())
+    )
+
+
+async def list_keys(session: AsyncSession,
+                    project_name: str | None = None) -> Sequence[tuple[ApiKey, str]]:
+    query = (sa.select(ApiKey, Project.name).join(Project, Project.id == ApiKey.project_id)
+             .order_by(ApiKey.created_at))
+    if project_name is not None:
+        query = query.where(Project.name == project_name)
+    return [(key, name) for key, name in (await session.execute(query)).all()]
+
+
+async def revoke_key(session: AsyncSession, prefix: str, at: datetime | None = None) -> bool:
+    result = await session.execute(
+        sa.update(ApiKey)
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=at or sa.func.now())
+        .returning(ApiKey.id)
+    )
+    return result.first() is not None

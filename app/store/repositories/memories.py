@@ -1,0 +1,227 @@
+"""Memories and their history (SQL only). Every function takes the caller's project."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from app.retrieve.filters import Filter
+from app.store.ids import uuid7
+from app.store.models import Memory, MemoryEvent
+from app.store.repositories.filter_sql import compile_filter
+
+# pgvector's HNSW candidate list; iterative scans keep going past it under filters.
+MIN_EF_SEARCH = 64
+MAX_EF_SEARCH = 1000
+
+
+@dataclass(frozen=True)
+class Scope:
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    def is_empty(self) -> bool:
+        return self.user_id is None and self.agent_id is None and self.run_id is None
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    text: str
+    content_hash: str
+    metadata: dict[str, Any]
+    embedding: list[float]
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    memory_id: uuid.UUID
+    event: str
+    old_text: str | None
+    new_text: str | None
+    old_metadata: dict[str, Any] | None
+    new_metadata: dict[str, Any] | None
+
+
+def live() -> ColumnElement[bool]:
+    """Not deleted, not expired, and currently true."""
+    now = sa.func.now()
+    return sa.and_(
+        Memory.deleted_at.is_(None),
+        sa.or_(Memory.expires_at.is_(None), Memory.expires_at > now),
+        sa.or_(Memory.invalid_at.is_(None), Memory.invalid_at > now),
+    )
+
+
+def _scope_clauses(scope: Scope) -> list[ColumnElement[bool]]:
+    clauses = []
+    for column, value in ((Memory.user_id, scope.user_id), (Memory.agent_id, scope.agent_id),
+                          (Memory.run_id, scope.run_id)):
+        if value is not None:
+            clauses.append(column == value)
+    return clauses
+
+
+async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+                     items: Sequence[NewMemory]) -> dict[str, uuid.UUID]:
+    """Inserts each item unless an identical live memory exists in the scope.
+
+    Returns content hash → id for the rows this call inserted; the unique index on
+    (project, scope, hash) settles races between concurrent writers.
+    """
+    if not items:
+        return {}
+    statement = insert(Memory).values([
+        {
+            "id": uuid7(), "project_id": project_id, "user_id": scope.user_id,
+            "agent_id": scope.agent_id, "run_id": scope.run_id, "text": item.text,
+            "content_hash": item.content_hash, "metadata": item.metadata,
+            "embedding": item.embedding, "expires_at": item.expires_at,
+        }
+        for item in items
+    ]).on_conflict_do_nothing(
+        index_elements=["project_id", "user_id", "agent_id", "run_id", "content_hash"],
+        index_where=sa.and_(Memory.deleted_at.is_(None), Memory.invalid_at.is_(None)),
+    ).returning(Memory.id, Memory.content_hash)
+    return {row.content_hash: row.id for row in await session.execute(statement)}
+
+
+async def find_by_hashes(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+                         hashes: Sequence[str]) -> dict[str, Memory]:
+    """The live-index holders of these hashes in exactly this scope."""
+    query = sa.select(Memory).where(
+        Memory.project_id == project_id,
+        Memory.user_id.is_not_distinct_from(scope.user_id),
+        Memory.agent_id.is_not_distinct_from(scope.agent_id),
+        Memory.run_id.is_not_distinct_from(scope.run_id),
+        Memory.content_hash.in_(hashes),
+        Memory.deleted_at.is_(None),
+        Memory.invalid_at.is_(None),
+    )
+    return {memory.content_hash: memory for memory in (await session.scalars(query))}
+
+
+async def retire_expired(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
+    """Expired memories give up their place in the unique index (marked deleted)."""
+    if ids:
+        await session.execute(sa.update(Memory).where(Memory.id.in_(ids))
+                              .values(deleted_at=sa.func.now()))
+
+
+async def get(session: AsyncSession, project_id: uuid.UUID, memory_id: uuid.UUID, *,
+              for_update: bool = False) -> Memory | None:
+    query = sa.select(Memory).where(Memory.id == memory_id, Memory.project_id == project_id,
+                                    live())
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def exists_any(session: AsyncSession, project_id: uuid.UUID,
+                     memory_id: uuid.UUID) -> bool:
+    """Whether the project ever had this memory (deleted ones included)."""
+    query = sa.select(sa.literal(1)).where(Memory.id == memory_id,
+                                           Memory.project_id == project_id)
+    return (await session.execute(query)).first() is not None
+
+
+async def page(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+               filter_tree: Filter | None, limit: int,
+               before: uuid.UUID | None) -> Sequence[Memory]:
+    """Newest first; ids are time-ordered, so ``before`` (the last id seen) is the cursor."""
+    query = sa.select(Memory).where(Memory.project_id == project_id, live(),
+                                    *_scope_clauses(scope))
+    if filter_tree is not None:
+        query = query.where(compile_filter(filter_tree))
+    if before is not None:
+        query = query.where(Memory.id < before)
+    return (await session.scalars(query.order_by(Memory.id.desc()).limit(limit))).all()
+
+
+async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[float],
+                  filter_tree: Filter | None, top_k: int,
+                  threshold: float | None) -> list[tuple[Memory, float]]:
+    """The ``top_k`` live memories closest to ``embedding`` that match the filter.
+
+    First through the HNSW index with pgvector's iterative scan (which keeps scanning until
+    enough rows pass the filter); if that yields fewer than ``top_k``, an exact scan over the
+    matching rows decides, so a selective filter never loses hits.
+    """
+    distance = Memory.embedding.cosine_distance(embedding)
+    conditions = [Memory.project_id == project_id, live()]
+    if filter_tree is not None:
+        conditions.append(compile_filter(filter_tree))
+    if threshold is not None:
+        conditions.append(distance <= 1.0 - threshold)
+    ef_search = max(MIN_EF_SEARCH, min(MAX_EF_SEARCH, 2 * top_k))
+    await session.execute(sa.select(
+        sa.func.set_config("hnsw.ef_search", str(ef_search), True),
+        sa.func.set_config("hnsw.iterative_scan", "strict_order", True),
+    ))
+    approximate = sa.select(Memory, distance).where(*conditions).order_by(distance).limit(top_k)
+    rows = (await session.execute(approximate)).all()
+    if len(rows) < top_k:
+        # "+ 0" keeps the planner off the index: an exact ordering over matching rows.
+        exact = (sa.select(Memory, distance).where(*conditions)
+                 .order_by(distance + 0).limit(top_k))
+        rows = (await session.execute(exact)).all()
+    return [(memory, 1.0 - float(dist)) for memory, dist in rows]
+
+
+async def update_content(session: AsyncSession, memory: Memory, *, text: str | None,
+                         content_hash: str | None, embedding: list[float] | None,
+                         metadata: dict[str, Any] | None) -> None:
+    values: dict[str, Any] = {"updated_at": sa.func.now()}
+    if text is not None:
+        values |= {"text": text, "content_hash": content_hash, "embedding": embedding}
+    if metadata is not None:
+        values["metadata"] = metadata
+    await session.execute(sa.update(Memory).where(Memory.id == memory.id).values(**values))
+    await session.refresh(memory)
+
+
+async def soft_delete(session: AsyncSession, project_id: uuid.UUID,
+                      ids: Sequence[uuid.UUID]) -> None:
+    await session.execute(sa.update(Memory).where(
+        Memory.project_id == project_id, Memory.id.in_(ids)
+    ).values(deleted_at=sa.func.now(), updated_at=sa.func.now()))
+
+
+async def live_in_scope(session: AsyncSession, project_id: uuid.UUID,
+                        scope: Scope) -> Sequence[Memory]:
+    query = (sa.select(Memory).where(Memory.project_id == project_id, live(),
+                                     *_scope_clauses(scope)).with_for_update())
+    return (await session.scalars(query)).all()
+
+
+async def add_events(session: AsyncSession, project_id: uuid.UUID,
+                     events: Sequence[EventRecord], *, actor_key_id: uuid.UUID | None,
+                     request_id: str | None) -> None:
+    if not events:
+        return
+    await session.execute(sa.insert(MemoryEvent).values([
+        {
+            "id": uuid7(), "project_id": project_id, "memory_id": event.memory_id,
+            "event": event.event, "old_text": event.old_text, "new_text": event.new_text,
+            "old_metadata": event.old_metadata, "new_metadata": event.new_metadata,
+            "actor_key_id": actor_key_id, "request_id": request_id,
+        }
+        for event in events
+    ]))
+
+
+async def history(session: AsyncSession, project_id: uuid.UUID,
+                  memory_id: uuid.UUID) -> Sequence[MemoryEvent]:
+    query = (sa.select(MemoryEvent)
+             .where(MemoryEvent.project_id == project_id, MemoryEvent.memory_id == memory_id)
+             .order_by(MemoryEvent.id))
+    return (await session.scalars(query)).all()

@@ -1,0 +1,259 @@
+"""Transport-free core shared by the sync and async clients.
+
+Each endpoint is described once, as a :class:`Call` (method, path, query, JSON body and a parser
+for the answer). The clients only send a ``Call`` and hand the ``httpx.Response`` back to
+:meth:`BaseClient._process`, which maps errors and parses the body.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pydantic
+
+from anamnesis._exceptions import (
+    AnamnesisConnectionError,
+    AnamnesisError,
+    AnamnesisTimeoutError,
+    make_api_error,
+)
+from anamnesis._models import (
+    AddResult,
+    Deleted,
+    Health,
+    HistoryEvent,
+    Memory,
+    Message,
+    Results,
+    SearchHit,
+)
+from anamnesis._types import Filters, MessagesInput, Metadata
+
+__version__ = "0.1.0"
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8420"
+BASE_URL_ENV = "ANAMNESIS_BASE_URL"
+API_KEY_ENV = "ANAMNESIS_API_KEY"
+MEMORIES = "/v1/memories"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request to send and how to read its answer.
+
+    ``parse`` gets the decoded JSON body. With ``check=False`` error statuses are not raised and
+    ``parse`` gets ``None`` for them (used by the health probe).
+    """
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: dict[str, str | int] | None = None
+    json: dict[str, Any] | None = None
+    check: bool = True
+
+
+def _scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> dict[str, str]:
+    ids = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
+    return {name: value for name, value in ids.items() if value is not None}
+
+
+def _memory_path(memory_id: str, suffix: str = "") -> str:
+    # An empty id would silently address the collection (DELETE /v1/memories), so refuse it.
+    if not isinstance(memory_id, str) or not memory_id:
+        raise ValueError("memory_id must be a non-empty string")
+    return f"{MEMORIES}/{quote(memory_id, safe='')}{suffix}"
+
+
+def _messages(messages: MessagesInput) -> list[dict[str, Any]]:
+    if isinstance(messages, str):
+        items: list[Message] = [Message(role="user", content=messages)]
+    else:
+        items = [m if isinstance(m, Message) else Message.model_validate(m) for m in messages]
+    if not items:
+        raise ValueError("messages must not be empty")
+    return [m.model_dump(exclude_none=True) for m in items]
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("expires_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
+    return value.isoformat()
+
+
+class BaseClient:
+    """Configuration, request building and answer parsing; no I/O."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        """Resolve settings: arguments first, then ``ANAMNESIS_*`` variables, then defaults.
+
+        Raises :class:`AnamnesisError` when no API key is given or found in the environment.
+        """
+        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if not api_key:
+            raise AnamnesisError(
+                f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable"
+            )
+        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+        merged = httpx.Headers({"User-Agent": f"anamnesis-python/{__version__}"})
+        merged.update(headers or {})
+        merged["Authorization"] = f"Bearer {api_key}"
+        self._headers = merged
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # -- answers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _transport_error(exc: httpx.TransportError, call: Call[Any]) -> AnamnesisConnectionError:
+        cls = AnamnesisTimeoutError if isinstance(exc, httpx.TimeoutException) else (
+            AnamnesisConnectionError
+        )
+        return cls(f"{call.method} {call.path}: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _process(call: Call[T], response: httpx.Response) -> T:
+        """Raise the mapped :class:`APIError` for an error status, else parse the body."""
+        if response.is_error:
+            if not call.check:
+                return call.parse(None)
+            raise BaseClient._api_error(response)
+        try:
+            body = response.json() if response.content else None
+            return call.parse(body)
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise AnamnesisError(
+                f"unexpected answer to {call.method} {call.path} "
+                f"({response.status_code}): {exc}"
+            ) from exc
+
+    @staticmethod
+    def _api_error(response: httpx.Response) -> AnamnesisError:
+        code: str | None = None
+        detail = response.text or response.reason_phrase
+        request_id = response.headers.get("x-request-id")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            if isinstance(body.get("error"), str):
+                code = body["error"]
+            if "detail" in body:
+                raw = body["detail"]
+                detail = raw if isinstance(raw, str) else str(raw)
+            if isinstance(body.get("request_id"), str):
+                request_id = body["request_id"]
+        return make_api_error(response.status_code, code, detail, request_id)
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def _add_call(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None,
+        agent_id: str | None,
+        run_id: str | None,
+        metadata: Metadata | None,
+        infer: bool,
+        idempotency_key: str | None,
+        expires_at: datetime | None,
+    ) -> Call[AddResult]:
+        body: dict[str, Any] = {"messages": _messages(messages), "infer": infer}
+        body.update(_scope(user_id, agent_id, run_id))
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        if expires_at is not None:
+            body["expires_at"] = _iso(expires_at)
+        return Call("POST", MEMORIES, AddResult.model_validate, json=body)
+
+    def _search_call(
+        self,
+        query: str,
+        *,
+        filters: Filters | None,
+        top_k: int,
+        threshold: float | None,
+        user_id: str | None,
+        agent_id: str | None,
+        run_id: str | None,
+    ) -> Call[list[SearchHit]]:
+        body: dict[str, Any] = {"query": query, "top_k": top_k}
+        if filters is not None:
+            body["filters"] = dict(filters)
+        if threshold is not None:
+            body["threshold"] = threshold
+        body.update(_scope(user_id, agent_id, run_id))
+        parse = Results[SearchHit].model_validate
+        return Call("POST", f"{MEMORIES}/search", lambda b: parse(b).results, json=body)
+
+    def _get_call(self, memory_id: str) -> Call[Memory]:
+        return Call("GET", _memory_path(memory_id), Memory.model_validate)
+
+    def _list_call(
+        self, user_id: str | None, agent_id: str | None, run_id: str | None, page_size: int
+    ) -> Call[Results[Memory]]:
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        params: dict[str, str | int] = {**_scope(user_id, agent_id, run_id), "limit": page_size}
+        return Call("GET", MEMORIES, Results[Memory].model_validate, params=params)
+
+    @staticmethod
+    def _next_page(
+        call: Call[Results[Memory]], page: Results[Memory]
+    ) -> Call[Results[Memory]] | None:
+        """The request for the page after ``page``, or None when it was the last one."""
+        params = call.params or {}
+        if page.next_cursor is None or page.next_cursor == params.get("cursor"):
+            return None
+        return replace(call, params={**params, "cursor": page.next_cursor})
+
+    def _update_call(
+        self, memory_id: str, *, text: str | None, metadata: Metadata | None
+    ) -> Call[Memory]:
+        body: dict[str, Any] = {}
+        if text is not None:
+            body["text"] = text
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if not body:
+            raise ValueError("update needs text and/or metadata")
+        return Call("PATCH", _memory_path(memory_id), Memory.model_validate, json=body)
+
+    def _delete_call(self, memory_id: str) -> Call[None]:
+        return Call("DELETE", _memory_path(memory_id), lambda _body: None)
+
+    def _delete_all_call(
+        self, user_id: str | None, agent_id: str | None, run_id: str | None
+    ) -> Call[int]:
+        scope = _scope(user_id, agent_id, run_id)
+        if not scope:
+            raise ValueError("delete_all needs at least one of user_id, agent_id, run_id")
+        parse = Deleted.model_validate
+        return Call("DELETE", MEMORIES, lambda b: parse(b).deleted, params=dict(scope))
+
+    def _history_call(self, memory_id: str) -> Call[list[HistoryEvent]]:
+        parse = Results[HistoryEvent].model_validate
+        return Call("GET", _memory_path(memory_id, "/history"), lambda b: parse(b).results)
+
+    def _health_call(self) -> Call[bool]:
+        parse = Health.model_validate
+        return Call("GET", "/health", lambda b: b is not None and parse(b).status == "ok",
+                    check=False)
