@@ -37,7 +37,7 @@ def _compose_command() -> list[str]:
             return [standalone]
     pytest.skip(
         "docker is installed but Compose v2 is not (`docker compose version` failed: "
-        f"{(probe.stderr or probe.stdout).strip()[:200]})"
+        f"{' '.join((probe.stderr or probe.stdout).split())[:200]})"
     )
 
 
@@ -99,7 +99,8 @@ def test_app_services_share_one_configuration(compose: dict[str, Any]) -> None:
     assert env["ANAMNESIS_DB__MIGRATE_ON_START"] == "false"
     assert env["ANAMNESIS_REDIS__URL"] == "redis://redis:6379/0"
     assert env["ANAMNESIS_NEO4J__URL"] == "bolt://neo4j:7687"
-    assert env["ANAMNESIS_NEO4J__USER"] and env["ANAMNESIS_NEO4J__PASSWORD"]
+    assert env["ANAMNESIS_NEO4J__USER"]
+    assert env["ANAMNESIS_NEO4J__PASSWORD"]
     assert env["ANAMNESIS_DATA_DIR"] == "/data"
 
     images = {services[name]["image"] for name in APP_SERVICES}

@@ -1,0 +1,188 @@
+"""Real parts for every test: a Postgres+pgvector server (bundled, or ANAMNESIS_TEST_DB_URL),
+the real embedding model, the real app over ASGI, and a real uvicorn server for the SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from app.auth import generate_key
+from app.config import DatabaseSettings, EmbeddingSettings, Settings
+from app.embeddings import SentenceTransformerEmbedder
+from app.main import create_app
+from app.store.db import Database, migrate, open_database
+from app.store.embedded_postgres import EmbeddedPostgres
+from app.store.repositories import keys as key_repository
+
+TEST_DATABASE = "anamnesis_test"
+KeyFactory = Callable[..., Awaitable[str]]
+
+
+def plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the maintenance database of a Postgres+pgvector server for this session."""
+    configured = os.environ.get("ANAMNESIS_TEST_DB_URL")
+    if configured:
+        yield configured
+        return
+    base = tmp_path_factory.mktemp("pg")
+    base.chmod(0o755)  # the server's unprivileged user must reach its data dir under root
+    embedded = EmbeddedPostgres(base / "data")
+    server = embedded.ensure_running()
+    try:
+        yield server.url("postgres")
+    finally:
+        embedded.stop()
+
+
+async def recreate_database(server_url: str, name: str) -> str:
+    connection = await asyncpg.connect(plain_dsn(server_url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def database_factory(server_url: str) -> Callable[[str], Awaitable[str]]:
+    """Makes a fresh, empty database on the test server and returns its URL."""
+
+    async def make(name: str) -> str:
+        return await recreate_database(server_url, name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def database_url(database_factory: Callable[[str], Awaitable[str]]) -> str:
+    url = await database_factory(TEST_DATABASE)
+    await asyncio.to_thread(migrate, url, 384)
+    return url
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder.load(EmbeddingSettings())
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(data_dir=tmp_path_factory.mktemp("data"),
+                    db=DatabaseSettings(url=database_url, migrate_on_start=False))
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, embedder: SentenceTransformerEmbedder) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, embedder=embedder)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+def database(app: FastAPI) -> Database:
+    resources = app.state.resources
+    db: Database = resources.database
+    return db
+
+
+@pytest.fixture
+async def clean(database: Database) -> None:
+    """Each test starts from empty tables (projects cascade to everything else)."""
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("TRUNCATE projects CASCADE")
+
+
+@pytest.fixture
+async def api_key_factory(database: Database, clean: None) -> KeyFactory:
+    """``await api_key_factory(project_name=None)`` → a new plaintext key (new project if None)."""
+    counter = iter(range(1_000_000))
+
+    async def make(project_name: str | None = None) -> str:
+        name = project_name or f"project-{next(counter)}-{time.monotonic_ns()}"
+        async with database.session_scope() as session:
+            project = await key_repository.get_or_create_project(session, name)
+            new = generate_key()
+            await key_repository.add_key(session, project_id=project.id, prefix=new.prefix,
+                                         key_hash=new.key_hash, name=None)
+        return new.plaintext
+
+    return make
+
+
+@pytest.fixture
+async def api_key(api_key_factory: KeyFactory) -> str:
+    return await api_key_factory()
+
+
+@pytest.fixture
+async def client(app: FastAPI, api_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, authenticated with a fresh project's key."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers={"Authorization": f"Bearer {api_key}"}) as http:
+        yield http
+
+
+@pytest.fixture
+async def anonymous(app: FastAPI, clean: None) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as http:
+        yield http
+
+
+@dataclass
+class LiveServer:
+    base_url: str
+    server: uvicorn.Server
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
+                database_url: str) -> Iterator[LiveServer]:
+    """The real app under uvicorn on a localhost port, in its own thread and event loop."""
+    port = _free_port()
+    # Its own batcher (event loop), the same loaded model.
+    shared = SentenceTransformerEmbedder(model=embedder.model, model_name=embedder.model_name)
+    config = uvicorn.Config(create_app(settings, embedder=shared), host="127.0.0.1", port=port,
+                            log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("live server did not start")
+        time.sleep(0.05)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", server)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def data_dir_for(tmp_path: Path) -> Path:
+    tmp_path.chmod(0o755)
+    return tmp_path
