@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class DatabaseSettings(BaseModel):
     url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL (postgresql+asyncpg://…). Unset: start the bundled Postgres.",
+        description="postgresql+asyncpg://… URL. Unset: start the bundled Postgres.",
     )
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
@@ -35,7 +35,7 @@ class DatabaseSettings(BaseModel):
 class EmbeddingSettings(BaseModel):
     model: str | None = Field(
         default=None,
-        description="Path or name of a sentence-transformers model. Unset: bundled all-MiniLM-L6-v2.",
+        description="Path or name of a sentence-transformers model; unset: all-MiniLM-L6-v2.",
     )
     dimension: int = Field(
         default=384, ge=8, le=16000, description="Vector size of new databases; checked at start."

@@ -8,6 +8,7 @@ into the next batch, so sixteen concurrent searches cost about one forward pass 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +121,6 @@ class SentenceTransformerEmbedder:
     async def aclose(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._worker
-            except (asyncio.CancelledError, RuntimeError):
-                pass
             self._worker = None

@@ -15,8 +15,11 @@ from app.auth import KeyTouches
 from app.config import Settings
 from app.deps import Resources, ResourcesDep
 from app.embeddings import Embedder, SentenceTransformerEmbedder
-from app.http import RequestContextMiddleware, install_database_error_handler, \
-    install_error_handlers
+from app.http import (
+    RequestContextMiddleware,
+    install_database_error_handler,
+    install_error_handlers,
+)
 from app.ingest.router import router as ingest_router
 from app.memories.router import router as memories_router
 from app.retrieve.router import router as retrieve_router
@@ -34,8 +37,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         database = await open_database(settings, migrate_schema=settings.db.migrate_on_start)
         own_embedder = embedder is None
         try:
-            model = embedder or await asyncio.to_thread(
-                SentenceTransformerEmbedder.load, settings.embedding)
+            model: Embedder = (
+                embedder if embedder is not None
+                else await asyncio.to_thread(SentenceTransformerEmbedder.load, settings.embedding)
+            )
             await check_embedding_dimension(database, model.dimension)
         except BaseException:
             await database.aclose()

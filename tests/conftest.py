@@ -22,7 +22,7 @@ from app.auth import generate_key
 from app.config import DatabaseSettings, EmbeddingSettings, Settings
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
-from app.store.db import Database, migrate, open_database
+from app.store.db import Database, migrate
 from app.store.embedded_postgres import EmbeddedPostgres
 from app.store.repositories import keys as key_repository
 

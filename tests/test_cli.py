@@ -23,7 +23,8 @@ async def test_keys_create_list_revoke(cli_env: None, app: FastAPI,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert await _run("keys", "create", "--project", "acme", "--name", "ci") == 0
     key = capsys.readouterr().out.strip()
-    assert key.startswith("anm_") and "\n" not in key
+    assert key.startswith("anm_")
+    assert "\n" not in key
     prefix = key.split("_")[1]
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -33,7 +34,9 @@ async def test_keys_create_list_revoke(cli_env: None, app: FastAPI,
 
         assert await _run("keys", "list") == 0
         listing = capsys.readouterr().out
-        assert prefix in listing and "acme" in listing and key not in listing
+        assert prefix in listing
+        assert "acme" in listing
+        assert key not in listing
 
         assert await _run("keys", "revoke", prefix) == 0
         assert (await http.get("/v1/memories", headers=headers)).status_code == 401

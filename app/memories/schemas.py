@@ -40,7 +40,9 @@ class MemoryRead(BaseModel):
 
 class MemoryPage(BaseModel):
     results: list[MemoryRead]
-    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
 
 
 class MemoryUpdate(BaseModel):
@@ -77,7 +79,7 @@ class HistoryEventRead(BaseModel):
 
     @classmethod
     def of(cls, event: MemoryEvent) -> HistoryEventRead:
-        return cls(id=event.id, memory_id=event.memory_id, event=event.event,  # type: ignore[arg-type]
+        return cls(id=event.id, memory_id=event.memory_id, event=event.event,
                    old_memory=event.old_text, new_memory=event.new_text,
                    old_metadata=event.old_metadata, new_metadata=event.new_metadata,
                    actor_key_id=event.actor_key_id, request_id=event.request_id,

@@ -126,9 +126,8 @@ def _parse_field(key: str, value: Any, where: str, counter: list[int]) -> list[C
     conditions = []
     for op, operand in operations:
         if op not in OPERATORS:
-            raise InvalidFilter(
-                f"{where}.{key}: unknown operator {op!r} (use one of {', '.join(sorted(OPERATORS))})"
-            )
+            allowed = ", ".join(sorted(OPERATORS))
+            raise InvalidFilter(f"{where}.{key}: unknown operator {op!r} (use one of {allowed})")
         counter[0] += 1
         if counter[0] > MAX_FILTER_CONDITIONS:
             raise InvalidFilter(f"filters: more than {MAX_FILTER_CONDITIONS} conditions")

@@ -21,7 +21,9 @@ DEFAULT_DIMENSION = 384
 
 
 def _dimension() -> int:
-    return int(op.get_context().config.attributes.get("embedding_dimension", DEFAULT_DIMENSION))
+    config = op.get_context().config
+    attributes = config.attributes if config is not None else {}
+    return int(attributes.get("embedding_dimension", DEFAULT_DIMENSION))
 
 
 def _timestamps(*names: str, now: bool = True) -> list[sa.Column]:  # type: ignore[type-arg]

@@ -85,7 +85,7 @@ def _metadata(condition: Condition) -> ColumnElement[bool]:
     def equal(item: Any) -> ColumnElement[bool]:
         exact = node == _json(item)
         if isinstance(item, (dict, list)):
-            return exact  # type: ignore[no-any-return]
+            return exact
         # The containment test lets the GIN index narrow rows before the exact comparison.
         nested: Any = item
         for key in reversed(path):
