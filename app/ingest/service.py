@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
 from app.embeddings import Embedder
-from app.errors import ConsolidationNotConfigured, IdempotencyKeyReused, ValidationFailed
+from app.errors import Conflict, ConsolidationNotConfigured, IdempotencyKeyReused, ValidationFailed
 from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
 from app.memories.content import content_hash, normalise
 from app.store.repositories import idempotency
@@ -26,10 +26,12 @@ async def add(session: AsyncSession, embedder: Embedder, caller: Caller, body: M
     if key is not None:
         previous = await idempotency.claim(session, caller.project_id, key, _request_hash(body))
         if previous is not None:
-            if previous.request_hash != _request_hash(body) or previous.response is None:
+            if previous.request_hash != _request_hash(body):
                 raise IdempotencyKeyReused(
                     f"idempotency key {key!r} was already used with a different request body"
                 )
+            if previous.response is None:  # claimed and committed without an answer: a bug
+                raise Conflict(f"the request with idempotency key {key!r} has no stored answer")
             return previous.status_code or 200, previous.response
     if body.infer:
         raise ConsolidationNotConfigured(

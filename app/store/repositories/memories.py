@@ -180,12 +180,13 @@ async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[
 async def update_content(session: AsyncSession, memory: Memory, *, text: str | None,
                          content_hash: str | None, embedding: list[float] | None,
                          metadata: dict[str, Any] | None) -> None:
-    values: dict[str, Any] = {"updated_at": sa.func.now()}
+    values: dict[Any, Any] = {Memory.updated_at: sa.func.now()}
     if text is not None:
-        values |= {"text": text, "content_hash": content_hash, "embedding": embedding}
+        values |= {Memory.text: text, Memory.content_hash: content_hash,
+                   Memory.embedding: embedding}
     if metadata is not None:
-        values["metadata"] = metadata
-    await session.execute(sa.update(Memory).where(Memory.id == memory.id).values(**values))
+        values[Memory.metadata_] = metadata
+    await session.execute(sa.update(Memory).where(Memory.id == memory.id).values(values))
     await session.refresh(memory)
 
 

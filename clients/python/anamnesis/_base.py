@@ -21,6 +21,7 @@ from anamnesis._exceptions import (
     AnamnesisConnectionError,
     AnamnesisError,
     AnamnesisTimeoutError,
+    APIError,
     make_api_error,
 )
 from anamnesis._models import (
@@ -142,7 +143,7 @@ class BaseClient:
             ) from exc
 
     @staticmethod
-    def _api_error(response: httpx.Response) -> AnamnesisError:
+    def _api_error(response: httpx.Response) -> APIError:
         code: str | None = None
         detail = response.text or response.reason_phrase
         request_id = response.headers.get("x-request-id")
