@@ -42,6 +42,10 @@ class EmbeddingSettings(BaseModel):
     )
     device: str = Field(default="cpu", description="cpu, cuda, or auto")
     batch_size: int = Field(default=64, ge=1, le=4096)
+    threads: int | None = Field(
+        default=None, ge=1, le=256,
+        description="CPU threads for the model; unset: half the cores (the rest serve requests).",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,8 +60,11 @@ class SentenceTransformerEmbedder:
     @classmethod
     def load(cls, settings: EmbeddingSettings) -> SentenceTransformerEmbedder:
         offline_model_environment()
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
+        torch.set_num_threads(threads)
         name = settings.model or default_model_path()
         device = None if settings.device == "auto" else settings.device
         model = SentenceTransformer(name, device=device, local_files_only=True)

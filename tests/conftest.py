@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,21 +37,32 @@ def plain_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
+@contextmanager
+def server_home() -> Iterator[Path]:
+    """A folder the bundled server's unprivileged user can reach when tests run as root
+    (pytest's own temp folders are private), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="anamnesis-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """URL of the maintenance database of a Postgres+pgvector server for this session."""
     configured = os.environ.get("ANAMNESIS_TEST_DB_URL")
     if configured:
         yield configured
         return
-    base = tmp_path_factory.mktemp("pg")
-    base.chmod(0o755)  # the server's unprivileged user must reach its data dir under root
-    embedded = EmbeddedPostgres(base / "data")
-    server = embedded.ensure_running()
-    try:
-        yield server.url("postgres")
-    finally:
-        embedded.stop()
+    with server_home() as home:
+        embedded = EmbeddedPostgres(home / "data")
+        server = embedded.ensure_running()
+        try:
+            yield server.url("postgres")
+        finally:
+            embedded.stop()
 
 
 async def recreate_database(server_url: str, name: str) -> str:
@@ -182,7 +196,3 @@ def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
         server.should_exit = True
         thread.join(timeout=30)
 
-
-def data_dir_for(tmp_path: Path) -> Path:
-    tmp_path.chmod(0o755)
-    return tmp_path

@@ -91,7 +91,7 @@ class EmbeddedPostgres:
         self.host = host
         self.start_timeout_s = start_timeout_s
         self.as_root = os.geteuid() == 0
-        if self.as_root and not _traversable_by_others(self.data_dir.parent):
+        if self.as_root and not _traversable_by_others(self.data_dir):
             # The data folder sits where the server's user cannot reach (e.g. /root): keep the
             # cluster under /var/lib, named after the data folder so each has its own.
             suffix = hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:12]
@@ -106,6 +106,7 @@ class EmbeddedPostgres:
     def ensure_running(self) -> RunningServer:
         """Start the cluster (initialising it on first use) or attach to it if it runs."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with self._lock():
             bindir = self._bindir()
             port: int | None

@@ -1,12 +1,14 @@
 """The bundled server: first start initialises and owns it, a second opener attaches."""
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from app.store.embedded_postgres import EmbeddedPostgres
-from tests.conftest import plain_dsn
+from tests.conftest import plain_dsn, server_home
 
 
 async def _vector_distance(url: str) -> float:
@@ -18,15 +20,20 @@ async def _vector_distance(url: str) -> float:
         await connection.close()
 
 
-async def test_start_attach_stop_restart(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
-    owner = EmbeddedPostgres(tmp_path / "data")
+@pytest.fixture
+def home() -> Iterator[Path]:
+    with server_home() as path:
+        yield path
+
+
+async def test_start_attach_stop_restart(home: Path) -> None:
+    owner = EmbeddedPostgres(home / "data")
     first = await asyncio.to_thread(owner.ensure_running)
     try:
         assert first.owned
         assert await _vector_distance(first.url()) == 1.0
 
-        guest = EmbeddedPostgres(tmp_path / "data")
+        guest = EmbeddedPostgres(home / "data")
         second = await asyncio.to_thread(guest.ensure_running)
         assert (second.port, second.owned) == (first.port, False)
         await asyncio.to_thread(guest.stop)  # a guest never stops the owner's server
@@ -35,7 +42,7 @@ async def test_start_attach_stop_restart(tmp_path: Path) -> None:
         await asyncio.to_thread(owner.stop)
 
     assert not (owner.pgdata / "postmaster.pid").exists()
-    again = EmbeddedPostgres(tmp_path / "data")
+    again = EmbeddedPostgres(home / "data")
     third = await asyncio.to_thread(again.ensure_running)
     try:
         assert third.owned
@@ -43,3 +50,14 @@ async def test_start_attach_stop_restart(tmp_path: Path) -> None:
         assert await _vector_distance(third.url()) == 1.0
     finally:
         await asyncio.to_thread(again.stop)
+
+
+async def test_private_data_folder_under_root_moves_the_cluster(home: Path) -> None:
+    private = home / "private"
+    private.mkdir(mode=0o700)
+    embedded = EmbeddedPostgres(private / "data")
+    if embedded.as_root:
+        # The server's user cannot enter a 0700 folder: the cluster lives under /var/lib.
+        assert not embedded.pgdata.is_relative_to(private)
+    else:
+        assert embedded.pgdata == private / "data" / "postgres"

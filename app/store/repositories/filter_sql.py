@@ -77,8 +77,8 @@ def _metadata(condition: Condition) -> ColumnElement[bool]:
     path = list(condition.path)
     node = Memory.metadata_.op("#>")(sa.cast(sa.literal(path, sa.ARRAY(sa.Text)),
                                              sa.ARRAY(sa.Text)))
-    text = Memory.metadata_.op("#>>")(sa.cast(sa.literal(path, sa.ARRAY(sa.Text)),
-                                              sa.ARRAY(sa.Text)))
+    text = Memory.metadata_.op("#>>", return_type=sa.Text)(
+        sa.cast(sa.literal(path, sa.ARRAY(sa.Text)), sa.ARRAY(sa.Text)))
     kind = sa.func.jsonb_typeof(node)
     value = condition.value
 
