@@ -72,8 +72,9 @@ CUISINES = [
     "Vietnamese", "Italian", "Indian", "Portuguese", "Moroccan", "Turkish", "Basque",
 ]
 ACTIVITIES = [
-    "hiking", "bouldering", "sailing", "kayaking", "cycling", "swimming", "yoga", "salsa",
-    "trail running", "birdwatching", "skiing", "surfing", "pottery", "chess", "photography",
+    "hiking", "bouldering", "sailing", "kayaking", "cycling", "swimming", "rowing", "climbing",
+    "trail running", "birdwatching", "skiing", "surfing", "snowboarding", "paddleboarding",
+    "horse riding",
 ]
 INSTRUMENTS = ["piano", "cello", "guitar", "violin", "drums", "saxophone", "ukulele", "flute"]
 AUTHORS = [
@@ -109,49 +110,58 @@ SEASONS = ["spring", "summer", "autumn", "winter"]
 
 MEMORY_TEMPLATES: dict[str, list[str]] = {
     "food": [
-        "I had {food} with {person} at a {cuisine} place in {city} {when}.",
-        "{person} is allergic to {food}, so we leave it out when we cook together.",
+        "I had {food} with {person} at a {cuisine} place in {city} {past}.",
+        "{person} is allergic to {food}; I found out at {person2}'s dinner in {city} {past}.",
         "My favourite {cuisine} dish is {food}, especially the one near the {landmark} in {city}.",
-        "I'm trying to cook {food} every {weekday} this {season}.",
+        "I'm trying to cook {food} every {weekday} this {season}, from {person}'s recipe.",
         "{person} recommended a {cuisine} restaurant close to the {landmark} in {city}.",
-        "I stopped eating {food} in {month} {year} and feel better for it.",
+        "I stopped eating {food} in {month} {year} after {person} suggested it.",
     ],
     "travel": [
-        "I'm flying to {city} {when} for {n} days with {person}.",
-        "Last {season} I visited {city} and went {activity} near the {landmark}.",
-        "{person} wants to move to {city} in {year}.",
+        "I'm flying to {city} {future} for {n} days with {person}.",
+        "Last {season} I visited {city} with {person} and went {activity} near the {landmark}.",
+        "{person} wants to move to {city} in {year} to work at {company}.",
         "I booked a hotel in {city} from {month} {day} to {month} {day2}.",
-        "My passport expires in {month} {year}, before the trip to {city}.",
+        "My passport expires in {month} {year}, before the trip to {city} with {person}.",
     ],
     "work": [
-        "I started a new job as a {role} at {company} {when}.",
+        "I started a new job as a {role} at {company} {past}; {person} referred me.",
         "My manager {person} wants the {project} project finished by {month} {day}.",
-        "The {project} launch at {company} slipped to {month} {year}.",
-        "{person} from {company} is my main contact for the {project} integration.",
-        "I have a performance review with {person} on {weekday} at {hour}:00.",
+        "The {project} launch at {company} slipped to {month} {year}, {person} told me.",
+        "{person} from {company} is my main contact for the {project} integration in {city}.",
+        "I have a review with {person} on {weekday} at {hour}:00 about the {project} project.",
     ],
     "health": [
-        "I've been running {n} km every {weekday} since {month}.",
-        "My doctor in {city} told me to cut down on {food}.",
-        "I sleep about {hours} hours a night while the {project} project is busy.",
-        "{person} and I signed up for a {activity} class on {weekday} evenings.",
-        "I twisted my ankle {activity} in {city} {when} and am resting it for {n} weeks.",
+        "I've been running {n} km every {weekday} since {month} {year} with {person}.",
+        "My doctor in {city} told me {past} to cut down on {food}.",
+        "I sleep about {hours} hours a night while the {project} project at {company} is busy.",
+        "{person} and I signed up for a {activity} class in {city} on {weekday} evenings.",
+        "I twisted my ankle {activity} in {city} {past} and am resting it for {n} weeks.",
     ],
     "hobby": [
-        "I've been learning the {instrument} for {n} months with {person} as my teacher.",
-        "I just finished a book by {author} about {subject}.",
+        "I've been learning the {instrument} since {month} {year} with {person} as my teacher.",
+        "I just finished a book by {author} about {subject} that {person} gave me {past}.",
         "On weekends I go {activity} with {person} outside {city}.",
-        "I'm entering a {activity} competition in {city} in {month}.",
-        "{person} lent me a novel by {author}; I should return it by {weekday}.",
+        "I'm entering a {activity} competition in {city} in {month} with {person}.",
+        "{person} lent me a novel by {author}; I should give it back by {month} {day}.",
     ],
     "family": [
         "My {relative} {person} lives in {city} and visits every {month}.",
         "{person}'s birthday is on {month} {day} and they love {food}.",
-        "Our {pet} {pet_name} has a vet appointment {when}.",
-        "My {relative} is getting married in {city} in {month} {year}.",
-        "{person} is picking up the kids on {weekday}s while I'm in {city}.",
+        "Our {pet} {pet_name} has a vet appointment {future} at the clinic near the {landmark}.",
+        "My {relative} {person} is getting married in {city} in {month} {year}.",
+        "{person} picks the kids up from {activity} on {weekday}s while I'm in {city}.",
     ],
 }
+# Some memories carry a second clause, as people's notes do.
+DETAILS = [
+    " {person2} was there too.",
+    " I told {person2} about it {past}.",
+    " Remind me about it in {month}.",
+    " {person2} thinks it's a great idea.",
+    " I should write it down for {person2}.",
+]
+
 TOPICS = list(MEMORY_TEMPLATES)
 
 # Questions an agent would ask about the memories above, worded differently from them.
@@ -181,17 +191,9 @@ QUERY_TEMPLATES = [
 
 def _slots(rng: random.Random) -> dict[str, Any]:
     month = rng.choice(MONTHS)
-    when = rng.choice([
-        f"last {rng.choice(WEEKDAYS)}",
-        f"next {rng.choice(WEEKDAYS)}",
-        f"on {month} {rng.randint(1, 28)}",
-        f"in {month}",
-        f"this {rng.choice(SEASONS)}",
-        f"{rng.randint(2, 9)} weeks ago",
-    ])
     day = rng.randint(1, 27)
     return {
-        "person": rng.choice(PEOPLE), "city": rng.choice(CITIES),
+        "person": rng.choice(PEOPLE), "person2": rng.choice(PEOPLE), "city": rng.choice(CITIES),
         "landmark": rng.choice(LANDMARKS), "food": rng.choice(FOODS),
         "cuisine": rng.choice(CUISINES), "activity": rng.choice(ACTIVITIES),
         "instrument": rng.choice(INSTRUMENTS), "author": rng.choice(AUTHORS),
@@ -199,15 +201,25 @@ def _slots(rng: random.Random) -> dict[str, Any]:
         "project": rng.choice(PROJECTS), "role": rng.choice(ROLES),
         "relative": rng.choice(RELATIVES), "pet": rng.choice(PETS),
         "pet_name": rng.choice(PET_NAMES), "month": month, "weekday": rng.choice(WEEKDAYS),
-        "season": rng.choice(SEASONS), "when": when, "day": day,
-        "day2": day + rng.randint(1, 4), "year": rng.randint(2019, 2027),
-        "n": rng.randint(2, 12), "hours": rng.choice(["five", "six", "seven", "eight"]),
-        "hour": rng.randint(8, 17),
+        "season": rng.choice(SEASONS), "day": day, "day2": day + rng.randint(1, 4),
+        "year": rng.randint(2019, 2027), "n": rng.randint(2, 12),
+        "hours": rng.choice(["five", "six", "seven", "eight"]), "hour": rng.randint(8, 17),
+        "past": rng.choice([
+            f"last {rng.choice(WEEKDAYS)}", f"on {month} {day}", f"in {month}",
+            f"{rng.randint(2, 9)} weeks ago", f"last {rng.choice(SEASONS)}",
+        ]),
+        "future": rng.choice([
+            f"next {rng.choice(WEEKDAYS)}", f"on {month} {day}", f"in {month}",
+            f"in {rng.randint(2, 9)} weeks", f"this {rng.choice(SEASONS)}",
+        ]),
     }
 
 
 def memory_text(rng: random.Random, topic: str) -> str:
-    text = rng.choice(MEMORY_TEMPLATES[topic]).format(**_slots(rng))
+    slots = _slots(rng)
+    text = rng.choice(MEMORY_TEMPLATES[topic]).format(**slots)
+    if rng.random() < 0.3:
+        text += rng.choice(DETAILS).format(**slots)
     return text[0].upper() + text[1:]
 
 
@@ -231,12 +243,16 @@ class AddRequest:
 
 
 def add_requests(n: int, batch: int, users: list[str], seed: int) -> list[AddRequest]:
-    """N messages in requests of ``batch``; each request is one user and one topic."""
+    """N messages in requests of ``batch``; each request is one user and one topic.
+
+    Users take requests in turn and each user's topics cycle from ``food`` on, so every user
+    holds memories of the filtered topic and about one in six of its memories match it.
+    """
     rng = random.Random(seed)
     requests = []
     for index in range(math.ceil(n / batch)):
         size = min(batch, n - index * batch)
-        topic = rng.choice(TOPICS)
+        topic = TOPICS[(index // len(users)) % len(TOPICS)]
         texts = [memory_text(rng, topic) for _ in range(size)]
         requests.append(AddRequest(users[index % len(users)], topic, texts))
     return requests
@@ -427,7 +443,10 @@ async def run_size(
     n: int, api_key: str, args: argparse.Namespace, pid: int | None, trust_env: bool, seed: int
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
-    users = [f"bench-{tag}-n{n}-u{i}" for i in range(USERS_PER_RUN)]
+    # Requests go to users in turn; a small N has fewer requests than users, and a user
+    # without memories would only measure empty searches.
+    user_count = min(USERS_PER_RUN, math.ceil(n / args.batch))
+    users = [f"bench-{tag}-n{n}-u{i}" for i in range(user_count)]
     requests = add_requests(n, args.batch, users, seed)
     rng = random.Random(seed + 1)
     queries = [Query(query_text(rng), rng.choice(users)) for _ in range(args.queries)]
@@ -631,6 +650,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "http_load",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -638,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "sizes": args.n, "batch": args.batch, "load_concurrency": args.load_concurrency,
             "queries": args.queries, "warmup_queries": WARMUP_QUERIES,
-            "concurrency": args.concurrency, "users_per_size": USERS_PER_RUN, "top_k": 10,
+            "concurrency": args.concurrency, "max_users_per_size": USERS_PER_RUN, "top_k": 10,
             "seed": args.seed,
         },
     }
@@ -666,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
+    report["duration_s"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def _compose_command() -> list[str]:
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     result = subprocess.run(
-        [*_compose_command(), "-f", "docker-compose.yml", "config", "--format", "json"],
+        [*_compose_command(), "-f", "docker-compose.yml", "--profile", "workers", "config",
+         "--format", "json"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
