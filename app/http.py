@@ -29,8 +29,10 @@ def envelope(request_id: str, status: int, code: str, detail: str) -> JSONRespon
                         status_code=status, headers={REQUEST_ID_HEADER: request_id})
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    # An HTTPException, so FastAPI's body reader re-raises it instead of answering 400.
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
 
 
 class RequestContextMiddleware:
@@ -68,15 +70,18 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body_bytes)
             return message
 
         async def tagged_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []),
-                                      (REQUEST_ID_HEADER.lower().encode(), request_id.encode())]
+                name = REQUEST_ID_HEADER.lower().encode()
+                message["headers"] = [
+                    *(h for h in message.get("headers", []) if h[0].lower() != name),
+                    (name, request_id.encode()),
+                ]
             await send(message)
 
         try:

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from app.deps import CallerDep, EmbedderDep, SessionDep
 from app.ingest import service
 from app.ingest.schemas import AddResponse, MemoryCreate
+from app.validation import OptionalStorableStr
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/v1/memories", tags=["memories"])
              responses={201: {"model": AddResponse}})
 async def add_memories(
     body: MemoryCreate, session: SessionDep, embedder: EmbedderDep, caller: CallerDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[OptionalStorableStr, Header(max_length=255)] = None,
 ) -> Any:
     """Store messages. ``infer=false`` keeps each non-empty message as one memory (201)."""
     status, payload = await service.add(session, embedder, caller, body, idempotency_key)

@@ -14,7 +14,8 @@ from app.limits import (
     MAX_MESSAGE_CHARS,
     MAX_MESSAGES_PER_ADD,
 )
-from app.memories.schemas import check_metadata_size
+from app.memories.schemas import check_metadata
+from app.validation import OptionalStorableStr, StorableStr
 
 ScopeId = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
 
@@ -23,25 +24,25 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant", "system"]
-    content: str = Field(max_length=MAX_MESSAGE_CHARS)
-    name: str | None = Field(default=None, max_length=MAX_ID_CHARS)
+    content: StorableStr = Field(max_length=MAX_MESSAGE_CHARS)
+    name: OptionalStorableStr = Field(default=None, max_length=MAX_ID_CHARS)
 
 
 class MemoryCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES_PER_ADD)
-    user_id: str | None = ScopeId
-    agent_id: str | None = ScopeId
-    run_id: str | None = ScopeId
+    user_id: OptionalStorableStr = ScopeId
+    agent_id: OptionalStorableStr = ScopeId
+    run_id: OptionalStorableStr = ScopeId
     metadata: dict[str, Any] | None = None
     infer: bool = Field(default=True, description="Distil with the LLM (true) or store verbatim.")
-    idempotency_key: str | None = Field(default=None, min_length=1,
+    idempotency_key: OptionalStorableStr = Field(default=None, min_length=1,
                                         max_length=MAX_IDEMPOTENCY_KEY_CHARS)
     expires_at: datetime | None = Field(default=None,
                                         description="After this time the memories are gone.")
 
-    _metadata_size = field_validator("metadata")(check_metadata_size)
+    _metadata = field_validator("metadata")(check_metadata)
 
     @model_validator(mode="after")
     def _needs_scope(self) -> MemoryCreate:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,11 +76,6 @@ async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Calle
         raise ValidationFailed("messages: every message is empty")
 
     existing = await repository.find_by_hashes(session, caller.project_id, scope, list(first))
-    expired = [memory.id for memory in existing.values()
-               if memory.expires_at is not None and memory.expires_at <= datetime.now(UTC)]
-    if expired:
-        await repository.retire_expired(session, expired)
-        existing = {h: m for h, m in existing.items() if m.id not in expired}
     pending = [item for digest, item in first.items() if digest not in existing]
     vectors = await embedder.embed([item.text for item in pending])
     inserted = await repository.insert_new(

@@ -18,10 +18,11 @@ from app.memories.schemas import (
     ScopeDeleted,
 )
 from app.store.repositories.memories import Scope
+from app.validation import OptionalStorableStr
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
-ScopeQuery = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_CHARS)]
+ScopeQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
 
 
 @router.get("", response_model=MemoryPage)

@@ -11,10 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.limits import MAX_MEMORY_CHARS, MAX_METADATA_BYTES
 from app.store.models import Memory, MemoryEvent
+from app.validation import OptionalStorableStr, json_problem
 
 
-def check_metadata_size(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Storable (see ``json_problem``) and at most MAX_METADATA_BYTES as UTF-8 JSON."""
+    if value is None:
+        return None
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(problem)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_METADATA_BYTES:
         raise ValueError(f"metadata larger than {MAX_METADATA_BYTES} bytes as JSON")
     return value
 
@@ -48,12 +56,12 @@ class MemoryPage(BaseModel):
 class MemoryUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(default=None, min_length=1, max_length=MAX_MEMORY_CHARS)
+    text: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_MEMORY_CHARS)
     metadata: dict[str, Any] | None = Field(
         default=None, description="Replaces the memory's metadata when given."
     )
 
-    _metadata_size = field_validator("metadata")(check_metadata_size)
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class MemoryDeleted(BaseModel):

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from app.errors import InvalidFilter
 from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
+from app.validation import json_problem
 
 Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "icontains"]
 OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
@@ -143,6 +144,8 @@ def _is_operator_object(value: Mapping[str, Any]) -> bool:
 
 
 def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
+    if "\x00" in key:
+        raise InvalidFilter(f"{where}: filter keys must not contain NUL characters")
     if key in ID_FIELDS or key in TIME_FIELDS:
         return key, ()
     if key.startswith("metadata."):
@@ -159,6 +162,9 @@ def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
 
 
 def _check_value(field: str, op: str, value: Any, where: str) -> Any:
+    problem = json_problem(value)
+    if problem:
+        raise InvalidFilter(f"{where}: {problem}")
     if field in ID_FIELDS:
         if op not in ID_OPERATORS:
             raise InvalidFilter(f"{where}: operator {op!r} does not apply to {field}")
@@ -214,7 +220,12 @@ def _timestamp(value: Any, where: str) -> datetime:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidFilter(f"{where}: {value!r} is not an ISO 8601 timestamp") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        # In UTC, so an instant past year 1..9999 there (e.g. year 1 at +14:00) is refused
+        # here rather than failing in the database driver.
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise InvalidFilter(f"{where}: {value!r} is out of range in UTC") from None
 
 
 def _type_name(value: Any) -> str:

@@ -9,12 +9,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.limits import MAX_ID_CHARS, MAX_QUERY_CHARS, MAX_TOP_K
+from app.validation import OptionalStorableStr, StorableStr
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: StorableStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     filters: dict[str, Any] | None = Field(
         default=None,
         description="user_id, agent_id, run_id, created_at, updated_at, metadata.<key> with "
@@ -23,9 +24,9 @@ class SearchRequest(BaseModel):
     top_k: int = Field(default=10, ge=1, le=MAX_TOP_K)
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0,
                                     description="Minimum cosine similarity of a hit.")
-    user_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
-    agent_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
-    run_id: str | None = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    user_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    agent_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    run_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
 
 
 class SearchHit(BaseModel):

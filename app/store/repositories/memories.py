@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -97,7 +97,10 @@ async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
 
 async def find_by_hashes(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
                          hashes: Sequence[str]) -> dict[str, Memory]:
-    """The live-index holders of these hashes in exactly this scope."""
+    """The unique-index holders of these hashes in exactly this scope.
+
+    Expired holders are retired first (marked deleted), so their text can be stored again.
+    """
     query = sa.select(Memory).where(
         Memory.project_id == project_id,
         Memory.user_id.is_not_distinct_from(scope.user_id),
@@ -107,14 +110,13 @@ async def find_by_hashes(session: AsyncSession, project_id: uuid.UUID, scope: Sc
         Memory.deleted_at.is_(None),
         Memory.invalid_at.is_(None),
     )
-    return {memory.content_hash: memory for memory in (await session.scalars(query))}
-
-
-async def retire_expired(session: AsyncSession, ids: Sequence[uuid.UUID]) -> None:
-    """Expired memories give up their place in the unique index (marked deleted)."""
-    if ids:
-        await session.execute(sa.update(Memory).where(Memory.id.in_(ids))
+    holders = {memory.content_hash: memory for memory in (await session.scalars(query))}
+    now = datetime.now(UTC)
+    expired = [m for m in holders.values() if m.expires_at is not None and m.expires_at <= now]
+    if expired:
+        await session.execute(sa.update(Memory).where(Memory.id.in_([m.id for m in expired]))
                               .values(deleted_at=sa.func.now()))
+    return {digest: m for digest, m in holders.items() if m not in expired}
 
 
 async def get(session: AsyncSession, project_id: uuid.UUID, memory_id: uuid.UUID, *,

@@ -1,0 +1,258 @@
+"""Two projects, the same user id in both: no endpoint ever lets one see or touch the other."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.store.db import Database
+
+KeyFactory = Callable[..., Awaitable[str]]
+
+
+@dataclass
+class Tenant:
+    client: httpx.AsyncClient
+    ids: list[str]  # alice's memories, oldest first
+    texts: list[str]
+
+
+async def _add(client: httpx.AsyncClient, text: str, **fields: Any) -> str:
+    response = await client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": text}], "infer": False, **fields})
+    assert response.status_code == 201, response.text
+    result = response.json()["results"][0]
+    assert result["event"] == "ADD"
+    return str(result["id"])
+
+
+@pytest.fixture
+async def tenants(app: FastAPI, api_key_factory: KeyFactory) -> AsyncIterator[
+        tuple[Tenant, Tenant]]:
+    """Project A and project B, each with its own "alice" (same agent and run ids too)."""
+    key_a, key_b = await api_key_factory("tenant-a"), await api_key_factory("tenant-b")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                 headers={"Authorization": f"Bearer {key_a}"}) as a, \
+            httpx.AsyncClient(transport=transport, base_url="http://test",
+                              headers={"Authorization": f"Bearer {key_b}"}) as b:
+        texts_a = ["Alice's cat is named Luna.", "Alice works as an airline pilot."]
+        texts_b = ["Alice's dog is named Rex.", "Alice works as a pastry chef."]
+        ids_a = [await _add(a, text, user_id="alice", agent_id="helper", run_id="run-1",
+                            metadata={"tag": "a-only"}) for text in texts_a]
+        ids_b = [await _add(b, text, user_id="alice", agent_id="helper", run_id="run-1",
+                            metadata={"tag": "b-only"}) for text in texts_b]
+        yield Tenant(a, ids_a, texts_a), Tenant(b, ids_b, texts_b)
+
+
+async def listed(client: httpx.AsyncClient, **params: Any) -> list[str]:
+    response = await client.get("/v1/memories", params={"limit": 1000, **params})
+    assert response.status_code == 200, response.text
+    return [m["id"] for m in response.json()["results"]]
+
+
+async def searched(client: httpx.AsyncClient, query: str, **fields: Any) -> list[str]:
+    response = await client.post("/v1/memories/search",
+                                 json={"query": query, "top_k": 1000, **fields})
+    assert response.status_code == 200, response.text
+    return [hit["id"] for hit in response.json()["results"]]
+
+
+def assert_not_found(response: httpx.Response) -> None:
+    assert response.status_code == 404, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail", "request_id"}
+    assert body["error"] == "not_found"
+
+
+async def snapshot(tenant: Tenant) -> dict[str, Any]:
+    """What the owner sees of its memories: records and histories."""
+    state: dict[str, Any] = {}
+    for memory_id in tenant.ids:
+        record = await tenant.client.get(f"/v1/memories/{memory_id}")
+        events = await tenant.client.get(f"/v1/memories/{memory_id}/history")
+        state[memory_id] = (record.status_code, record.json(), events.json())
+    return state
+
+
+async def test_list_returns_only_own_memories(tenants: tuple[Tenant, Tenant]) -> None:
+    for tenant in tenants:
+        own = list(reversed(tenant.ids))
+        assert await listed(tenant.client) == own
+        assert await listed(tenant.client, user_id="alice") == own
+        assert await listed(tenant.client, agent_id="helper") == own
+        assert await listed(tenant.client, run_id="run-1") == own
+        assert await listed(tenant.client, user_id="alice", agent_id="helper",
+                            run_id="run-1") == own
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"user_id": "alice"},
+    {"agent_id": "helper", "run_id": "run-1"},
+    {"filters": {"user_id": "alice"}},
+    {"filters": {"user_id": {"in": ["alice", "bob"]}}},
+    {"filters": {"OR": [{"metadata.tag": "a-only"}, {"metadata.tag": "b-only"}]}},
+    {"filters": {"metadata": {"role": "user"}}},
+    {"filters": {"NOT": {"user_id": "nobody"}}},
+    {"threshold": -1.0},
+])
+async def test_search_returns_only_own_memories(tenants: tuple[Tenant, Tenant],
+                                                fields: dict[str, Any]) -> None:
+    for tenant in tenants:
+        for query in ("What is Alice's pet called?", "What is Alice's job?"):
+            assert sorted(await searched(tenant.client, query, **fields)) == sorted(tenant.ids)
+
+
+async def test_search_naming_the_other_projects_data_finds_nothing(
+        tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    assert await searched(a.client, "Alice's dog Rex", filters={"metadata.tag": "b-only"}) == []
+    assert await searched(b.client, "Alice's cat Luna", filters={"metadata.tag": "a-only"}) == []
+    assert await searched(a.client, "pastry chef",
+                          filters={"metadata.tag": {"in": ["b-only"]}}) == []
+    # The other project's exact text is no way in either.
+    top = await searched(a.client, b.texts[0], user_id="alice")
+    assert top[0] == a.ids[0]
+    assert set(top) == set(a.ids)
+    assert await searched(a.client, b.texts[0], threshold=0.99) == []
+
+
+async def test_other_projects_memory_is_not_found_on_every_endpoint(
+        tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    before = await snapshot(b), await snapshot(a)
+    for theirs in b.ids:
+        assert_not_found(await a.client.get(f"/v1/memories/{theirs}"))
+        assert_not_found(await a.client.get(f"/v1/memories/{theirs}/history"))
+        assert_not_found(await a.client.patch(f"/v1/memories/{theirs}",
+                                              json={"text": "hijacked"}))
+        assert_not_found(await a.client.patch(f"/v1/memories/{theirs}",
+                                              json={"metadata": {"owner": "a"}}))
+        assert_not_found(await a.client.delete(f"/v1/memories/{theirs}"))
+    for theirs in a.ids:
+        assert_not_found(await b.client.delete(f"/v1/memories/{theirs}"))
+        assert_not_found(await b.client.patch(f"/v1/memories/{theirs}",
+                                              json={"text": b.texts[0]}))
+    assert (await snapshot(b), await snapshot(a)) == before
+    assert "hijacked" not in str(await searched(b.client, "hijacked"))
+
+
+async def test_deleted_memory_of_other_project_stays_hidden(
+        tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    assert (await b.client.delete(f"/v1/memories/{b.ids[0]}")).status_code == 200
+    assert_not_found(await a.client.get(f"/v1/memories/{b.ids[0]}/history"))
+    assert_not_found(await a.client.get(f"/v1/memories/{b.ids[0]}"))
+    events = (await b.client.get(f"/v1/memories/{b.ids[0]}/history")).json()["results"]
+    assert [e["event"] for e in events] == ["ADD", "DELETE"]
+
+
+async def test_delete_scope_stays_in_its_project(tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    b_before = await snapshot(b)
+    response = await a.client.delete("/v1/memories", params={"user_id": "alice"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"deleted": len(a.ids)}
+    assert await listed(a.client) == []
+    assert await listed(b.client, user_id="alice") == list(reversed(b.ids))
+    assert await snapshot(b) == b_before
+    assert sorted(await searched(b.client, "Alice", user_id="alice")) == sorted(b.ids)
+
+    for params in ({"agent_id": "helper"}, {"run_id": "run-1"}):
+        assert (await a.client.delete("/v1/memories", params=params)).json() == {"deleted": 0}
+    assert await snapshot(b) == b_before
+
+
+async def test_same_text_in_both_projects_is_two_memories(
+        tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    shared = "Alice is allergic to shellfish."
+    mine = await _add(a.client, shared, user_id="alice")
+    theirs = await _add(b.client, shared, user_id="alice")
+    assert mine != theirs
+    assert (await b.client.delete(f"/v1/memories/{theirs}")).status_code == 200
+    assert (await a.client.get(f"/v1/memories/{mine}")).json()["memory"] == shared
+    # A PATCH to text that exists only in the other project is no conflict.
+    patched = await a.client.patch(f"/v1/memories/{a.ids[0]}", json={"text": b.texts[1]})
+    assert patched.status_code == 200, patched.text
+    assert (await b.client.get(f"/v1/memories/{b.ids[1]}")).json()["memory"] == b.texts[1]
+
+
+async def test_idempotency_keys_are_per_project(tenants: tuple[Tenant, Tenant]) -> None:
+    a, b = tenants
+    responses = []
+    for tenant, text in ((a, "Alice runs on weekends."), (b, "Alice swims on weekends.")):
+        response = await tenant.client.post("/v1/memories", json={
+            "messages": [{"role": "user", "content": text}], "user_id": "alice",
+            "infer": False, "idempotency_key": "shared-key"})
+        assert response.status_code == 201, response.text
+        assert response.json()["results"][0]["event"] == "ADD"
+        responses.append(response.json())
+    assert responses[0]["results"][0]["id"] != responses[1]["results"][0]["id"]
+    replay = await a.client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "Alice runs on weekends."}],
+        "user_id": "alice", "infer": False, "idempotency_key": "shared-key"})
+    assert replay.json() == responses[0]
+
+
+async def project_ids(database: Database) -> list[str]:
+    async with database.engine.connect() as connection:
+        result = await connection.exec_driver_sql("SELECT id FROM projects ORDER BY name")
+        return [str(row[0]) for row in result]
+
+
+@pytest.mark.parametrize("field", ["project_id", "project", "project_name", "tenant_id"])
+async def test_body_cannot_choose_the_project(tenants: tuple[Tenant, Tenant],
+                                              database: Database, field: str) -> None:
+    a, b = tenants
+    other_project = (await project_ids(database))[1]  # tenant-b
+    before = await snapshot(b), await listed(a.client)
+
+    add = await a.client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "Planted into B?"}], "user_id": "alice",
+        "infer": False, field: other_project})
+    search = await a.client.post("/v1/memories/search",
+                                 json={"query": "Alice", field: other_project})
+    patch = await a.client.patch(f"/v1/memories/{a.ids[0]}",
+                                 json={"text": "moved", field: other_project})
+    patch_theirs = await a.client.patch(f"/v1/memories/{b.ids[0]}",
+                                        json={"text": "moved", field: other_project})
+    for response in (add, search, patch, patch_theirs):
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "validation_error"
+        assert field in response.json()["detail"]
+    assert (await snapshot(b), await listed(a.client)) == before
+
+
+async def test_filters_and_query_cannot_choose_the_project(
+        tenants: tuple[Tenant, Tenant], database: Database) -> None:
+    a, b = tenants
+    other_project = (await project_ids(database))[1]
+    response = await a.client.post("/v1/memories/search", json={
+        "query": "Alice", "filters": {"project_id": other_project}})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_filter"
+    assert "project_id" in response.json()["detail"]
+    # Unknown query parameters are ignored; the key alone picks the project.
+    assert await listed(a.client, project_id=other_project) == list(reversed(a.ids))
+    deleted = await a.client.delete("/v1/memories",
+                                    params={"user_id": "alice", "project_id": other_project})
+    assert deleted.json() == {"deleted": len(a.ids)}
+    assert await listed(b.client) == list(reversed(b.ids))
+
+
+async def test_a_second_key_of_a_project_sees_that_project_only(
+        tenants: tuple[Tenant, Tenant], app: FastAPI, api_key_factory: KeyFactory) -> None:
+    a, b = tenants
+    second_key_a = await api_key_factory("tenant-a")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test",
+                                 headers={"X-API-Key": second_key_a}) as again:
+        assert await listed(again) == list(reversed(a.ids))
+        assert_not_found(await again.get(f"/v1/memories/{b.ids[0]}"))
