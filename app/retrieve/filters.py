@@ -138,9 +138,10 @@ def _parse_field(key: str, value: Any, where: str, counter: list[int]) -> list[C
 
 
 def _is_operator_object(value: Mapping[str, Any]) -> bool:
-    # A metadata value that is itself an object is an operator object only when all its keys
-    # are operators; otherwise it is a literal JSON object compared for equality.
-    return all(key in OPERATORS for key in value)
+    # A metadata value that is an object is an operator object as soon as one key is an
+    # operator (so a misspelt second operator is an error, not a silent literal); with no
+    # operator key it is a literal JSON object compared for equality.
+    return not value or any(key in OPERATORS for key in value)
 
 
 def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
