@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,11 +39,11 @@ class MemoryRead(BaseModel):
     expires_at: datetime | None
 
     @classmethod
-    def of(cls, memory: Memory) -> MemoryRead:
+    def of(cls, memory: Memory, **extra: Any) -> Self:
         return cls(id=memory.id, memory=memory.text, user_id=memory.user_id,
                    agent_id=memory.agent_id, run_id=memory.run_id, metadata=memory.metadata_,
                    created_at=memory.created_at, updated_at=memory.updated_at,
-                   expires_at=memory.expires_at)
+                   expires_at=memory.expires_at, **extra)
 
 
 class MemoryPage(BaseModel):

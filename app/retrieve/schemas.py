@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.limits import MAX_ID_CHARS, MAX_QUERY_CHARS, MAX_TOP_K
+from app.memories.schemas import MemoryRead
 from app.validation import OptionalStorableStr, StorableStr
 
 
@@ -29,16 +28,8 @@ class SearchRequest(BaseModel):
     run_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
 
 
-class SearchHit(BaseModel):
-    id: uuid.UUID
-    memory: str
+class SearchHit(MemoryRead):
     score: float = Field(description="Cosine similarity to the query, higher is closer.")
-    user_id: str | None
-    agent_id: str | None
-    run_id: str | None
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
 
 
 class SearchResponse(BaseModel):

@@ -20,9 +20,4 @@ async def search(session: AsyncSession, embedder: Embedder, caller: Caller,
     (vector,) = await embedder.embed([request.query])
     rows = await repository.nearest(session, caller.project_id, vector, tree, request.top_k,
                                     request.threshold)
-    return [
-        SearchHit(id=memory.id, memory=memory.text, score=score, user_id=memory.user_id,
-                  agent_id=memory.agent_id, run_id=memory.run_id, metadata=memory.metadata_,
-                  created_at=memory.created_at, updated_at=memory.updated_at)
-        for memory, score in rows
-    ]
+    return [SearchHit.of(memory, score=score) for memory, score in rows]
