@@ -1,7 +1,9 @@
 """Compiles a parsed filter tree into a SQL boolean over ``memories``.
 
-Every leaf is two-valued (``COALESCE(…, false)``), so ``NOT`` is exact: a memory without the
-key satisfies ``ne``/``nin`` and ``NOT {eq}``, never silently neither. Values are always bound
+Under ``NOT`` every leaf is made two-valued (``COALESCE(…, false)``), so negation is exact: a
+memory without the key satisfies ``NOT {eq}``, never silently neither. Elsewhere a NULL leaf
+already acts as false, and leaves stay bare so Postgres can use the scope and metadata
+indexes for them. ``ne``/``nin`` match a missing key by construction. Values are always bound
 parameters.
 """
 
@@ -26,15 +28,15 @@ _COLUMNS: dict[str, Any] = {
 }
 
 
-def compile_filter(tree: Filter) -> ColumnElement[bool]:
+def compile_filter(tree: Filter, *, negated: bool = False) -> ColumnElement[bool]:
     if isinstance(tree, All):
-        return sa.and_(*(compile_filter(part) for part in tree.parts))
+        return sa.and_(*(compile_filter(part, negated=negated) for part in tree.parts))
     if isinstance(tree, Any_):
-        return sa.or_(*(compile_filter(part) for part in tree.parts))
+        return sa.or_(*(compile_filter(part, negated=negated) for part in tree.parts))
     if isinstance(tree, Not):
-        return sa.not_(compile_filter(tree.part))
+        return sa.not_(compile_filter(tree.part, negated=True))
     expression = _metadata(tree) if tree.field == "metadata" else _column(tree)
-    return sa.func.coalesce(expression, sa.false())
+    return sa.func.coalesce(expression, sa.false()) if negated else expression
 
 
 def _like_pattern(value: str) -> str:
