@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +48,26 @@ class EmbeddingSettings(BaseModel):
     )
 
 
+class LLMSettings(BaseModel):
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint (…/v1). Unset: start the bundled local model.",
+    )
+    api_key: SecretStr | None = None
+    model: str = Field(default="qwen2.5-coder-0.5b-instruct",
+                       description="Model name sent to the endpoint.")
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10,
+                              description="Tries per call on 429/5xx/timeouts, with backoff.")
+    max_output_retries: int = Field(default=2, ge=0, le=10,
+                                    description="Re-asks, with the error, on invalid output.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=1024, ge=16)
+    local_threads: int | None = Field(default=None, ge=1, le=256,
+                                      description="CPU threads of the bundled model.")
+    local_context: int = Field(default=8192, ge=512)
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8420, ge=0, le=65535)
@@ -74,6 +94,7 @@ class Settings(BaseSettings):
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
 
 
 def offline_model_environment() -> None:

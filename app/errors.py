@@ -55,3 +55,47 @@ class ConsolidationNotConfigured(AnamnesisError):
 class Unavailable(AnamnesisError):
     status_code = 503
     code = "unavailable"
+
+
+class LLMError(AnamnesisError):
+    """An LLM call failed. Carries the tokens it spent before failing, so a job can record
+    what a failed call cost."""
+
+    status_code = 502
+    code = "llm_error"
+
+    def __init__(self, detail: str, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        super().__init__(detail)
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+
+
+class LLMRequestRejected(LLMError):
+    """The endpoint refused the request (a 4xx other than 429: bad key, unknown model, schema
+    it cannot serve). Configuration, not luck: retrying will not help."""
+
+    code = "llm_request_rejected"
+
+
+class LLMOutputError(LLMError):
+    """The model kept answering with output that does not validate, past its re-asks."""
+
+    code = "llm_bad_output"
+
+
+class LLMUnavailable(LLMError):
+    """Transient: 5xx, timeouts or connection failures outlasted the client's own retries.
+    Worth retrying later, after ``retry_after_s`` when the endpoint named a wait."""
+
+    status_code = 503
+    code = "llm_unavailable"
+
+    def __init__(self, detail: str, *, retry_after_s: float | None = None,
+                 prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        super().__init__(detail, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        self.retry_after_s = retry_after_s
+
+
+class LLMRateLimited(LLMUnavailable):
+    status_code = 429
+    code = "llm_rate_limited"

