@@ -3,8 +3,9 @@
 Under ``NOT`` every leaf is made two-valued (``COALESCE(…, false)``), so negation is exact: a
 memory without the key satisfies ``NOT {eq}``, never silently neither. Elsewhere a NULL leaf
 already acts as false, and leaves stay bare so Postgres can use the scope and metadata
-indexes for them. ``ne``/``nin`` match a missing key by construction. Values are always bound
-parameters.
+indexes for them — unless ``two_valued`` asks for COALESCE everywhere, which also hides those
+indexes from the planner (the vector search uses that to stay on its HNSW index).
+``ne``/``nin`` match a missing key by construction. Values are always bound parameters.
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ _COLUMNS: dict[str, Any] = {
 }
 
 
-def compile_filter(tree: Filter, *, negated: bool = False) -> ColumnElement[bool]:
+def compile_filter(tree: Filter, *, two_valued: bool = False) -> ColumnElement[bool]:
     if isinstance(tree, All):
-        return sa.and_(*(compile_filter(part, negated=negated) for part in tree.parts))
+        return sa.and_(*(compile_filter(part, two_valued=two_valued) for part in tree.parts))
     if isinstance(tree, Any_):
-        return sa.or_(*(compile_filter(part, negated=negated) for part in tree.parts))
+        return sa.or_(*(compile_filter(part, two_valued=two_valued) for part in tree.parts))
     if isinstance(tree, Not):
-        return sa.not_(compile_filter(tree.part, negated=True))
+        return sa.not_(compile_filter(tree.part, two_valued=True))
     expression = _metadata(tree) if tree.field == "metadata" else _column(tree)
-    return sa.func.coalesce(expression, sa.false()) if negated else expression
+    return sa.func.coalesce(expression, sa.false()) if two_valued else expression
 
 
 def _like_pattern(value: str) -> str:

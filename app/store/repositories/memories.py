@@ -21,6 +21,11 @@ from app.store.repositories.filter_sql import compile_filter
 # pgvector's HNSW candidate list; iterative scans keep going past it under filters.
 MIN_EF_SEARCH = 64
 MAX_EF_SEARCH = 1000
+# Up to this many matching memories, scoring them all beats walking the HNSW graph past the
+# ones the filter rejects. Measured at 100k rows (p50, HNSW only → with this bound): a filter
+# matching 2% 110 → 50 ms, one matching 20% 14 → 58 ms. The worst case halves, and small
+# filtered sets get an exact answer; the FAISS hot path is meant to replace this.
+EXACT_SCAN_MAX_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -154,28 +159,41 @@ async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[
                   threshold: float | None) -> list[tuple[Memory, float]]:
     """The ``top_k`` live memories closest to ``embedding`` that match the filter.
 
-    First through the HNSW index with pgvector's iterative scan (which keeps scanning until
-    enough rows pass the filter); if that yields fewer than ``top_k``, an exact scan over the
-    matching rows decides, so a selective filter never loses hits.
+    When at most ``EXACT_SCAN_MAX_ROWS`` memories match (counted through the scope and
+    metadata indexes, stopping at the bound), all of them are scored: exact. Otherwise the
+    HNSW index is walked with pgvector's iterative scan, which keeps going until enough rows
+    pass the filter; should that still yield fewer than ``top_k``, an exact scan decides. A
+    selective filter never loses hits.
     """
     distance = Memory.embedding.cosine_distance(embedding)
-    conditions = [Memory.project_id == project_id, live()]
-    if filter_tree is not None:
-        conditions.append(compile_filter(filter_tree))
+    scoped: list[ColumnElement[bool]] = [Memory.project_id == project_id, live()]
     if threshold is not None:
-        conditions.append(distance <= 1.0 - threshold)
-    ef_search = max(MIN_EF_SEARCH, min(MAX_EF_SEARCH, 2 * top_k))
-    await session.execute(sa.select(
-        sa.func.set_config("hnsw.ef_search", str(ef_search), True),
-        sa.func.set_config("hnsw.iterative_scan", "strict_order", True),
-    ))
-    approximate = sa.select(Memory, distance).where(*conditions).order_by(distance).limit(top_k)
-    rows = (await session.execute(approximate)).all()
-    if len(rows) < top_k:
-        # "+ 0" keeps the planner off the index: an exact ordering over matching rows.
-        exact = (sa.select(Memory, distance).where(*conditions)
-                 .order_by(distance + 0).limit(top_k))
+        scoped.append(distance <= 1.0 - threshold)
+
+    def matching(two_valued: bool) -> list[ColumnElement[bool]]:
+        if filter_tree is None:
+            return scoped
+        return [*scoped, compile_filter(filter_tree, two_valued=two_valued)]
+
+    # "+ 0" keeps the planner off the vector index: an exact ordering over matching rows.
+    exact = (sa.select(Memory, distance).where(*matching(False))
+             .order_by(distance + 0).limit(top_k))
+    bounded = sa.select(sa.literal(1)).where(*matching(False)).limit(EXACT_SCAN_MAX_ROWS + 1)
+    count = await session.execute(sa.select(sa.func.count()).select_from(bounded.subquery()))
+    if count.scalar_one() <= EXACT_SCAN_MAX_ROWS:
         rows = (await session.execute(exact)).all()
+    else:
+        ef_search = max(MIN_EF_SEARCH, min(MAX_EF_SEARCH, 2 * top_k))
+        await session.execute(sa.select(
+            sa.func.set_config("hnsw.ef_search", str(ef_search), True),
+            sa.func.set_config("hnsw.iterative_scan", "strict_order", True),
+        ))
+        # Two-valued leaves keep the planner on the HNSW index rather than a filter index.
+        approximate = (sa.select(Memory, distance).where(*matching(True))
+                       .order_by(distance).limit(top_k))
+        rows = (await session.execute(approximate)).all()
+        if len(rows) < top_k:
+            rows = (await session.execute(exact)).all()
     return [(memory, 1.0 - float(dist)) for memory, dist in rows]
 
 
