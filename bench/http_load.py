@@ -6,26 +6,19 @@ with and without a metadata filter. Prints one JSON document on stdout; progress
 
 Without ``--base-url`` it starts its own server on a free port with a fresh data directory
 (the embedded Postgres), gives every N its own project key, and stops the server at the end.
-See bench/README.md for the fields.
+Run from the repository root: `python -m bench.http_load --n 10000`. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import math
 import os
-import platform
 import random
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -36,230 +29,13 @@ from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.managed_server import ManagedServer, machine_info, progress, rss_mb
+from bench.synthetic import AddRequest, add_requests, query_text
+
 USERS_PER_RUN = 10
 WARMUP_QUERIES = 10
 FILTER_TOPIC = "food"
 MAX_ERROR_SAMPLES = 5
-
-# -- synthetic corpus ---------------------------------------------------------------------------
-
-PEOPLE = [
-    "Maria", "Tom", "Aisha", "Kenji", "Lena", "Omar", "Priya", "Lucas", "Sofia", "Daniel",
-    "Mei", "Jonas", "Fatima", "Carlos", "Hannah", "Ivan", "Chloe", "Mateo", "Yuki", "Noah",
-    "Amara", "Felix", "Ingrid", "Rahul", "Elena", "Samuel", "Zara", "Pedro", "Nadia", "Oliver",
-    "Leila", "Marco", "Grace", "Tariq", "Anya", "Ben", "Rosa", "Hugo", "Sana", "Emil",
-]
-CITIES = [
-    "Lisbon", "Tokyo", "Nairobi", "Berlin", "Montreal", "Buenos Aires", "Seoul", "Oslo",
-    "Marrakesh", "Austin", "Hanoi", "Edinburgh", "Cape Town", "Lima", "Kraków", "Melbourne",
-    "Istanbul", "Vancouver", "Bologna", "Reykjavik", "Mumbai", "Copenhagen", "Porto",
-    "Mexico City", "Tbilisi", "Kyoto", "Dublin", "Valencia", "Santiago", "Helsinki",
-]
-LANDMARKS = [
-    "old harbour", "central station", "botanical garden", "cathedral", "night market",
-    "riverside park", "university", "art museum", "fish market", "castle",
-]
-FOODS = [
-    "ramen", "paella", "pho", "tacos al pastor", "shakshuka", "pad thai", "sushi", "lasagne",
-    "falafel", "bibimbap", "ceviche", "pierogi", "butter chicken", "moussaka", "dumplings",
-    "risotto", "jollof rice", "goulash", "empanadas", "laksa", "pastel de nata", "tiramisu",
-    "peanuts", "shellfish", "gluten", "dark chocolate", "blue cheese", "mushrooms", "avocado",
-    "oat milk",
-]
-CUISINES = [
-    "Thai", "Peruvian", "Ethiopian", "Japanese", "Georgian", "Lebanese", "Mexican", "Korean",
-    "Vietnamese", "Italian", "Indian", "Portuguese", "Moroccan", "Turkish", "Basque",
-]
-ACTIVITIES = [
-    "hiking", "bouldering", "sailing", "kayaking", "cycling", "swimming", "rowing", "climbing",
-    "trail running", "birdwatching", "skiing", "surfing", "snowboarding", "paddleboarding",
-    "horse riding",
-]
-INSTRUMENTS = ["piano", "cello", "guitar", "violin", "drums", "saxophone", "ukulele", "flute"]
-AUTHORS = [
-    "Ursula K. Le Guin", "Toni Morrison", "Haruki Murakami", "Chimamanda Ngozi Adichie",
-    "Italo Calvino", "Octavia Butler", "Kazuo Ishiguro", "Jorge Luis Borges", "Mary Beard",
-    "Oliver Sacks",
-]
-SUBJECTS = [
-    "memory", "the ocean", "Roman history", "migration", "artificial intelligence", "grief",
-    "mountains", "cities", "language", "friendship",
-]
-COMPANIES = [
-    "Northwind", "Globex", "Initech", "Umbrella Labs", "Hooli", "Stark Logistics", "Acme Bio",
-    "Blue Harbor", "Vandelay Imports", "Pied Piper",
-]
-PROJECTS = [
-    "Atlas", "Nimbus", "Orion", "Beacon", "Falcon", "Harbor", "Quartz", "Sequoia", "Tundra",
-    "Zephyr",
-]
-ROLES = [
-    "data engineer", "product manager", "site reliability engineer", "designer",
-    "research scientist", "team lead", "support engineer", "backend developer",
-]
-RELATIVES = ["sister", "brother", "cousin", "aunt", "uncle", "grandmother", "father", "mother"]
-PETS = ["dog", "cat", "rabbit", "parrot"]
-PET_NAMES = ["Biscuit", "Luna", "Pixel", "Mochi", "Rufus", "Nala", "Pepper", "Ziggy"]
-MONTHS = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
-]
-WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-SEASONS = ["spring", "summer", "autumn", "winter"]
-
-MEMORY_TEMPLATES: dict[str, list[str]] = {
-    "food": [
-        "I had {food} with {person} at a {cuisine} place in {city} {past}.",
-        "{person} is allergic to {food}; I found out at {person2}'s dinner in {city} {past}.",
-        "My favourite {cuisine} dish is {food}, especially the one near the {landmark} in {city}.",
-        "I'm trying to cook {food} every {weekday} this {season}, from {person}'s recipe.",
-        "{person} recommended a {cuisine} restaurant close to the {landmark} in {city}.",
-        "I stopped eating {food} in {month} {year} after {person} suggested it.",
-    ],
-    "travel": [
-        "I'm flying to {city} {future} for {n} days with {person}.",
-        "Last {season} I visited {city} with {person} and went {activity} near the {landmark}.",
-        "{person} wants to move to {city} in {year} to work at {company}.",
-        "I booked a hotel in {city} from {month} {day} to {month} {day2}.",
-        "My passport expires in {month} {year}, before the trip to {city} with {person}.",
-    ],
-    "work": [
-        "I started a new job as a {role} at {company} {past}; {person} referred me.",
-        "My manager {person} wants the {project} project finished by {month} {day}.",
-        "The {project} launch at {company} slipped to {month} {year}, {person} told me.",
-        "{person} from {company} is my main contact for the {project} integration in {city}.",
-        "I have a review with {person} on {weekday} at {hour}:00 about the {project} project.",
-    ],
-    "health": [
-        "I've been running {n} km every {weekday} since {month} {year} with {person}.",
-        "My doctor in {city} told me {past} to cut down on {food}.",
-        "I sleep about {hours} hours a night while the {project} project at {company} is busy.",
-        "{person} and I signed up for a {activity} class in {city} on {weekday} evenings.",
-        "I twisted my ankle {activity} in {city} {past} and am resting it for {n} weeks.",
-    ],
-    "hobby": [
-        "I've been learning the {instrument} since {month} {year} with {person} as my teacher.",
-        "I just finished a book by {author} about {subject} that {person} gave me {past}.",
-        "On weekends I go {activity} with {person} outside {city}.",
-        "I'm entering a {activity} competition in {city} in {month} with {person}.",
-        "{person} lent me a novel by {author}; I should give it back by {month} {day}.",
-    ],
-    "family": [
-        "My {relative} {person} lives in {city} and visits every {month}.",
-        "{person}'s birthday is on {month} {day} and they love {food}.",
-        "Our {pet} {pet_name} has a vet appointment {future} at the clinic near the {landmark}.",
-        "My {relative} {person} is getting married in {city} in {month} {year}.",
-        "{person} picks the kids up from {activity} on {weekday}s while I'm in {city}.",
-    ],
-}
-# Some memories carry a second clause, as people's notes do.
-DETAILS = [
-    " {person2} was there too.",
-    " I told {person2} about it {past}.",
-    " Remind me about it in {month}.",
-    " {person2} thinks it's a great idea.",
-    " I should write it down for {person2}.",
-]
-
-TOPICS = list(MEMORY_TEMPLATES)
-
-# Questions an agent would ask about the memories above, worded differently from them.
-QUERY_TEMPLATES = [
-    "What food does {person} like?",
-    "Where did I eat {cuisine} food?",
-    "Which restaurants were recommended to me in {city}?",
-    "Is anyone I know allergic to {food}?",
-    "What am I cooking on {weekday}s?",
-    "When am I travelling to {city}?",
-    "Who is coming with me on the trip to {city}?",
-    "Where is {person} planning to move?",
-    "Where do I work and what is my role?",
-    "What is the deadline for the {project} project?",
-    "Who is my contact at {company}?",
-    "How often do I go running?",
-    "What did my doctor say about my diet?",
-    "How much am I sleeping lately?",
-    "Which instrument am I learning?",
-    "What have I been reading recently?",
-    "What do I do on weekends with {person}?",
-    "When is {person}'s birthday?",
-    "Where does my {relative} live?",
-    "When does {pet_name} see the vet?",
-]
-
-
-def _slots(rng: random.Random) -> dict[str, Any]:
-    month = rng.choice(MONTHS)
-    day = rng.randint(1, 27)
-    return {
-        "person": rng.choice(PEOPLE), "person2": rng.choice(PEOPLE), "city": rng.choice(CITIES),
-        "landmark": rng.choice(LANDMARKS), "food": rng.choice(FOODS),
-        "cuisine": rng.choice(CUISINES), "activity": rng.choice(ACTIVITIES),
-        "instrument": rng.choice(INSTRUMENTS), "author": rng.choice(AUTHORS),
-        "subject": rng.choice(SUBJECTS), "company": rng.choice(COMPANIES),
-        "project": rng.choice(PROJECTS), "role": rng.choice(ROLES),
-        "relative": rng.choice(RELATIVES), "pet": rng.choice(PETS),
-        "pet_name": rng.choice(PET_NAMES), "month": month, "weekday": rng.choice(WEEKDAYS),
-        "season": rng.choice(SEASONS), "day": day, "day2": day + rng.randint(1, 4),
-        "year": rng.randint(2019, 2027), "n": rng.randint(2, 12),
-        "hours": rng.choice(["five", "six", "seven", "eight"]), "hour": rng.randint(8, 17),
-        "past": rng.choice([
-            f"last {rng.choice(WEEKDAYS)}", f"on {month} {day}", f"in {month}",
-            f"{rng.randint(2, 9)} weeks ago", f"last {rng.choice(SEASONS)}",
-        ]),
-        "future": rng.choice([
-            f"next {rng.choice(WEEKDAYS)}", f"on {month} {day}", f"in {month}",
-            f"in {rng.randint(2, 9)} weeks", f"this {rng.choice(SEASONS)}",
-        ]),
-    }
-
-
-def memory_text(rng: random.Random, topic: str) -> str:
-    slots = _slots(rng)
-    text = rng.choice(MEMORY_TEMPLATES[topic]).format(**slots)
-    if rng.random() < 0.3:
-        text += rng.choice(DETAILS).format(**slots)
-    return text[0].upper() + text[1:]
-
-
-def query_text(rng: random.Random) -> str:
-    return rng.choice(QUERY_TEMPLATES).format(**_slots(rng))
-
-
-@dataclass(frozen=True)
-class AddRequest:
-    user_id: str
-    topic: str
-    texts: list[str]
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "messages": [{"role": "user", "content": text} for text in self.texts],
-            "user_id": self.user_id,
-            "metadata": {"topic": self.topic, "source": "bench"},
-            "infer": False,
-        }
-
-
-def add_requests(n: int, batch: int, users: list[str], seed: int) -> list[AddRequest]:
-    """N messages in requests of ``batch``; each request is one user and one topic.
-
-    Users take requests in turn and each user's topics cycle from ``food`` on, so every user
-    holds memories of the filtered topic and about one in six of its memories match it.
-    """
-    rng = random.Random(seed)
-    requests = []
-    for index in range(math.ceil(n / batch)):
-        size = min(batch, n - index * batch)
-        topic = TOPICS[(index // len(users)) % len(TOPICS)]
-        texts = [memory_text(rng, topic) for _ in range(size)]
-        requests.append(AddRequest(users[index % len(users)], topic, texts))
-    return requests
-
-
-# -- measurement --------------------------------------------------------------------------------
-
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
@@ -415,18 +191,6 @@ async def search(
     }
 
 
-def rss_mb(pid: int | None) -> float | None:
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
-
-
 def make_client(
     base_url: str, api_key: str, connections: int, trust_env: bool
 ) -> httpx.AsyncClient:
@@ -482,134 +246,7 @@ async def run_size(
 # -- a server of our own ------------------------------------------------------------------------
 
 
-def progress(message: str) -> None:
-    print(f"[http_load] {message}", file=sys.stderr, flush=True)
-
-
-def anamnesis_command() -> list[str]:
-    beside = Path(sys.executable).parent / "anamnesis"
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("anamnesis")
-    if found:
-        return [found]
-    return [sys.executable, "-m", "app.cli"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ManagedServer:
-    """`anamnesis serve` on a free port over a throwaway data directory."""
-
-    def __init__(self, startup_timeout_s: float, keep_data: bool):
-        self.startup_timeout_s = startup_timeout_s
-        self.keep_data = keep_data
-        self.root = Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
-        # The bundled Postgres runs as another user when we are root: it must reach the folder.
-        self.root.chmod(0o755)
-        self.data_dir = self.root / "data"
-        self.log_path = self.root / "server.log"
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir)}
-        self.process: subprocess.Popen[bytes] | None = None
-        self.startup_s: float | None = None
-
-    def start(self) -> None:
-        command = [*anamnesis_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-        progress(f"starting {' '.join(command)} (data {self.data_dir}, log {self.log_path})")
-        started = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + self.startup_timeout_s
-        with httpx.Client(base_url=self.base_url, timeout=5.0, trust_env=False) as client:
-            for path in ("/health", "/ready"):
-                while True:
-                    if self.process.poll() is not None:
-                        raise RuntimeError(
-                            f"server exited with {self.process.returncode} while waiting for "
-                            f"{path}:\n{self.log_tail()}"
-                        )
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"server not answering 200 on {path} within "
-                                           f"{self.startup_timeout_s}s:\n{self.log_tail()}")
-                    with contextlib.suppress(httpx.HTTPError):
-                        if client.get(path).status_code == 200:
-                            break
-                    time.sleep(0.25)
-        self.startup_s = round(time.perf_counter() - started, 2)
-        progress(f"server ready on {self.base_url} after {self.startup_s}s")
-
-    def create_key(self, project: str) -> str:
-        result = subprocess.run(
-            [*anamnesis_command(), "keys", "create", "--project", project],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, check=False,
-            timeout=300,
-        )
-        lines = result.stdout.strip().splitlines()
-        if result.returncode != 0 or not lines:
-            raise RuntimeError(f"`anamnesis keys create --project {project}` failed "
-                               f"({result.returncode}): {result.stderr.strip()[-2000:]}")
-        return lines[-1].strip()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                progress("server ignored SIGINT for 60s; terminating it")
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-        if self.keep_data:
-            progress(f"kept {self.root}")
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
-
 # -- entry point --------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "httpx": httpx.__version__,
-    }
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu_model"] = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                info["memory_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
-                break
-    return info
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,0 +1,163 @@
+"""An `anamnesis serve` the benchmarks start and stop themselves, and facts about the machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def progress(message: str) -> None:
+    print(f"[http_load] {message}", file=sys.stderr, flush=True)
+
+
+def anamnesis_command() -> list[str]:
+    beside = Path(sys.executable).parent / "anamnesis"
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("anamnesis")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "app.cli"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ManagedServer:
+    """`anamnesis serve` on a free port over a throwaway data directory."""
+
+    def __init__(self, startup_timeout_s: float, keep_data: bool):
+        self.startup_timeout_s = startup_timeout_s
+        self.keep_data = keep_data
+        self.root = Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
+        # The bundled Postgres runs as another user when we are root: it must reach the folder.
+        self.root.chmod(0o755)
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "server.log"
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir)}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_s: float | None = None
+
+    def start(self) -> None:
+        command = [*anamnesis_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        progress(f"starting {' '.join(command)} (data {self.data_dir}, log {self.log_path})")
+        started = time.perf_counter()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(base_url=self.base_url, timeout=5.0, trust_env=False) as client:
+            for path in ("/health", "/ready"):
+                while True:
+                    if self.process.poll() is not None:
+                        raise RuntimeError(
+                            f"server exited with {self.process.returncode} while waiting for "
+                            f"{path}:\n{self.log_tail()}"
+                        )
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"server not answering 200 on {path} within "
+                                           f"{self.startup_timeout_s}s:\n{self.log_tail()}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(path).status_code == 200:
+                            break
+                    time.sleep(0.25)
+        self.startup_s = round(time.perf_counter() - started, 2)
+        progress(f"server ready on {self.base_url} after {self.startup_s}s")
+
+    def create_key(self, project: str) -> str:
+        result = subprocess.run(
+            [*anamnesis_command(), "keys", "create", "--project", project],
+            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, check=False,
+            timeout=300,
+        )
+        lines = result.stdout.strip().splitlines()
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(f"`anamnesis keys create --project {project}` failed "
+                               f"({result.returncode}): {result.stderr.strip()[-2000:]}")
+        return lines[-1].strip()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                progress("server ignored SIGINT for 60s; terminating it")
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        if self.keep_data:
+            progress(f"kept {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "httpx": httpx.__version__,
+    }
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    return info
+
+
