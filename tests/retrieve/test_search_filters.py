@@ -533,7 +533,7 @@ RARE_TEXTS = [
 
 async def test_selective_filter_never_loses_hits(
         client: httpx.AsyncClient, embedder: SentenceTransformerEmbedder,
-        database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        database: Database) -> None:
     """A post-filter over the nearest few would return nothing here: every near memory is
     common, and the 12 rare ones are far from the query. The filter must be exact."""
     query = "how do I cook a good dinner recipe"
@@ -591,8 +591,6 @@ async def test_selective_filter_never_loses_hits(
             "ORDER BY embedding <=> CAST(:vector AS vector) LIMIT 10"),
             {"project": project_id, "tag": '{"tag": "rare"}', "vector": str(query_vector)}))
         assert "ix_memories_embedding_hnsw" in plan, plan
-        # Small filtered sets are scored exactly; a bound of 0 sends this one to the index.
-        monkeypatch.setattr(repository, "EXACT_SCAN_MAX_ROWS", 0)
         rows = await repository.nearest(session, project_id, query_vector,
                                         parse_filters({"metadata.tag": "rare"}), 10, None)
     assert [str(memory.id) for memory, _ in rows] == [memory_id for memory_id, _ in expected]
