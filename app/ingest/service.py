@@ -75,7 +75,8 @@ async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Calle
     if not first:
         raise ValidationFailed("messages: every message is empty")
 
-    existing = await repository.find_by_hashes(session, caller.project_id, scope, list(first))
+    existing = await repository.retire_expired_and_find(session, caller.project_id, scope,
+                                                        list(first))
     pending = [item for digest, item in first.items() if digest not in existing]
     vectors = await embedder.embed([item.text for item in pending])
     inserted = await repository.insert_new(
@@ -84,7 +85,7 @@ async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Calle
          for item, vector in zip(pending, vectors, strict=True)],
     )
     if len(inserted) < len(pending):  # lost a race to a concurrent identical insert
-        existing |= await repository.find_by_hashes(
+        existing |= await repository.retire_expired_and_find(
             session, caller.project_id, scope, [i.content_hash for i in pending
                                                 if i.content_hash not in inserted])
     await repository.add_events(session, caller.project_id, [

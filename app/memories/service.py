@@ -69,8 +69,8 @@ async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
             raise ValidationFailed("text: must not be blank")
         if text != memory.text:
             digest = content_hash(text)
-            # Retires an expired memory holding this text, as adding would.
-            await repository.find_by_hashes(
+            # An expired memory holding this text gives up its place, as on add.
+            await repository.retire_expired_and_find(
                 session, caller.project_id,
                 Scope(memory.user_id, memory.agent_id, memory.run_id), [digest])
             (vector,) = await embedder.embed([text])

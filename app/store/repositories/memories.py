@@ -101,7 +101,7 @@ async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
     return {row.content_hash: row.id for row in await session.execute(statement)}
 
 
-async def find_by_hashes(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
                          hashes: Sequence[str]) -> dict[str, Memory]:
     """The unique-index holders of these hashes in exactly this scope.
 
