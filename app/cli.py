@@ -1,4 +1,4 @@
-"""``anamnesis`` command line: serve, migrate, keys."""
+"""``anamnesis`` command line: serve, worker, migrate, keys."""
 
 from __future__ import annotations
 
@@ -30,6 +30,25 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     print("Create an API key:  anamnesis keys create --project <name>", flush=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
                 proxy_headers=True)
+    return 0
+
+
+def worker(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.redis.url:
+        print("anamnesis worker needs a broker: set ANAMNESIS_REDIS__URL=redis://host:6379/0 "
+              "(without it, `anamnesis serve` consolidates in-process)", file=sys.stderr)
+        return 2
+    from app.jobs.celery import QUEUE
+    from workers.celery_app import app as celery
+
+    argv = ["worker", "--loglevel", settings.log_level.upper(), "--queues", QUEUE,
+            "--pool", args.pool, "--concurrency", str(args.concurrency)]
+    if args.beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    celery.worker_main(argv)
     return 0
 
 
@@ -89,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host")
     serve_parser.add_argument("--port", type=int)
 
+    worker_parser = commands.add_parser(
+        "worker", help="run a Celery consolidation worker (needs ANAMNESIS_REDIS__URL)")
+    worker_parser.add_argument("--concurrency", type=int, default=1,
+                               help="jobs at once (processes with the prefork pool)")
+    worker_parser.add_argument("--pool", choices=["prefork", "solo"],
+                               default="prefork")
+    worker_parser.add_argument("--no-beat", dest="beat", action="store_false",
+                               help="do not run the periodic job sweep in this worker")
+    worker_parser.add_argument("--hostname", help="Celery node name (unique per worker)")
+
     migrate_parser = commands.add_parser("migrate", help="upgrade (or downgrade) the schema")
     migrate_parser.add_argument("revision", nargs="?", default="head")
     migrate_parser.add_argument("--down", action="store_true",
@@ -112,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(settings)
     if args.command == "serve":
         return serve(settings, args.host, args.port)
+    if args.command == "worker":
+        return worker(settings, args)
     if args.command == "migrate":
         return migrate_command(settings, args.revision, args.down)
     return asyncio.run(_keys(settings, args))

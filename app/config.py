@@ -68,6 +68,35 @@ class LLMSettings(BaseModel):
     local_context: int = Field(default=8192, ge=512)
 
 
+class RedisSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="redis://… URL of the Celery broker and result backend. Unset: the API "
+        "consolidates in-process.",
+    )
+
+
+class ConsolidationSettings(BaseModel):
+    concurrency: int = Field(default=2, ge=1, le=64,
+                             description="Jobs the in-process queue runs at once.")
+    context_episodes: int = Field(default=3, ge=0, le=20,
+                                  description="Earlier episodes of the scope shown as context.")
+    candidates_per_fact: int = Field(default=5, ge=1, le=50,
+                                     description="Existing memories compared with each fact.")
+    max_facts: int = Field(default=50, ge=1, le=500, description="Facts kept per episode.")
+    lease_s: float = Field(default=60.0, gt=0,
+                           description="A RUNNING job whose heartbeat is older is re-run.")
+    pending_grace_s: float = Field(default=60.0, gt=0,
+                                   description="A job PENDING longer is enqueued again.")
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=50,
+                             description="Re-runs after transient failures (LLM 5xx, DB drops).")
+    retry_backoff_s: float = Field(default=2.0, gt=0)
+    retry_backoff_max_s: float = Field(default=120.0, gt=0)
+    max_wait_s: float = Field(default=60.0, gt=0, le=600,
+                              description='How long "wait": true holds a request at most.')
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8420, ge=0, le=65535)
@@ -95,6 +124,8 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
 
 
 def offline_model_environment() -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Caller, KeyTouches, authenticate, key_from_headers
 from app.config import Settings
 from app.embeddings import Embedder
+from app.jobs.queue import JobQueue
 from app.store.db import Database
 
 
@@ -23,6 +24,7 @@ class Resources:
     database: Database
     embedder: Embedder
     key_touches: KeyTouches
+    queue: JobQueue
 
 
 def get_resources(request: Request) -> Resources:
@@ -47,6 +49,27 @@ def get_embedder(resources: ResourcesDep) -> Embedder:
 
 
 EmbedderDep = Annotated[Embedder, Depends(get_embedder)]
+
+
+def get_queue(resources: ResourcesDep) -> JobQueue:
+    return resources.queue
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+def get_database(resources: ResourcesDep) -> Database:
+    return resources.database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_request_id(request: Request) -> str:

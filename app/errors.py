@@ -47,11 +47,6 @@ class InvalidFilter(ValidationFailed):
     code = "invalid_filter"
 
 
-class ConsolidationNotConfigured(AnamnesisError):
-    status_code = 422
-    code = "consolidation_not_configured"
-
-
 class Unavailable(AnamnesisError):
     status_code = 503
     code = "unavailable"

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from app.auth import KeyTouches
 from app.config import Settings
+from app.consolidate.runtime import Consolidator
 from app.deps import Resources, ResourcesDep
 from app.embeddings import Embedder, SentenceTransformerEmbedder
 from app.http import (
@@ -21,11 +22,26 @@ from app.http import (
     install_error_handlers,
 )
 from app.ingest.router import router as ingest_router
+from app.jobs.queue import CeleryQueue, InProcessQueue, JobQueue
+from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
+from app.projects.router import router as projects_router
 from app.retrieve.router import router as retrieve_router
-from app.store.db import check_embedding_dimension, open_database
+from app.store.db import Database, check_embedding_dimension, open_database
 
 logger = logging.getLogger(__name__)
+
+
+def build_queue(settings: Settings, database: Database, embedder: Embedder) -> JobQueue:
+    """Celery on Redis when configured; otherwise jobs run in this process."""
+    if settings.redis.url:
+        logger.info("consolidation jobs go to Celery workers on Redis")
+        return CeleryQueue(settings)
+    queue = InProcessQueue(Consolidator(settings, database, embedder))
+    queue.start()
+    logger.info("consolidation runs in-process (%d at a time); set ANAMNESIS_REDIS__URL to use "
+                "Celery workers", settings.consolidation.concurrency)
+    return queue
 
 
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
@@ -45,11 +61,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         except BaseException:
             await database.aclose()
             raise
+        queue = build_queue(settings, database, model)
         app.state.resources = Resources(settings, database, model,
-                                        KeyTouches(settings.api.key_touch_interval_s))
+                                        KeyTouches(settings.api.key_touch_interval_s), queue)
         try:
             yield
         finally:
+            await queue.aclose()
             if own_embedder:
                 await model.aclose()
             await database.aclose()
@@ -66,6 +84,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(ingest_router)
     app.include_router(retrieve_router)
     app.include_router(memories_router)
+    app.include_router(jobs_router)
+    app.include_router(projects_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -22,12 +22,20 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.auth import generate_key
-from app.config import DatabaseSettings, EmbeddingSettings, Settings
+from app.config import (
+    ConsolidationSettings,
+    DatabaseSettings,
+    EmbeddingSettings,
+    LLMSettings,
+    Settings,
+)
 from app.embeddings import SentenceTransformerEmbedder
+from app.jobs.queue import InProcessQueue
 from app.main import create_app
 from app.store.db import Database, migrate
 from app.store.embedded_postgres import EmbeddedPostgres
 from app.store.repositories import keys as key_repository
+from tests.scripted_llm import ScriptedLLM
 
 TEST_DATABASE = "anamnesis_test"
 KeyFactory = Callable[..., Awaitable[str]]
@@ -98,9 +106,38 @@ def embedder() -> SentenceTransformerEmbedder:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def scripted_llm_server() -> Iterator[ScriptedLLM]:
+    with ScriptedLLM() as server:
+        yield server
+
+
+@pytest.fixture
+def scripted_llm(scripted_llm_server: ScriptedLLM) -> Iterator[ScriptedLLM]:
+    """A real OpenAI-compatible server on a local port; replies scripted per test."""
+    scripted_llm_server.reset()
+    yield scripted_llm_server
+    scripted_llm_server.reset()
+
+
+def scripted_llm_settings(base_url: str) -> LLMSettings:
+    return LLMSettings(base_url=base_url, model="scripted-model", max_attempts=2,
+                       max_output_retries=1, timeout_s=30)
+
+
+def fast_consolidation_settings() -> ConsolidationSettings:
+    """Quick to notice dead workers and to retry, so failure tests run in seconds."""
+    return ConsolidationSettings(lease_s=3, pending_grace_s=2, sweep_interval_s=1,
+                                 retry_backoff_s=0.2, retry_backoff_max_s=1, max_retries=2)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, tmp_path_factory: pytest.TempPathFactory,
+             scripted_llm_server: ScriptedLLM) -> Settings:
+    """The API's settings: jobs in-process, the LLM the scripted server."""
     return Settings(data_dir=tmp_path_factory.mktemp("data"),
-                    db=DatabaseSettings(url=database_url, migrate_on_start=False))
+                    db=DatabaseSettings(url=database_url, migrate_on_start=False),
+                    llm=scripted_llm_settings(scripted_llm_server.base_url),
+                    consolidation=fast_consolidation_settings())
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +155,12 @@ def database(app: FastAPI) -> Database:
 
 
 @pytest.fixture
-async def clean(database: Database) -> None:
-    """Each test starts from empty tables (projects cascade to everything else)."""
+async def clean(app: FastAPI, database: Database) -> None:
+    """Each test starts from empty tables (projects cascade to everything else) and with no
+    consolidation job of an earlier test still running in the app."""
+    queue = app.state.resources.queue
+    if isinstance(queue, InProcessQueue):
+        await queue.drain()
     async with database.engine.begin() as connection:
         await connection.exec_driver_sql("TRUNCATE projects CASCADE")
 

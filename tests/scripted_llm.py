@@ -128,6 +128,7 @@ class ScriptedLLM:
             self._script.clear()
             self._requests.clear()
             self.responder = None
+            self.reported_model = None
 
     def start(self) -> ScriptedLLM:
         self._stopping.clear()

@@ -440,7 +440,7 @@ async def test_error_response_carries_one_request_id_header(
     for response in (await client.get(f"/v1/memories/{MEMORY_ID}"),
                      await client.get("/no-such-route"),
                      await client.post("/v1/memories", json={}),
-                     await client.post("/v1/memories", json=add_body(infer=True))):
+                     await client.post("/v1/memories", json=add_body(infer="maybe"))):
         body = response.json()
         assert response.headers.get_list("x-request-id") == [body["request_id"]]
 
@@ -501,7 +501,7 @@ async def test_api_key_never_appears_in_a_response(app: FastAPI, api_key: str,
             await client.get(f"/v1/memories/{api_key}"),
             await client.get(f"/{api_key}"),
             await client.post("/v1/memories", json={"messages": "x", "user_id": "u1"}),
-            await client.post("/v1/memories", json=add_body(infer=True)),
+            await client.post("/v1/memories", json=add_body(infer="maybe")),
             await client.post("/v1/memories", content=oversized_add(settings),
                               headers={"Content-Type": "application/json"}),
             await client.get("/v1/memories", params={"cursor": api_key[:60]}),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from app.limits import (
     MAX_ID_CHARS,
     MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_INSTRUCTIONS_CHARS,
     MAX_MESSAGE_CHARS,
     MAX_MESSAGES_PER_ADD,
 )
@@ -41,13 +42,37 @@ class MemoryCreate(BaseModel):
                                         max_length=MAX_IDEMPOTENCY_KEY_CHARS)
     expires_at: datetime | None = Field(default=None,
                                         description="After this time the memories are gone.")
+    observed_at: datetime | None = Field(
+        default=None,
+        description="When the conversation took place (infer=true); relative dates in it are "
+        "read against this. Default: now. Without a time zone: UTC.")
+    instructions: OptionalStorableStr = Field(
+        default=None, min_length=1, max_length=MAX_INSTRUCTIONS_CHARS,
+        description="Extra extraction instructions for this call, after the project's.")
+    wait: bool = Field(
+        default=False,
+        description="infer=true: answer once the job finished (bounded; see the README) "
+        "instead of at once with 202.")
 
     _metadata = field_validator("metadata")(check_metadata)
+
+    @field_validator("observed_at", "expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
     @model_validator(mode="after")
     def _needs_scope(self) -> MemoryCreate:
         if self.user_id is None and self.agent_id is None and self.run_id is None:
             raise ValueError("at least one of user_id, agent_id, run_id is required")
+        if not self.infer:
+            for name in ("observed_at", "instructions"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to infer=true only")
+            if self.wait:
+                raise ValueError("wait applies to infer=true only")
         return self
 
 

@@ -1,25 +1,30 @@
-"""Adding memories: verbatim storage now; LLM consolidation plugs in behind ``infer``."""
+"""Adding memories: ``infer=false`` stores each message verbatim (201); ``infer=true`` stores
+the conversation as an episode with a consolidation job and answers 202 with the job id."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
 from app.embeddings import Embedder
-from app.errors import Conflict, ConsolidationNotConfigured, IdempotencyKeyReused, ValidationFailed
+from app.errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
+from app.jobs.queue import JobQueue
+from app.jobs.schemas import JobAccepted
+from app.jobs.service import enqueue_after_commit
 from app.memories.content import content_hash, normalise
-from app.store.repositories import idempotency
+from app.store.repositories import episodes, idempotency, jobs
 from app.store.repositories import memories as repository
 from app.store.repositories.memories import EventRecord, NewMemory, Scope
 
 
-async def add(session: AsyncSession, embedder: Embedder, caller: Caller, body: MemoryCreate,
-              header_key: str | None) -> tuple[int, dict[str, Any]]:
+async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller: Caller,
+              body: MemoryCreate, header_key: str | None) -> tuple[int, dict[str, Any]]:
     """Returns (status code, response body); a retried idempotent request gets the stored one."""
     key = _idempotency_key(body, header_key)
     if key is not None:
@@ -33,14 +38,14 @@ async def add(session: AsyncSession, embedder: Embedder, caller: Caller, body: M
                 raise Conflict(f"the request with idempotency key {key!r} has no stored answer")
             return previous.status_code or 200, previous.response
     if body.infer:
-        raise ConsolidationNotConfigured(
-            "infer=true needs LLM consolidation, which this server does not run yet; "
-            "send infer=false to store the messages verbatim"
-        )
-    response = (await _add_verbatim(session, embedder, caller, body)).model_dump(mode="json")
+        status, response = 202, (await _add_episode(session, queue, caller, body, key)
+                                 ).model_dump(mode="json")
+    else:
+        status, response = 201, (await _add_verbatim(session, embedder, caller, body)
+                                 ).model_dump(mode="json")
     if key is not None:
-        await idempotency.complete(session, caller.project_id, key, 201, response)
-    return 201, response
+        await idempotency.complete(session, caller.project_id, key, status, response)
+    return status, response
 
 
 def _idempotency_key(body: MemoryCreate, header_key: str | None) -> str | None:
@@ -51,8 +56,25 @@ def _idempotency_key(body: MemoryCreate, header_key: str | None) -> str | None:
 
 
 def _request_hash(body: MemoryCreate) -> str:
-    canonical = body.model_dump(mode="json", exclude={"idempotency_key"})
+    # ``wait`` changes how long the answer takes, not what is stored.
+    canonical = body.model_dump(mode="json", exclude={"idempotency_key", "wait"})
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+async def _add_episode(session: AsyncSession, queue: JobQueue, caller: Caller,
+                       body: MemoryCreate, key: str | None) -> JobAccepted:
+    """The messages exactly as sent, and a job to consolidate them, in the request's
+    transaction; the job is enqueued only once that commits."""
+    if not any(normalise(message.content) for message in body.messages):
+        raise ValidationFailed("messages: every message is empty")
+    episode = await episodes.add(
+        session, caller.project_id, Scope(body.user_id, body.agent_id, body.run_id),
+        messages=[message.model_dump(exclude_none=True) for message in body.messages],
+        metadata=body.metadata or {}, instructions=body.instructions, idempotency_key=key,
+        observed_at=body.observed_at or datetime.now(UTC), expires_at=body.expires_at)
+    job = await jobs.add(session, caller.project_id, episode.id)
+    enqueue_after_commit(session, queue, job.id)
+    return JobAccepted(job_id=job.id)
 
 
 async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Caller,

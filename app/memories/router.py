@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -12,6 +13,7 @@ from app.memories.schemas import (
     HistoryEventRead,
     HistoryRead,
     MemoryDeleted,
+    MemoryDetail,
     MemoryPage,
     MemoryRead,
     MemoryUpdate,
@@ -31,10 +33,13 @@ async def list_memories(
     user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
+    as_of: Annotated[datetime | None, Query(description="What was true then.")] = None,
+    include_superseded: Annotated[bool, Query(description="Superseded ones too.")] = False,
 ) -> MemoryPage:
-    """Live memories, newest first, one page at a time."""
+    """Current memories, newest first, one page at a time."""
     rows, next_cursor = await service.list_page(
-        session, caller, Scope(user_id, agent_id, run_id), None, limit, cursor)
+        session, caller, Scope(user_id, agent_id, run_id), None, limit, cursor,
+        service.timeline(as_of, include_superseded))
     return MemoryPage(results=[MemoryRead.of(row) for row in rows], next_cursor=next_cursor)
 
 
@@ -48,10 +53,11 @@ async def delete_scope(
     return ScopeDeleted(deleted=count)
 
 
-@router.get("/{memory_id}", response_model=MemoryRead)
+@router.get("/{memory_id}", response_model=MemoryDetail)
 async def get_memory(memory_id: uuid.UUID, session: SessionDep,
-                     caller: CallerDep) -> MemoryRead:
-    return MemoryRead.of(await service.get(session, caller, memory_id))
+                     caller: CallerDep) -> MemoryDetail:
+    """A memory (superseded ones too), what it replaced and where it came from."""
+    return await service.get(session, caller, memory_id)
 
 
 @router.patch("/{memory_id}", response_model=MemoryRead)

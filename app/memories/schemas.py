@@ -10,7 +10,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.limits import MAX_MEMORY_CHARS, MAX_METADATA_BYTES
-from app.store.models import Memory, MemoryEvent
+from app.store.models import Episode, Memory, MemoryEvent
 from app.validation import OptionalStorableStr, json_problem
 
 
@@ -37,13 +37,45 @@ class MemoryRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None
+    valid_at: datetime | None = Field(description="Since when the fact holds, when known.")
+    invalid_at: datetime | None = Field(description="When it stopped holding (superseded).")
+    superseded_by: uuid.UUID | None = Field(description="The memory that replaced this one.")
 
     @classmethod
     def of(cls, memory: Memory, **extra: Any) -> Self:
         return cls(id=memory.id, memory=memory.text, user_id=memory.user_id,
                    agent_id=memory.agent_id, run_id=memory.run_id, metadata=memory.metadata_,
                    created_at=memory.created_at, updated_at=memory.updated_at,
-                   expires_at=memory.expires_at, **extra)
+                   expires_at=memory.expires_at, valid_at=memory.valid_at,
+                   invalid_at=memory.invalid_at, superseded_by=memory.superseded_by, **extra)
+
+
+class SourceMessage(BaseModel):
+    index: int
+    role: str
+    content: str
+
+
+class MemorySourceRead(BaseModel):
+    episode_id: uuid.UUID
+    observed_at: datetime
+    message_indices: list[int]
+    messages: list[SourceMessage] = Field(description="The cited messages, as they were sent.")
+
+    @classmethod
+    def of(cls, episode: Episode, indices: list[int]) -> MemorySourceRead:
+        messages = [SourceMessage(index=index, role=str(episode.messages[index].get("role")),
+                                  content=str(episode.messages[index].get("content")))
+                    for index in indices if 0 <= index < len(episode.messages)]
+        return cls(episode_id=episode.id, observed_at=episode.observed_at,
+                   message_indices=indices, messages=messages)
+
+
+class MemoryDetail(MemoryRead):
+    supersedes: list[uuid.UUID] = Field(description="The memories this one replaced.")
+    sources: list[MemorySourceRead] = Field(
+        description="The episodes and messages it was distilled from (empty for memories "
+        "stored verbatim).")
 
 
 class MemoryPage(BaseModel):
@@ -76,13 +108,24 @@ class ScopeDeleted(BaseModel):
 class HistoryEventRead(BaseModel):
     id: uuid.UUID
     memory_id: uuid.UUID
-    event: Literal["ADD", "UPDATE", "DELETE"]
+    event: Literal["ADD", "UPDATE", "DELETE", "SUPERSEDE"]
     old_memory: str | None
     new_memory: str | None
     old_metadata: dict[str, Any] | None
     new_metadata: dict[str, Any] | None
-    actor_key_id: uuid.UUID | None
+    actor_key_id: uuid.UUID | None = Field(description="The API key of a direct change.")
     request_id: str | None
+    episode_id: uuid.UUID | None = Field(description="The episode that caused a "
+                                         "consolidation change.")
+    job_id: uuid.UUID | None
+    message_indices: list[int] | None = Field(description="The episode's messages behind it.")
+    model: str | None = Field(description="The LLM that decided.")
+    prompt_version: str | None
+    decision: Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"] | None = Field(
+        description="What consolidation decided; SUPERSEDE on an ADD marks the replacement.")
+    related_memory_id: uuid.UUID | None = Field(
+        description="SUPERSEDE: the memory that replaced this one; an ADD by supersession: "
+        "the memory it replaced.")
     created_at: datetime
 
     @classmethod
@@ -91,7 +134,11 @@ class HistoryEventRead(BaseModel):
                    old_memory=event.old_text, new_memory=event.new_text,
                    old_metadata=event.old_metadata, new_metadata=event.new_metadata,
                    actor_key_id=event.actor_key_id, request_id=event.request_id,
-                   created_at=event.created_at)
+                   episode_id=event.episode_id, job_id=event.job_id,
+                   message_indices=event.message_indices, model=event.model,
+                   prompt_version=event.prompt_version,
+                   decision=event.decision,
+                   related_memory_id=event.related_memory_id, created_at=event.created_at)
 
 
 class HistoryRead(BaseModel):

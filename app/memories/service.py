@@ -6,6 +6,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,22 +15,40 @@ from app.auth import Caller
 from app.embeddings import Embedder
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.memories.content import content_hash, normalise
-from app.memories.schemas import MemoryUpdate
+from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
 from app.retrieve.filters import Filter
 from app.store.models import Memory, MemoryEvent
+from app.store.repositories import episodes
 from app.store.repositories import memories as repository
-from app.store.repositories.memories import EventRecord, Scope
+from app.store.repositories.memories import CURRENT, EventRecord, Scope, Timeline
 
 
 def _not_found(memory_id: uuid.UUID) -> NotFound:
     return NotFound(f"memory {memory_id} not found")
 
 
-async def get(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> Memory:
-    memory = await repository.get(session, caller.project_id, memory_id)
+EVERY = Timeline(include_superseded=True)
+
+
+def timeline(as_of: datetime | None, include_superseded: bool) -> Timeline:
+    if as_of is not None and include_superseded:
+        raise ValidationFailed("as_of and include_superseded exclude each other")
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
+    return Timeline(as_of=as_of, include_superseded=include_superseded)
+
+
+async def get(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> MemoryDetail:
+    """Any memory not deleted or expired, superseded ones included, with its lineage and
+    sources."""
+    memory = await repository.get(session, caller.project_id, memory_id, timeline=EVERY)
     if memory is None:
         raise _not_found(memory_id)
-    return memory
+    supersedes = await repository.superseded_ids(session, caller.project_id, memory.id)
+    found = await episodes.sources(session, caller.project_id, [memory.id])
+    return MemoryDetail.of(memory, supersedes=supersedes, sources=[
+        MemorySourceRead.of(episode, indices) for episode, indices in found.get(memory.id, [])
+    ])
 
 
 def encode_cursor(memory_id: uuid.UUID) -> str:
@@ -44,11 +63,11 @@ def decode_cursor(cursor: str) -> uuid.UUID:
 
 
 async def list_page(session: AsyncSession, caller: Caller, scope: Scope,
-                    filter_tree: Filter | None, limit: int,
-                    cursor: str | None) -> tuple[Sequence[Memory], str | None]:
+                    filter_tree: Filter | None, limit: int, cursor: str | None,
+                    seen: Timeline = CURRENT) -> tuple[Sequence[Memory], str | None]:
     before = decode_cursor(cursor) if cursor else None
     rows = await repository.page(session, caller.project_id, scope, filter_tree, limit + 1,
-                                 before)
+                                 before, seen)
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1].id)
     return rows, None
@@ -91,7 +110,8 @@ async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
 
 
 async def delete(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> None:
-    memory = await repository.get(session, caller.project_id, memory_id, for_update=True)
+    memory = await repository.get(session, caller.project_id, memory_id, for_update=True,
+                                  timeline=EVERY)
     if memory is None:
         raise _not_found(memory_id)
     await _delete(session, caller, [memory])

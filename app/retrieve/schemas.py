@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,10 @@ class SearchRequest(BaseModel):
     user_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     agent_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     run_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
+    as_of: datetime | None = Field(default=None,
+                                   description="Search what was true at this time.")
+    include_superseded: bool = Field(default=False,
+                                     description="Search superseded memories too.")
 
 
 class SearchHit(MemoryRead):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,28 @@ from app.store.embedded_postgres import EmbeddedPostgres
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+_AFTER_COMMIT = "anamnesis.after_commit"
+AfterCommit = Callable[[], Awaitable[None]]
+
+
+def after_commit(session: AsyncSession, hook: AfterCommit) -> None:
+    """Run ``hook`` once the session's transaction has committed (and never if it rolls
+    back): how a job is enqueued only when its row exists for the worker to read."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(hook)
+
+
+async def commit(session: AsyncSession) -> None:
+    """Commit, then run the after-commit hooks. A failing hook is logged, not raised: what it
+    announces is already durable, and the job sweeper covers a lost enqueue."""
+    await session.commit()
+    hooks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT, [])
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            logger.exception("after-commit hook failed; the job sweeper will pick the work up")
 
 
 class SchemaMismatch(RuntimeError):
@@ -63,8 +85,9 @@ class Database:
         async with self.sessions() as session:
             try:
                 yield session
-                await session.commit()
+                await commit(session)
             except BaseException:
+                session.info.pop(_AFTER_COMMIT, None)
                 await session.rollback()
                 raise
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     text as sql_text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.store.ids import uuid7
@@ -39,6 +39,7 @@ class Project(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     name: Mapped[str] = mapped_column(String(255), unique=True)
+    instructions: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -90,6 +91,8 @@ class Memory(Base):
     expires_at: Mapped[datetime | None]
     valid_at: Mapped[datetime | None]
     invalid_at: Mapped[datetime | None]
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("memories.id", ondelete="SET NULL"))
 
 
 class MemoryEvent(Base):
@@ -108,6 +111,16 @@ class MemoryEvent(Base):
     new_metadata: Mapped[dict[str, Any] | None]
     actor_key_id: Mapped[uuid.UUID | None]
     request_id: Mapped[str | None] = mapped_column(String(128))
+    # Set by consolidation: which episode and job caused the change, from which messages,
+    # decided by which model under which prompt, and the memory on the other end of a
+    # supersession.
+    episode_id: Mapped[uuid.UUID | None]
+    job_id: Mapped[uuid.UUID | None]
+    message_indices: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
+    model: Mapped[str | None] = mapped_column(String(255))
+    prompt_version: Mapped[str | None] = mapped_column(String(64))
+    decision: Mapped[str | None] = mapped_column(String(16))
+    related_memory_id: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -123,4 +136,63 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Episode(Base):
+    """A conversation exactly as a client sent it, kept so consolidation can always re-run."""
+
+    __tablename__ = "episodes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    agent_id: Mapped[str | None] = mapped_column(String(255))
+    run_id: Mapped[str | None] = mapped_column(String(255))
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONB)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, server_default=sql_text("'{}'::jsonb")
+    )
+    instructions: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    observed_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Job(Base):
+    """One consolidation of one episode: its state, its outcome and what its LLM calls cost."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    episode_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    results: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(255))
+    llm_calls: Mapped[int] = mapped_column(Integer, server_default="0")
+    prompt_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    completion_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    enqueued_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+
+
+class MemorySource(Base):
+    """Provenance: a memory came from (or was confirmed by) these messages of an episode."""
+
+    __tablename__ = "memory_sources"
+
+    memory_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)
+    episode_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("episodes.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    message_indices: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

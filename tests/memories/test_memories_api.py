@@ -161,20 +161,6 @@ async def test_same_text_in_another_scope_is_a_separate_memory(
     assert len({mine, theirs, agents}) == 3
 
 
-@pytest.mark.parametrize("infer", ["default", True])
-async def test_infer_true_is_rejected_and_stores_nothing(client: httpx.AsyncClient,
-                                                         database: Database,
-                                                         infer: object) -> None:
-    body: dict[str, Any] = {"messages": [message("I work as a nurse.")], "user_id": "u1"}
-    if infer is True:
-        body["infer"] = True
-    before = await row_counts(database)
-    response = await client.post("/v1/memories", json=body)
-    assert_error(response, 422, "consolidation_not_configured")
-    assert await row_counts(database) == before
-    assert await list_all(client) == []
-
-
 # --- GET /v1/memories/{id} --------------------------------------------------------------
 
 

@@ -13,7 +13,8 @@ from app.main import create_app
 from app.store.db import SchemaMismatch, downgrade, migrate
 from tests.conftest import plain_dsn
 
-TABLES = {"projects", "api_keys", "memories", "memory_events", "idempotency_keys"}
+TABLES = {"projects", "api_keys", "memories", "memory_events", "idempotency_keys", "episodes",
+          "jobs", "memory_sources"}
 
 
 async def _tables(url: str) -> set[str]:

@@ -60,3 +60,15 @@ async def revoke_key(session: AsyncSession, prefix: str, at: datetime | None = N
         .returning(ApiKey.id)
     )
     return result.first() is not None
+
+
+async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project | None:
+    return await session.get(Project, project_id)
+
+
+async def set_instructions(session: AsyncSession, project_id: uuid.UUID,
+                           instructions: str | None) -> Project | None:
+    statement = (sa.update(Project).where(Project.id == project_id)
+                 .values(instructions=instructions).returning(Project)
+                 .execution_options(synchronize_session=False))
+    return (await session.execute(statement)).scalar_one_or_none()

@@ -46,6 +46,7 @@ class NewMemory:
     metadata: dict[str, Any]
     embedding: list[float]
     expires_at: datetime | None = None
+    valid_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,52 @@ class EventRecord:
     new_text: str | None
     old_metadata: dict[str, Any] | None
     new_metadata: dict[str, Any] | None
+    cause: Cause | None = None
+    message_indices: Sequence[int] | None = None
+    decision: str | None = None
+    related_memory_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Why consolidation changed a memory: the episode and job, and who decided how."""
+
+    episode_id: uuid.UUID
+    job_id: uuid.UUID
+    model: str | None
+    prompt_version: str | None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Which memories a read sees: the current ones (default), those true at ``as_of``, or
+    every one ever stored and not deleted (``include_superseded``)."""
+
+    as_of: datetime | None = None
+    include_superseded: bool = False
+
+
+CURRENT = Timeline()
 
 
 def live() -> ColumnElement[bool]:
     """Not deleted, not expired, and currently true."""
+    return visible(CURRENT)
+
+
+def visible(timeline: Timeline) -> ColumnElement[bool]:
+    """Not deleted, not expired, and true at the timeline's moment. A memory without
+    ``valid_at`` counts as true since it was stored."""
     now = sa.func.now()
-    return sa.and_(
-        Memory.deleted_at.is_(None),
-        sa.or_(Memory.expires_at.is_(None), Memory.expires_at > now),
-        sa.or_(Memory.invalid_at.is_(None), Memory.invalid_at > now),
-    )
+    kept = [Memory.deleted_at.is_(None),
+            sa.or_(Memory.expires_at.is_(None), Memory.expires_at > now)]
+    if timeline.include_superseded:
+        return sa.and_(*kept)
+    if timeline.as_of is None:
+        return sa.and_(*kept, sa.or_(Memory.invalid_at.is_(None), Memory.invalid_at > now))
+    moment = sa.literal(timeline.as_of, sa.DateTime(timezone=True))
+    return sa.and_(*kept, sa.func.coalesce(Memory.valid_at, Memory.created_at) <= moment,
+                   sa.or_(Memory.invalid_at.is_(None), Memory.invalid_at > moment))
 
 
 def _scope_clauses(scope: Scope) -> list[ColumnElement[bool]]:
@@ -75,6 +112,12 @@ def _scope_clauses(scope: Scope) -> list[ColumnElement[bool]]:
         if value is not None:
             clauses.append(column == value)
     return clauses
+
+
+def _exact_scope(scope: Scope) -> list[ColumnElement[bool]]:
+    return [Memory.user_id.is_not_distinct_from(scope.user_id),
+            Memory.agent_id.is_not_distinct_from(scope.agent_id),
+            Memory.run_id.is_not_distinct_from(scope.run_id)]
 
 
 async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
@@ -92,6 +135,7 @@ async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
             "agent_id": scope.agent_id, "run_id": scope.run_id, "text": item.text,
             "content_hash": item.content_hash, "metadata": item.metadata,
             "embedding": item.embedding, "expires_at": item.expires_at,
+            "valid_at": item.valid_at,
         }
         for item in items
     ]).on_conflict_do_nothing(
@@ -109,9 +153,7 @@ async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, 
     """
     query = sa.select(Memory).where(
         Memory.project_id == project_id,
-        Memory.user_id.is_not_distinct_from(scope.user_id),
-        Memory.agent_id.is_not_distinct_from(scope.agent_id),
-        Memory.run_id.is_not_distinct_from(scope.run_id),
+        *_exact_scope(scope),
         Memory.content_hash.in_(hashes),
         Memory.deleted_at.is_(None),
         Memory.invalid_at.is_(None),
@@ -126,9 +168,9 @@ async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, 
 
 
 async def get(session: AsyncSession, project_id: uuid.UUID, memory_id: uuid.UUID, *,
-              for_update: bool = False) -> Memory | None:
+              for_update: bool = False, timeline: Timeline = CURRENT) -> Memory | None:
     query = sa.select(Memory).where(Memory.id == memory_id, Memory.project_id == project_id,
-                                    live())
+                                    visible(timeline))
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
@@ -143,10 +185,10 @@ async def exists_any(session: AsyncSession, project_id: uuid.UUID,
 
 
 async def page(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
-               filter_tree: Filter | None, limit: int,
-               before: uuid.UUID | None) -> Sequence[Memory]:
+               filter_tree: Filter | None, limit: int, before: uuid.UUID | None,
+               timeline: Timeline = CURRENT) -> Sequence[Memory]:
     """Newest first; ids are time-ordered, so ``before`` (the last id seen) is the cursor."""
-    query = sa.select(Memory).where(Memory.project_id == project_id, live(),
+    query = sa.select(Memory).where(Memory.project_id == project_id, visible(timeline),
                                     *_scope_clauses(scope))
     if filter_tree is not None:
         query = query.where(compile_filter(filter_tree))
@@ -156,16 +198,21 @@ async def page(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
 
 
 async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[float],
-                  filter_tree: Filter | None, top_k: int,
-                  threshold: float | None) -> list[tuple[Memory, float]]:
+                  filter_tree: Filter | None, top_k: int, threshold: float | None, *,
+                  timeline: Timeline = CURRENT,
+                  exact_scope: Scope | None = None) -> list[tuple[Memory, float]]:
     """The ``top_k`` live memories closest to ``embedding`` that match the filter.
 
     First through the HNSW index with pgvector's iterative scan, which keeps walking until
     enough rows pass the filter or ``MAX_SCAN_TUPLES`` were seen; if that yields fewer than
     ``top_k``, all matching rows are scored exactly. A selective filter never loses hits.
+    ``exact_scope`` keeps to memories stored under exactly that user/agent/run (unset ids
+    included), as consolidation compares a new fact only with its own scope.
     """
     distance = Memory.embedding.cosine_distance(embedding)
-    scoped: list[ColumnElement[bool]] = [Memory.project_id == project_id, live()]
+    scoped: list[ColumnElement[bool]] = [Memory.project_id == project_id, visible(timeline)]
+    if exact_scope is not None:
+        scoped += _exact_scope(exact_scope)
     if threshold is not None:
         scoped.append(distance <= 1.0 - threshold)
 
@@ -206,6 +253,34 @@ async def update_content(session: AsyncSession, memory: Memory, *, text: str | N
     await session.refresh(memory)
 
 
+async def live_by_ids(session: AsyncSession, project_id: uuid.UUID,
+                     ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Memory]:
+    """The current memories among ``ids``, locked until the transaction ends."""
+    if not ids:
+        return {}
+    query = (sa.select(Memory).where(Memory.project_id == project_id, Memory.id.in_(ids), live())
+             .order_by(Memory.id).with_for_update())
+    return {memory.id: memory for memory in await session.scalars(query)}
+
+
+async def supersede(session: AsyncSession, memory: Memory, *, by: uuid.UUID,
+                    invalid_at: datetime) -> None:
+    """``memory`` stopped being true at ``invalid_at``; ``by`` is what replaced it."""
+    await session.execute(sa.update(Memory).where(Memory.id == memory.id).values(
+        invalid_at=invalid_at, superseded_by=by, updated_at=sa.func.now()))
+    await session.refresh(memory)
+
+
+async def superseded_ids(session: AsyncSession, project_id: uuid.UUID,
+                         memory_id: uuid.UUID) -> list[uuid.UUID]:
+    """The memories ``memory_id`` replaced, oldest first."""
+    query = (sa.select(Memory.id).where(Memory.project_id == project_id,
+                                        Memory.superseded_by == memory_id,
+                                        Memory.deleted_at.is_(None))
+             .order_by(Memory.id))
+    return list((await session.scalars(query)).all())
+
+
 async def soft_delete(session: AsyncSession, project_id: uuid.UUID,
                       ids: Sequence[uuid.UUID]) -> None:
     await session.execute(sa.update(Memory).where(
@@ -231,6 +306,13 @@ async def add_events(session: AsyncSession, project_id: uuid.UUID,
             "event": event.event, "old_text": event.old_text, "new_text": event.new_text,
             "old_metadata": event.old_metadata, "new_metadata": event.new_metadata,
             "actor_key_id": actor_key_id, "request_id": request_id,
+            "episode_id": event.cause.episode_id if event.cause else None,
+            "job_id": event.cause.job_id if event.cause else None,
+            "model": event.cause.model if event.cause else None,
+            "prompt_version": event.cause.prompt_version if event.cause else None,
+            "message_indices": list(event.message_indices)
+            if event.message_indices is not None else None,
+            "decision": event.decision, "related_memory_id": event.related_memory_id,
         }
         for event in events
     ]))

@@ -1,0 +1,51 @@
+"""Step 1, *context*: the episode to consolidate, read together with the scope's last few
+episodes (short-term memory) and the extraction instructions that apply to it."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.consolidate.prompts import Turn
+from app.store.models import Episode
+from app.store.repositories import episodes
+from app.store.repositories.memories import Scope
+
+
+@dataclass(frozen=True)
+class EpisodeContext:
+    episode_id: uuid.UUID
+    project_id: uuid.UUID
+    scope: Scope
+    observed_at: datetime
+    expires_at: datetime | None
+    metadata: dict[str, Any]
+    turns: list[Turn]
+    earlier: list[list[Turn]]
+    instructions: list[str]
+
+
+def turns_of(episode: Episode) -> list[Turn]:
+    return [Turn(role=str(message.get("role", "user")), content=str(message.get("content", "")),
+                 name=message.get("name")) for message in episode.messages]
+
+
+async def load_context(session: AsyncSession, episode: Episode,
+                       earlier_episodes: int) -> EpisodeContext:
+    """Project instructions come first, then the call's own, so the call can refine them."""
+    earlier = await episodes.preceding(session, episode, earlier_episodes)
+    instructions = [text for text in (
+        await episodes.project_instructions(session, episode.project_id),
+        episode.instructions,
+    ) if text]
+    return EpisodeContext(
+        episode_id=episode.id, project_id=episode.project_id,
+        scope=Scope(episode.user_id, episode.agent_id, episode.run_id),
+        observed_at=episode.observed_at, expires_at=episode.expires_at,
+        metadata=dict(episode.metadata_), turns=turns_of(episode),
+        earlier=[turns_of(previous) for previous in earlier], instructions=instructions,
+    )

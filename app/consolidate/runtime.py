@@ -1,0 +1,77 @@
+"""What a consolidation needs: a database, an embedder, an LLM client, the settings.
+
+The API builds one from its own database and embedder (the in-process queue); a Celery
+worker process builds its own in ``worker_process_init``. The LLM client is made on first
+use, so a process that never consolidates never starts the bundled model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from app.config import Settings
+from app.embeddings import Embedder, SentenceTransformerEmbedder
+from app.llm import LLMClient, OpenAICompatibleClient
+from app.local_llm import LocalLLM
+from app.store.db import Database, check_embedding_dimension, open_database
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Consolidator:
+    settings: Settings
+    database: Database
+    embedder: Embedder
+    owns_database: bool = False
+    owns_embedder: bool = False
+    _llm: LLMClient | None = None
+    _local: LocalLLM | None = None
+    _llm_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, database: Database | None = None,
+                   embedder: Embedder | None = None,
+                   llm: LLMClient | None = None) -> Consolidator:
+        """Builds what was not given; what it builds, ``aclose`` closes."""
+        own_database = database is None
+        if database is None:
+            database = await open_database(settings, migrate_schema=False)
+        own_embedder = embedder is None
+        try:
+            if embedder is None:
+                embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load,
+                                                   settings.embedding)
+            await check_embedding_dimension(database, embedder.dimension)
+        except BaseException:
+            if own_database:
+                await database.aclose()
+            raise
+        return cls(settings, database, embedder, owns_database=own_database,
+                   owns_embedder=own_embedder, _llm=llm)
+
+    async def llm(self) -> LLMClient:
+        """The configured endpoint's client, or the bundled model's, started now if need be."""
+        async with self._llm_lock:
+            if self._llm is None:
+                base_url = self.settings.llm.base_url
+                if not base_url:
+                    self._local = LocalLLM(self.settings.data_dir, self.settings.llm)
+                    base_url = await asyncio.to_thread(self._local.start)
+                self._llm = OpenAICompatibleClient.from_settings(self.settings.llm,
+                                                                 base_url=base_url)
+            return self._llm
+
+    async def aclose(self) -> None:
+        if self._llm is not None:
+            await self._llm.aclose()
+            self._llm = None
+        if self._local is not None:
+            await asyncio.to_thread(self._local.stop)
+            self._local = None
+        if self.owns_embedder:
+            await self.embedder.aclose()
+        if self.owns_database:
+            await self.database.aclose()

@@ -1,0 +1,101 @@
+"""Deterministic consolidation decisions for the scripted LLM server.
+
+``Brain`` answers the two prompts of the pipeline by reading them as the model would: the
+extraction prompt's numbered messages are looked up in ``facts`` (message text → the facts
+it states), and the resolution prompt's numbered facts and memories go to ``decide``.
+Tests state what a competent model would answer; the server speaks real HTTP, so the
+production client, prompts and parsing all run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+NUMBERED = re.compile(r"^\[(\d+)\] (.*)$")
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    text: str
+    valid_from: str | None = None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The resolution prompt as the brain read it."""
+
+    facts: list[str]
+    memories: list[str]
+
+
+Decide = Callable[[int, str, Seen], dict[str, Any]]
+
+
+def strip_since(text: str) -> str:
+    return re.sub(r" \(since \d{4}-\d{2}-\d{2}\)$", "", text)
+
+
+def add_everything(fact: int, text: str, seen: Seen) -> dict[str, Any]:
+    return {"fact": fact, "action": "ADD", "memory": None, "text": None}
+
+
+@dataclass
+class Brain:
+    facts: Mapping[str, Sequence[FactSpec | str]] = field(default_factory=dict)
+    decide: Decide = add_everything
+    extract_calls: int = 0
+    resolve_calls: int = 0
+    seen: list[Seen] = field(default_factory=list)
+
+    def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
+        schema = body["response_format"]["json_schema"]["name"]
+        prompt = body["messages"][-1]["content"]
+        if schema == "ExtractedFacts":
+            self.extract_calls += 1
+            return self._extract(prompt)
+        if schema == "Decisions":
+            self.resolve_calls += 1
+            return self._resolve(prompt)
+        raise AssertionError(f"unexpected schema {schema}")
+
+    def _extract(self, prompt: str) -> dict[str, Any]:
+        conversation = prompt.split("Conversation:\n", 1)[1]
+        found: list[dict[str, Any]] = []
+        for line in conversation.splitlines():
+            match = NUMBERED.match(line)
+            if not match:
+                continue
+            index, said = int(match.group(1)), match.group(2).split(": ", 1)[1]
+            for spec in self.facts.get(said, []):
+                spec = FactSpec(spec) if isinstance(spec, str) else spec
+                found.append({"text": spec.text, "source_messages": [index],
+                              "valid_from": spec.valid_from})
+        return {"facts": found}
+
+    def _resolve(self, prompt: str) -> dict[str, Any]:
+        memories_part, facts_part = prompt.split("\n\nNew facts", 1)
+        memories = [strip_since(m.group(2)) for line in memories_part.splitlines()
+                    if (m := NUMBERED.match(line))]
+        facts = [strip_since(m.group(2)) for line in facts_part.splitlines()
+                 if (m := NUMBERED.match(line))]
+        seen = Seen(facts, memories)
+        self.seen.append(seen)
+        return {"decisions": [self.decide(index, text, seen) for index, text in enumerate(facts)]}
+
+
+def rules(*pairs: tuple[str, str, str], merged: Mapping[str, str] | None = None) -> Decide:
+    """Decisions by rule: (fact text, action, memory text it concerns). Facts without a rule
+    are ADDed; ``merged`` gives UPDATE texts by fact text."""
+
+    def decide(fact: int, text: str, seen: Seen) -> dict[str, Any]:
+        for fact_text, action, memory_text in pairs:
+            if fact_text == text and memory_text in seen.memories:
+                return {"fact": fact, "action": action,
+                        "memory": seen.memories.index(memory_text),
+                        "text": (merged or {}).get(text)}
+        return add_everything(fact, text, seen)
+
+    return decide

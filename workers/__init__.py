@@ -1,0 +1,1 @@
+"""Celery workers: they import ``app``; ``app`` never imports them."""
