@@ -53,16 +53,18 @@ class Unavailable(AnamnesisError):
 
 
 class LLMError(AnamnesisError):
-    """An LLM call failed. Carries the tokens it spent before failing, so a job can record
-    what a failed call cost."""
+    """An LLM call failed. Carries the tokens it spent and the replies it received before
+    failing, so a job can record what a failed call cost."""
 
     status_code = 502
     code = "llm_error"
 
-    def __init__(self, detail: str, *, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+    def __init__(self, detail: str, *, prompt_tokens: int = 0, completion_tokens: int = 0,
+                 replies: int = 0) -> None:
         super().__init__(detail)
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        self.replies = replies
 
 
 class LLMRequestRejected(LLMError):

@@ -33,7 +33,13 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from app.config import LLMSettings
-from app.errors import LLMOutputError, LLMRateLimited, LLMRequestRejected, LLMUnavailable
+from app.errors import (
+    LLMError,
+    LLMOutputError,
+    LLMRateLimited,
+    LLMRequestRejected,
+    LLMUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +274,11 @@ class OpenAICompatibleClient:
         for attempt in range(1, replies + 1):
             logger.debug("LLM call %s (prompt %s), reply %d/%d, %d messages", output.__name__,
                          prompt_version, attempt, replies, len(conversation))
-            reply = await self._exchange(conversation, schema_format, spent=usage)
+            try:
+                reply = await self._exchange(conversation, schema_format, spent=usage)
+            except LLMError as exc:
+                exc.replies = attempt - 1
+                raise
             usage += reply.usage
             try:
                 value = parse_output(reply.content, output)
@@ -286,6 +296,7 @@ class OpenAICompatibleClient:
         raise LLMOutputError(
             f"LLM output did not match {output.__name__} after {replies} replies: {problem[:500]}",
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+            replies=replies,
         )
 
     async def _exchange(self, messages: list[ChatMessage], schema_format: dict[str, Any], *,

@@ -65,7 +65,8 @@ class LostLease(Exception):
 
 @dataclass
 class Ledger:
-    """What the job's LLM calls cost, failed ones included."""
+    """What the job's LLM calls cost, failed ones included. ``calls`` counts the replies
+    received (each a billed completion), re-asks included."""
 
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
@@ -83,7 +84,7 @@ class Ledger:
 
     def record_failure(self, error: LLMError) -> None:
         self.usage += Usage(error.prompt_tokens, error.completion_tokens)
-        self.calls += 1
+        self.calls += error.replies
 
 
 async def run_job(consolidator: Consolidator, job_id: uuid.UUID) -> str | None:

@@ -60,11 +60,12 @@ async def get_memory(memory_id: uuid.UUID, session: SessionDep,
     return await service.get(session, caller, memory_id)
 
 
-@router.patch("/{memory_id}", response_model=MemoryRead)
+@router.patch("/{memory_id}", response_model=MemoryDetail)
 async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: SessionDep,
-                        embedder: EmbedderDep, caller: CallerDep) -> MemoryRead:
+                        embedder: EmbedderDep, caller: CallerDep) -> MemoryDetail:
     """Change text (re-embedded) and/or replace metadata; the old values go to history."""
-    return MemoryRead.of(await service.update(session, embedder, caller, memory_id, body))
+    memory = await service.update(session, embedder, caller, memory_id, body)
+    return await service.get(session, caller, memory.id)
 
 
 @router.delete("/{memory_id}", response_model=MemoryDeleted)

@@ -13,4 +13,4 @@ def brain(scripted_llm: ScriptedLLM) -> Iterator[Brain]:
     """The scripted LLM answering consolidation prompts by the test's rules."""
     thinking = Brain()
     scripted_llm.responder = thinking
-    yield thinking
+    return thinking

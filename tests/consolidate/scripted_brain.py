@@ -52,7 +52,8 @@ class Brain:
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
         schema = body["response_format"]["json_schema"]["name"]
-        prompt = body["messages"][-1]["content"]
+        # The first user message is the prompt; later ones are re-asks after bad output.
+        prompt = next(m["content"] for m in body["messages"] if m["role"] == "user")
         if schema == "ExtractedFacts":
             self.extract_calls += 1
             return self._extract(prompt)

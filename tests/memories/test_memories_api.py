@@ -171,7 +171,9 @@ async def test_get_memory(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200, response.text
     memory = response.json()
     assert set(memory) == {"id", "memory", "user_id", "agent_id", "run_id", "metadata",
-                           "created_at", "updated_at", "expires_at"}
+                           "created_at", "updated_at", "expires_at", "valid_at", "invalid_at",
+                           "superseded_by", "supersedes", "sources"}
+    assert memory["sources"] == []  # stored verbatim: no episode behind it
     assert memory["id"] == memory_id
     assert memory["memory"] == "Allergic to peanuts."
     assert (memory["user_id"], memory["agent_id"], memory["run_id"]) == ("u9", "doc", None)
@@ -581,12 +583,13 @@ async def test_idempotency_header_and_body_keys_must_agree(client: httpx.AsyncCl
 
 async def test_failed_request_does_not_consume_its_idempotency_key(
         client: httpx.AsyncClient, database: Database) -> None:
-    body = {"messages": [message("Keeps bees.")], "user_id": "u1", "idempotency_key": "bees"}
-    assert_error(await client.post("/v1/memories", json=body), 422,
-                 "consolidation_not_configured")
+    body = {"messages": [message("Keeps bees.")], "user_id": "u1", "idempotency_key": "bees",
+            "infer": False}
+    blank = {**body, "messages": [message("   ")]}  # refused after the key was claimed
+    assert_error(await client.post("/v1/memories", json=blank), 422, "validation_error")
     assert await row_counts(database) == {"memories": 0, "memory_events": 0,
                                           "idempotency_keys": 0}
-    retry = await client.post("/v1/memories", json={**body, "infer": False})
+    retry = await client.post("/v1/memories", json=body)
     assert retry.status_code == 201, retry.text
     assert retry.json()["results"][0]["event"] == "ADD"
 

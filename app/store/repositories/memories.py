@@ -290,7 +290,9 @@ async def soft_delete(session: AsyncSession, project_id: uuid.UUID,
 
 async def live_in_scope(session: AsyncSession, project_id: uuid.UUID,
                         scope: Scope) -> Sequence[Memory]:
-    query = (sa.select(Memory).where(Memory.project_id == project_id, live(),
+    """Every memory of the scope not yet deleted, superseded ones included."""
+    query = (sa.select(Memory).where(Memory.project_id == project_id,
+                                     visible(Timeline(include_superseded=True)),
                                      *_scope_clauses(scope)).with_for_update())
     return (await session.scalars(query)).all()
 

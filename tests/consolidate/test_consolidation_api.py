@@ -1,0 +1,463 @@
+"""infer=true end to end on the in-process queue: real app, Postgres, embeddings, and an
+OpenAI-compatible HTTP server whose replies follow the test's rules (``Brain``)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from app.store.db import Database
+from app.store.repositories import episodes, jobs
+from app.store.repositories.memories import Scope
+from tests.conftest import KeyFactory
+from tests.consolidate.scripted_brain import Brain, FactSpec, Seen, rules
+from tests.scripted_llm import Reply, ScriptedLLM
+
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def said(*contents: str) -> list[dict[str, str]]:
+    """A conversation: user and assistant taking turns, the user first."""
+    return [{"role": "user" if index % 2 == 0 else "assistant", "content": content}
+            for index, content in enumerate(contents)]
+
+
+async def post(client: httpx.AsyncClient, messages: list[dict[str, str]], *,
+               user_id: str = "u1", **fields: Any) -> httpx.Response:
+    return await client.post("/v1/memories",
+                             json={"messages": messages, "user_id": user_id, **fields})
+
+
+async def consolidate(client: httpx.AsyncClient, *contents: str, **fields: Any) -> dict[str, Any]:
+    """Posts with wait=true; returns the finished job."""
+    response = await post(client, said(*contents), wait=True, **fields)
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+async def finished(client: httpx.AsyncClient, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = await client.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] in ("SUCCEEDED", "FAILED"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+        await asyncio.sleep(0.05)
+
+
+async def memories(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
+    response = await client.get("/v1/memories", params={"limit": 1000, **params})
+    assert response.status_code == 200, response.text
+    found: list[dict[str, Any]] = response.json()["results"]
+    return found
+
+
+async def texts(client: httpx.AsyncClient, **params: Any) -> set[str]:
+    return {memory["memory"] for memory in await memories(client, **params)}
+
+
+async def history(client: httpx.AsyncClient, memory_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/memories/{memory_id}/history")
+    assert response.status_code == 200, response.text
+    events: list[dict[str, Any]] = response.json()["results"]
+    return events
+
+
+async def count(database: Database, sql: str) -> int:
+    async with database.engine.connect() as connection:
+        return int((await connection.execute(sa.text(sql))).scalar_one())
+
+
+# -- the four decisions --------------------------------------------------------------------
+
+
+async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClient,
+                                                         brain: Brain) -> None:
+    brain.facts = {"I'm vegetarian, and I play the cello.": ["User is vegetarian",
+                                                            "User plays the cello"]}
+    job = await consolidate(client, "Hi there!", "Hello! How can I help?",
+                            "I'm vegetarian, and I play the cello.")
+    assert job["status"] == "SUCCEEDED"
+    assert [(r["event"], r["memory"]) for r in job["results"]] == [
+        ("ADD", "User is vegetarian"), ("ADD", "User plays the cello")]
+    assert job["attempts"] == 1
+    assert job["error"] is None
+    assert job["usage"]["llm_calls"] == 1  # nothing to compare with: no resolve call
+    assert job["usage"]["prompt_tokens"] > 0
+    assert job["usage"]["model"] == "scripted-model"
+    assert brain.resolve_calls == 0
+
+    detail = (await client.get(f"/v1/memories/{job['results'][0]['id']}")).json()
+    assert detail["supersedes"] == []
+    assert detail["superseded_by"] is None
+    [source] = detail["sources"]
+    assert source["episode_id"] == job["episode_id"]
+    assert source["message_indices"] == [2]
+    assert source["messages"] == [{"index": 2, "role": "user",
+                                   "content": "I'm vegetarian, and I play the cello."}]
+    [event] = await history(client, detail["id"])
+    assert event["event"] == "ADD"
+    assert event["decision"] == "ADD"
+    assert event["episode_id"] == job["episode_id"]
+    assert event["job_id"] == job["id"]
+    assert event["message_indices"] == [2]
+    assert event["model"] == "scripted-model"
+    assert event["prompt_version"] == "extract/v1"
+    assert await texts(client, user_id="u1") == {"User is vegetarian", "User plays the cello"}
+
+
+async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.AsyncClient,
+                                                                 brain: Brain) -> None:
+    brain.facts = {"I like coffee.": ["User likes coffee"],
+                   "Espresso is my favourite coffee.": ["User's favourite coffee is espresso"]}
+    brain.decide = rules(("User's favourite coffee is espresso", "UPDATE", "User likes coffee"),
+                         merged={"User's favourite coffee is espresso":
+                                 "User likes coffee, espresso above all"})
+    first = await consolidate(client, "I like coffee.")
+    memory_id = first["results"][0]["id"]
+    second = await consolidate(client, "Espresso is my favourite coffee.")
+    assert second["results"] == [{"id": memory_id,
+                                  "memory": "User likes coffee, espresso above all",
+                                  "event": "UPDATE", "previous_memory": "User likes coffee",
+                                  "previous_id": None}]
+    assert await texts(client, user_id="u1") == {"User likes coffee, espresso above all"}
+    events = await history(client, memory_id)
+    assert [(e["event"], e["old_memory"], e["new_memory"]) for e in events] == [
+        ("ADD", None, "User likes coffee"),
+        ("UPDATE", "User likes coffee", "User likes coffee, espresso above all")]
+    assert events[1]["episode_id"] == second["episode_id"]
+    assert events[1]["prompt_version"] == "extract/v1+resolve/v1"
+    sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
+    assert [s["episode_id"] for s in sources] == [first["episode_id"], second["episode_id"]]
+
+
+async def test_supersede_keeps_the_past_readable(client: httpx.AsyncClient,
+                                                 brain: Brain) -> None:
+    brain.facts = {"I live in Paris.": [FactSpec("User lives in Paris", "2024-01-01")],
+                   "I moved to Berlin last month.": [FactSpec("User lives in Berlin",
+                                                              "2024-05-01")]}
+    brain.decide = rules(("User lives in Berlin", "SUPERSEDE", "User lives in Paris"))
+    paris = (await consolidate(client, "I live in Paris.",
+                               observed_at="2024-01-10T10:00:00Z"))["results"][0]
+    second = await consolidate(client, "I moved to Berlin last month.",
+                               observed_at="2024-06-01T10:00:00Z")
+    [berlin] = second["results"]
+    assert berlin["event"] == "SUPERSEDE"
+    assert berlin["memory"] == "User lives in Berlin"
+    assert berlin["previous_id"] == paris["id"]
+    assert berlin["previous_memory"] == "User lives in Paris"
+
+    # Current by default, in lists and searches alike.
+    assert await texts(client, user_id="u1") == {"User lives in Berlin"}
+    found = await client.post("/v1/memories/search", json={"query": "where does the user live",
+                                                           "user_id": "u1"})
+    assert [hit["memory"] for hit in found.json()["results"]] == ["User lives in Berlin"]
+    # What was true then.
+    assert await texts(client, user_id="u1", as_of="2024-03-01T00:00:00Z") == {
+        "User lives in Paris"}
+    assert await texts(client, user_id="u1", as_of="2024-07-01T00:00:00Z") == {
+        "User lives in Berlin"}
+    assert await texts(client, user_id="u1", as_of="2023-06-01T00:00:00Z") == set()
+    then = await client.post("/v1/memories/search", json={
+        "query": "where does the user live", "user_id": "u1", "as_of": "2024-03-01T00:00:00Z"})
+    assert [hit["memory"] for hit in then.json()["results"]] == ["User lives in Paris"]
+    assert await texts(client, user_id="u1", include_superseded="true") == {
+        "User lives in Paris", "User lives in Berlin"}
+
+    old = (await client.get(f"/v1/memories/{paris['id']}")).json()
+    assert old["superseded_by"] == berlin["id"]
+    assert old["valid_at"] == "2024-01-01T00:00:00Z"
+    assert old["invalid_at"] == "2024-05-01T00:00:00Z"
+    new = (await client.get(f"/v1/memories/{berlin['id']}")).json()
+    assert new["supersedes"] == [paris["id"]]
+    assert new["valid_at"] == "2024-05-01T00:00:00Z"
+    events = await history(client, paris["id"])
+    assert [e["event"] for e in events] == ["ADD", "SUPERSEDE"]
+    assert events[1]["episode_id"] == second["episode_id"]
+    assert events[1]["related_memory_id"] == berlin["id"]
+    assert events[1]["new_memory"] == "User lives in Berlin"
+    [added] = await history(client, berlin["id"])
+    assert added["decision"] == "SUPERSEDE"
+    assert added["related_memory_id"] == paris["id"]
+
+
+async def test_noop_confirms_without_a_second_memory(client: httpx.AsyncClient,
+                                                     brain: Brain) -> None:
+    brain.facts = {"My dog is called Rex.": ["User has a dog named Rex"],
+                   "Rex, my dog, turned five.": ["User's dog is Rex"],
+                   "Did I say my dog is called Rex?": ["User has a dog named Rex"]}
+    brain.decide = rules(("User's dog is Rex", "NOOP", "User has a dog named Rex"))
+    first = await consolidate(client, "My dog is called Rex.")
+    memory_id = first["results"][0]["id"]
+    decided = await consolidate(client, "Rex, my dog, turned five.")
+    assert decided["results"] == [{"id": memory_id, "memory": "User has a dog named Rex",
+                                   "event": "NOOP", "previous_memory": None,
+                                   "previous_id": None}]
+    calls = brain.resolve_calls
+    same_text = await consolidate(client, "Did I say my dog is called Rex?")
+    assert same_text["results"][0]["event"] == "NOOP"
+    assert brain.resolve_calls == calls  # identical text: known without asking
+    assert await texts(client, user_id="u1") == {"User has a dog named Rex"}
+    assert [e["event"] for e in await history(client, memory_id)] == ["ADD"]
+    sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
+    assert len(sources) == 3  # every episode that told it
+
+
+async def test_the_model_sees_numbers_never_ids(client: httpx.AsyncClient, brain: Brain,
+                                                scripted_llm: ScriptedLLM) -> None:
+    brain.facts = {"I like tea.": ["User likes tea"], "I like green tea.": ["User likes green tea"]}
+    await consolidate(client, "I like tea.")
+    await consolidate(client, "I like green tea.")
+    assert brain.resolve_calls == 1
+    for request in scripted_llm.requests:
+        for message in request.messages:
+            assert not UUID_PATTERN.search(str(message["content"]))
+
+
+async def test_unfit_decisions_fall_back_to_add(client: httpx.AsyncClient, brain: Brain) -> None:
+    brain.facts = {"I run.": ["User runs"], "I run marathons.": ["User runs marathons",
+                                                                 "User trains daily"]}
+
+    def confused(fact: int, text: str, seen: Seen) -> dict[str, Any]:
+        return {"fact": fact, "action": "SUPERSEDE", "memory": 99, "text": None}
+
+    brain.decide = confused
+    await consolidate(client, "I run.")
+    job = await consolidate(client, "I run marathons.")
+    assert [r["event"] for r in job["results"]] == ["ADD", "ADD"]
+    assert await texts(client, user_id="u1") == {"User runs", "User runs marathons",
+                                                  "User trains daily"}
+
+
+# -- failures and retries ------------------------------------------------------------------
+
+
+async def test_bad_json_is_asked_again(client: httpx.AsyncClient, brain: Brain,
+                                       scripted_llm: ScriptedLLM) -> None:
+    brain.facts = {"I speak Welsh.": ["User speaks Welsh"]}
+    scripted_llm.script('{"facts": [{"text": "User speaks Welsh"',)  # cut off mid-object
+    job = await consolidate(client, "I speak Welsh.")
+    assert job["status"] == "SUCCEEDED"
+    assert [r["memory"] for r in job["results"]] == ["User speaks Welsh"]
+    assert job["usage"]["llm_calls"] == 2
+    assert job["attempts"] == 1
+    correction = scripted_llm.requests[1].messages[-1]["content"]
+    assert "not valid" in correction
+
+
+async def test_bad_json_always_fails_keeps_the_episode_and_retry_succeeds(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM,
+        database: Database) -> None:
+    scripted_llm.responder = lambda body: "I'm sorry, I can't produce JSON."
+    job = await consolidate(client, "I collect stamps.")
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "llm_bad_output"
+    assert "ExtractedFacts" in job["error"]["detail"]
+    assert job["results"] == []
+    assert job["completed_at"] is not None
+    assert job["usage"]["llm_calls"] == 2  # the reply and its one re-ask
+    assert await count(database, "SELECT count(*) FROM episodes") == 1
+    assert await count(database, "SELECT count(*) FROM memories") == 0
+    assert (await client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "FAILED"
+
+    brain.facts = {"I collect stamps.": ["User collects stamps"]}
+    scripted_llm.responder = brain
+    retried = await client.post(f"/v1/jobs/{job['id']}/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "PENDING"
+    assert retried.json()["error"] is None
+    done = await finished(client, job["id"])
+    assert done["status"] == "SUCCEEDED", done
+    assert [r["memory"] for r in done["results"]] == ["User collects stamps"]
+    assert done["episode_id"] == job["episode_id"]
+    again = await client.post(f"/v1/jobs/{job['id']}/retry")
+    assert again.status_code == 409
+    assert again.json()["error"] == "conflict"
+
+
+async def test_llm_outage_is_retried_with_backoff(client: httpx.AsyncClient, brain: Brain,
+                                                  scripted_llm: ScriptedLLM) -> None:
+    brain.facts = {"I sail.": ["User sails"]}
+    # max_attempts=2 per call: the first job attempt meets two 503s and gives the job back.
+    scripted_llm.script(Reply.error(503), Reply.error(503))
+    response = await post(client, said("I sail."))
+    assert response.status_code == 202, response.text
+    job = await finished(client, response.json()["job_id"])
+    assert job["status"] == "SUCCEEDED", job
+    assert job["attempts"] == 2
+    assert [r["memory"] for r in job["results"]] == ["User sails"]
+    assert job["usage"]["llm_calls"] == 1  # the 503s were no replies
+
+
+async def test_llm_outage_that_lasts_fails_the_job(client: httpx.AsyncClient,
+                                                   scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.responder = lambda body: Reply.error(503, "overloaded")
+    response = await post(client, said("I knit."))
+    job = await finished(client, response.json()["job_id"])
+    assert job["status"] == "FAILED"
+    assert job["error"]["code"] == "llm_unavailable"
+    assert "gave up after 3 attempts" in job["error"]["detail"]  # 1 + max_retries=2
+
+
+async def test_a_lost_enqueue_is_swept_up(client: httpx.AsyncClient, brain: Brain,
+                                          api_key: str, database: Database) -> None:
+    """A job committed but never enqueued (the process died in between) still runs."""
+    brain.facts = {"I bake bread.": ["User bakes bread"]}
+    project_id = await _project_of(database, api_key)
+    async with database.session_scope() as session:
+        episode = await episodes.add(
+            session, project_id, Scope(user_id="u1"), messages=said("I bake bread."),
+            metadata={}, instructions=None, idempotency_key=None,
+            observed_at=await _now(database), expires_at=None)
+        job = await jobs.add(session, project_id, episode.id)
+    done = await finished(client, str(job.id), timeout_s=30)
+    assert done["status"] == "SUCCEEDED"
+    assert await texts(client, user_id="u1") == {"User bakes bread"}
+
+
+# -- concurrency and idempotency -----------------------------------------------------------
+
+
+async def test_twenty_concurrent_episodes_of_one_scope_make_no_duplicates(
+        client: httpx.AsyncClient, brain: Brain, database: Database) -> None:
+    brain.facts = {f"I love sushi ({n}).": [f"User loves sushi, says so for the {n}th time"]
+                   for n in range(20)}
+
+    def decide(fact: int, text: str, seen: Seen) -> dict[str, Any]:
+        sushi = [i for i, memory in enumerate(seen.memories) if "sushi" in memory]
+        if sushi:
+            return {"fact": fact, "action": "NOOP", "memory": sushi[0], "text": None}
+        return {"fact": fact, "action": "ADD", "memory": None, "text": None}
+
+    brain.decide = decide
+    responses = await asyncio.gather(*(post(client, said(f"I love sushi ({n})."))
+                                       for n in range(20)))
+    assert all(response.status_code == 202 for response in responses)
+    done = await asyncio.gather(*(finished(client, r.json()["job_id"]) for r in responses))
+    assert all(job["status"] == "SUCCEEDED" for job in done), [j["error"] for j in done]
+    events = sorted(job["results"][0]["event"] for job in done)
+    assert events == ["ADD"] + ["NOOP"] * 19
+    assert len(await memories(client, user_id="u1")) == 1
+    assert await count(database, "SELECT count(*) FROM memories") == 1
+    assert await count(database, "SELECT count(*) FROM episodes") == 20
+
+
+async def test_idempotent_repost_is_one_episode_and_one_job(client: httpx.AsyncClient,
+                                                            brain: Brain,
+                                                            database: Database) -> None:
+    brain.facts = {"I ski.": ["User skis"]}
+    first = await post(client, said("I ski."), idempotency_key="episode-1")
+    again = await post(client, said("I ski."), idempotency_key="episode-1")
+    header = await client.post("/v1/memories", json={"messages": said("I ski."), "user_id": "u1",
+                                                     "wait": True},
+                               headers={"Idempotency-Key": "episode-1"})
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    assert header.status_code == 200
+    assert header.json()["id"] == first.json()["job_id"]
+    assert header.json()["status"] == "SUCCEEDED"
+    assert await count(database, "SELECT count(*) FROM episodes") == 1
+    assert await count(database, "SELECT count(*) FROM jobs") == 1
+    assert await count(database, "SELECT count(*) FROM memories") == 1
+    other = await post(client, said("I snowboard."), idempotency_key="episode-1")
+    assert other.status_code == 409
+    assert other.json()["error"] == "idempotency_key_reused"
+
+
+async def test_jobs_belong_to_their_project(client: httpx.AsyncClient, brain: Brain,
+                                            api_key_factory: KeyFactory,
+                                            app: Any) -> None:
+    brain.facts = {"I row.": ["User rows"]}
+    job = await consolidate(client, "I row.")
+    stranger = await api_key_factory()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers={"Authorization": f"Bearer {stranger}"}) as other:
+        for response in (await other.get(f"/v1/jobs/{job['id']}"),
+                         await other.post(f"/v1/jobs/{job['id']}/retry"),
+                         await other.get(f"/v1/memories/{job['results'][0]['id']}")):
+            assert response.status_code == 404, response.text
+            assert response.json()["error"] == "not_found"
+    missing = await client.get("/v1/jobs/00000000-0000-7000-8000-000000000000")
+    assert missing.status_code == 404
+
+
+# -- context and instructions --------------------------------------------------------------
+
+
+async def test_earlier_episodes_and_instructions_reach_the_prompt(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM) -> None:
+    brain.facts = {"I adopted a cat.": ["User adopted a cat"], "She is called Miso.":
+                   ["User's cat is called Miso"]}
+    project = await client.patch("/v1/project", json={"instructions": "Keep pets only."})
+    assert project.status_code == 200
+    assert project.json()["instructions"] == "Keep pets only."
+    assert (await client.get("/v1/project")).json()["instructions"] == "Keep pets only."
+    await consolidate(client, "I adopted a cat.", observed_at="2025-03-01T09:00:00Z")
+    await consolidate(client, "She is called Miso.", observed_at="2025-03-02T09:00:00Z",
+                      instructions="Name animals by name.")
+    extraction = [r for r in scripted_llm.requests
+                  if r.body["response_format"]["json_schema"]["name"] == "ExtractedFacts"][-1]
+    system, user = extraction.messages[0]["content"], extraction.messages[1]["content"]
+    assert system.index("Keep pets only.") < system.index("Name animals by name.")
+    assert "Conversation date: 2025-03-02" in user
+    assert "Earlier conversation (context only):\nuser: I adopted a cat." in user
+    assert "[0] user: She is called Miso." in user
+    cleared = await client.patch("/v1/project", json={"instructions": None})
+    assert cleared.json()["instructions"] is None
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"messages": said("hi"), "user_id": "u1", "infer": False,
+      "observed_at": "2024-01-01T00:00:00Z"}, "observed_at"),
+    ({"messages": said("hi"), "user_id": "u1", "infer": False, "wait": True}, "wait"),
+    ({"messages": said("hi"), "user_id": "u1", "instructions": "x" * 4001}, "instructions"),
+    ({"messages": said("hi"), "user_id": "u1", "observed_at": "yesterday"}, "observed_at"),
+    ({"messages": said("  ", ""), "user_id": "u1"}, "messages"),
+    ({"messages": said("hi")}, "user_id"),
+])
+async def test_bad_add_stores_nothing(client: httpx.AsyncClient, database: Database,
+                                      body: dict[str, Any], field: str) -> None:
+    response = await client.post("/v1/memories", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_error"
+    assert field in response.json()["detail"]
+    assert await count(database, "SELECT count(*) FROM episodes") == 0
+    assert await count(database, "SELECT count(*) FROM jobs") == 0
+
+
+async def test_as_of_and_include_superseded_exclude_each_other(
+        client: httpx.AsyncClient) -> None:
+    listed = await client.get("/v1/memories", params={"as_of": "2024-01-01T00:00:00Z",
+                                                      "include_superseded": "true"})
+    searched = await client.post("/v1/memories/search", json={
+        "query": "q", "as_of": "2024-01-01T00:00:00Z", "include_superseded": True})
+    for response in (listed, searched):
+        assert response.status_code == 422, response.text
+        assert "as_of" in response.json()["detail"]
+    bad_patch = await client.patch("/v1/project", json={"instructions": "x" * 4001})
+    assert bad_patch.status_code == 422
+
+
+async def _project_of(database: Database, api_key: str) -> Any:
+    prefix = api_key.split("_")[1]
+    async with database.engine.connect() as connection:
+        return (await connection.execute(
+            sa.text("SELECT project_id FROM api_keys WHERE prefix = :prefix"),
+            {"prefix": prefix})).scalar_one()
+
+
+async def _now(database: Database) -> Any:
+    async with database.engine.connect() as connection:
+        return (await connection.execute(sa.text("SELECT now()"))).scalar_one()
