@@ -72,6 +72,11 @@ class Memory(Base):
         Index("ix_memories_project_run", "project_id", "run_id", "id"),
         Index("ix_memories_metadata", "metadata", postgresql_using="gin",
               postgresql_ops={"metadata": "jsonb_path_ops"}),
+        Index("ix_memories_embedding_hnsw", "embedding", postgresql_using="hnsw",
+              postgresql_ops={"embedding": "vector_cosine_ops"},
+              postgresql_with={"m": 16, "ef_construction": 64}),
+        Index("ix_memories_superseded_by", "superseded_by",
+              postgresql_where=sql_text("superseded_by IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
@@ -143,6 +148,13 @@ class Episode(Base):
     """A conversation exactly as a client sent it, kept so consolidation can always re-run."""
 
     __tablename__ = "episodes"
+    __table_args__ = (
+        Index("uq_episodes_idempotency_key", "project_id", "idempotency_key", unique=True,
+              postgresql_where=sql_text("idempotency_key IS NOT NULL")),
+        Index("ix_episodes_project_user", "project_id", "user_id", "observed_at"),
+        Index("ix_episodes_project_agent", "project_id", "agent_id", "observed_at"),
+        Index("ix_episodes_project_run", "project_id", "run_id", "observed_at"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -164,6 +176,11 @@ class Job(Base):
     """One consolidation of one episode: its state, its outcome and what its LLM calls cost."""
 
     __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_episode", "episode_id"),
+        Index("ix_jobs_unfinished", "status", "enqueued_at",
+              postgresql_where=sql_text("status IN ('PENDING', 'RUNNING')")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
@@ -188,6 +205,7 @@ class MemorySource(Base):
     """Provenance: a memory came from (or was confirmed by) these messages of an episode."""
 
     __tablename__ = "memory_sources"
+    __table_args__ = (Index("ix_memory_sources_episode", "episode_id"),)
 
     memory_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)

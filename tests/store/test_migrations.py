@@ -6,11 +6,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.config import DatabaseSettings, Settings
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
 from app.store.db import SchemaMismatch, downgrade, migrate
+from app.store.models import Base
 from tests.conftest import plain_dsn
 
 TABLES = {"projects", "api_keys", "memories", "memory_events", "idempotency_keys", "episodes",
@@ -62,3 +66,15 @@ async def test_start_migrates_a_new_database(
                      embedder=embedder)
     async with app.router.lifespan_context(app):
         assert await app.state.resources.database.embedding_dimension() == 384
+
+
+async def test_models_match_the_migrated_schema(database_url: str) -> None:
+    """The ORM tables, columns and indexes are exactly what the migrations create."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
+    finally:
+        await engine.dispose()
+    assert differences == []
