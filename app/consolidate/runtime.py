@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.embeddings import Embedder, SentenceTransformerEmbedder
+from app.errors import LLMError
 from app.llm import LLMClient, OpenAICompatibleClient
-from app.local_llm import LocalLLM
+from app.local_llm import LocalLLM, LocalLLMError
 from app.store.db import Database, check_embedding_dimension, open_database
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,12 @@ class Consolidator:
                 base_url = self.settings.llm.base_url
                 if not base_url:
                     self._local = LocalLLM(self.settings.data_dir, self.settings.llm)
-                    base_url = await asyncio.to_thread(self._local.start)
+                    try:
+                        base_url = await asyncio.to_thread(self._local.start)
+                    except LocalLLMError as exc:
+                        self._local = None
+                        raise LLMError(f"the bundled LLM could not start: {exc}; set "
+                                       "ANAMNESIS_LLM__BASE_URL to use another") from exc
                 self._llm = OpenAICompatibleClient.from_settings(self.settings.llm,
                                                                  base_url=base_url)
             return self._llm
