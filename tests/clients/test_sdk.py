@@ -1,4 +1,5 @@
-"""End-to-end tests of the Python SDK against the live server (real Postgres and embeddings).
+"""End-to-end tests of the Python SDK against the live server (real Postgres and embeddings;
+consolidation in-process, its LLM the scripted OpenAI-compatible server).
 
 Every scenario runs twice, once per client: ``Anamnesis`` (its blocking calls are made in a
 worker thread so the session event loop stays free) and ``AsyncAnamnesis``. Each test gets a
@@ -8,6 +9,7 @@ fresh project, so tests never see each other's memories.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,13 +24,17 @@ from anamnesis import (
     AsyncAnamnesis,
     AuthenticationError,
     ConflictError,
-    ConsolidationNotConfiguredError,
     IdempotencyKeyReusedError,
     InvalidFilterError,
+    Job,
+    JobTimeoutError,
     Memory,
     NotFoundError,
     ValidationError,
 )
+
+from tests.consolidate.scripted_brain import Brain, rules
+from tests.scripted_llm import Reply, ScriptedLLM
 
 KeyFactory = Callable[..., Awaitable[str]]
 
@@ -107,6 +113,31 @@ async def sdk(kind: str, live_server: Any, api_key_factory: KeyFactory) -> Async
 @pytest.fixture
 def user() -> str:
     return f"user-{uuid.uuid4().hex[:12]}"
+
+
+FACTS = {
+    "I like jazz": ["User likes jazz"],
+    "I live in Porto": ["User lives in Porto"],
+    "I moved to Lisbon": ["User lives in Lisbon"],
+}
+JAN_2024 = datetime(2024, 1, 1, tzinfo=UTC)
+JAN_2025 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def brain(scripted_llm: ScriptedLLM) -> Brain:
+    """The server's LLM: extracts FACTS and lets a move to Lisbon supersede living in Porto."""
+    thinking = Brain(facts=FACTS, decide=rules(
+        ("User lives in Lisbon", "SUPERSEDE", "User lives in Porto")))
+    scripted_llm.responder = thinking
+    return thinking
+
+
+async def _consolidate(sdk: Facade, text: str, user: str, **kwargs: Any) -> Job:
+    job = await sdk.add(text, user_id=user, **kwargs)
+    finished = await sdk.wait_for_job(job.id, timeout=60, poll_interval=0.05)
+    assert finished.status == "SUCCEEDED", finished.error
+    return finished
 
 
 async def _add_one(sdk: Facade, text: str, user: str, **kwargs: Any) -> str:
@@ -269,11 +300,228 @@ async def test_unknown_filter_field_is_an_invalid_filter(sdk: Facade, user: str)
     assert "colour" in raised.value.detail
 
 
-async def test_infer_defaults_to_true_and_needs_consolidation(sdk: Facade, user: str) -> None:
-    with pytest.raises(ConsolidationNotConfiguredError) as raised:
-        await sdk.add("I like jazz", user_id=user)
-    assert raised.value.code == "consolidation_not_configured"
+async def test_add_infers_by_default_and_wait_for_job_follows_it(
+    sdk: Facade, user: str, brain: Brain
+) -> None:
+    job = await sdk.add("I like jazz", user_id=user)
+
+    assert isinstance(job, Job)
+    assert job.id
+    assert (job.status, job.done, job.results) == ("PENDING", False, [])
+    sent = json.loads(sdk.requests[-1].content)
+    assert (sent["infer"], "wait" in sent) == (True, False)
+
+    finished = await sdk.wait_for_job(job.id, timeout=60, poll_interval=0.05)
+
+    assert finished.id == job.id
+    assert (finished.status, finished.done, finished.error) == ("SUCCEEDED", True, None)
+    assert [(r.memory, r.event) for r in finished.results] == [("User likes jazz", "ADD")]
+    assert finished.attempts == 1
+    assert finished.usage.model == "scripted-model"
+    assert finished.usage.llm_calls == 1  # extraction only: nothing stored yet to resolve against
+    assert finished.usage.prompt_tokens > 0
+    assert finished.usage.completion_tokens > 0
+    assert finished.episode_id
+    assert finished.created_at is not None
+    assert finished.started_at is not None
+    assert finished.completed_at is not None
+    assert finished.completed_at >= finished.started_at >= finished.created_at
+    assert await sdk.get_job(job.id) == finished
+    hits = await sdk.search("What music does the user like?", user_id=user)
+    assert [(hit.id, hit.memory) for hit in hits] == [(finished.results[0].id, "User likes jazz")]
+    assert brain.extract_calls == 1
+
+
+async def test_add_wait_returns_the_finished_job(sdk: Facade, user: str, brain: Brain) -> None:
+    job = await sdk.add("I like jazz", user_id=user, wait=True)
+
+    assert (job.status, job.done) == ("SUCCEEDED", True)
+    assert [(r.memory, r.event) for r in job.results] == [("User likes jazz", "ADD")]
+    assert job.episode_id
+    held = sdk.requests[-1]
+    assert json.loads(held.content)["wait"] is True
+    # The server may hold the request for up to its max_wait_s: the read timeout makes room.
+    assert held.extensions["timeout"]["read"] > 600
+    assert await sdk.get_job(job.id) == job
+    assert sdk.requests[-1].extensions["timeout"]["read"] == 30
+
+
+async def test_wait_for_job_times_out_with_the_job_as_it_stands(
+    sdk: Facade, user: str, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.script(Reply.slow(1.5, json.dumps({"facts": []})))
+    job = await sdk.add("Just saying hello", user_id=user)
+
+    with pytest.raises(JobTimeoutError) as raised:
+        await sdk.wait_for_job(job.id, timeout=0.3, poll_interval=0.05)
+
+    assert isinstance(raised.value, TimeoutError)
+    assert raised.value.job.id == job.id
+    assert raised.value.job.status in ("PENDING", "RUNNING")
+    finished = await sdk.wait_for_job(job.id, timeout=60, poll_interval=0.05)
+    assert (finished.status, finished.results) == ("SUCCEEDED", [])
+
+
+async def test_failed_job_is_retried_from_its_stored_episode(
+    sdk: Facade, user: str, scripted_llm: ScriptedLLM
+) -> None:
+    scripted_llm.responder = lambda _body: "this is not JSON"
+    job = await sdk.add("I like jazz", user_id=user)
+
+    failed = await sdk.wait_for_job(job.id, timeout=60, poll_interval=0.05)
+
+    assert (failed.status, failed.done, failed.results) == ("FAILED", True, [])
+    assert failed.error is not None
+    assert failed.error.code == "llm_bad_output"
+    assert failed.error.detail
+    assert failed.usage.llm_calls >= 1
+
+    thinking = Brain(facts=FACTS)
+    scripted_llm.responder = thinking
+    retried = await sdk.retry_job(job.id)
+
+    assert retried.id == job.id
+    assert (retried.status, retried.error, retried.attempts) == ("PENDING", None, 0)
+    finished = await sdk.wait_for_job(job.id, timeout=60, poll_interval=0.05)
+    assert finished.status == "SUCCEEDED"
+    assert [(r.memory, r.event) for r in finished.results] == [("User likes jazz", "ADD")]
+    assert finished.episode_id == failed.episode_id
+    assert thinking.extract_calls == 1
+
+
+async def test_retrying_a_job_that_did_not_fail_conflicts(
+    sdk: Facade, user: str, brain: Brain, kind: str, live_server: Any,
+    api_key_factory: KeyFactory,
+) -> None:
+    job = await _consolidate(sdk, "I like jazz", user)
+
+    with pytest.raises(ConflictError) as raised:
+        await sdk.retry_job(job.id)
+
+    assert not isinstance(raised.value, IdempotencyKeyReusedError)
+    assert (raised.value.status_code, raised.value.code) == (409, "conflict")
+    assert "SUCCEEDED" in raised.value.detail
+    assert (await sdk.get_job(job.id)).status == "SUCCEEDED"
+    async with open_client(kind, live_server.base_url, await api_key_factory()) as stranger:
+        with pytest.raises(NotFoundError):
+            await stranger.get_job(job.id)
+        with pytest.raises(NotFoundError):
+            await stranger.retry_job(job.id)
+    with pytest.raises(NotFoundError):
+        await sdk.get_job(str(uuid.uuid4()))
+
+
+async def test_project_and_call_instructions_reach_the_extraction_prompt(
+    sdk: Facade, user: str, brain: Brain, scripted_llm: ScriptedLLM
+) -> None:
+    project = await sdk.get_project()
+    assert project.id
+    assert project.name
+    assert project.instructions is None
+
+    updated = await sdk.set_instructions("Only keep music preferences.")
+
+    assert (updated.id, updated.instructions) == (project.id, "Only keep music preferences.")
+    assert (await sdk.get_project()).instructions == "Only keep music preferences."
+    await _consolidate(sdk, "I like jazz", user, instructions="Write facts in English.")
+    system = scripted_llm.requests[-1].messages[0]["content"]
+    assert system.index("Only keep music preferences.") < system.index("Write facts in English.")
+
+    assert (await sdk.set_instructions(None)).instructions is None
+    assert (await sdk.get_project()).instructions is None
+
+
+async def test_get_shows_where_a_memory_came_from(sdk: Facade, user: str, brain: Brain) -> None:
+    job = await _consolidate(sdk, [{"role": "assistant", "content": "Any music tastes?"},
+                                   {"role": "user", "content": "I like jazz"}],
+                             user, observed_at=JAN_2024)
+
+    memory = await sdk.get(job.results[0].id)
+
+    assert (memory.memory, memory.user_id) == ("User likes jazz", user)
+    assert (memory.valid_at, memory.invalid_at, memory.superseded_by) == (JAN_2024, None, None)
+    assert memory.supersedes == []
+    [source] = memory.sources
+    assert (source.episode_id, source.observed_at) == (job.episode_id, JAN_2024)
+    assert source.message_indices == [1]
+    assert [(m.index, m.role, m.content) for m in source.messages] == [(1, "user", "I like jazz")]
+    [event] = await sdk.history(memory.id)
+    assert (event.event, event.decision, event.new_memory) == ("ADD", "ADD", "User likes jazz")
+    assert (event.episode_id, event.job_id) == (job.episode_id, job.id)
+    assert event.message_indices == [1]
+    assert event.model == "scripted-model"
+    assert event.prompt_version
+    assert event.related_memory_id is None
+    verbatim = await sdk.get(await _add_one(sdk, "Stored as it stands", user))
+    assert (verbatim.sources, verbatim.supersedes) == ([], [])
+
+
+async def test_superseded_facts_stay_readable_in_the_past(
+    sdk: Facade, user: str, brain: Brain
+) -> None:
+    porto = (await _consolidate(sdk, "I live in Porto", user, observed_at=JAN_2024)).results[0]
+    moved = await _consolidate(sdk, "I moved to Lisbon", user, observed_at=JAN_2025)
+    [lisbon] = moved.results
+    assert (lisbon.event, lisbon.memory) == ("SUPERSEDE", "User lives in Lisbon")
+    assert (lisbon.previous_id, lisbon.previous_memory) == (porto.id, "User lives in Porto")
+    question = "Where does the user live?"
+    june_2024 = datetime(2024, 6, 1, tzinfo=UTC)
+
+    assert [h.id for h in await sdk.search(question, user_id=user)] == [lisbon.id]
+    then = await sdk.search(question, user_id=user, as_of=june_2024)
+    assert [(h.id, h.memory) for h in then] == [(porto.id, "User lives in Porto")]
+    assert await sdk.search(question, user_id=user, as_of=datetime(2023, 1, 1, tzinfo=UTC)) == []
+    everything = await sdk.search(question, user_id=user, include_superseded=True)
+    assert {h.id for h in everything} == {porto.id, lisbon.id}
+    sent = json.loads(sdk.requests[-1].content)
+    assert sent["include_superseded"] is True
+
+    assert [m.id for m in await sdk.get_all(user_id=user)] == [lisbon.id]
+    assert [m.id for m in await sdk.get_all(user_id=user, as_of=june_2024)] == [porto.id]
+    assert {m.id for m in await sdk.get_all(user_id=user, include_superseded=True)} == {
+        porto.id, lisbon.id}
+
+    old = await sdk.get(porto.id)
+    assert (old.invalid_at, old.superseded_by) == (JAN_2025, lisbon.id)
+    new = await sdk.get(lisbon.id)
+    assert (new.valid_at, new.invalid_at, new.supersedes) == (JAN_2025, None, [porto.id])
+    events = await sdk.history(porto.id)
+    assert [(e.event, e.decision) for e in events] == [("ADD", "ADD"), ("SUPERSEDE", "SUPERSEDE")]
+    assert events[1].related_memory_id == lisbon.id
+    assert events[1].job_id == moved.id
+    [added] = await sdk.history(lisbon.id)
+    assert (added.event, added.decision, added.related_memory_id) == ("ADD", "SUPERSEDE",
+                                                                       porto.id)
+
+
+async def test_timeline_and_inference_arguments_are_checked_before_sending(
+    sdk: Facade, user: str
+) -> None:
+    sdk.requests.clear()
+    with pytest.raises(ValueError, match="exclude each other"):
+        await sdk.search("x", user_id=user, as_of=JAN_2024, include_superseded=True)
+    with pytest.raises(ValueError, match="exclude each other"):
+        await sdk.get_all(user_id=user, as_of=JAN_2024, include_superseded=True)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await sdk.search("x", user_id=user, as_of=datetime(2024, 1, 1))
+    with pytest.raises(ValueError, match="infer=True"):
+        await sdk.add("x", user_id=user, infer=False, wait=True)
+    with pytest.raises(ValueError, match="infer=True"):
+        await sdk.add("x", user_id=user, infer=False, instructions="be brief")
+    with pytest.raises(ValueError, match="poll_interval"):
+        await sdk.wait_for_job("some-job", poll_interval=0)
+    with pytest.raises(ValueError, match="job_id"):
+        await sdk.get_job("")
+    assert sdk.requests == []
+
+
+async def test_too_long_instructions_are_a_validation_error(sdk: Facade, user: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        await sdk.set_instructions("x" * 4001)
     assert raised.value.status_code == 422
+    with pytest.raises(ValidationError):
+        await sdk.add("I like jazz", user_id=user, instructions="x" * 4001)
+    assert (await sdk.get_project()).instructions is None
 
 
 async def test_idempotent_retry_replays_and_reuse_conflicts(sdk: Facade, user: str) -> None:

@@ -2,7 +2,8 @@
 
 >>> from anamnesis import Anamnesis
 >>> with Anamnesis(api_key="...") as client:
-...     client.add("I prefer window seats", user_id="alice", infer=False)
+...     job = client.add("I prefer window seats", user_id="alice")
+...     job = client.wait_for_job(job.id)
 ...     hits = client.search("seating preference", user_id="alice")
 """
 
@@ -15,16 +16,31 @@ from anamnesis._exceptions import (
     APIError,
     AuthenticationError,
     ConflictError,
-    ConsolidationNotConfiguredError,
     IdempotencyKeyReusedError,
     InternalServerError,
     InvalidFilterError,
+    JobTimeoutError,
     NotFoundError,
     PayloadTooLargeError,
     ServiceUnavailableError,
     ValidationError,
 )
-from anamnesis._models import AddedMemory, AddResult, HistoryEvent, Memory, Message, SearchHit
+from anamnesis._models import (
+    AddedMemory,
+    AddResult,
+    HistoryEvent,
+    Job,
+    JobError,
+    JobResult,
+    JobUsage,
+    Memory,
+    MemoryDetail,
+    MemorySource,
+    Message,
+    Project,
+    SearchHit,
+    SourceMessage,
+)
 from anamnesis._types import MessageParam
 
 __all__ = [
@@ -38,18 +54,26 @@ __all__ = [
     "AsyncAnamnesis",
     "AuthenticationError",
     "ConflictError",
-    "ConsolidationNotConfiguredError",
     "HistoryEvent",
     "IdempotencyKeyReusedError",
     "InternalServerError",
     "InvalidFilterError",
+    "Job",
+    "JobError",
+    "JobResult",
+    "JobTimeoutError",
+    "JobUsage",
     "Memory",
+    "MemoryDetail",
+    "MemorySource",
     "Message",
     "MessageParam",
     "NotFoundError",
     "PayloadTooLargeError",
+    "Project",
     "SearchHit",
     "ServiceUnavailableError",
+    "SourceMessage",
     "ValidationError",
     "__version__",
 ]

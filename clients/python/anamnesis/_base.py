@@ -8,6 +8,7 @@ for the answer). The clients only send a ``Call`` and hand the ``httpx.Response`
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from anamnesis._exceptions import (
     AnamnesisError,
     AnamnesisTimeoutError,
     APIError,
+    JobTimeoutError,
     make_api_error,
 )
 from anamnesis._models import (
@@ -29,8 +31,11 @@ from anamnesis._models import (
     Deleted,
     Health,
     HistoryEvent,
+    Job,
     Memory,
+    MemoryDetail,
     Message,
+    Project,
     Results,
     SearchHit,
 )
@@ -42,6 +47,10 @@ DEFAULT_BASE_URL = "http://127.0.0.1:8420"
 BASE_URL_ENV = "ANAMNESIS_BASE_URL"
 API_KEY_ENV = "ANAMNESIS_API_KEY"
 MEMORIES = "/v1/memories"
+JOBS = "/v1/jobs"
+PROJECT = "/v1/project"
+# The server bounds ``"wait": true`` by its consolidation.max_wait_s, which is at most this.
+SERVER_MAX_WAIT_S = 600.0
 
 T = TypeVar("T")
 
@@ -51,7 +60,8 @@ class Call(Generic[T]):
     """One request to send and how to read its answer.
 
     ``parse`` gets the decoded JSON body. With ``check=False`` error statuses are not raised and
-    ``parse`` gets ``None`` for them (used by the health probe).
+    ``parse`` gets ``None`` for them (used by the health probe). ``holds`` marks a request the
+    server may hold open while it waits for a job, so its read timeout is extended.
     """
 
     method: str
@@ -60,6 +70,7 @@ class Call(Generic[T]):
     params: dict[str, str | int] | None = None
     json: dict[str, Any] | None = None
     check: bool = True
+    holds: bool = False
 
 
 def _scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> dict[str, str]:
@@ -67,11 +78,19 @@ def _scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> dic
     return {name: value for name, value in ids.items() if value is not None}
 
 
-def _memory_path(memory_id: str, suffix: str = "") -> str:
+def _item_path(collection: str, item_id: str, name: str, suffix: str = "") -> str:
     # An empty id would silently address the collection (DELETE /v1/memories), so refuse it.
-    if not isinstance(memory_id, str) or not memory_id:
-        raise ValueError("memory_id must be a non-empty string")
-    return f"{MEMORIES}/{quote(memory_id, safe='')}{suffix}"
+    if not isinstance(item_id, str) or not item_id:
+        raise ValueError(f"{name} must be a non-empty string")
+    return f"{collection}/{quote(item_id, safe='')}{suffix}"
+
+
+def _memory_path(memory_id: str, suffix: str = "") -> str:
+    return _item_path(MEMORIES, memory_id, "memory_id", suffix)
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    return _item_path(JOBS, job_id, "job_id", suffix)
 
 
 def _messages(messages: MessagesInput) -> list[dict[str, Any]]:
@@ -84,10 +103,23 @@ def _messages(messages: MessagesInput) -> list[dict[str, Any]]:
     return [m.model_dump(exclude_none=True) for m in items]
 
 
-def _iso(value: datetime) -> str:
+def _iso(value: datetime, name: str) -> str:
+    # A naive datetime is local time to Python but would be read as UTC by the server.
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("expires_at must be timezone-aware (e.g. datetime.now(UTC) + ...)")
+        raise ValueError(f"{name} must be timezone-aware (e.g. datetime.now(UTC))")
     return value.isoformat()
+
+
+def _timeline(as_of: datetime | None, include_superseded: bool) -> dict[str, str | bool]:
+    """The ``as_of`` / ``include_superseded`` fields of a read; empty for current memories."""
+    if as_of is not None and include_superseded:
+        raise ValueError("as_of and include_superseded exclude each other")
+    fields: dict[str, str | bool] = {}
+    if as_of is not None:
+        fields["as_of"] = _iso(as_of, "as_of")
+    if include_superseded:
+        fields["include_superseded"] = True
+    return fields
 
 
 class BaseClient:
@@ -118,6 +150,14 @@ class BaseClient:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     # -- answers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _timeout(call: Call[Any], default: httpx.Timeout) -> httpx.Timeout:
+        """The client's timeout, with room for the server's wait on requests that hold."""
+        if not call.holds or default.read is None:
+            return default
+        return httpx.Timeout(connect=default.connect, read=default.read + SERVER_MAX_WAIT_S,
+                             write=default.write, pool=default.pool)
 
     @staticmethod
     def _transport_error(exc: httpx.TransportError, call: Call[Any]) -> AnamnesisConnectionError:
@@ -174,7 +214,10 @@ class BaseClient:
         infer: bool,
         idempotency_key: str | None,
         expires_at: datetime | None,
-    ) -> Call[AddResult]:
+        observed_at: datetime | None,
+        instructions: str | None,
+        wait: bool,
+    ) -> Call[AddResult | Job]:
         body: dict[str, Any] = {"messages": _messages(messages), "infer": infer}
         body.update(_scope(user_id, agent_id, run_id))
         if metadata is not None:
@@ -182,8 +225,22 @@ class BaseClient:
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         if expires_at is not None:
-            body["expires_at"] = _iso(expires_at)
-        return Call("POST", MEMORIES, AddResult.model_validate, json=body)
+            body["expires_at"] = _iso(expires_at, "expires_at")
+        parse: Callable[[Any], AddResult | Job] = Job.model_validate
+        if not infer:
+            given = [name for name, value in (("observed_at", observed_at),
+                                              ("instructions", instructions), ("wait", wait))
+                     if value not in (None, False)]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only with infer=True")
+            parse = AddResult.model_validate
+        if observed_at is not None:
+            body["observed_at"] = _iso(observed_at, "observed_at")
+        if instructions is not None:
+            body["instructions"] = instructions
+        if wait:
+            body["wait"] = True
+        return Call("POST", MEMORIES, parse, json=body, holds=wait)
 
     def _search_call(
         self,
@@ -195,6 +252,8 @@ class BaseClient:
         user_id: str | None,
         agent_id: str | None,
         run_id: str | None,
+        as_of: datetime | None,
+        include_superseded: bool,
     ) -> Call[list[SearchHit]]:
         body: dict[str, Any] = {"query": query, "top_k": top_k}
         if filters is not None:
@@ -202,18 +261,27 @@ class BaseClient:
         if threshold is not None:
             body["threshold"] = threshold
         body.update(_scope(user_id, agent_id, run_id))
+        body.update(_timeline(as_of, include_superseded))
         parse = Results[SearchHit].model_validate
         return Call("POST", f"{MEMORIES}/search", lambda b: parse(b).results, json=body)
 
-    def _get_call(self, memory_id: str) -> Call[Memory]:
-        return Call("GET", _memory_path(memory_id), Memory.model_validate)
+    def _get_call(self, memory_id: str) -> Call[MemoryDetail]:
+        return Call("GET", _memory_path(memory_id), MemoryDetail.model_validate)
 
     def _list_call(
-        self, user_id: str | None, agent_id: str | None, run_id: str | None, page_size: int
+        self,
+        user_id: str | None,
+        agent_id: str | None,
+        run_id: str | None,
+        page_size: int,
+        as_of: datetime | None,
+        include_superseded: bool,
     ) -> Call[Results[Memory]]:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
         params: dict[str, str | int] = {**_scope(user_id, agent_id, run_id), "limit": page_size}
+        for name, value in _timeline(as_of, include_superseded).items():
+            params[name] = "true" if value is True else str(value)
         return Call("GET", MEMORIES, Results[Memory].model_validate, params=params)
 
     @staticmethod
@@ -253,6 +321,45 @@ class BaseClient:
     def _history_call(self, memory_id: str) -> Call[list[HistoryEvent]]:
         parse = Results[HistoryEvent].model_validate
         return Call("GET", _memory_path(memory_id, "/history"), lambda b: parse(b).results)
+
+    def _get_job_call(self, job_id: str) -> Call[Job]:
+        return Call("GET", _job_path(job_id), Job.model_validate)
+
+    def _retry_job_call(self, job_id: str) -> Call[Job]:
+        return Call("POST", _job_path(job_id, "/retry"), Job.model_validate)
+
+    @staticmethod
+    def _wait_deadline(timeout: float | None, poll_interval: float) -> float | None:
+        """The monotonic time ``wait_for_job`` gives up at (None: never); checks the arguments."""
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        if timeout is None:
+            return None
+        if timeout < 0:
+            raise ValueError("timeout must not be negative")
+        return time.monotonic() + timeout
+
+    @staticmethod
+    def _poll_pause(
+        job: Job, deadline: float | None, timeout: float | None, poll_interval: float
+    ) -> float:
+        """Seconds to sleep before looking at an unfinished job again.
+
+        Raises :class:`JobTimeoutError` when the deadline has passed.
+        """
+        if deadline is None or timeout is None:
+            return poll_interval
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise JobTimeoutError(job, timeout)
+        return min(poll_interval, remaining)
+
+    def _get_project_call(self) -> Call[Project]:
+        return Call("GET", PROJECT, Project.model_validate)
+
+    def _set_instructions_call(self, instructions: str | None) -> Call[Project]:
+        return Call("PATCH", PROJECT, Project.model_validate,
+                    json={"instructions": instructions})
 
     def _health_call(self) -> Call[bool]:
         parse = Health.model_validate

@@ -6,15 +6,26 @@ request there, sends it, and lets the base parse the answer or raise the mapped 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Literal, Self, TypeVar, overload
 
 import httpx
 
 from anamnesis._base import BaseClient, Call
-from anamnesis._models import AddResult, HistoryEvent, Memory, Results, SearchHit
+from anamnesis._models import (
+    AddResult,
+    HistoryEvent,
+    Job,
+    Memory,
+    MemoryDetail,
+    Project,
+    Results,
+    SearchHit,
+)
 from anamnesis._types import Filters, MessagesInput, Metadata
 
 T = TypeVar("T")
@@ -46,7 +57,8 @@ class Anamnesis(BaseClient):
     def _send(self, call: Call[T]) -> T:
         try:
             response = self._http.request(
-                call.method, call.path, params=call.params, json=call.json
+                call.method, call.path, params=call.params, json=call.json,
+                timeout=self._timeout(call, self._http.timeout),
             )
         except httpx.TransportError as exc:
             raise self._transport_error(exc, call) from exc
@@ -67,6 +79,54 @@ class Anamnesis(BaseClient):
     ) -> None:
         self.close()
 
+    @overload
+    def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Metadata | None = None,
+        infer: Literal[False],
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> AddResult: ...
+
+    @overload
+    def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Metadata | None = None,
+        infer: Literal[True] = True,
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        observed_at: datetime | None = None,
+        instructions: str | None = None,
+        wait: bool = False,
+    ) -> Job: ...
+
+    @overload
+    def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Metadata | None = None,
+        infer: bool,
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        observed_at: datetime | None = None,
+        instructions: str | None = None,
+        wait: bool = False,
+    ) -> AddResult | Job: ...
+
     def add(
         self,
         messages: MessagesInput,
@@ -78,18 +138,30 @@ class Anamnesis(BaseClient):
         infer: bool = True,
         idempotency_key: str | None = None,
         expires_at: datetime | None = None,
-    ) -> AddResult:
-        """Store memories from ``messages`` (a string is one user message).
+        observed_at: datetime | None = None,
+        instructions: str | None = None,
+        wait: bool = False,
+    ) -> AddResult | Job:
+        """Remember ``messages`` (a string is one user message) for the given scope.
 
-        ``infer=False`` stores each message verbatim; ``infer=True`` asks the server to extract
-        and consolidate facts (raises :class:`ConsolidationNotConfiguredError` on servers
-        without an LLM). Retrying with the same ``idempotency_key`` and body replays the first
-        answer; reusing it with another body raises :class:`IdempotencyKeyReusedError`.
-        ``expires_at`` must be timezone-aware.
+        ``infer=True`` (the default) stores the conversation as an episode that the server's
+        LLM distils into memories in the background, and returns the :class:`Job` (``id``,
+        ``status="PENDING"``; follow it with :meth:`wait_for_job` or :meth:`get_job`).
+        ``observed_at`` is when the conversation happened (relative dates in it are read
+        against it; default: now), ``instructions`` extra extraction rules for this call (after
+        the project's, see :meth:`set_instructions`). ``wait=True`` makes the server answer
+        once the job finished, or as it stands when its wait bound (``max_wait_s``) ran out.
+
+        ``infer=False`` stores each non-empty message verbatim and returns the
+        :class:`AddResult` (``observed_at``, ``instructions`` and ``wait`` raise ``ValueError``
+        there). Retrying with the same ``idempotency_key`` and body replays the first answer;
+        reusing it with another body raises :class:`IdempotencyKeyReusedError`.
+        Datetimes must be timezone-aware.
         """
         return self._send(self._add_call(
             messages, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata,
             infer=infer, idempotency_key=idempotency_key, expires_at=expires_at,
+            observed_at=observed_at, instructions=instructions, wait=wait,
         ))
 
     def search(
@@ -102,19 +174,25 @@ class Anamnesis(BaseClient):
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> list[SearchHit]:
         """Up to ``top_k`` memories most relevant to ``query``, best first.
 
-        Hits scoring below ``threshold`` are dropped. A malformed ``filters`` raises
+        Searches current memories; ``as_of`` searches what was true at that (timezone-aware)
+        time instead, ``include_superseded=True`` every memory, superseded ones included (not
+        both). Hits scoring below ``threshold`` are dropped. A malformed ``filters`` raises
         :class:`InvalidFilterError`.
         """
         return self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
+            as_of=as_of, include_superseded=include_superseded,
         ))
 
-    def get(self, memory_id: str) -> Memory:
-        """The memory with this id; :class:`NotFoundError` if absent or deleted."""
+    def get(self, memory_id: str) -> MemoryDetail:
+        """The memory with this id, superseded ones included, with ``supersedes`` and
+        ``sources``; :class:`NotFoundError` if absent, deleted or expired."""
         return self._send(self._get_call(memory_id))
 
     def get_all(
@@ -124,12 +202,16 @@ class Anamnesis(BaseClient):
         agent_id: str | None = None,
         run_id: str | None = None,
         page_size: int = 100,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> Iterator[Memory]:
-        """Iterate over every memory in the scope, fetching ``page_size`` at a time, lazily.
+        """Iterate over the scope's current memories, newest first, ``page_size`` at a time.
 
-        Arguments are checked now; pages are requested as the iterator is consumed.
+        ``as_of`` lists what was true at that time instead, ``include_superseded=True``
+        superseded memories too (not both). Arguments are checked now; pages are requested
+        as the iterator is consumed.
         """
-        first = self._list_call(user_id, agent_id, run_id, page_size)
+        first = self._list_call(user_id, agent_id, run_id, page_size, as_of, include_superseded)
         return self._pages(first)
 
     def _pages(self, call: Call[Results[Memory]]) -> Iterator[Memory]:
@@ -158,6 +240,42 @@ class Anamnesis(BaseClient):
     def history(self, memory_id: str) -> list[HistoryEvent]:
         """The memory's change events, oldest first (kept after the memory is deleted)."""
         return self._send(self._history_call(memory_id))
+
+    def get_job(self, job_id: str) -> Job:
+        """The consolidation job as it stands; :class:`NotFoundError` for another project's."""
+        return self._send(self._get_job_call(job_id))
+
+    def retry_job(self, job_id: str) -> Job:
+        """Run a FAILED job again from its stored episode; returns it PENDING.
+
+        Raises :class:`ConflictError` when the job is not FAILED.
+        """
+        return self._send(self._retry_job_call(job_id))
+
+    def wait_for_job(
+        self, job_id: str, *, timeout: float | None = 60.0, poll_interval: float = 0.5
+    ) -> Job:
+        """Poll the job every ``poll_interval`` seconds until it is SUCCEEDED or FAILED, and
+        return it (a FAILED job is returned, not raised: see ``job.error``).
+
+        Raises :class:`JobTimeoutError` (carrying the job as last seen) after ``timeout``
+        seconds; ``timeout=None`` waits for as long as it takes.
+        """
+        deadline = self._wait_deadline(timeout, poll_interval)
+        while True:
+            job = self.get_job(job_id)
+            if job.done:
+                return job
+            time.sleep(self._poll_pause(job, deadline, timeout, poll_interval))
+
+    def get_project(self) -> Project:
+        """The project of the API key, with its extraction ``instructions``."""
+        return self._send(self._get_project_call())
+
+    def set_instructions(self, instructions: str | None) -> Project:
+        """Set the project's extraction instructions (at most 4000 characters), applied to
+        every episode consolidated from now on; ``None`` or ``""`` clears them."""
+        return self._send(self._set_instructions_call(instructions))
 
     def health(self) -> bool:
         """True if the server reports ``ok``, False if it answers otherwise.
@@ -191,7 +309,8 @@ class AsyncAnamnesis(BaseClient):
     async def _send(self, call: Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, params=call.params, json=call.json
+                call.method, call.path, params=call.params, json=call.json,
+                timeout=self._timeout(call, self._http.timeout),
             )
         except httpx.TransportError as exc:
             raise self._transport_error(exc, call) from exc
@@ -212,6 +331,54 @@ class AsyncAnamnesis(BaseClient):
     ) -> None:
         await self.aclose()
 
+    @overload
+    async def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Metadata | None = None,
+        infer: Literal[False],
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> AddResult: ...
+
+    @overload
+    async def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Metadata | None = None,
+        infer: Literal[True] = True,
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        observed_at: datetime | None = None,
+        instructions: str | None = None,
+        wait: bool = False,
+    ) -> Job: ...
+
+    @overload
+    async def add(
+        self,
+        messages: MessagesInput,
+        *,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        metadata: Metadata | None = None,
+        infer: bool,
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        observed_at: datetime | None = None,
+        instructions: str | None = None,
+        wait: bool = False,
+    ) -> AddResult | Job: ...
+
     async def add(
         self,
         messages: MessagesInput,
@@ -223,11 +390,15 @@ class AsyncAnamnesis(BaseClient):
         infer: bool = True,
         idempotency_key: str | None = None,
         expires_at: datetime | None = None,
-    ) -> AddResult:
+        observed_at: datetime | None = None,
+        instructions: str | None = None,
+        wait: bool = False,
+    ) -> AddResult | Job:
         """See :meth:`Anamnesis.add`."""
         return await self._send(self._add_call(
             messages, user_id=user_id, agent_id=agent_id, run_id=run_id, metadata=metadata,
             infer=infer, idempotency_key=idempotency_key, expires_at=expires_at,
+            observed_at=observed_at, instructions=instructions, wait=wait,
         ))
 
     async def search(
@@ -240,14 +411,17 @@ class AsyncAnamnesis(BaseClient):
         user_id: str | None = None,
         agent_id: str | None = None,
         run_id: str | None = None,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> list[SearchHit]:
         """See :meth:`Anamnesis.search`."""
         return await self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
+            as_of=as_of, include_superseded=include_superseded,
         ))
 
-    async def get(self, memory_id: str) -> Memory:
+    async def get(self, memory_id: str) -> MemoryDetail:
         """See :meth:`Anamnesis.get`."""
         return await self._send(self._get_call(memory_id))
 
@@ -258,9 +432,11 @@ class AsyncAnamnesis(BaseClient):
         agent_id: str | None = None,
         run_id: str | None = None,
         page_size: int = 100,
+        as_of: datetime | None = None,
+        include_superseded: bool = False,
     ) -> AsyncIterator[Memory]:
         """See :meth:`Anamnesis.get_all`; use with ``async for`` (do not ``await`` it)."""
-        first = self._list_call(user_id, agent_id, run_id, page_size)
+        first = self._list_call(user_id, agent_id, run_id, page_size, as_of, include_superseded)
         return self._pages(first)
 
     async def _pages(self, call: Call[Results[Memory]]) -> AsyncIterator[Memory]:
@@ -290,6 +466,37 @@ class AsyncAnamnesis(BaseClient):
     async def history(self, memory_id: str) -> list[HistoryEvent]:
         """See :meth:`Anamnesis.history`."""
         return await self._send(self._history_call(memory_id))
+
+    async def get_job(self, job_id: str) -> Job:
+        """See :meth:`Anamnesis.get_job`."""
+        return await self._send(self._get_job_call(job_id))
+
+    async def retry_job(self, job_id: str) -> Job:
+        """See :meth:`Anamnesis.retry_job`."""
+        return await self._send(self._retry_job_call(job_id))
+
+    async def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = 60.0,  # noqa: ASYNC109 - the sync client's signature
+        poll_interval: float = 0.5,
+    ) -> Job:
+        """See :meth:`Anamnesis.wait_for_job`."""
+        deadline = self._wait_deadline(timeout, poll_interval)
+        while True:
+            job = await self.get_job(job_id)
+            if job.done:
+                return job
+            await asyncio.sleep(self._poll_pause(job, deadline, timeout, poll_interval))
+
+    async def get_project(self) -> Project:
+        """See :meth:`Anamnesis.get_project`."""
+        return await self._send(self._get_project_call())
+
+    async def set_instructions(self, instructions: str | None) -> Project:
+        """See :meth:`Anamnesis.set_instructions`."""
+        return await self._send(self._set_instructions_call(instructions))
 
     async def health(self) -> bool:
         """See :meth:`Anamnesis.health`."""

@@ -7,6 +7,11 @@ falls back to a class chosen by HTTP status. Client-side argument mistakes raise
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anamnesis._models import Job
+
 
 class AnamnesisError(Exception):
     """Base of every error raised by the SDK (bad configuration, transport, API answers)."""
@@ -66,16 +71,24 @@ class InvalidFilterError(ValidationError):
     """422 ``invalid_filter``: the search filter is malformed or names an unknown field."""
 
 
-class ConsolidationNotConfiguredError(ValidationError):
-    """422 ``consolidation_not_configured``: ``infer=True`` needs an LLM the server lacks."""
-
-
 class ServiceUnavailableError(APIError):
     """503 ``unavailable``: the server (or its database / model) is temporarily unavailable."""
 
 
 class InternalServerError(APIError):
     """500 ``internal_error``, or any other 5xx without a more specific code."""
+
+
+class JobTimeoutError(AnamnesisError, TimeoutError):
+    """``wait_for_job`` gave up before the job finished; ``job`` is the job as last seen.
+
+    The job keeps running on the server: wait again, or read it later with ``get_job``.
+    """
+
+    def __init__(self, job: Job, timeout: float) -> None:
+        super().__init__(f"job {job.id} is still {job.status} after {timeout:g} s")
+        self.job = job
+        self.timeout = timeout
 
 
 _BY_CODE: dict[str, type[APIError]] = {
@@ -86,7 +99,6 @@ _BY_CODE: dict[str, type[APIError]] = {
     "payload_too_large": PayloadTooLargeError,
     "validation_error": ValidationError,
     "invalid_filter": InvalidFilterError,
-    "consolidation_not_configured": ConsolidationNotConfiguredError,
     "unavailable": ServiceUnavailableError,
     "internal_error": InternalServerError,
 }

@@ -9,9 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 T = TypeVar("T")
+
+FINISHED = frozenset({"SUCCEEDED", "FAILED"})
 
 
 class _Response(BaseModel):
@@ -37,19 +39,83 @@ class AddedMemory(_Response):
 
 
 class AddResult(_Response):
-    """Answer to ``add``.
-
-    A synchronous add (``infer=False``) fills ``results``; an accepted background job
-    (``infer=True`` on servers that consolidate asynchronously) fills ``job_id`` and ``status``.
-    """
+    """Answer to ``add(..., infer=False)``: one entry per distinct non-empty message."""
 
     results: list[AddedMemory] = Field(default_factory=list)
-    job_id: str | None = None
-    status: str | None = None
+
+
+class JobResult(_Response):
+    """One memory a consolidation job wrote or confirmed.
+
+    ``event`` is ``"ADD"``, ``"UPDATE"`` (``previous_memory`` holds the text before),
+    ``"SUPERSEDE"`` (``id`` is the new memory; ``previous_id``/``previous_memory`` the one that
+    stopped being true) or ``"NOOP"`` (already known).
+    """
+
+    id: str
+    memory: str
+    event: str
+    previous_memory: str | None = None
+    previous_id: str | None = None
+
+
+class JobError(_Response):
+    """Why a job failed (``code`` is stable, e.g. ``"llm_bad_output"``), or, while it is
+    PENDING again, why its last attempt did."""
+
+    code: str
+    detail: str
+
+
+class JobUsage(_Response):
+    """What the job's LLM calls cost, failed calls included."""
+
+    model: str | None = None
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Job(_Response):
+    """A consolidation job (``add(..., infer=True)``): one stored episode distilled into memories.
+
+    The immediate answer to ``add`` carries only ``id`` and ``status`` (``"PENDING"``); the
+    other fields keep their defaults until the job is read with ``get_job`` / ``wait_for_job``
+    (or ``add(..., wait=True)`` returns it). ``status`` goes PENDING → RUNNING → SUCCEEDED or
+    FAILED; a transient failure puts it back to PENDING for another attempt.
+    """
+
+    id: str
+    status: str
+    episode_id: str | None = None
+    results: list[JobResult] = Field(default_factory=list)
+    error: JobError | None = None
+    attempts: int = 0
+    usage: JobUsage = Field(default_factory=JobUsage)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accepted_shape(cls, data: Any) -> Any:
+        # The 202 answer names the id ``job_id``; the job resource names it ``id``.
+        if isinstance(data, dict) and "id" not in data and "job_id" in data:
+            return {("id" if key == "job_id" else key): value for key, value in data.items()}
+        return data
+
+    @property
+    def done(self) -> bool:
+        """True once the job is SUCCEEDED or FAILED (it will not change again unless retried)."""
+        return self.status in FINISHED
 
 
 class Memory(_Response):
-    """A stored memory, scoped by whichever of ``user_id``/``agent_id``/``run_id`` were set."""
+    """A stored memory, scoped by whichever of ``user_id``/``agent_id``/``run_id`` were set.
+
+    ``valid_at`` is since when the fact holds (when known); a superseded memory has
+    ``invalid_at`` set and ``superseded_by`` naming the memory that replaced it.
+    """
 
     id: str
     memory: str
@@ -60,6 +126,34 @@ class Memory(_Response):
     created_at: datetime
     updated_at: datetime
     expires_at: datetime | None = None
+    valid_at: datetime | None = None
+    invalid_at: datetime | None = None
+    superseded_by: str | None = None
+
+
+class SourceMessage(_Response):
+    """One message of an episode, as it was sent; ``index`` is its position in the episode."""
+
+    index: int
+    role: str
+    content: str
+
+
+class MemorySource(_Response):
+    """An episode a memory was distilled from, and the messages of it that state the fact."""
+
+    episode_id: str
+    observed_at: datetime
+    message_indices: list[int] = Field(default_factory=list)
+    messages: list[SourceMessage] = Field(default_factory=list)
+
+
+class MemoryDetail(Memory):
+    """A memory as ``get`` returns it: with ``supersedes`` (ids of the memories it replaced)
+    and ``sources`` (empty for memories stored verbatim)."""
+
+    supersedes: list[str] = Field(default_factory=list)
+    sources: list[MemorySource] = Field(default_factory=list)
 
 
 class SearchHit(Memory):
@@ -69,7 +163,15 @@ class SearchHit(Memory):
 
 
 class HistoryEvent(_Response):
-    """One change to a memory. ``event`` is ``"ADD"``, ``"UPDATE"`` or ``"DELETE"``."""
+    """One change to a memory. ``event`` is ``"ADD"``, ``"UPDATE"``, ``"SUPERSEDE"`` or
+    ``"DELETE"``.
+
+    A direct API change names ``actor_key_id`` and ``request_id``; a consolidation change
+    names ``episode_id``, ``job_id``, the episode's ``message_indices`` behind it, the ``model``
+    and ``prompt_version`` that decided, and the ``decision`` taken. ``related_memory_id`` is,
+    on a SUPERSEDE, the memory that replaced this one and, on an ADD by supersession, the
+    memory it replaced.
+    """
 
     id: str
     memory_id: str
@@ -78,7 +180,25 @@ class HistoryEvent(_Response):
     new_memory: str | None = None
     old_metadata: dict[str, Any] | None = None
     new_metadata: dict[str, Any] | None = None
+    actor_key_id: str | None = None
     request_id: str | None = None
+    episode_id: str | None = None
+    job_id: str | None = None
+    message_indices: list[int] | None = None
+    model: str | None = None
+    prompt_version: str | None = None
+    decision: str | None = None
+    related_memory_id: str | None = None
+    created_at: datetime
+
+
+class Project(_Response):
+    """The project the API key belongs to; ``instructions`` apply to every episode's
+    extraction (``None`` when unset)."""
+
+    id: str
+    name: str
+    instructions: str | None = None
     created_at: datetime
 
 
