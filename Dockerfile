@@ -1,4 +1,5 @@
-# Anamnesis server image: `anamnesis serve | migrate | worker` on CPU.
+# Anamnesis server image: `anamnesis serve | migrate | worker` on CPU (the worker needs
+# ANAMNESIS_REDIS__URL).
 #
 #   docker build -t anamnesis .
 #   docker run --rm -p 8420:8420 -e ANAMNESIS_DB__URL=postgresql://… anamnesis
@@ -27,8 +28,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md ./
 COPY app ./app
 COPY migrations ./migrations
+COPY workers ./workers
+# The Celery app needs a broker URL to be built, not a broker: nothing connects at import.
 RUN pip install --no-deps . \
-    && anamnesis --help > /dev/null
+    && anamnesis --help > /dev/null \
+    && ANAMNESIS_REDIS__URL=redis://localhost:6379/0 python -c "import workers.tasks"
 
 # ---- runtime ---------------------------------------------------------------------------------
 FROM python:3.11-slim

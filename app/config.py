@@ -86,7 +86,7 @@ class ConsolidationSettings(BaseModel):
     max_facts: int = Field(default=50, ge=1, le=500, description="Facts kept per episode.")
     lease_s: float = Field(default=60.0, gt=0,
                            description="A RUNNING job whose heartbeat is older is re-run.")
-    pending_grace_s: float = Field(default=60.0, gt=0,
+    pending_grace_s: float = Field(default=300.0, gt=0,
                                    description="A job PENDING longer is enqueued again.")
     sweep_interval_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=50,

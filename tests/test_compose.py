@@ -44,7 +44,7 @@ def _compose_command() -> list[str]:
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     result = subprocess.run(
-        [*_compose_command(), "-f", "docker-compose.yml", "--profile", "workers", "config",
+        [*_compose_command(), "-f", "docker-compose.yml", "config",
          "--format", "json"],
         cwd=REPO_ROOT,
         capture_output=True,

@@ -27,8 +27,13 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_default_queue=QUEUE,
         # A job is acknowledged once it ran, so a worker that dies mid-job leaves the message
-        # to be delivered again; the job's own claim makes a second delivery harmless.
+        # to be delivered again (by Redis only after its one-hour visibility timeout; the
+        # sweep re-enqueues the job once its lease lapses); the claim makes repeats harmless.
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        # A pool process loads torch and the embedding model in worker_process_init before
+        # it reports up (tens of seconds on a busy machine). Celery's default of 4 s kills
+        # every replacement of a crashed pool process before it is ready, forever.
+        worker_proc_alive_timeout=300.0,
         # Job state lives in Postgres; Redis keeps no result it would have to expire.
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
