@@ -214,3 +214,67 @@ class MemorySource(Base):
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     message_indices: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Entity(Base):
+    """A person, place or thing the conversations of a scope mention (Postgres graph store)."""
+
+    __tablename__ = "entities"
+    __table_args__ = (
+        Index("uq_entities_scope_name", "project_id", "user_id", "agent_id", "run_id",
+              "name_key", unique=True, postgresql_nulls_not_distinct=True),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    agent_id: Mapped[str | None] = mapped_column(String(255))
+    run_id: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text, server_default="")
+    embedding: Mapped[list[float]] = mapped_column(Vector())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class Relation(Base):
+    """``source`` —``type``→ ``target`` from ``valid_at`` until ``invalid_at``."""
+
+    __tablename__ = "relations"
+    __table_args__ = (
+        Index("ix_relations_source", "project_id", "source_id", "type"),
+        Index("ix_relations_target", "project_id", "target_id"),
+        Index("ix_relations_memory", "memory_id",
+              postgresql_where=sql_text("memory_id IS NOT NULL")),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    agent_id: Mapped[str | None] = mapped_column(String(255))
+    run_id: Mapped[str | None] = mapped_column(String(255))
+    source_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    target_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("entities.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    source_name: Mapped[str] = mapped_column(String(255))
+    target_name: Mapped[str] = mapped_column(String(255))
+    valid_at: Mapped[datetime]
+    invalid_at: Mapped[datetime | None]
+    memory_id: Mapped[uuid.UUID | None]
+    episode_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class EntityMemory(Base):
+    """The memory mentions the entity."""
+
+    __tablename__ = "entity_memories"
+    __table_args__ = (Index("ix_entity_memories_memory", "memory_id"),)
+
+    entity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("entities.id", ondelete="CASCADE"), primary_key=True)
+    memory_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

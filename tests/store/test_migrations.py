@@ -18,7 +18,7 @@ from app.store.models import Base
 from tests.conftest import plain_dsn
 
 TABLES = {"projects", "api_keys", "memories", "memory_events", "idempotency_keys", "episodes",
-          "jobs", "memory_sources"}
+          "jobs", "memory_sources", "entities", "relations", "entity_memories"}
 
 
 async def _tables(url: str) -> set[str]:
