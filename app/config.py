@@ -76,6 +76,17 @@ class RedisSettings(BaseModel):
     )
 
 
+class Neo4jSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="bolt://… or neo4j://… URL of the graph store. Unset: the graph lives in "
+        "Postgres tables.",
+    )
+    user: str = "neo4j"
+    password: SecretStr | None = None
+    database: str | None = Field(default=None, description="Neo4j database; unset: default.")
+
+
 class ConsolidationSettings(BaseModel):
     concurrency: int = Field(default=2, ge=1, le=64,
                              description="Jobs the in-process queue runs at once.")
@@ -125,6 +136,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
 
 
