@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from neo4j import AsyncGraphDatabase
 
 from app.store.db import Database
 from app.store.graph.base import (
@@ -20,9 +21,11 @@ from app.store.graph.base import (
     name_key,
     relation_type,
 )
+from app.store.graph.neo4j import Neo4jGraphStore
 from app.store.graph.postgres import PostgresGraphStore
 from app.store.ids import uuid7
 from app.store.repositories import keys
+from tests.neo4j_server import Neo4jEndpoint
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DIMENSION = 384
@@ -37,11 +40,22 @@ def unit(*weights: float) -> list[float]:
     return [x / norm for x in vector]
 
 
-@pytest.fixture(params=["postgres"])
+@pytest.fixture(params=["postgres", "neo4j"])
 async def store(request: pytest.FixtureRequest, database: Database,
                 clean: None) -> AsyncIterator[GraphStore]:
-    graph: GraphStore = PostgresGraphStore(database)
-    await graph.setup()
+    """Projects live in Postgres for both stores (the tests make them there); the Neo4j store
+    starts from a graph without entities or memory links (other tests' nodes are left alone)."""
+    graph: GraphStore
+    if request.param == "neo4j":
+        endpoint: Neo4jEndpoint = request.getfixturevalue("neo4j_url")
+        graph = Neo4jGraphStore(endpoint.url, endpoint.user, endpoint.password)
+        await graph.setup()
+        async with AsyncGraphDatabase.driver(
+                endpoint.url, auth=(endpoint.user, endpoint.password)) as driver:
+            await driver.execute_query("MATCH (n) WHERE n:Entity OR n:Memory DETACH DELETE n")
+    else:
+        graph = PostgresGraphStore(database)
+        await graph.setup()
     yield graph
     await graph.aclose()
 
@@ -227,3 +241,213 @@ async def memory(database: Database, project_id: uuid.UUID) -> uuid.UUID:
         inserted = await memories.insert_new(session, project_id, Scope(user_id="u1"), [
             NewMemory(text, content_hash(text), {}, unit(0.5, 0.5))])
     return inserted[content_hash(text)]
+
+
+async def test_times_round_trip_as_aware_utc(store: GraphStore, database: Database) -> None:
+    scope = GraphScope(await project(database), user_id="u1")
+    plus_two = timezone(timedelta(hours=2))
+    written = datetime(2024, 3, 5, 14, 30, 15, 123456, tzinfo=plus_two)
+    alice = EntityRecord(**{**entity(scope, "Alice").__dict__, "created_at": written,
+                            "updated_at": written + timedelta(microseconds=1)})
+    paris = entity(scope, "Paris", kind="place")
+    await store.put_entities([alice, paris])
+    lives = relation(alice, "lives_in", paris, valid_at=written,
+                     invalid_at=written + timedelta(days=400, microseconds=7))
+    await store.put_relations([lives])
+
+    read = await store.get_entity(scope.project_id, alice.id)
+    assert read is not None
+    assert (read.created_at, read.updated_at) == (alice.created_at, alice.updated_at)
+    [found] = await store.find_relations(scope, moment=Moment(include_invalid=True))
+    assert (found.valid_at, found.invalid_at, found.created_at) == (
+        lives.valid_at, lives.invalid_at, lives.created_at)
+    for value in (read.created_at, read.updated_at, found.valid_at, found.invalid_at,
+                  found.created_at):
+        assert value is not None
+        assert value.utcoffset() == timedelta(0)
+    assert found == lives
+
+
+async def test_exact_reads_take_unset_ids_as_unset(store: GraphStore,
+                                                   database: Database) -> None:
+    pid = await project(database)
+    everyone, u1, u1_r1 = GraphScope(pid), GraphScope(pid, user_id="u1"), GraphScope(
+        pid, user_id="u1", run_id="r1")
+    u2_r1 = GraphScope(pid, user_id="u2", run_id="r1")
+    shared, mine, run, theirs = (entity(everyone, "Ada"), entity(u1, "Ada"),
+                                 entity(u1_r1, "Ada"), entity(u2_r1, "Ada"))
+    await store.put_entities([shared, mine, run, theirs])
+
+    for scope, expected in ((everyone, shared), (u1, mine), (u1_r1, run), (u2_r1, theirs)):
+        assert (await store.entity_named(scope, "ada") or shared).id == expected.id
+        assert [e.id for e, _ in await store.similar_entities(scope, unit(1.0), 10)] == [
+            expected.id]
+    assert await store.entity_named(GraphScope(pid, run_id="r1"), "ada") is None
+    assert await store.entity_named(GraphScope(pid, user_id="u2"), "ada") is None
+    # Non-exact reads take an unset id as "any".
+    assert {e.id for e in await store.find_entities(everyone)} == {
+        shared.id, mine.id, run.id, theirs.id}
+    assert {e.id for e in await store.find_entities(u1)} == {mine.id, run.id}
+    assert {e.id for e in await store.find_entities(GraphScope(pid, run_id="r1"))} == {
+        run.id, theirs.id}
+
+
+async def test_entities_by_name_part_and_by_page(store: GraphStore, database: Database) -> None:
+    scope = GraphScope(await project(database), agent_id="a1")
+    names = ["Alice Smith", "alice  COOPER", "Bob", "Malice", "Carol"]
+    made = [entity(scope, name) for name in names]
+    await store.put_entities(made)
+
+    assert [e.name for e in await store.find_entities(scope, name="ALICE")] == [
+        "Alice Smith", "alice  COOPER", "Malice"]
+    assert [e.name for e in await store.find_entities(scope, name=" Smith ")] == ["Alice Smith"]
+    assert await store.find_entities(scope, name="zed") == []
+
+    pages: list[list[uuid.UUID]] = []
+    after: uuid.UUID | None = None
+    while page := [e.id for e in await store.find_entities(scope, limit=2, after=after)]:
+        pages.append(page)
+        after = page[-1]
+    assert pages == [[made[0].id, made[1].id], [made[2].id, made[3].id], [made[4].id]]
+
+
+async def test_updates_change_only_what_the_contract_names(store: GraphStore,
+                                                           database: Database) -> None:
+    scope = GraphScope(await project(database), user_id="u1")
+    ada = entity(scope, "Ada", summary="a mathematician")
+    paris = entity(scope, "Paris", kind="place")
+    await store.put_entities([ada, paris])
+    moved = EntityRecord(**{**ada.__dict__, "user_id": "u2", "name": "Ada Lovelace",
+                            "type": "organization", "summary": "a countess",
+                            "embedding": unit(0.0, 1.0), "created_at": T0 + timedelta(days=9),
+                            "updated_at": T0 + timedelta(days=9)})
+    # Last write wins within a batch, as across batches.
+    await store.put_entities([EntityRecord(**{**moved.__dict__, "summary": "stale"}), moved])
+    read = await store.get_entity(scope.project_id, ada.id)
+    assert read is not None
+    assert (read.user_id, read.created_at) == (ada.user_id, ada.created_at)  # kept
+    assert (read.name, read.type, read.summary) == ("Ada Lovelace", "organization", "a countess")
+    assert read.embedding == pytest.approx(unit(0.0, 1.0), abs=1e-6)
+    assert await store.entity_named(scope, "ada") is None
+    assert await store.entity_named(scope, "ada lovelace") == read
+
+    lives = relation(ada, "lives_in", paris)
+    await store.put_relations([lives])
+    retired = RelationRecord(**{**lives.__dict__, "source_name": "someone else",
+                                "valid_at": T0 + timedelta(days=5),
+                                "invalid_at": T0 + timedelta(days=30)})
+    await store.put_relations([lives, retired])
+    [found] = await store.find_relations(scope, moment=Moment(include_invalid=True))
+    assert found == RelationRecord(**{**lives.__dict__, "invalid_at": T0 + timedelta(days=30)})
+    assert await store.find_relations(scope) == []
+    await store.put_relations([lives])  # an invalid_at set back to None revives it
+    assert await store.find_relations(scope) == [lives]
+
+
+async def test_relations_oldest_first_with_every_filter(store: GraphStore,
+                                                        database: Database) -> None:
+    scope = GraphScope(await project(database), user_id="u1")
+    ada, bob, cy = entity(scope, "Ada"), entity(scope, "Bob"), entity(scope, "Cy")
+    await store.put_entities([ada, bob, cy])
+    said = await memory(database, scope.project_id)
+    late = relation(ada, "knows", bob, valid_at=T0 + timedelta(days=3))
+    early = relation(bob, "mentions", cy, valid_at=T0 + timedelta(days=1), memory_id=said)
+    middle = relation(cy, "knows", ada, valid_at=T0 + timedelta(days=2))
+    await store.put_relations([late, early, middle])
+    await store.link_memories(scope.project_id, [(bob.id, said), (cy.id, said)])
+
+    assert [r.id for r in await store.find_relations(scope)] == [early.id, middle.id, late.id]
+    assert [r.id for r in await store.find_relations(scope, limit=2)] == [early.id, middle.id]
+    assert [r.id for r in await store.find_relations(scope, type="knows")] == [
+        middle.id, late.id]
+    assert [r.id for r in await store.find_relations(scope, source=cy.id, target=ada.id)] == [
+        middle.id]
+    assert [r.id for r in await store.find_relations(scope, touching=[ada.id, bob.id])] == [
+        late.id]
+    assert await store.find_relations(scope, touching=[]) == []
+    assert await store.find_relations(scope, type="likes") == []
+    # A relation that happens to be called "mentions" is not a memory link, nor the reverse.
+    assert await store.find_relations(scope, type="mentions") == [early]
+    assert await store.memories_of(scope.project_id, [ada.id, bob.id, cy.id]) == {
+        bob.id: [said], cy.id: [said]}
+
+
+async def test_neighbours_see_each_hop_at_the_moment(store: GraphStore,
+                                                     database: Database) -> None:
+    scope = GraphScope(await project(database), user_id="u1")
+    a, b, c = entity(scope, "A"), entity(scope, "B"), entity(scope, "C")
+    await store.put_entities([a, b, c])
+    ended = T0 + timedelta(days=10)
+    await store.put_relations([relation(a, "knows", b, valid_at=T0 + timedelta(days=1)),
+                               relation(c, "knows", b, valid_at=T0, invalid_at=ended)])
+
+    def named(found: list[tuple[EntityRecord, int]]) -> dict[str, int]:
+        return {e.name: hops for e, hops in found}
+
+    assert named(await store.neighbors(scope.project_id, a.id, 2)) == {"B": 1}
+    assert named(await store.neighbors(scope.project_id, a.id, 2,
+                                       Moment(include_invalid=True))) == {"B": 1, "C": 2}
+    assert named(await store.neighbors(scope.project_id, a.id, 2,
+                                       Moment(as_of=T0 + timedelta(days=5)))) == {"B": 1, "C": 2}
+    assert named(await store.neighbors(scope.project_id, a.id, 2, Moment(as_of=T0))) == {}
+    assert named(await store.neighbors(scope.project_id, c.id, 3, Moment(as_of=T0))) == {
+        "B": 1}
+    assert await store.neighbors(scope.project_id, uuid7(), 3) == []
+
+
+async def test_similarity_ties_by_id_and_limit(store: GraphStore, database: Database) -> None:
+    scope = GraphScope(await project(database), run_id="r1")
+    twins = [entity(scope, name, vector=unit(0.3, 0.7)) for name in ("Twin A", "Twin B")]
+    far = entity(scope, "Far", vector=unit(-1.0))
+    await store.put_entities([far, *reversed(twins)])
+    ranked = await store.similar_entities(scope, unit(0.3, 0.7), 10)
+    assert [e.id for e, _ in ranked] == [twins[0].id, twins[1].id, far.id]
+    assert ranked[0][1] == pytest.approx(1.0, abs=1e-6)
+    assert ranked[2][1] == pytest.approx(-0.3 / math.sqrt(0.58), abs=1e-6)
+    assert [e.id for e, _ in await store.similar_entities(scope, unit(0.3, 0.7), 1)] == [
+        twins[0].id]
+
+
+async def test_links_are_kept_once_and_forgotten_everywhere(store: GraphStore,
+                                                            database: Database) -> None:
+    pid = await project(database)
+    u1, u2 = GraphScope(pid, user_id="u1", run_id="r1"), GraphScope(pid, user_id="u2",
+                                                                     run_id="r1")
+    ada, bob, cy = entity(u1, "Ada"), entity(u1, "Bob"), entity(u2, "Cy")
+    await store.put_entities([ada, bob, cy])
+    first, second = sorted([await memory(database, pid), await memory(database, pid)])
+    await store.link_memories(pid, [(ada.id, first), (ada.id, first), (ada.id, second)])
+    await store.link_memories(pid, [(ada.id, first), (bob.id, first), (uuid7(), first)])
+    assert await store.memories_of(pid, [ada.id, bob.id]) == {ada.id: [first, second],
+                                                             bob.id: [first]}
+    assert await store.entities_of(pid, [second, first]) == {
+        first: sorted([ada.id, bob.id]), second: [ada.id]}
+    await store.detach_memories(pid, [])
+    assert await store.delete_entity(pid, uuid7()) is False
+
+    await store.put_relations([relation(ada, "knows", bob), relation(cy, "knows", ada)])
+    assert await store.delete_entity(pid, ada.id) is True
+    assert await store.delete_entity(pid, ada.id) is False
+    assert await store.entities_of(pid, [first, second]) == {first: [bob.id]}
+    assert await store.find_relations(GraphScope(pid), moment=Moment(include_invalid=True)) == []
+
+    # delete_scope takes unset ids as "any": run r1 of every user.
+    dan = entity(GraphScope(pid, user_id="u1"), "Dan")
+    await store.put_entities([dan])
+    await store.put_relations([relation(dan, "knows", bob)])
+    await store.delete_scope(GraphScope(pid, run_id="r1"))
+    assert [e.id for e in await store.find_entities(GraphScope(pid))] == [dan.id]
+    assert await store.entities_of(pid, [first]) == {}
+    assert await store.find_relations(GraphScope(pid)) == []
+
+
+async def test_an_entity_id_of_another_project_is_left_alone(store: GraphStore,
+                                                             database: Database) -> None:
+    mine, theirs = GraphScope(await project(database)), GraphScope(await project(database))
+    ada = entity(mine, "Ada", summary="mine")
+    await store.put_entities([ada])
+    await store.put_entities([EntityRecord(**{**ada.__dict__, "project_id": theirs.project_id,
+                                              "summary": "theirs"})])
+    assert (await store.get_entity(mine.project_id, ada.id) or ada).summary == "mine"
+    assert await store.get_entity(theirs.project_id, ada.id) is None
+    assert await store.find_entities(theirs) == []
