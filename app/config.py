@@ -95,6 +95,9 @@ class ConsolidationSettings(BaseModel):
     candidates_per_fact: int = Field(default=5, ge=1, le=50,
                                      description="Existing memories compared with each fact.")
     max_facts: int = Field(default=50, ge=1, le=500, description="Facts kept per episode.")
+    extract_graph: bool = Field(default=True,
+                                description="Also extract entities and relations (one more "
+                                "LLM call per episode).")
     lease_s: float = Field(default=60.0, gt=0,
                            description="A RUNNING job whose heartbeat is older is re-run.")
     pending_grace_s: float = Field(default=300.0, gt=0,

@@ -14,6 +14,7 @@ from app.config import Settings
 from app.embeddings import Embedder
 from app.jobs.queue import JobQueue
 from app.store.db import Database
+from app.store.graph.base import GraphStore
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Resources:
     embedder: Embedder
     key_touches: KeyTouches
     queue: JobQueue
+    graph: GraphStore
 
 
 def get_resources(request: Request) -> Resources:
@@ -56,6 +58,13 @@ def get_queue(resources: ResourcesDep) -> JobQueue:
 
 
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+def get_graph(resources: ResourcesDep) -> GraphStore:
+    return resources.graph
+
+
+GraphDep = Annotated[GraphStore, Depends(get_graph)]
 
 
 def get_database(resources: ResourcesDep) -> Database:

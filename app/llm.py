@@ -44,6 +44,7 @@ from app.errors import (
 logger = logging.getLogger(__name__)
 
 OutputT = TypeVar("OutputT", bound=BaseModel)
+REASK_TEMPERATURE = 0.5
 
 
 class ChatMessage(TypedDict):
@@ -274,8 +275,13 @@ class OpenAICompatibleClient:
         for attempt in range(1, replies + 1):
             logger.debug("LLM call %s (prompt %s), reply %d/%d, %d messages", output.__name__,
                          prompt_version, attempt, replies, len(conversation))
+            # A re-ask at temperature 0 tends to repeat the very reply that failed (a small
+            # model cut off inside a runaway string is cut off at the same place again).
+            temperature = (self.temperature if attempt == 1
+                           else max(self.temperature, REASK_TEMPERATURE))
             try:
-                reply = await self._exchange(conversation, schema_format, spent=usage)
+                reply = await self._exchange(conversation, schema_format, spent=usage,
+                                             temperature=temperature)
             except LLMError as exc:
                 exc.replies = attempt - 1
                 raise
@@ -300,9 +306,9 @@ class OpenAICompatibleClient:
         )
 
     async def _exchange(self, messages: list[ChatMessage], schema_format: dict[str, Any], *,
-                        spent: Usage) -> _Reply:
+                        spent: Usage, temperature: float) -> _Reply:
         """One reply, retrying transient failures."""
-        body = {"model": self.model, "messages": messages, "temperature": self.temperature,
+        body = {"model": self.model, "messages": messages, "temperature": temperature,
                 "max_tokens": self.max_tokens, "response_format": schema_format}
         failure, wait, rate_limited, attempt = "", None, False, 0
         for attempt in range(1, self.max_attempts + 1):

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.consolidate.runtime import Consolidator
 from app.deps import Resources, ResourcesDep
 from app.embeddings import Embedder, SentenceTransformerEmbedder
+from app.graph.router import router as graph_router
 from app.http import (
     RequestContextMiddleware,
     install_database_error_handler,
@@ -28,16 +29,19 @@ from app.memories.router import router as memories_router
 from app.projects.router import router as projects_router
 from app.retrieve.router import router as retrieve_router
 from app.store.db import Database, check_embedding_dimension, open_database
+from app.store.graph import open_graph_store
+from app.store.graph.base import GraphStore
 
 logger = logging.getLogger(__name__)
 
 
-def build_queue(settings: Settings, database: Database, embedder: Embedder) -> JobQueue:
+def build_queue(settings: Settings, database: Database, embedder: Embedder,
+                graph: GraphStore) -> JobQueue:
     """Celery on Redis when configured; otherwise jobs run in this process."""
     if settings.redis.url:
         logger.info("consolidation jobs go to Celery workers on Redis")
         return CeleryQueue(settings)
-    queue = InProcessQueue(Consolidator(settings, database, embedder))
+    queue = InProcessQueue(Consolidator(settings, database, embedder, graph))
     queue.start()
     logger.info("consolidation runs in-process (%d at a time); set ANAMNESIS_REDIS__URL to use "
                 "Celery workers", settings.consolidation.concurrency)
@@ -61,13 +65,20 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         except BaseException:
             await database.aclose()
             raise
-        queue = build_queue(settings, database, model)
+        try:
+            graph = await open_graph_store(settings, database)
+        except BaseException:
+            await database.aclose()
+            raise
+        queue = build_queue(settings, database, model, graph)
         app.state.resources = Resources(settings, database, model,
-                                        KeyTouches(settings.api.key_touch_interval_s), queue)
+                                        KeyTouches(settings.api.key_touch_interval_s), queue,
+                                        graph)
         try:
             yield
         finally:
             await queue.aclose()
+            await graph.aclose()
             if own_embedder:
                 await model.aclose()
             await database.aclose()
@@ -86,6 +97,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(memories_router)
     app.include_router(jobs_router)
     app.include_router(projects_router)
+    app.include_router(graph_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

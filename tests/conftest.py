@@ -35,6 +35,7 @@ from app.main import create_app
 from app.store.db import Database, migrate
 from app.store.embedded_postgres import EmbeddedPostgres
 from app.store.repositories import keys as key_repository
+from tests.consolidate.scripted_brain import Brain
 from tests.scripted_llm import ScriptedLLM
 
 TEST_DATABASE = "anamnesis_test"
@@ -117,6 +118,14 @@ def scripted_llm(scripted_llm_server: ScriptedLLM) -> Iterator[ScriptedLLM]:
     scripted_llm_server.reset()
     yield scripted_llm_server
     scripted_llm_server.reset()
+
+
+@pytest.fixture
+def brain(scripted_llm: ScriptedLLM) -> Brain:
+    """The scripted LLM answering consolidation prompts by the test's rules."""
+    thinking = Brain()
+    scripted_llm.responder = thinking
+    return thinking
 
 
 def scripted_llm_settings(base_url: str) -> LLMSettings:

@@ -35,16 +35,21 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import ConsolidationSettings
-from app.consolidate.context import load_context
-from app.consolidate.extract import extract
+from app.consolidate import graph
+from app.consolidate.context import EpisodeContext, load_context
+from app.consolidate.extract import ExtractedFact, extract
+from app.consolidate.prompts import GRAPH_VERSION, GraphExtraction
 from app.consolidate.resolve import resolve
 from app.consolidate.runtime import Consolidator
 from app.consolidate.write import write
-from app.errors import LLMError, LLMUnavailable
-from app.llm import Completion, Usage
+from app.errors import LLMError, LLMOutputError, LLMRequestRejected, LLMUnavailable
+from app.llm import Completion, LLMClient, Usage
 from app.store.db import Database
+from app.store.graph.base import GraphScope
+from app.store.models import GraphExtraction as GraphExtractionRow
 from app.store.models import Job
 from app.store.repositories import episodes, jobs
+from app.store.repositories import graph as graph_records
 from app.store.repositories.memories import Cause
 
 logger = logging.getLogger(__name__)
@@ -125,19 +130,35 @@ async def consolidate_episode(consolidator: Consolidator, job: Job, ledger: Ledg
     facts, extraction = await extract(llm, context, config.max_facts)
     ledger.record(extraction)
     vectors = await embedder.embed([fact.text for fact in facts]) if facts else []
+    entities = (await _extract_graph(llm, context, facts, ledger)
+                if facts and config.extract_graph else None)
     async with jobs.scope_lock(database.engine, context.project_id, context.scope):
         async with database.session_scope() as session:
             resolution = await resolve(session, embedder, llm, context, facts, vectors,
                                        config.candidates_per_fact)
         ledger.record(resolution.completion)
         cause = Cause(episode_id=context.episode_id, job_id=job.id, model=ledger.model,
-                      prompt_version="+".join(ledger.prompt_versions) or None)
+                      prompt_version="+".join(v for v in ledger.prompt_versions
+                                              if v != GRAPH_VERSION) or None)
         async with database.session_scope() as session:
             if not await jobs.still_ours(session, job):
                 raise LostLease(str(job.id))
             results = await write(session, context, resolution.plans, cause)
+            recorded = None
+            if entities is not None:
+                recorded = await graph_records.add_extraction(
+                    session, context.project_id, context.scope, episode_id=context.episode_id,
+                    job_id=job.id, payload=graph.payload(entities, facts, results),
+                    observed_at=context.observed_at)
             await _record_usage(session, job, ledger)
-            await jobs.succeed(session, job.id, results)
+            if recorded is None:
+                await jobs.succeed(session, job.id, results)
+        if recorded is not None:
+            # SUCCEEDED only once the graph shows the episode too, so a client that waited
+            # for the job reads a graph that agrees with its memories.
+            await apply_extraction(consolidator, recorded)
+            async with database.session_scope() as session:
+                await jobs.succeed(session, job.id, results)
     logger.info("job %s: %d facts → %s (%d LLM calls, %d tokens)", job.id, len(facts),
                 _summary(results), ledger.calls, ledger.usage.total_tokens)
 
@@ -156,7 +177,41 @@ async def sweep(database: Database, config: ConsolidationSettings,
     return stale
 
 
+async def apply_extraction(consolidator: Consolidator, recorded: GraphExtractionRow) -> None:
+    """Projects a stored extraction into the graph store. A failure leaves it unapplied (the
+    memories are written and the job is done); ``anamnesis graph rebuild`` replays it."""
+    scope = GraphScope(recorded.project_id, recorded.user_id, recorded.agent_id,
+                       recorded.run_id)
+    try:
+        applied = await graph.apply(consolidator.graph, consolidator.embedder, scope,
+                                    recorded.id, recorded.episode_id, recorded.payload,
+                                    recorded.observed_at)
+    except Exception:
+        logger.exception("graph extraction %s could not be applied; `anamnesis graph "
+                         "rebuild` replays it", recorded.id)
+        return
+    async with consolidator.database.session_scope() as session:
+        await graph_records.add_merges(session, recorded.project_id, applied.merges,
+                                       recorded.id)
+        await graph_records.mark_applied(session, recorded.id)
+
+
 # -- helpers -----------------------------------------------------------------------------
+
+
+async def _extract_graph(llm: LLMClient, context: EpisodeContext,
+                         facts: list[ExtractedFact], ledger: Ledger) -> GraphExtraction | None:
+    """The graph is a projection: when the model cannot produce it, the memories still
+    count and the episode goes without entities (logged)."""
+    try:
+        completion = await graph.extract_graph(llm, context, facts)
+    except (LLMOutputError, LLMRequestRejected) as exc:
+        ledger.record_failure(exc)
+        logger.warning("episode %s: no graph extracted (%s)", context.episode_id, exc)
+        return None
+    ledger.record(completion)
+    return completion.value
+
 
 def is_transient(error: BaseException) -> bool:
     if isinstance(error, LLMUnavailable):

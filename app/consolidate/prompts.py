@@ -14,7 +14,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.limits import MAX_MEMORY_CHARS
 from app.llm import ChatMessage
 
 # -- extract ---------------------------------------------------------------------------------
@@ -22,8 +21,15 @@ from app.llm import ChatMessage
 EXTRACT_VERSION = "extract/v1"
 
 
+# Bounds on what the model may write. They reach the endpoint as JSON-schema limits, which
+# grammar-constrained servers (llama.cpp) enforce token by token: a small model that starts
+# repeating itself inside a string is cut off at the bound instead of at max_tokens.
+MAX_FACT_CHARS = 300
+MAX_FACTS_PER_REPLY = 40
+
+
 class Fact(BaseModel):
-    text: str = Field(min_length=1, max_length=MAX_MEMORY_CHARS,
+    text: str = Field(min_length=1, max_length=MAX_FACT_CHARS,
                       description="One self-contained statement, understandable alone.")
     source_messages: list[int] = Field(
         min_length=1, description="Numbers of the messages that state the fact.")
@@ -32,7 +38,7 @@ class Fact(BaseModel):
 
 
 class ExtractedFacts(BaseModel):
-    facts: list[Fact]
+    facts: list[Fact] = Field(max_length=MAX_FACTS_PER_REPLY)
 
 
 _EXTRACT_SYSTEM = """\
@@ -86,7 +92,7 @@ class Decision(BaseModel):
     memory: int | None = Field(
         description="Number of the existing memory it concerns; null for ADD.")
     text: str | None = Field(
-        max_length=MAX_MEMORY_CHARS,
+        max_length=2 * MAX_FACT_CHARS,
         description="For UPDATE: the merged memory text. Otherwise null (the fact is kept).")
 
 
@@ -142,3 +148,49 @@ def _since(moment: date | datetime | None) -> str:
     day = moment.date() if isinstance(moment, datetime) else moment
     return f" (since {day.isoformat()})"
 
+
+
+# -- graph -----------------------------------------------------------------------------------
+
+GRAPH_VERSION = "graph/v1"
+EntityKind = Literal["person", "place", "organization", "object", "event", "concept", "animal",
+                     "food", "activity", "other"]
+
+
+class GraphEntity(BaseModel):
+    name: str = Field(min_length=1, max_length=100, description="The name as the facts use it.")
+    type: EntityKind
+    summary: str = Field(max_length=120, description="A few words on who or what it is.")
+
+
+class GraphRelation(BaseModel):
+    source: str = Field(min_length=1, max_length=100, description="An entity name from the list.")
+    relation: str = Field(min_length=1, max_length=64,
+                          description="snake_case, e.g. lives_in, works_at, sister_of, likes.")
+    target: str = Field(min_length=1, max_length=100, description="An entity name from the list.")
+    fact: int = Field(description="Number of the fact that states it.")
+    valid_from: date | None = Field(description="The day it became true, when known; else null.")
+    exclusive: bool = Field(description="True when the source holds only one such relation at a "
+                            "time (lives_in, works_at, married_to).")
+
+
+class GraphExtraction(BaseModel):
+    entities: list[GraphEntity] = Field(max_length=MAX_FACTS_PER_REPLY)
+    relations: list[GraphRelation] = Field(max_length=MAX_FACTS_PER_REPLY)
+
+
+_GRAPH_SYSTEM = """\
+You turn facts into a knowledge graph. List the people, places, organizations, things and \
+events the facts mention, each once, by the name the facts use; call the user "User" unless \
+the facts give their name. Then list the relations between those entities that the facts \
+state, each with the number of its fact. Use snake_case relation names. Nothing to list: \
+{"entities": [], "relations": []}.\
+"""
+
+
+def graph_messages(facts: Sequence[NewFact], observed_at: datetime) -> list[ChatMessage]:
+    numbered = "\n".join(f"[{index}] {fact.text}{_since(fact.valid_from)}"
+                         for index, fact in enumerate(facts))
+    return [ChatMessage(role="system", content=_GRAPH_SYSTEM),
+            ChatMessage(role="user",
+                        content=f"Facts (told on {_day(observed_at)}):\n{numbered}")]

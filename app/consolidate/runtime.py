@@ -17,8 +17,11 @@ from app.errors import LLMError
 from app.llm import LLMClient, OpenAICompatibleClient
 from app.local_llm import LocalLLM, LocalLLMError
 from app.store.db import Database, check_embedding_dimension, open_database
+from app.store.graph import open_graph_store
+from app.store.graph.base import GraphStore
 
 logger = logging.getLogger(__name__)
+LOCAL_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -26,15 +29,17 @@ class Consolidator:
     settings: Settings
     database: Database
     embedder: Embedder
+    graph: GraphStore
     owns_database: bool = False
     owns_embedder: bool = False
+    owns_graph: bool = False
     _llm: LLMClient | None = None
     _local: LocalLLM | None = None
     _llm_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def open(cls, settings: Settings, *, database: Database | None = None,
-                   embedder: Embedder | None = None,
+                   embedder: Embedder | None = None, graph: GraphStore | None = None,
                    llm: LLMClient | None = None) -> Consolidator:
         """Builds what was not given; what it builds, ``aclose`` closes."""
         own_database = database is None
@@ -46,12 +51,15 @@ class Consolidator:
                 embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load,
                                                    settings.embedding)
             await check_embedding_dimension(database, embedder.dimension)
+            own_graph = graph is None
+            if graph is None:
+                graph = await open_graph_store(settings, database)
         except BaseException:
             if own_database:
                 await database.aclose()
             raise
-        return cls(settings, database, embedder, owns_database=own_database,
-                   owns_embedder=own_embedder, _llm=llm)
+        return cls(settings, database, embedder, graph, owns_database=own_database,
+                   owns_embedder=own_embedder, owns_graph=own_graph, _llm=llm)
 
     async def llm(self) -> LLMClient:
         """The configured endpoint's client, or the bundled model's, started now if need be."""
@@ -66,7 +74,13 @@ class Consolidator:
                         self._local = None
                         raise LLMError(f"the bundled LLM could not start: {exc}; set "
                                        "ANAMNESIS_LLM__BASE_URL to use another") from exc
-                self._llm = OpenAICompatibleClient.from_settings(self.settings.llm,
+                    # One local server answers one request at a time on a few cores: a
+                    # call may wait behind another job's before it starts.
+                    llm_settings = self.settings.llm.model_copy(update={
+                        "timeout_s": max(self.settings.llm.timeout_s, LOCAL_TIMEOUT_S)})
+                else:
+                    llm_settings = self.settings.llm
+                self._llm = OpenAICompatibleClient.from_settings(llm_settings,
                                                                  base_url=base_url)
             return self._llm
 
@@ -77,6 +91,8 @@ class Consolidator:
         if self._local is not None:
             await asyncio.to_thread(self._local.stop)
             self._local = None
+        if self.owns_graph:
+            await self.graph.aclose()
         if self.owns_embedder:
             await self.embedder.aclose()
         if self.owns_database:

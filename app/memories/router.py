@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import CallerDep, EmbedderDep, SessionDep
+from app.deps import CallerDep, EmbedderDep, GraphDep, SessionDep
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
 from app.memories import service
 from app.memories.schemas import (
@@ -45,11 +45,11 @@ async def list_memories(
 
 @router.delete("", response_model=ScopeDeleted)
 async def delete_scope(
-    session: SessionDep, caller: CallerDep,
+    session: SessionDep, graph: GraphDep, caller: CallerDep,
     user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
 ) -> ScopeDeleted:
     """Delete every live memory of a scope (at least one scope id is required)."""
-    count = await service.delete_scope(session, caller, Scope(user_id, agent_id, run_id))
+    count = await service.delete_scope(session, graph, caller, Scope(user_id, agent_id, run_id))
     return ScopeDeleted(deleted=count)
 
 
@@ -69,9 +69,9 @@ async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: Sessi
 
 
 @router.delete("/{memory_id}", response_model=MemoryDeleted)
-async def delete_memory(memory_id: uuid.UUID, session: SessionDep,
+async def delete_memory(memory_id: uuid.UUID, session: SessionDep, graph: GraphDep,
                         caller: CallerDep) -> MemoryDeleted:
-    await service.delete(session, caller, memory_id)
+    await service.delete(session, graph, caller, memory_id)
     return MemoryDeleted(id=memory_id)
 
 

@@ -17,6 +17,8 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.memories.content import content_hash, normalise
 from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
 from app.retrieve.filters import Filter
+from app.store.db import after_commit
+from app.store.graph.base import GraphScope, GraphStore
 from app.store.models import Memory, MemoryEvent
 from app.store.repositories import episodes
 from app.store.repositories import memories as repository
@@ -109,19 +111,34 @@ async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
     return memory
 
 
-async def delete(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> None:
+async def delete(session: AsyncSession, graph: GraphStore, caller: Caller,
+                 memory_id: uuid.UUID) -> None:
+    """The memory, and its place in the graph once the deletion is committed."""
     memory = await repository.get(session, caller.project_id, memory_id, for_update=True,
                                   timeline=EVERY)
     if memory is None:
         raise _not_found(memory_id)
     await _delete(session, caller, [memory])
 
+    async def detach() -> None:
+        await graph.detach_memories(caller.project_id, [memory_id])
 
-async def delete_scope(session: AsyncSession, caller: Caller, scope: Scope) -> int:
+    after_commit(session, detach)
+
+
+async def delete_scope(session: AsyncSession, graph: GraphStore, caller: Caller,
+                       scope: Scope) -> int:
+    """Every memory of the scope, and the scope's graph once that is committed."""
     if scope.is_empty():
         raise ValidationFailed("give at least one of user_id, agent_id, run_id to delete a scope")
     memories = await repository.live_in_scope(session, caller.project_id, scope)
     await _delete(session, caller, memories)
+
+    async def forget() -> None:
+        await graph.delete_scope(GraphScope(caller.project_id, scope.user_id, scope.agent_id,
+                                            scope.run_id))
+
+    after_commit(session, forget)
     return len(memories)
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import CallerDep, EmbedderDep, SessionDep
+from app.deps import CallerDep, EmbedderDep, GraphDep, SessionDep
 from app.retrieve import service
 from app.retrieve.schemas import SearchRequest, SearchResponse
 
@@ -11,6 +11,6 @@ router = APIRouter(prefix="/v1/memories", tags=["search"])
 
 @router.post("/search", response_model=SearchResponse)
 async def search_memories(body: SearchRequest, session: SessionDep, embedder: EmbedderDep,
-                          caller: CallerDep) -> SearchResponse:
+                          graph: GraphDep, caller: CallerDep) -> SearchResponse:
     """The ``top_k`` memories closest to ``query`` among those matching the filters."""
-    return SearchResponse(results=await service.search(session, embedder, caller, body))
+    return await service.search(session, embedder, graph, caller, body)

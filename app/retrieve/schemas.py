@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.graph.schemas import RelationRead
 from app.limits import MAX_ID_CHARS, MAX_QUERY_CHARS, MAX_TOP_K
 from app.memories.schemas import MemoryRead
 from app.validation import OptionalStorableStr, StorableStr
@@ -31,6 +32,12 @@ class SearchRequest(BaseModel):
                                    description="Search what was true at this time.")
     include_superseded: bool = Field(default=False,
                                      description="Search superseded memories too.")
+    graph: bool = Field(default=False,
+                        description="Also take memories linked to entities one relation away "
+                        "from the entities the query names (multi-hop questions).")
+    include: list[Literal["relations"]] = Field(
+        default_factory=list, max_length=1,
+        description='"relations": add the current relations among the hits\' entities.')
 
 
 class SearchHit(MemoryRead):
@@ -39,3 +46,5 @@ class SearchHit(MemoryRead):
 
 class SearchResponse(BaseModel):
     results: list[SearchHit]
+    relations: list[RelationRead] | None = Field(
+        default=None, description='With "include": ["relations"].')

@@ -278,3 +278,39 @@ class EntityMemory(Base):
     memory_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+
+
+class GraphExtraction(Base):
+    """What the graph step read from one episode's facts: replayed by ``graph rebuild``."""
+
+    __tablename__ = "graph_extractions"
+    __table_args__ = (Index("ix_graph_extractions_project", "project_id", "id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    episode_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"))
+    job_id: Mapped[uuid.UUID | None]
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    agent_id: Mapped[str | None] = mapped_column(String(255))
+    run_id: Mapped[str | None] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]]
+    observed_at: Mapped[datetime]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    applied_at: Mapped[datetime | None]
+
+
+class EntityMerge(Base):
+    """A mention resolved to an entity under another name ("Mel" → Melanie), undoable."""
+
+    __tablename__ = "entity_merges"
+    __table_args__ = (Index("ix_entity_merges_entity", "project_id", "entity_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    entity_id: Mapped[uuid.UUID]
+    alias: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float]
+    extraction_id: Mapped[uuid.UUID | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    undone_at: Mapped[datetime | None]

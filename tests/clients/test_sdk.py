@@ -318,7 +318,7 @@ async def test_add_infers_by_default_and_wait_for_job_follows_it(
     assert [(r.memory, r.event) for r in finished.results] == [("User likes jazz", "ADD")]
     assert finished.attempts == 1
     assert finished.usage.model == "scripted-model"
-    assert finished.usage.llm_calls == 1  # extraction only: nothing stored yet to resolve against
+    assert finished.usage.llm_calls == 2  # extraction and graph: nothing to resolve against
     assert finished.usage.prompt_tokens > 0
     assert finished.usage.completion_tokens > 0
     assert finished.episode_id
@@ -424,7 +424,9 @@ async def test_project_and_call_instructions_reach_the_extraction_prompt(
     assert (updated.id, updated.instructions) == (project.id, "Only keep music preferences.")
     assert (await sdk.get_project()).instructions == "Only keep music preferences."
     await _consolidate(sdk, "I like jazz", user, instructions="Write facts in English.")
-    system = scripted_llm.requests[-1].messages[0]["content"]
+    extraction = [r for r in scripted_llm.requests
+                  if r.body["response_format"]["json_schema"]["name"] == "ExtractedFacts"]
+    system = extraction[-1].messages[0]["content"]
     assert system.index("Only keep music preferences.") < system.index("Write facts in English.")
 
     assert (await sdk.set_instructions(None)).instructions is None

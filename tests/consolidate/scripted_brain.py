@@ -32,6 +32,7 @@ class Seen:
 
 
 Decide = Callable[[int, str, Seen], dict[str, Any]]
+Graph = Callable[[list[str]], dict[str, Any]]
 
 
 def strip_since(text: str) -> str:
@@ -42,12 +43,18 @@ def add_everything(fact: int, text: str, seen: Seen) -> dict[str, Any]:
     return {"fact": fact, "action": "ADD", "memory": None, "text": None}
 
 
+def no_graph(facts: list[str]) -> dict[str, Any]:
+    return {"entities": [], "relations": []}
+
+
 @dataclass
 class Brain:
     facts: Mapping[str, Sequence[FactSpec | str]] = field(default_factory=dict)
     decide: Decide = add_everything
+    graph: Graph = no_graph
     extract_calls: int = 0
     resolve_calls: int = 0
+    graph_calls: int = 0
     seen: list[Seen] = field(default_factory=list)
 
     def __call__(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +67,10 @@ class Brain:
         if schema == "Decisions":
             self.resolve_calls += 1
             return self._resolve(prompt)
+        if schema == "GraphExtraction":
+            self.graph_calls += 1
+            return self.graph([strip_since(m.group(2)) for line in prompt.splitlines()
+                               if (m := NUMBERED.match(line))])
         raise AssertionError(f"unexpected schema {schema}")
 
     def _extract(self, prompt: str) -> dict[str, Any]:

@@ -91,7 +91,7 @@ async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClie
         ("ADD", "User is vegetarian"), ("ADD", "User plays the cello")]
     assert job["attempts"] == 1
     assert job["error"] is None
-    assert job["usage"]["llm_calls"] == 1  # nothing to compare with: no resolve call
+    assert job["usage"]["llm_calls"] == 2  # extract and graph; nothing to resolve against
     assert job["usage"]["prompt_tokens"] > 0
     assert job["usage"]["model"] == "scripted-model"
     assert brain.resolve_calls == 0
@@ -248,7 +248,7 @@ async def test_bad_json_is_asked_again(client: httpx.AsyncClient, brain: Brain,
     job = await consolidate(client, "I speak Welsh.")
     assert job["status"] == "SUCCEEDED"
     assert [r["memory"] for r in job["results"]] == ["User speaks Welsh"]
-    assert job["usage"]["llm_calls"] == 2
+    assert job["usage"]["llm_calls"] == 3  # the cut-off reply, its re-ask, the graph
     assert job["attempts"] == 1
     correction = scripted_llm.requests[1].messages[-1]["content"]
     assert "not valid" in correction
@@ -295,7 +295,7 @@ async def test_llm_outage_is_retried_with_backoff(client: httpx.AsyncClient, bra
     assert job["status"] == "SUCCEEDED", job
     assert job["attempts"] == 2
     assert [r["memory"] for r in job["results"]] == ["User sails"]
-    assert job["usage"]["llm_calls"] == 1  # the 503s were no replies
+    assert job["usage"]["llm_calls"] == 2  # extract and graph: the 503s were no replies
 
 
 async def test_llm_outage_that_lasts_fails_the_job(client: httpx.AsyncClient,

@@ -199,20 +199,25 @@ async def page(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
 
 async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[float],
                   filter_tree: Filter | None, top_k: int, threshold: float | None, *,
-                  timeline: Timeline = CURRENT,
-                  exact_scope: Scope | None = None) -> list[tuple[Memory, float]]:
+                  timeline: Timeline = CURRENT, exact_scope: Scope | None = None,
+                  among: Sequence[uuid.UUID] | None = None) -> list[tuple[Memory, float]]:
     """The ``top_k`` live memories closest to ``embedding`` that match the filter.
 
     First through the HNSW index with pgvector's iterative scan, which keeps walking until
     enough rows pass the filter or ``MAX_SCAN_TUPLES`` were seen; if that yields fewer than
     ``top_k``, all matching rows are scored exactly. A selective filter never loses hits.
     ``exact_scope`` keeps to memories stored under exactly that user/agent/run (unset ids
-    included), as consolidation compares a new fact only with its own scope.
+    included), as consolidation compares a new fact only with its own scope; ``among`` keeps
+    to these ids (scored exactly).
     """
     distance = Memory.embedding.cosine_distance(embedding)
     scoped: list[ColumnElement[bool]] = [Memory.project_id == project_id, visible(timeline)]
     if exact_scope is not None:
         scoped += _exact_scope(exact_scope)
+    if among is not None:
+        if not among:
+            return []
+        scoped.append(Memory.id.in_(among))
     if threshold is not None:
         scoped.append(distance <= 1.0 - threshold)
 

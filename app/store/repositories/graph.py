@@ -1,0 +1,67 @@
+"""Graph extractions and entity merges (SQL only): kept in Postgres whatever the graph store,
+so the graph can always be rebuilt from them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.store.ids import uuid7
+from app.store.models import EntityMerge, GraphExtraction
+from app.store.repositories.memories import Scope
+
+
+async def add_extraction(session: AsyncSession, project_id: uuid.UUID, scope: Scope, *,
+                         episode_id: uuid.UUID, job_id: uuid.UUID | None,
+                         payload: dict[str, Any], observed_at: datetime) -> GraphExtraction:
+    row = GraphExtraction(id=uuid7(), project_id=project_id, episode_id=episode_id,
+                          job_id=job_id, user_id=scope.user_id, agent_id=scope.agent_id,
+                          run_id=scope.run_id, payload=payload, observed_at=observed_at)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def extractions(session: AsyncSession, project_id: uuid.UUID, *,
+                      after: uuid.UUID | None, limit: int) -> Sequence[GraphExtraction]:
+    """In the order they were made (ids are time-ordered)."""
+    query = sa.select(GraphExtraction).where(GraphExtraction.project_id == project_id)
+    if after is not None:
+        query = query.where(GraphExtraction.id > after)
+    return (await session.scalars(query.order_by(GraphExtraction.id).limit(limit))).all()
+
+
+async def mark_applied(session: AsyncSession, extraction_id: uuid.UUID) -> None:
+    await session.execute(sa.update(GraphExtraction).where(GraphExtraction.id == extraction_id)
+                          .values(applied_at=sa.func.now()))
+
+
+async def add_merges(session: AsyncSession, project_id: uuid.UUID,
+                     merges: Sequence[tuple[uuid.UUID, str, str, float]],
+                     extraction_id: uuid.UUID | None) -> None:
+    """(entity id, alias, reason, score) each."""
+    if not merges:
+        return
+    await session.execute(sa.insert(EntityMerge).values([
+        {"id": uuid7(), "project_id": project_id, "entity_id": entity_id, "alias": alias,
+         "reason": reason, "score": score, "extraction_id": extraction_id}
+        for entity_id, alias, reason, score in merges
+    ]))
+
+
+async def merges_of(session: AsyncSession, project_id: uuid.UUID,
+                    entity_id: uuid.UUID) -> Sequence[EntityMerge]:
+    query = (sa.select(EntityMerge)
+             .where(EntityMerge.project_id == project_id, EntityMerge.entity_id == entity_id)
+             .order_by(EntityMerge.id))
+    return (await session.scalars(query)).all()
+
+
+async def forget_project_merges(session: AsyncSession, project_id: uuid.UUID) -> None:
+    """Before a rebuild, which records the merges again as it replays."""
+    await session.execute(sa.delete(EntityMerge).where(EntityMerge.project_id == project_id))

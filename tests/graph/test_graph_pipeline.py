@@ -1,0 +1,200 @@
+"""Consolidation feeds the graph: a three-session conversation, scripted LLM replies, the
+Postgres graph store of the session app, read back through the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.consolidate.scripted_brain import Brain, FactSpec, rules
+from tests.consolidate.test_consolidation_api import consolidate
+
+GRAPH: dict[str, dict[str, Any]] = {
+    "User's sister is Melanie": {
+        "entities": [{"name": "User", "type": "person", "summary": "the user"},
+                     {"name": "Melanie", "type": "person", "summary": "the user's sister"}],
+        "relations": [{"source": "Melanie", "relation": "sister of", "target": "User",
+                       "exclusive": False}]},
+    "Melanie lives in Paris": {
+        "entities": [{"name": "Melanie", "type": "person", "summary": "the user's sister"},
+                     {"name": "Paris", "type": "place", "summary": "a city"}],
+        "relations": [{"source": "Melanie", "relation": "lives_in", "target": "Paris",
+                       "exclusive": True}]},
+    "Melanie lives in Berlin": {
+        "entities": [{"name": "Mel", "type": "person", "summary": "the user's sister"},
+                     {"name": "Berlin", "type": "place", "summary": "a city"}],
+        "relations": [{"source": "Mel", "relation": "lives_in", "target": "Berlin",
+                       "exclusive": False}]},
+    "Melanie works at Siemens": {
+        "entities": [{"name": "Mel", "type": "person", "summary": "the user's sister"},
+                     {"name": "Siemens", "type": "organization", "summary": "a company"}],
+        "relations": [{"source": "Mel", "relation": "works_at", "target": "Siemens",
+                       "exclusive": True}]},
+    "User likes the bakeries of Paris": {
+        "entities": [{"name": "User", "type": "person", "summary": "the user"},
+                     {"name": "paris", "type": "place", "summary": "the French capital"}],
+        "relations": [{"source": "User", "relation": "likes", "target": "paris",
+                       "exclusive": False}]},
+}
+
+
+def graph_of(facts: list[str]) -> dict[str, Any]:
+    """Entities and relations of the numbered facts, as a model would list them."""
+    entities: dict[str, dict[str, Any]] = {}
+    relations: list[dict[str, Any]] = []
+    for index, fact in enumerate(facts):
+        known = GRAPH.get(fact, {"entities": [], "relations": []})
+        for entity in known["entities"]:
+            entities.setdefault(entity["name"], entity)
+        relations += [{**relation, "fact": index, "valid_from": None}
+                      for relation in known["relations"]]
+    return {"entities": list(entities.values()), "relations": relations}
+
+
+async def test_three_sessions_become_a_time_aware_graph(client: httpx.AsyncClient,
+                                                        brain: Brain) -> None:
+    brain.facts = {
+        "My sister Melanie lives in Paris.": [FactSpec("User's sister is Melanie"),
+                                              FactSpec("Melanie lives in Paris", "2023-06-01")],
+        "Mel just moved to Berlin, she works at Siemens now.": [
+            FactSpec("Melanie lives in Berlin", "2024-02-20"),
+            FactSpec("Melanie works at Siemens")],
+        "I miss the bakeries of Paris.": [FactSpec("User likes the bakeries of Paris")],
+    }
+    brain.decide = rules(("Melanie lives in Berlin", "SUPERSEDE", "Melanie lives in Paris"))
+    brain.graph = graph_of
+    first = await consolidate(client, "My sister Melanie lives in Paris.",
+                              observed_at="2024-01-10T10:00:00Z")
+    second = await consolidate(client, "Mel just moved to Berlin, she works at Siemens now.",
+                               observed_at="2024-03-01T10:00:00Z")
+    third = await consolidate(client, "I miss the bakeries of Paris.",
+                              observed_at="2024-05-01T10:00:00Z")
+    for job in (first, second, third):
+        assert job["status"] == "SUCCEEDED", job
+    assert brain.graph_calls == 3
+
+    listed = (await client.get("/v1/entities", params={"user_id": "u1"})).json()
+    by_name = {e["name"]: e for e in listed["results"]}
+    assert set(by_name) == {"User", "Melanie", "Paris", "Berlin", "Siemens"}
+    assert by_name["Siemens"]["type"] == "organization"
+    melanie = by_name["Melanie"]["id"]
+
+    def triples(relations: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        names = {e["id"]: e["name"] for e in listed["results"]}
+        return {(names[r["source_id"]], r["type"], names[r["target_id"]]) for r in relations}
+
+    current = (await client.get("/v1/relations", params={"user_id": "u1"})).json()["results"]
+    assert triples(current) == {("Melanie", "sister_of", "User"),
+                                ("Melanie", "lives_in", "Berlin"),
+                                ("Melanie", "works_at", "Siemens"), ("User", "likes", "Paris")}
+    then = (await client.get("/v1/relations", params={
+        "user_id": "u1", "as_of": "2024-01-15T00:00:00Z"})).json()["results"]
+    assert ("Melanie", "lives_in", "Paris") in triples(then)
+    assert ("Melanie", "lives_in", "Berlin") not in triples(then)
+    everything = (await client.get("/v1/relations", params={
+        "user_id": "u1", "include_invalid": "true"})).json()["results"]
+    [paris] = [r for r in everything if r["type"] == "lives_in" and r["target_name"] == "Paris"]
+    assert paris["invalid_at"] == "2024-02-20T00:00:00Z"  # when Berlin became true
+
+    detail = (await client.get(f"/v1/entities/{melanie}")).json()
+    assert [a["alias"] for a in detail["aliases"]] == ["Mel"]
+    assert {m["memory"] for m in detail["memories"]} == {
+        "User's sister is Melanie", "Melanie lives in Berlin", "Melanie works at Siemens"}
+    assert {r["type"] for r in detail["relations"]} == {"sister_of", "lives_in", "works_at"}
+    berlin_fact = next(r for r in detail["relations"] if r["type"] == "lives_in")
+    assert berlin_fact["source_name"] == "Mel"  # as the second session named her
+    assert berlin_fact["episode_id"] == second["episode_id"]
+
+    hops = (await client.get(f"/v1/entities/{by_name['Siemens']['id']}/neighbors",
+                             params={"depth": 2})).json()["results"]
+    assert {(n["entity"]["name"], n["distance"]) for n in hops} == {
+        ("Melanie", 1), ("User", 2), ("Berlin", 2)}
+
+    # Deleting a memory detaches it; deleting an entity keeps the memories.
+    works = next(r for r in second["results"] if r["memory"] == "Melanie works at Siemens")
+    assert (await client.delete(f"/v1/memories/{works['id']}")).status_code == 200
+    current = (await client.get("/v1/relations", params={"user_id": "u1"})).json()["results"]
+    assert ("Melanie", "works_at", "Siemens") not in triples(current)
+    berlin = by_name["Berlin"]["id"]
+    assert (await client.delete(f"/v1/entities/{berlin}")).status_code == 200
+    assert (await client.get(f"/v1/entities/{berlin}")).status_code == 404
+    assert (await client.delete(f"/v1/entities/{berlin}")).status_code == 404
+    memories = (await client.get("/v1/memories", params={"user_id": "u1"})).json()["results"]
+    assert "Melanie lives in Berlin" in {m["memory"] for m in memories}
+
+    # Deleting the scope removes its graph.
+    assert (await client.delete("/v1/memories", params={"user_id": "u1"})).status_code == 200
+    assert (await client.get("/v1/entities", params={"user_id": "u1"})).json()["results"] == []
+
+
+async def test_graph_failure_keeps_the_memories(client: httpx.AsyncClient,
+                                                brain: Brain) -> None:
+    brain.facts = {"I knit scarves.": ["User knits scarves"]}
+    brain.graph = lambda facts: {"entities": "not a list"}  # type: ignore[assignment,misc]
+    job = await consolidate(client, "I knit scarves.")
+    assert job["status"] == "SUCCEEDED"
+    assert [r["memory"] for r in job["results"]] == ["User knits scarves"]
+    assert (await client.get("/v1/entities")).json()["results"] == []
+
+
+async def test_entities_of_another_project_are_not_found(client: httpx.AsyncClient,
+                                                         brain: Brain,
+                                                         api_key_factory: Any,
+                                                         app: Any) -> None:
+    brain.facts = {"Ana is my friend.": ["Ana is User's friend"]}
+    brain.graph = lambda facts: {"entities": [{"name": "Ana", "type": "person", "summary": ""}],
+                                 "relations": []}
+    job = await consolidate(client, "Ana is my friend.")
+    listed = (await client.get("/v1/entities")).json()["results"]
+    assert len(listed) == 1, (job, listed, brain.graph_calls)
+    [ana] = listed
+    stranger = await api_key_factory()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers={"Authorization": f"Bearer {stranger}"}) as other:
+        assert (await other.get("/v1/entities")).json()["results"] == []
+        for response in (await other.get(f"/v1/entities/{ana['id']}"),
+                         await other.get(f"/v1/entities/{ana['id']}/neighbors"),
+                         await other.delete(f"/v1/entities/{ana['id']}")):
+            assert response.status_code == 404
+    assert (await client.get(f"/v1/entities/{ana['id']}")).status_code == 200
+
+
+async def test_graph_expansion_answers_a_multi_hop_question(client: httpx.AsyncClient,
+                                                            brain: Brain) -> None:
+    """The answer mentions Siemens, the question names Melanie: one relation apart."""
+    facts = {
+        "Melanie works at Siemens": [("Melanie", "person"), ("Siemens", "organization")],
+        "Siemens builds trains and turbines": [("Siemens", "organization")],
+        "Melanie likes painting landscapes": [("Melanie", "person")],
+        "Melanie has a cat called Miso": [("Melanie", "person")],
+        "Melanie runs every morning": [("Melanie", "person")],
+    }
+    brain.facts = {f"{text}.": [text] for text in facts}
+
+    def graph(numbered: list[str]) -> dict[str, Any]:
+        names = {name: {"name": name, "type": kind, "summary": ""}
+                 for fact in numbered for name, kind in facts[fact]}
+        relations = [{"source": "Melanie", "relation": "works_at", "target": "Siemens",
+                      "fact": i, "valid_from": None, "exclusive": True}
+                     for i, fact in enumerate(numbered) if fact == "Melanie works at Siemens"]
+        return {"entities": list(names.values()), "relations": relations}
+
+    brain.graph = graph
+    for text in facts:
+        assert (await consolidate(client, f"{text}."))["status"] == "SUCCEEDED"
+
+    question = {"query": "What does Melanie's employer make?", "user_id": "u1", "top_k": 3}
+    plain = (await client.post("/v1/memories/search", json=question)).json()
+    assert "Siemens builds trains and turbines" not in {h["memory"] for h in plain["results"]}
+    expanded = (await client.post("/v1/memories/search", json={**question, "graph": True,
+                                                                "include": ["relations"]})).json()
+    memories = [h["memory"] for h in expanded["results"]]
+    assert "Siemens builds trains and turbines" in memories
+    assert len(memories) == 3
+    assert [(r["source_name"], r["type"], r["target_name"]) for r in expanded["relations"]] == [
+        ("Melanie", "works_at", "Siemens")]
+    # The graph never lets through what the filters refuse.
+    elsewhere = (await client.post("/v1/memories/search", json={
+        **question, "user_id": "u2", "graph": True})).json()
+    assert elsewhere["results"] == []
