@@ -20,8 +20,17 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+_progress_label = "http_load"
+
+
+def set_progress_label(label: str) -> None:
+    """Name the benchmark in front of progress lines (``[http_load]`` unless set)."""
+    global _progress_label
+    _progress_label = label
+
+
 def progress(message: str) -> None:
-    print(f"[http_load] {message}", file=sys.stderr, flush=True)
+    print(f"[{_progress_label}] {message}", file=sys.stderr, flush=True)
 
 
 def anamnesis_command() -> list[str]:
@@ -43,7 +52,9 @@ def free_port() -> int:
 class ManagedServer:
     """`anamnesis serve` on a free port over a throwaway data directory."""
 
-    def __init__(self, startup_timeout_s: float, keep_data: bool):
+    def __init__(self, startup_timeout_s: float, keep_data: bool,
+                 env: dict[str, str] | None = None):
+        """``env``: extra environment variables for the server (and ``keys create``)."""
         self.startup_timeout_s = startup_timeout_s
         self.keep_data = keep_data
         self.root = Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
@@ -53,7 +64,7 @@ class ManagedServer:
         self.log_path = self.root / "server.log"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir)}
+        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir), **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
 

@@ -38,8 +38,8 @@ FACTS_SCHEMA = {
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLLM]:
-    server = LocalLLM(tmp_path_factory.mktemp("llm") / "data", LLMSettings())
+def llm(llm_data_dir: Path) -> Iterator[LocalLLM]:
+    server = LocalLLM(llm_data_dir, LLMSettings())
     server.start()
     try:
         yield server
