@@ -1,14 +1,67 @@
-"""Consolidation feeds the graph: a three-session conversation, scripted LLM replies, the
-Postgres graph store of the session app, read back through the API."""
+"""Consolidation feeds the graph: a three-session conversation, scripted LLM replies, read
+back through the API, with the graph in Postgres (the session app) and in a real Neo4j (an
+app of its own, on a database of its own, so the session app's job sweeper never runs its
+jobs against the other store)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
 
+from app.auth import generate_key
+from app.config import Neo4jSettings, Settings
+from app.embeddings import SentenceTransformerEmbedder
+from app.main import create_app
+from app.store.db import Database, migrate
+from app.store.repositories import keys as key_repository
 from tests.consolidate.scripted_brain import Brain, FactSpec, rules
 from tests.consolidate.test_consolidation_api import consolidate
+from tests.neo4j_server import Neo4jEndpoint
+
+
+@pytest.fixture(scope="module")
+async def neo4j_app(database_factory: Callable[[str], Awaitable[str]], settings: Settings,
+                    embedder: SentenceTransformerEmbedder,
+                    neo4j_url: Neo4jEndpoint) -> AsyncIterator[FastAPI]:
+    url = await database_factory("anamnesis_test_neo4j_graph")
+    await asyncio.to_thread(migrate, url, embedder.dimension)
+    url_, user, password = neo4j_url
+    configured = settings.model_copy(update={
+        "db": settings.db.model_copy(update={"url": url}),
+        "neo4j": Neo4jSettings(url=url_, user=user, password=SecretStr(password)),
+    })
+    application = create_app(configured, embedder=embedder)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(params=["postgres", "neo4j"])
+async def graph_client(request: pytest.FixtureRequest, client: httpx.AsyncClient,
+                       neo4j_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An API client whose graph lives in the store named by the parameter."""
+    if request.param == "postgres":
+        yield client
+        return
+    app = neo4j_app
+    database: Database = app.state.resources.database
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("TRUNCATE projects CASCADE")
+    async with database.session_scope() as session:
+        project = await key_repository.get_or_create_project(
+            session, f"neo4j-{time.monotonic_ns()}")
+        key = generate_key()
+        await key_repository.add_key(session, project_id=project.id, prefix=key.prefix,
+                                     key_hash=key.key_hash, name=None)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                 headers={"Authorization": f"Bearer {key.plaintext}"}) as http:
+        yield http
 
 GRAPH: dict[str, dict[str, Any]] = {
     "User's sister is Melanie": {
@@ -52,8 +105,9 @@ def graph_of(facts: list[str]) -> dict[str, Any]:
     return {"entities": list(entities.values()), "relations": relations}
 
 
-async def test_three_sessions_become_a_time_aware_graph(client: httpx.AsyncClient,
+async def test_three_sessions_become_a_time_aware_graph(graph_client: httpx.AsyncClient,
                                                         brain: Brain) -> None:
+    client = graph_client
     brain.facts = {
         "My sister Melanie lives in Paris.": [FactSpec("User's sister is Melanie"),
                                               FactSpec("Melanie lives in Paris", "2023-06-01")],
@@ -160,9 +214,10 @@ async def test_entities_of_another_project_are_not_found(client: httpx.AsyncClie
     assert (await client.get(f"/v1/entities/{ana['id']}")).status_code == 200
 
 
-async def test_graph_expansion_answers_a_multi_hop_question(client: httpx.AsyncClient,
+async def test_graph_expansion_answers_a_multi_hop_question(graph_client: httpx.AsyncClient,
                                                             brain: Brain) -> None:
     """The answer mentions Siemens, the question names Melanie: one relation apart."""
+    client = graph_client
     facts = {
         "Melanie works at Siemens": [("Melanie", "person"), ("Siemens", "organization")],
         "Siemens builds trains and turbines": [("Siemens", "organization")],
