@@ -1,4 +1,4 @@
-"""``anamnesis`` command line: serve, worker, migrate, keys."""
+"""``anamnesis`` command line: serve, worker, migrate, graph rebuild, keys."""
 
 from __future__ import annotations
 
@@ -104,6 +104,37 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _graph(settings: Settings, args: argparse.Namespace) -> int:
+    from app.consolidate.pipeline import rebuild_graph
+    from app.embeddings import SentenceTransformerEmbedder
+    from app.store.db import check_embedding_dimension, open_database
+    from app.store.graph import open_graph_store
+    from app.store.repositories import keys as repository
+
+    database = await open_database(settings, migrate_schema=True)
+    try:
+        async with database.session_scope() as session:
+            project = await repository.project_named(session, args.project)
+        if project is None:
+            print(f"no project named {args.project!r}", file=sys.stderr)
+            return 1
+        embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load, settings.embedding)
+        try:
+            await check_embedding_dimension(database, embedder.dimension)
+            store = await open_graph_store(settings, database)
+            try:
+                counts = await rebuild_graph(database, store, embedder, project.id)
+            finally:
+                await store.aclose()
+        finally:
+            await embedder.aclose()
+    finally:
+        await database.aclose()
+    print(f"graph of {args.project!r} rebuilt: " + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                                           for k, v in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anamnesis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_parser.add_argument("--down", action="store_true",
                                 help="downgrade to REVISION instead (e.g. base)")
 
+    graph_parser = commands.add_parser("graph", help="the graph projection")
+    graph_commands = graph_parser.add_subparsers(dest="graph_command", required=True)
+    rebuild = graph_commands.add_parser(
+        "rebuild", help="rebuild a project's graph from Postgres into the configured store")
+    rebuild.add_argument("--project", required=True, help="project name")
+
     keys_parser = commands.add_parser("keys", help="manage API keys")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create a key (printed once, on stdout)")
@@ -149,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker(settings, args)
     if args.command == "migrate":
         return migrate_command(settings, args.revision, args.down)
+    if args.command == "graph":
+        return asyncio.run(_graph(settings, args))
     return asyncio.run(_keys(settings, args))
 
 

@@ -93,8 +93,10 @@ def compatible(a: str, b: str) -> bool:
 
 
 async def apply(store: GraphStore, embedder: Embedder, scope: GraphScope,
-                extraction_id: uuid.UUID, episode_id: uuid.UUID, data: dict[str, Any],
-                observed_at: datetime) -> Applied:
+                extraction_id: uuid.UUID, episode_id: uuid.UUID | None, data: dict[str, Any],
+                observed_at: datetime, *, gone: frozenset[uuid.UUID] = frozenset()) -> Applied:
+    """``gone``: memories deleted since (a rebuild): what they stated is left out, as
+    ``detach_memories`` removed it, but the retirements they caused still happen."""
     facts: list[dict[str, Any]] = data.get("facts", [])
     mentioned: dict[str, EntityRecord] = {}
     merges: list[tuple[uuid.UUID, str, str, float]] = []
@@ -148,13 +150,15 @@ async def apply(store: GraphStore, embedder: Embedder, scope: GraphScope,
         valid_at = _valid_at(item.get("valid_from"), fact, observed_at)
         current = await store.find_relations(scope, source=source.id, type=link_type)
         if any(r.target_id == target.id for r in current):
-            if memory_id is not None:
+            if memory_id is not None and memory_id not in gone:
                 links |= {(source.id, memory_id), (target.id, memory_id)}
             continue  # already known and current
         if item.get("exclusive") or (fact is not None and fact.get("superseded")):
             for old in current:
                 ended = valid_at if valid_at > old.valid_at else max(old.valid_at, observed_at)
                 retired.append(RelationRecord(**{**old.__dict__, "invalid_at": ended}))
+        if memory_id is not None and memory_id in gone:
+            continue
         relations.append(RelationRecord(
             id=uuid.uuid5(extraction_id, str(index)), project_id=scope.project_id,
             user_id=scope.user_id, agent_id=scope.agent_id, run_id=scope.run_id,
@@ -167,7 +171,7 @@ async def apply(store: GraphStore, embedder: Embedder, scope: GraphScope,
     await store.put_relations([*retired, *relations])
 
     for fact in facts:  # an entity named in a fact's text is mentioned by its memory
-        if not fact.get("memory_id"):
+        if not fact.get("memory_id") or uuid.UUID(fact["memory_id"]) in gone:
             continue
         words = f" {name_key(str(fact.get('text', '')))} "
         for key, record in mentioned.items():

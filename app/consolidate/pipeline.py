@@ -42,10 +42,11 @@ from app.consolidate.prompts import GRAPH_VERSION, GraphExtraction
 from app.consolidate.resolve import resolve
 from app.consolidate.runtime import Consolidator
 from app.consolidate.write import write
+from app.embeddings import Embedder
 from app.errors import LLMError, LLMOutputError, LLMRequestRejected, LLMUnavailable
 from app.llm import Completion, LLMClient, Usage
 from app.store.db import Database
-from app.store.graph.base import GraphScope
+from app.store.graph.base import GraphScope, GraphStore
 from app.store.models import GraphExtraction as GraphExtractionRow
 from app.store.models import Job
 from app.store.repositories import episodes, jobs
@@ -194,6 +195,42 @@ async def apply_extraction(consolidator: Consolidator, recorded: GraphExtraction
         await graph_records.add_merges(session, recorded.project_id, applied.merges,
                                        recorded.id)
         await graph_records.mark_applied(session, recorded.id)
+
+
+async def rebuild_graph(database: Database, store: GraphStore, embedder: Embedder,
+                        project_id: uuid.UUID) -> dict[str, int]:
+    """The project's graph made again from Postgres, into ``store``: cleared, then every
+    logged extraction and entity deletion replayed in order (the graph is a projection).
+    Memories deleted since are left out, as deleting them detached them."""
+    await store.clear_project(project_id)
+    async with database.session_scope() as session:
+        await graph_records.forget_project_merges(session, project_id)
+    counts = {"extractions": 0, "entities_deleted": 0, "entities": 0, "relations": 0}
+    after = None
+    while True:
+        async with database.session_scope() as session:
+            batch = await graph_records.extractions(session, project_id, after=after, limit=100)
+        if not batch:
+            return counts
+        for row in batch:
+            after = row.id
+            if row.payload.get("kind") == graph_records.DELETED_ENTITY:
+                await store.delete_entity(project_id, uuid.UUID(row.payload["entity_id"]))
+                counts["entities_deleted"] += 1
+                continue
+            memory_ids = [uuid.UUID(f["memory_id"]) for f in row.payload.get("facts", [])
+                          if f.get("memory_id")]
+            async with database.session_scope() as session:
+                gone = await graph_records.deleted_memories(session, project_id, memory_ids)
+            applied = await graph.apply(
+                store, embedder, GraphScope(project_id, row.user_id, row.agent_id, row.run_id),
+                row.id, row.episode_id, row.payload, row.observed_at, gone=gone)
+            async with database.session_scope() as session:
+                await graph_records.add_merges(session, project_id, applied.merges, row.id)
+                await graph_records.mark_applied(session, row.id)
+            counts["extractions"] += 1
+            counts["entities"] += applied.entities
+            counts["relations"] += applied.relations
 
 
 # -- helpers -----------------------------------------------------------------------------

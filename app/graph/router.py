@@ -60,10 +60,10 @@ async def entity_neighbors(entity_id: uuid.UUID, graph: GraphDep, caller: Caller
 
 
 @router.delete("/entities/{entity_id}", response_model=EntityDeleted)
-async def delete_entity(entity_id: uuid.UUID, graph: GraphDep,
+async def delete_entity(entity_id: uuid.UUID, session: SessionDep, graph: GraphDep,
                         caller: CallerDep) -> EntityDeleted:
     """Removes the entity and its relations; the memories stay."""
-    await service.delete(graph, caller, entity_id)
+    await service.delete(session, graph, caller, entity_id)
     return EntityDeleted(id=entity_id)
 
 

@@ -76,7 +76,10 @@ async def neighbors(graph: GraphStore, caller: Caller, entity_id: uuid.UUID, dep
     return await graph.neighbors(caller.project_id, start.id, depth, moment(as_of, False))
 
 
-async def delete(graph: GraphStore, caller: Caller, entity_id: uuid.UUID) -> None:
-    """The entity and its relations; the memories that mention it stay."""
+async def delete(session: AsyncSession, graph: GraphStore, caller: Caller,
+                 entity_id: uuid.UUID) -> None:
+    """The entity and its relations; the memories that mention it stay. Logged, so a
+    rebuild of the graph deletes it again."""
     if not await graph.delete_entity(caller.project_id, entity_id):
         raise NotFound(f"entity {entity_id} not found")
+    await graph_records.add_entity_deletion(session, caller.project_id, entity_id)

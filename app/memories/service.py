@@ -21,6 +21,7 @@ from app.store.db import after_commit
 from app.store.graph.base import GraphScope, GraphStore
 from app.store.models import Memory, MemoryEvent
 from app.store.repositories import episodes
+from app.store.repositories import graph as graph_records
 from app.store.repositories import memories as repository
 from app.store.repositories.memories import CURRENT, EventRecord, Scope, Timeline
 
@@ -133,6 +134,7 @@ async def delete_scope(session: AsyncSession, graph: GraphStore, caller: Caller,
         raise ValidationFailed("give at least one of user_id, agent_id, run_id to delete a scope")
     memories = await repository.live_in_scope(session, caller.project_id, scope)
     await _delete(session, caller, memories)
+    await graph_records.forget_scope(session, caller.project_id, scope)
 
     async def forget() -> None:
         await graph.delete_scope(GraphScope(caller.project_id, scope.user_id, scope.agent_id,

@@ -23,8 +23,9 @@ def upgrade() -> None:
         sa.Column("id", pg.UUID(as_uuid=True), primary_key=True),
         sa.Column("project_id", pg.UUID(as_uuid=True),
                   sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+        # Null for the log's other entries (an entity deleted through the API).
         sa.Column("episode_id", pg.UUID(as_uuid=True),
-                  sa.ForeignKey("episodes.id", ondelete="CASCADE"), nullable=False),
+                  sa.ForeignKey("episodes.id", ondelete="CASCADE")),
         sa.Column("job_id", pg.UUID(as_uuid=True)),
         sa.Column("user_id", sa.String(255)),
         sa.Column("agent_id", sa.String(255)),

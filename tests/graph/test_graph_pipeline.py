@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from app.auth import generate_key
 from app.config import Neo4jSettings, Settings
+from app.consolidate.pipeline import rebuild_graph
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
 from app.store.db import Database, migrate
@@ -105,9 +107,8 @@ def graph_of(facts: list[str]) -> dict[str, Any]:
     return {"entities": list(entities.values()), "relations": relations}
 
 
-async def test_three_sessions_become_a_time_aware_graph(graph_client: httpx.AsyncClient,
-                                                        brain: Brain) -> None:
-    client = graph_client
+async def three_sessions(client: httpx.AsyncClient,
+                         brain: Brain) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     brain.facts = {
         "My sister Melanie lives in Paris.": [FactSpec("User's sister is Melanie"),
                                               FactSpec("Melanie lives in Paris", "2023-06-01")],
@@ -124,6 +125,13 @@ async def test_three_sessions_become_a_time_aware_graph(graph_client: httpx.Asyn
                                observed_at="2024-03-01T10:00:00Z")
     third = await consolidate(client, "I miss the bakeries of Paris.",
                               observed_at="2024-05-01T10:00:00Z")
+    return first, second, third
+
+
+async def test_three_sessions_become_a_time_aware_graph(graph_client: httpx.AsyncClient,
+                                                        brain: Brain) -> None:
+    client = graph_client
+    first, second, third = await three_sessions(client, brain)
     for job in (first, second, third):
         assert job["status"] == "SUCCEEDED", job
     assert brain.graph_calls == 3
@@ -253,3 +261,40 @@ async def test_graph_expansion_answers_a_multi_hop_question(graph_client: httpx.
     elsewhere = (await client.post("/v1/memories/search", json={
         **question, "user_id": "u2", "graph": True})).json()
     assert elsewhere["results"] == []
+
+
+async def snapshot(client: httpx.AsyncClient) -> dict[str, Any]:
+    """The whole graph as the API shows it."""
+    entities = (await client.get("/v1/entities")).json()["results"]
+    details = [(await client.get(f"/v1/entities/{e['id']}")).json() for e in entities]
+    relations = (await client.get("/v1/relations", params={"include_invalid": "true"})).json()
+    return {"entities": entities, "details": [
+        {**d, "aliases": [(a["alias"], a["reason"], a["score"]) for a in d["aliases"]]}
+        for d in details], "relations": relations["results"]}
+
+
+async def test_rebuild_equals_the_original(graph_client: httpx.AsyncClient,
+                                           brain: Brain) -> None:
+    """The graph is a projection: made again from Postgres it is the same graph, deletions
+    through the API included."""
+    client = graph_client
+    _, second, _ = await three_sessions(client, brain)
+    works = next(r for r in second["results"] if r["memory"] == "Melanie works at Siemens")
+    assert (await client.delete(f"/v1/memories/{works['id']}")).status_code == 200
+    berlin = next(e for e in (await client.get("/v1/entities")).json()["results"]
+                  if e["name"] == "Berlin")
+    assert (await client.delete(f"/v1/entities/{berlin['id']}")).status_code == 200
+    before = await snapshot(client)
+    assert len(before["entities"]) == 4
+    assert before["relations"]
+
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+    resources = app.state.resources
+    project_id = uuid.UUID((await client.get("/v1/project")).json()["id"])
+    await resources.graph.clear_project(project_id)
+    assert (await client.get("/v1/entities")).json()["results"] == []
+    counts = await rebuild_graph(resources.database, resources.graph, resources.embedder,
+                                 project_id)
+    assert counts["extractions"] == 3  # one per episode
+    assert counts["entities_deleted"] == 1
+    assert await snapshot(client) == before

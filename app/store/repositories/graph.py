@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.store.ids import uuid7
-from app.store.models import EntityMerge, GraphExtraction
+from app.store.models import EntityMerge, GraphExtraction, Memory
 from app.store.repositories.memories import Scope
 
 
@@ -65,3 +65,37 @@ async def merges_of(session: AsyncSession, project_id: uuid.UUID,
 async def forget_project_merges(session: AsyncSession, project_id: uuid.UUID) -> None:
     """Before a rebuild, which records the merges again as it replays."""
     await session.execute(sa.delete(EntityMerge).where(EntityMerge.project_id == project_id))
+
+
+DELETED_ENTITY = "entity_deleted"
+
+
+async def add_entity_deletion(session: AsyncSession, project_id: uuid.UUID,
+                              entity_id: uuid.UUID) -> None:
+    """Kept in the same log as the extractions, so a rebuild deletes it again at its turn."""
+    now = (await session.execute(sa.select(sa.func.now()))).scalar_one()
+    session.add(GraphExtraction(id=uuid7(), project_id=project_id, episode_id=None,
+                                payload={"kind": DELETED_ENTITY, "entity_id": str(entity_id)},
+                                observed_at=now, applied_at=now))
+    await session.flush()
+
+
+async def forget_scope(session: AsyncSession, project_id: uuid.UUID, scope: Scope) -> None:
+    """The scope's extractions go with its memories: nothing to rebuild them from."""
+    query = sa.delete(GraphExtraction).where(GraphExtraction.project_id == project_id)
+    for column, value in ((GraphExtraction.user_id, scope.user_id),
+                          (GraphExtraction.agent_id, scope.agent_id),
+                          (GraphExtraction.run_id, scope.run_id)):
+        if value is not None:
+            query = query.where(column == value)
+    await session.execute(query)
+
+
+async def deleted_memories(session: AsyncSession, project_id: uuid.UUID,
+                           memory_ids: Sequence[uuid.UUID]) -> frozenset[uuid.UUID]:
+    if not memory_ids:
+        return frozenset()
+    query = sa.select(Memory.id).where(Memory.project_id == project_id,
+                                       Memory.id.in_(memory_ids),
+                                       Memory.deleted_at.is_not(None))
+    return frozenset((await session.scalars(query)).all())

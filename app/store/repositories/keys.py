@@ -72,3 +72,8 @@ async def set_instructions(session: AsyncSession, project_id: uuid.UUID,
                  .values(instructions=instructions).returning(Project)
                  .execution_options(synchronize_session=False))
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def project_named(session: AsyncSession, name: str) -> Project | None:
+    return (await session.execute(sa.select(Project).where(Project.name == name))
+            ).scalar_one_or_none()
