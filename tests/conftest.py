@@ -10,6 +10,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -174,6 +175,16 @@ async def clean(app: FastAPI, database: Database) -> None:
         await connection.exec_driver_sql("TRUNCATE projects CASCADE")
 
 
+async def project_key(database: Database, project_name: str) -> tuple[str, uuid.UUID]:
+    """A new key for the named project (created if new): (plaintext, project id)."""
+    async with database.session_scope() as session:
+        project = await key_repository.get_or_create_project(session, project_name)
+        new = generate_key()
+        await key_repository.add_key(session, project_id=project.id, prefix=new.prefix,
+                                     key_hash=new.key_hash, name=None)
+    return new.plaintext, project.id
+
+
 @pytest.fixture
 async def api_key_factory(database: Database, clean: None) -> KeyFactory:
     """``await api_key_factory(project_name=None)`` → a new plaintext key (new project if None)."""
@@ -181,12 +192,7 @@ async def api_key_factory(database: Database, clean: None) -> KeyFactory:
 
     async def make(project_name: str | None = None) -> str:
         name = project_name or f"project-{next(counter)}-{time.monotonic_ns()}"
-        async with database.session_scope() as session:
-            project = await key_repository.get_or_create_project(session, name)
-            new = generate_key()
-            await key_repository.add_key(session, project_id=project.id, prefix=new.prefix,
-                                         key_hash=new.key_hash, name=None)
-        return new.plaintext
+        return (await project_key(database, name))[0]
 
     return make
 

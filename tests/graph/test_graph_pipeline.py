@@ -16,13 +16,12 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from app.auth import generate_key
 from app.config import Neo4jSettings, Settings
 from app.consolidate.pipeline import rebuild_graph
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
 from app.store.db import Database, migrate
-from app.store.repositories import keys as key_repository
+from tests.conftest import project_key
 from tests.consolidate.scripted_brain import Brain, FactSpec, rules
 from tests.consolidate.test_consolidation_api import consolidate
 from tests.neo4j_server import Neo4jEndpoint
@@ -55,14 +54,9 @@ async def graph_client(request: pytest.FixtureRequest, client: httpx.AsyncClient
     database: Database = app.state.resources.database
     async with database.engine.begin() as connection:
         await connection.exec_driver_sql("TRUNCATE projects CASCADE")
-    async with database.session_scope() as session:
-        project = await key_repository.get_or_create_project(
-            session, f"neo4j-{time.monotonic_ns()}")
-        key = generate_key()
-        await key_repository.add_key(session, project_id=project.id, prefix=key.prefix,
-                                     key_hash=key.key_hash, name=None)
+    key, _ = await project_key(database, f"neo4j-{time.monotonic_ns()}")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
-                                 headers={"Authorization": f"Bearer {key.plaintext}"}) as http:
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
         yield http
 
 GRAPH: dict[str, dict[str, Any]] = {

@@ -14,7 +14,6 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.auth import generate_key
 from app.config import (
     ConsolidationSettings,
     DatabaseSettings,
@@ -24,7 +23,7 @@ from app.config import (
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
 from app.store.db import Database, migrate
-from app.store.repositories import keys as key_repository
+from tests.conftest import project_key
 
 # A database of its own: the session's scripted-LLM app (other test folders) sweeps stale
 # jobs of its database with second-long leases and would take this slow job over.
@@ -65,13 +64,7 @@ async def local_app(
 
 
 async def new_key(database: Database) -> str:
-    async with database.session_scope() as session:
-        project = await key_repository.get_or_create_project(
-            session, f"llm-local-{uuid.uuid4().hex[:8]}")
-        key = generate_key()
-        await key_repository.add_key(session, project_id=project.id, prefix=key.prefix,
-                                     key_hash=key.key_hash, name=None)
-    return key.plaintext
+    return (await project_key(database, f"llm-local-{uuid.uuid4().hex[:8]}"))[0]
 
 
 async def finished_job(client: httpx.AsyncClient, response: httpx.Response) -> dict[str, Any]:

@@ -33,14 +33,12 @@ import redis
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from app.auth import generate_key
 from app.config import DatabaseSettings, RedisSettings, Settings
 from app.embeddings import SentenceTransformerEmbedder
 from app.jobs.celery import make_celery
 from app.main import create_app
 from app.store.db import Database, migrate
-from app.store.repositories import keys as key_repository
-from tests.conftest import fast_consolidation_settings, scripted_llm_settings
+from tests.conftest import fast_consolidation_settings, project_key, scripted_llm_settings
 from tests.consolidate.scripted_brain import Brain
 from tests.scripted_llm import ScriptedLLM
 
@@ -191,16 +189,10 @@ async def tenant(redis_app: FastAPI, workers_database: Database) -> AsyncIterato
     """Empty tables (projects cascade to everything else), then a new project and its key."""
     async with workers_database.engine.begin() as connection:
         await connection.exec_driver_sql("TRUNCATE projects CASCADE")
-    async with workers_database.session_scope() as session:
-        project = await key_repository.get_or_create_project(
-            session, f"workers-{time.monotonic_ns()}")
-        new = generate_key()
-        await key_repository.add_key(session, project_id=project.id, prefix=new.prefix,
-                                     key_hash=new.key_hash, name=None)
-        project_id = project.id
+    key, project_id = await project_key(workers_database, f"workers-{time.monotonic_ns()}")
     async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=redis_app), base_url="http://test",
-            headers={"Authorization": f"Bearer {new.plaintext}"}) as http:
+            headers={"Authorization": f"Bearer {key}"}) as http:
         yield Tenant(http, project_id)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.store.db import Database
@@ -196,26 +197,25 @@ class PostgresGraphStore:
 
     async def memories_of(self, project_id: uuid.UUID,
                           entity_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
-        query = (sa.select(EntityMemory.entity_id, EntityMemory.memory_id)
-                 .where(EntityMemory.project_id == project_id,
-                        EntityMemory.entity_id.in_(entity_ids))
-                 .order_by(EntityMemory.entity_id, EntityMemory.memory_id))
-        found: dict[uuid.UUID, list[uuid.UUID]] = {}
-        async with self.database.session_scope() as session:
-            for entity_id, memory_id in await session.execute(query):
-                found.setdefault(entity_id, []).append(memory_id)
-        return found
+        return await self._links(project_id, EntityMemory.entity_id, EntityMemory.memory_id,
+                                 entity_ids)
 
     async def entities_of(self, project_id: uuid.UUID,
                           memory_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
-        query = (sa.select(EntityMemory.memory_id, EntityMemory.entity_id)
-                 .where(EntityMemory.project_id == project_id,
-                        EntityMemory.memory_id.in_(memory_ids))
-                 .order_by(EntityMemory.memory_id, EntityMemory.entity_id))
+        return await self._links(project_id, EntityMemory.memory_id, EntityMemory.entity_id,
+                                 memory_ids)
+
+    async def _links(self, project_id: uuid.UUID, by: InstrumentedAttribute[uuid.UUID],
+                     other: InstrumentedAttribute[uuid.UUID],
+                     keys: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[uuid.UUID]]:
+        """Memory links grouped by one end: ``by`` value → the ``other`` ends, in id order."""
+        query = (sa.select(by, other)
+                 .where(EntityMemory.project_id == project_id, by.in_(keys))
+                 .order_by(by, other))
         found: dict[uuid.UUID, list[uuid.UUID]] = {}
         async with self.database.session_scope() as session:
-            for memory_id, entity_id in await session.execute(query):
-                found.setdefault(memory_id, []).append(entity_id)
+            for key, value in await session.execute(query):
+                found.setdefault(key, []).append(value)
         return found
 
     async def delete_entity(self, project_id: uuid.UUID, entity_id: uuid.UUID) -> bool:
