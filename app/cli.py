@@ -105,7 +105,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _graph(settings: Settings, args: argparse.Namespace) -> int:
-    from app.consolidate.pipeline import rebuild_graph
+    from app.consolidate.replay import rebuild_graph
     from app.embeddings import SentenceTransformerEmbedder
     from app.store.db import check_embedding_dimension, open_database
     from app.store.graph import open_graph_store

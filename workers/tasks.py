@@ -22,10 +22,9 @@ def consolidate_episode(self: Any, job_id: str) -> str | None:
 
 @app.task(name=SWEEP_TASK, ignore_result=True)
 def sweep() -> int:
-    """Re-enqueues jobs that went quiet (see ``pipeline.sweep``)."""
-    consolidator = runtime.consolidator()
-    return len(runtime.run(pipeline.sweep(consolidator.database,
-                                          consolidator.settings.consolidation, _send)))
+    """Re-enqueues jobs that went quiet and re-applies failed graph projections (see
+    ``pipeline.sweep``)."""
+    return len(runtime.run(pipeline.sweep(runtime.consolidator(), _send)))
 
 
 async def _send(job_ids: Any) -> None:

@@ -8,7 +8,8 @@ project and gets the same graph:
 
 * an entity is the one of its scope with the same name key, else a mention merged into a
   similar one (a name that extends or shortens the other, same type: "Mel" → "Melanie";
-  recorded in ``entity_merges``), else new, with an id derived from scope and name;
+  recorded in ``entity_merges``, and never again once a user undid it), else new, with an id
+  derived from scope and name;
 * a relation that is exclusive, or whose fact superseded a memory, retires the current
   relations with the *same source and type* (never others);
 * every entity is linked to the memories of the facts that mention it.
@@ -94,9 +95,11 @@ def compatible(a: str, b: str) -> bool:
 
 async def apply(store: GraphStore, embedder: Embedder, scope: GraphScope,
                 extraction_id: uuid.UUID, episode_id: uuid.UUID | None, data: dict[str, Any],
-                observed_at: datetime, *, gone: frozenset[uuid.UUID] = frozenset()) -> Applied:
+                observed_at: datetime, *, gone: frozenset[uuid.UUID] = frozenset(),
+                refused: frozenset[tuple[uuid.UUID, str]] = frozenset()) -> Applied:
     """``gone``: memories deleted since (a rebuild): what they stated is left out, as
-    ``detach_memories`` removed it, but the retirements they caused still happen."""
+    ``detach_memories`` removed it, but the retirements they caused still happen.
+    ``refused``: (entity id, name key) merges a user undid: that name stays its own entity."""
     facts: list[dict[str, Any]] = data.get("facts", [])
     mentioned: dict[str, EntityRecord] = {}
     merges: list[tuple[uuid.UUID, str, str, float]] = []
@@ -116,7 +119,7 @@ async def apply(store: GraphStore, embedder: Embedder, scope: GraphScope,
         kind = entity_type(str(item.get("type", "other")))
         match = None
         for candidate, score in await store.similar_entities(scope, vector, 5):
-            if candidate.id in {e.id for e in new}:
+            if candidate.id in {e.id for e in new} or (candidate.id, key) in refused:
                 continue
             if score >= SAME_ENTITY_SIMILARITY or (
                     score >= MERGE_MIN_SIMILARITY and candidate.type == kind

@@ -11,9 +11,11 @@ after a transient failure (``TransientJobError``; the queue re-delivers it).
 2. *extract*  one LLM call: facts with their source messages and the day they became true;
 3. *resolve*  nearest current memories of the scope, one LLM call: ADD / UPDATE /
    SUPERSEDE / NOOP per fact;
-4. *write*    one transaction: memories, history events, sources, the job's result.
+4. *write*    one transaction: memories, history events, sources, the graph extraction
+   (one more LLM call, made before the lock) and the job's result;
+5. *graph*    the extraction applied to the graph store (``replay.apply_extraction``).
 
-Steps 3 and 4 run under the scope's lock, so two episodes of one scope never decide
+Steps 3 to 5 run under the scope's lock, so two episodes of one scope never decide
 against the same memories at once; steps 1 and 2 only read the episode itself and run in
 parallel with anything.
 """
@@ -34,20 +36,16 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import ConsolidationSettings
-from app.consolidate import graph
+from app.consolidate import graph, replay
 from app.consolidate.context import EpisodeContext, load_context
 from app.consolidate.extract import ExtractedFact, extract
 from app.consolidate.prompts import GRAPH_VERSION, GraphExtraction
 from app.consolidate.resolve import resolve
 from app.consolidate.runtime import Consolidator
 from app.consolidate.write import write
-from app.embeddings import Embedder
 from app.errors import LLMError, LLMOutputError, LLMRequestRejected, LLMUnavailable
 from app.llm import Completion, LLMClient, Usage
 from app.store.db import Database
-from app.store.graph.base import GraphScope, GraphStore
-from app.store.models import GraphExtraction as GraphExtractionRow
 from app.store.models import Job
 from app.store.repositories import episodes, jobs
 from app.store.repositories import graph as graph_records
@@ -157,17 +155,19 @@ async def consolidate_episode(consolidator: Consolidator, job: Job, ledger: Ledg
         if recorded is not None:
             # SUCCEEDED only once the graph shows the episode too, so a client that waited
             # for the job reads a graph that agrees with its memories.
-            await apply_extraction(consolidator, recorded)
+            await replay.apply_extraction(database, consolidator.graph, embedder, recorded)
             async with database.session_scope() as session:
                 await jobs.succeed(session, job.id, results)
     logger.info("job %s: %d facts → %s (%d LLM calls, %d tokens)", job.id, len(facts),
                 _summary(results), ledger.calls, ledger.usage.total_tokens)
 
 
-async def sweep(database: Database, config: ConsolidationSettings,
+async def sweep(consolidator: Consolidator,
                 enqueue: Callable[[Sequence[uuid.UUID]], Awaitable[None]]) -> list[uuid.UUID]:
     """Hands jobs that went quiet back to the queue: PENDING too long (their message was
-    lost) or RUNNING with a stale heartbeat (their worker died). Returns their ids."""
+    lost) or RUNNING with a stale heartbeat (their worker died). Returns their ids. Then
+    projects graph extractions whose projection failed into the graph store again."""
+    database, config = consolidator.database, consolidator.settings.consolidation
     async with database.session_scope() as session:
         stale = list(await jobs.stale(
             session, pending_for=timedelta(seconds=config.pending_grace_s),
@@ -175,62 +175,9 @@ async def sweep(database: Database, config: ConsolidationSettings,
     if stale:
         logger.warning("re-enqueueing %d job(s) that went quiet", len(stale))
         await enqueue(stale)
+    await replay.reapply_unapplied(database, consolidator.graph, consolidator.embedder,
+                                   grace=timedelta(seconds=config.lease_s))
     return stale
-
-
-async def apply_extraction(consolidator: Consolidator, recorded: GraphExtractionRow) -> None:
-    """Projects a stored extraction into the graph store. A failure leaves it unapplied (the
-    memories are written and the job is done); ``anamnesis graph rebuild`` replays it."""
-    scope = GraphScope(recorded.project_id, recorded.user_id, recorded.agent_id,
-                       recorded.run_id)
-    try:
-        applied = await graph.apply(consolidator.graph, consolidator.embedder, scope,
-                                    recorded.id, recorded.episode_id, recorded.payload,
-                                    recorded.observed_at)
-    except Exception:
-        logger.exception("graph extraction %s could not be applied; `anamnesis graph "
-                         "rebuild` replays it", recorded.id)
-        return
-    async with consolidator.database.session_scope() as session:
-        await graph_records.add_merges(session, recorded.project_id, applied.merges,
-                                       recorded.id)
-        await graph_records.mark_applied(session, recorded.id)
-
-
-async def rebuild_graph(database: Database, store: GraphStore, embedder: Embedder,
-                        project_id: uuid.UUID) -> dict[str, int]:
-    """The project's graph made again from Postgres, into ``store``: cleared, then every
-    logged extraction and entity deletion replayed in order (the graph is a projection).
-    Memories deleted since are left out, as deleting them detached them."""
-    await store.clear_project(project_id)
-    async with database.session_scope() as session:
-        await graph_records.forget_project_merges(session, project_id)
-    counts = {"extractions": 0, "entities_deleted": 0, "entities": 0, "relations": 0}
-    after = None
-    while True:
-        async with database.session_scope() as session:
-            batch = await graph_records.extractions(session, project_id, after=after, limit=100)
-        if not batch:
-            return counts
-        for row in batch:
-            after = row.id
-            if row.payload.get("kind") == graph_records.DELETED_ENTITY:
-                await store.delete_entity(project_id, uuid.UUID(row.payload["entity_id"]))
-                counts["entities_deleted"] += 1
-                continue
-            memory_ids = [uuid.UUID(f["memory_id"]) for f in row.payload.get("facts", [])
-                          if f.get("memory_id")]
-            async with database.session_scope() as session:
-                gone = await graph_records.deleted_memories(session, project_id, memory_ids)
-            applied = await graph.apply(
-                store, embedder, GraphScope(project_id, row.user_id, row.agent_id, row.run_id),
-                row.id, row.episode_id, row.payload, row.observed_at, gone=gone)
-            async with database.session_scope() as session:
-                await graph_records.add_merges(session, project_id, applied.merges, row.id)
-                await graph_records.mark_applied(session, row.id)
-            counts["extractions"] += 1
-            counts["entities"] += applied.entities
-            counts["relations"] += applied.relations
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import CallerDep, GraphDep, SessionDep
+from app.deps import CallerDep, DatabaseDep, EmbedderDep, GraphDep, SessionDep
 from app.graph import service
 from app.graph.schemas import (
     EntityDeleted,
@@ -17,6 +17,8 @@ from app.graph.schemas import (
     NeighborsRead,
     RelationRead,
     RelationsRead,
+    Unmerged,
+    UnmergeRequest,
 )
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
 from app.store.repositories.memories import Scope
@@ -60,11 +62,20 @@ async def entity_neighbors(entity_id: uuid.UUID, graph: GraphDep, caller: Caller
 
 
 @router.delete("/entities/{entity_id}", response_model=EntityDeleted)
-async def delete_entity(entity_id: uuid.UUID, session: SessionDep, graph: GraphDep,
+async def delete_entity(entity_id: uuid.UUID, database: DatabaseDep, graph: GraphDep,
                         caller: CallerDep) -> EntityDeleted:
     """Removes the entity and its relations; the memories stay."""
-    await service.delete(session, graph, caller, entity_id)
+    await service.delete(database, graph, caller, entity_id)
     return EntityDeleted(id=entity_id)
+
+
+@router.post("/entities/{entity_id}/unmerge", response_model=Unmerged)
+async def unmerge_entity(entity_id: uuid.UUID, body: UnmergeRequest, database: DatabaseDep,
+                         graph: GraphDep, embedder: EmbedderDep,
+                         caller: CallerDep) -> Unmerged:
+    """Undoes the merge of ``alias`` into the entity (one of its ``aliases``): the alias
+    becomes an entity of its own, with what named it, and is not merged back later."""
+    return await service.unmerge(database, graph, embedder, caller, entity_id, body.alias)
 
 
 @router.get("/relations", response_model=RelationsRead)

@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.memories.schemas import MemoryRead
+from app.validation import StorableStr
 from app.store.graph.base import EntityRecord, RelationRecord
 
 
@@ -62,6 +63,21 @@ class EntityDetail(EntityRead):
     relations: list[RelationRead] = Field(description="Its current relations, both ways.")
     memories: list[MemoryRead] = Field(description="Current memories that mention it.")
     aliases: list[AliasRead] = Field(description="Other names merged into it.")
+
+
+class UnmergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alias: StorableStr = Field(min_length=1, max_length=255,
+                       description="The merged name to take apart, as listed in `aliases`.")
+
+
+class Unmerged(BaseModel):
+    entity: EntityRead | None = Field(description="The entity, without the alias; null when "
+                                      "only the alias's mentions ever made it.")
+    split: EntityRead | None = Field(description="The alias as an entity of its own, with the "
+                                     "relations and memories that named it.")
+    undone: int = Field(description="Merge records undone.")
 
 
 class EntityPage(BaseModel):

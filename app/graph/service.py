@@ -8,12 +8,22 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
+from app.consolidate import replay
+from app.embeddings import Embedder
 from app.errors import NotFound, ValidationFailed
-from app.graph.schemas import AliasRead, EntityDetail, EntityRead, RelationRead
+from app.graph.schemas import AliasRead, EntityDetail, EntityRead, RelationRead, Unmerged
 from app.memories.schemas import MemoryRead
-from app.store.graph.base import EntityRecord, GraphScope, GraphStore, Moment, RelationRecord
+from app.store.db import Database
+from app.store.graph.base import (
+    EntityRecord,
+    GraphScope,
+    GraphStore,
+    Moment,
+    RelationRecord,
+    name_key,
+)
 from app.store.repositories import graph as graph_records
-from app.store.repositories import memories
+from app.store.repositories import jobs, memories
 from app.store.repositories.memories import Scope
 
 
@@ -76,10 +86,34 @@ async def neighbors(graph: GraphStore, caller: Caller, entity_id: uuid.UUID, dep
     return await graph.neighbors(caller.project_id, start.id, depth, moment(as_of, False))
 
 
-async def delete(session: AsyncSession, graph: GraphStore, caller: Caller,
+async def delete(database: Database, graph: GraphStore, caller: Caller,
                  entity_id: uuid.UUID) -> None:
-    """The entity and its relations; the memories that mention it stay. Logged, so a
-    rebuild of the graph deletes it again."""
-    if not await graph.delete_entity(caller.project_id, entity_id):
-        raise NotFound(f"entity {entity_id} not found")
-    await graph_records.add_entity_deletion(session, caller.project_id, entity_id)
+    """The entity and its relations; the memories that mention it stay. Logged first, in a
+    transaction of its own, so the log that rebuilds the graph never misses a deletion the
+    graph store made; then deleted under the scope's consolidation lock."""
+    found = await entity(graph, caller, entity_id)
+    scope = Scope(found.user_id, found.agent_id, found.run_id)
+    async with database.session_scope() as session:
+        await graph_records.add_entity_deletion(session, caller.project_id, entity_id, scope)
+    async with jobs.scope_lock(database.engine, caller.project_id, scope):
+        await graph.delete_entity(caller.project_id, entity_id)
+
+
+async def unmerge(database: Database, graph: GraphStore, embedder: Embedder, caller: Caller,
+                  entity_id: uuid.UUID, alias: str) -> Unmerged:
+    """Takes a merged name apart from the entity: the merge is marked undone (and is never
+    made again), then the scope's graph is replayed from its extractions, so the alias's
+    mentions, relations and memories become an entity of their own."""
+    found = await entity(graph, caller, entity_id)
+    key = name_key(alias)
+    async with database.session_scope() as session:
+        undone = await graph_records.undo_merges(session, caller.project_id, found.id, key)
+    if not undone:
+        raise NotFound(f"entity {entity_id} has no merged alias {alias!r}")
+    scope = Scope(found.user_id, found.agent_id, found.run_id)
+    await replay.rebuild_scope(database, graph, embedder, caller.project_id, scope)
+    after = await graph.get_entity(caller.project_id, found.id)
+    split = await graph.entity_named(
+        GraphScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id), key)
+    return Unmerged(entity=EntityRead.of(after) if after else None,
+                    split=EntityRead.of(split) if split else None, undone=len(undone))

@@ -105,7 +105,7 @@ class InProcessQueue:
     async def _sweep(self) -> None:
         while True:
             try:
-                await pipeline.sweep(self.consolidator.database, self.config, self.enqueue)
+                await pipeline.sweep(self.consolidator, self.enqueue)
             except Exception as exc:
                 logger.warning("job sweep failed: %s", exc)
             await asyncio.sleep(self.config.sweep_interval_s)

@@ -284,7 +284,11 @@ class GraphExtraction(Base):
     """What the graph step read from one episode's facts: replayed by ``graph rebuild``."""
 
     __tablename__ = "graph_extractions"
-    __table_args__ = (Index("ix_graph_extractions_project", "project_id", "id"),)
+    __table_args__ = (
+        Index("ix_graph_extractions_project", "project_id", "id"),
+        Index("ix_graph_extractions_unapplied", "created_at",
+              postgresql_where=sql_text("applied_at IS NULL")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app.config import Neo4jSettings, Settings
-from app.consolidate.pipeline import rebuild_graph
+from app.consolidate import pipeline
+from app.consolidate.replay import rebuild_graph
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
 from app.store.db import Database, migrate
@@ -292,3 +293,84 @@ async def test_rebuild_equals_the_original(graph_client: httpx.AsyncClient,
     assert counts["extractions"] == 3  # one per episode
     assert counts["entities_deleted"] == 1
     assert await snapshot(client) == before
+
+
+async def test_a_merge_can_be_undone(graph_client: httpx.AsyncClient, brain: Brain) -> None:
+    """"Mel" was merged into Melanie; a user says they are two people. Mel becomes an entity
+    with the relations that named her, Melanie keeps hers (her move to Berlin was Mel's, so
+    she lives in Paris again), and a rebuild keeps them apart."""
+    client = graph_client
+    await three_sessions(client, brain)
+    entities = {e["name"]: e for e in (await client.get("/v1/entities")).json()["results"]}
+    melanie = entities["Melanie"]["id"]
+    url = f"/v1/entities/{melanie}/unmerge"
+    for body, status in (({"alias": "Melly"}, 404), ({"alias": ""}, 422),
+                         ({"alias": "Mel", "x": 1}, 422)):
+        response = await client.post(url, json=body)
+        assert response.status_code == status, response.text
+        assert "error" in response.json()
+
+    response = await client.post(url, json={"alias": "mel"})  # any spelling of the name key
+    assert response.status_code == 200, response.text
+    undone = response.json()
+    assert undone["undone"] == 1
+    assert undone["entity"]["id"] == melanie
+    assert undone["split"]["name"] == "Mel"
+    mel = undone["split"]["id"]
+
+    def triples(relations: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+        return {(r["source_name"], r["type"], r["target_name"]) for r in relations}
+
+    melanie_now = (await client.get(f"/v1/entities/{melanie}")).json()
+    assert melanie_now["aliases"] == []
+    assert triples(melanie_now["relations"]) == {("Melanie", "sister_of", "User"),
+                                                 ("Melanie", "lives_in", "Paris")}
+    mel_now = (await client.get(f"/v1/entities/{mel}")).json()
+    assert triples(mel_now["relations"]) == {("Mel", "lives_in", "Berlin"),
+                                             ("Mel", "works_at", "Siemens")}
+    assert {"Melanie lives in Berlin", "Melanie works at Siemens"} <= {
+        m["memory"] for m in mel_now["memories"]}
+    assert (await client.post(url, json={"alias": "Mel"})).status_code == 404  # done already
+
+    before = await snapshot(client)
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+    resources = app.state.resources
+    project_id = uuid.UUID((await client.get("/v1/project")).json()["id"])
+    await rebuild_graph(resources.database, resources.graph, resources.embedder, project_id)
+    assert await snapshot(client) == before
+
+
+async def test_the_sweep_applies_an_extraction_left_unapplied(client: httpx.AsyncClient,
+                                                              brain: Brain) -> None:
+    """The process died between writing an episode's memories and projecting its graph: the
+    extraction is in Postgres, unapplied; the sweep applies it, once."""
+    brain.facts = {"Ana is my friend.": ["Ana is User's friend"]}
+    brain.graph = lambda facts: {"entities": [{"name": "Ana", "type": "person", "summary": ""}],
+                                 "relations": []}
+    assert (await consolidate(client, "Ana is my friend."))["status"] == "SUCCEEDED"
+    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
+    resources = app.state.resources
+    project_id = uuid.UUID((await client.get("/v1/project")).json()["id"])
+    await resources.graph.clear_project(project_id)
+    async with resources.database.engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "UPDATE graph_extractions SET applied_at = NULL, "
+            "created_at = now() - interval '1 hour' WHERE project_id = $1", (project_id,))
+    assert (await client.get("/v1/entities")).json()["results"] == []
+
+    consolidator = resources.queue.consolidator
+    sent: list[uuid.UUID] = []
+
+    async def enqueue(job_ids: Any) -> None:
+        sent.extend(job_ids)
+
+    await pipeline.sweep(consolidator, enqueue)
+    assert sent == []
+    assert [e["name"] for e in (await client.get("/v1/entities")).json()["results"]] == ["Ana"]
+    async with resources.database.engine.begin() as connection:
+        pending = await connection.exec_driver_sql(
+            "SELECT count(*) FROM graph_extractions WHERE project_id = $1 "
+            "AND applied_at IS NULL", (project_id,))
+        assert pending.scalar_one() == 0
+    await pipeline.sweep(consolidator, enqueue)
+    assert len((await client.get("/v1/entities")).json()["results"]) == 1

@@ -179,8 +179,9 @@ class GraphStore(Protocol):
         """Forget the memories' links, and the relations they carried."""
         ...
 
-    async def delete_scope(self, scope: GraphScope) -> None:
-        """Every entity and relation of the scope (None ids match any)."""
+    async def delete_scope(self, scope: GraphScope, *, exact: bool = False) -> None:
+        """Every entity and relation of the scope: None ids match any, or with ``exact``
+        only None."""
         ...
 
     async def clear_project(self, project_id: uuid.UUID) -> None: ...

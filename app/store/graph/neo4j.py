@@ -483,9 +483,11 @@ class Neo4jGraphStore:
 
         await self._transaction(work, write=True)
 
-    async def delete_scope(self, scope: GraphScope) -> None:
-        relations, params = _scope("r", scope, exact=False)
-        entities, _ = _scope("e", scope, exact=False)
+    async def delete_scope(self, scope: GraphScope, *, exact: bool = False) -> None:
+        # Relations carry the scope ids but not the scope key; a scope's relations join two
+        # entities of that scope, so "exactly this scope" is read off their source.
+        relations, params = _scope("s" if exact else "r", scope, exact=exact)
+        entities, _ = _scope("e", scope, exact=exact)
 
         async def work(tx: AsyncManagedTransaction) -> None:
             await _rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "

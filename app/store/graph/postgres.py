@@ -233,10 +233,10 @@ class PostgresGraphStore:
             await session.execute(sa.delete(Relation).where(
                 Relation.project_id == project_id, Relation.memory_id.in_(memory_ids)))
 
-    async def delete_scope(self, scope: GraphScope) -> None:
+    async def delete_scope(self, scope: GraphScope, *, exact: bool = False) -> None:
         async with self.database.session_scope() as session:
-            await session.execute(sa.delete(Relation).where(*_scope(Relation, scope, exact=False)))
-            await session.execute(sa.delete(Entity).where(*_scope(Entity, scope, exact=False)))
+            await session.execute(sa.delete(Relation).where(*_scope(Relation, scope, exact=exact)))
+            await session.execute(sa.delete(Entity).where(*_scope(Entity, scope, exact=exact)))
 
     async def clear_project(self, project_id: uuid.UUID) -> None:
         await self.delete_scope(GraphScope(project_id))
