@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from app.config import Settings
@@ -135,6 +136,36 @@ async def _graph(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reindex(settings: Settings) -> int:
+    """The search index made again from Postgres and saved as the snapshot API processes
+    start from (running ones keep theirs until they restart)."""
+    from app.embeddings import SentenceTransformerEmbedder
+    from app.store.db import check_embedding_dimension, open_database
+    from app.store.memory_index import open_memory_index
+
+    if settings.search.index != "memory":
+        print("search.index is 'postgres': there is no in-process index to rebuild",
+              file=sys.stderr)
+        return 1
+    database = await open_database(settings, migrate_schema=True)
+    try:
+        embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load, settings.embedding)
+        try:
+            await check_embedding_dimension(database, embedder.dimension)
+            began = time.perf_counter()
+            index = await open_memory_index(settings, database, embedder, rebuild=True)
+            assert index is not None
+            await index.aclose(save=True)
+        finally:
+            await embedder.aclose()
+    finally:
+        await database.aclose()
+    print(f"search index rebuilt: {index.live} memories, {index.vectors.kind} index, change "
+          f"log position {index.position}, {time.perf_counter() - began:.1f}s; snapshot in "
+          f"{index.snapshot_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anamnesis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="rebuild a project's graph from Postgres into the configured store")
     rebuild.add_argument("--project", required=True, help="project name")
 
+    commands.add_parser("reindex", help="rebuild the search index snapshot from Postgres")
+
     keys_parser = commands.add_parser("keys", help="manage API keys")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create a key (printed once, on stdout)")
@@ -188,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate_command(settings, args.revision, args.down)
     if args.command == "graph":
         return asyncio.run(_graph(settings, args))
+    if args.command == "reindex":
+        return asyncio.run(_reindex(settings))
     return asyncio.run(_keys(settings, args))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -111,6 +112,62 @@ class ConsolidationSettings(BaseModel):
                               description='How long "wait": true holds a request at most.')
 
 
+class SearchSettings(BaseModel):
+    """How search finds and ranks memories. Weights were tuned on the LoCoMo dev split only
+    (``bench.locomo_recall``); see the README."""
+
+    index: Literal["memory", "postgres"] = Field(
+        default="memory",
+        description="memory: FAISS and BM25 kept in the API process, fed by the change log; "
+        "postgres: pgvector's HNSW index and Postgres full-text search (no process state).")
+    ranking: Literal["hybrid", "dense", "lexical"] = Field(
+        default="hybrid", description="The default of a search's `ranking`.")
+    candidates: int = Field(default=50, ge=1, le=1000,
+                            description="Candidates taken from each signal before fusion "
+                            "(at least top_k).")
+    dense_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    lexical_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    graph_weight: float = Field(default=1.0, ge=0.0, le=10.0,
+                                description="Added for a memory the graph reached.")
+    recency_weight: float = Field(default=0.0, ge=0.0, le=10.0,
+                                  description="Weight of exp(-age / recency_half_life_days).")
+    recency_half_life_days: float = Field(default=30.0, gt=0)
+    superseded_penalty: float = Field(default=0.5, ge=0.0, le=10.0,
+                                      description="Taken off memories no longer true "
+                                      "(seen with include_superseded or as_of).")
+    query_cache_size: int = Field(default=1024, ge=0, le=1_000_000,
+                                  description="Query embeddings kept (LRU); 0 turns it off.")
+    flat_max: int = Field(default=200_000, ge=0,
+                          description="Up to this many vectors the FAISS index is exact "
+                          "(flat); beyond, HNSW.")
+    hnsw_m: int = Field(default=32, ge=4, le=128)
+    hnsw_ef_construction: int = Field(default=64, ge=8, le=1024)
+    hnsw_ef_search: int = Field(default=128, ge=8, le=4096)
+    exact_max: int = Field(default=50_000, ge=0,
+                           description="Filtered searches matching up to this many memories "
+                           "are scored exactly, whatever the index type.")
+    filter_ids_max: int = Field(default=100_000, ge=1,
+                                description="Metadata/time filters are resolved by Postgres to "
+                                "at most this many ids; beyond, that search takes the "
+                                "postgres path.")
+    poll_interval_s: float = Field(default=0.25, gt=0, le=60,
+                                   description="How often the index reads the change log.")
+    gap_timeout_s: float = Field(default=10.0, gt=0,
+                                 description="How long a hole in the change log's sequence "
+                                 "(a transaction still open) is waited for.")
+    snapshot_dir: Path | None = Field(
+        default=None, description="Where the index is saved (one folder per database); "
+        "default: <data_dir>/index.")
+    snapshot_every: int = Field(default=50_000, ge=1,
+                                description="Changes after which the index is saved again.")
+    gpu: Literal["auto", "off"] = Field(
+        default="auto", description="auto: the FAISS index lives on a GPU when the installed "
+        "faiss has GPU support and one is visible.")
+    batch_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
+                                   description="Concurrent ANN searches within this window "
+                                   "go to the index as one batch.")
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8420, ge=0, le=65535)
@@ -141,6 +198,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
 
 
 def offline_model_environment() -> None:

@@ -13,8 +13,10 @@ from app.auth import Caller, KeyTouches, authenticate, key_from_headers
 from app.config import Settings
 from app.embeddings import Embedder
 from app.jobs.queue import JobQueue
+from app.retrieve.query_embeddings import QueryEmbeddings
 from app.store.db import Database
 from app.store.graph.base import GraphStore
+from app.store.memory_index import MemoryIndex
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Resources:
     key_touches: KeyTouches
     queue: JobQueue
     graph: GraphStore
+    queries: QueryEmbeddings
+    index: MemoryIndex | None  # None: search.index is "postgres"
 
 
 def get_resources(request: Request) -> Resources:
@@ -65,6 +69,20 @@ def get_graph(resources: ResourcesDep) -> GraphStore:
 
 
 GraphDep = Annotated[GraphStore, Depends(get_graph)]
+
+
+def get_index(resources: ResourcesDep) -> MemoryIndex | None:
+    return resources.index
+
+
+IndexDep = Annotated[MemoryIndex | None, Depends(get_index)]
+
+
+def get_queries(resources: ResourcesDep) -> QueryEmbeddings:
+    return resources.queries
+
+
+QueriesDep = Annotated[QueryEmbeddings, Depends(get_queries)]
 
 
 def get_database(resources: ResourcesDep) -> Database:

@@ -27,10 +27,12 @@ from app.jobs.queue import CeleryQueue, InProcessQueue, JobQueue
 from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
 from app.projects.router import router as projects_router
+from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
 from app.store.db import Database, check_embedding_dimension, open_database
 from app.store.graph import open_graph_store
 from app.store.graph.base import GraphStore
+from app.store.memory_index import open_memory_index
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +72,24 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         except BaseException:
             await database.aclose()
             raise
+        try:
+            index = await open_memory_index(settings, database, model)
+        except BaseException:
+            await graph.aclose()
+            await database.aclose()
+            raise
         queue = build_queue(settings, database, model, graph)
         app.state.resources = Resources(settings, database, model,
                                         KeyTouches(settings.api.key_touch_interval_s), queue,
-                                        graph)
+                                        graph, QueryEmbeddings(model,
+                                                               settings.search.query_cache_size),
+                                        index)
         try:
             yield
         finally:
             await queue.aclose()
+            if index is not None:
+                await index.aclose()
             await graph.aclose()
             if own_embedder:
                 await model.aclose()

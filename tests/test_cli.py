@@ -1,12 +1,20 @@
-"""``anamnesis keys`` and ``anamnesis migrate`` against the test database."""
+"""``anamnesis keys``, ``migrate`` and ``reindex`` against the test database."""
 
 import asyncio
+import json
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.cli import main
+from app.config import SearchSettings
+from app.store.db import Database
+from app.store.memory_index import MemoryIndex, View
+from app.store.models import Memory
 
 
 @pytest.fixture
@@ -47,3 +55,31 @@ async def test_migrate_is_idempotent(cli_env: None,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert await _run("migrate") == 0
     assert "migrated to head" in capsys.readouterr().out
+
+
+async def test_reindex_writes_the_snapshot_api_processes_start_from(
+        cli_env: None, client: httpx.AsyncClient, database: Database, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    added = await client.post("/v1/memories", json={"user_id": "u1", "infer": False, "messages": [
+        {"role": "user", "content": "The boat is moored at pier seven."}]})
+    assert added.status_code == 201
+    monkeypatch.setenv("ANAMNESIS_DATA_DIR", str(tmp_path))
+    assert await _run("reindex") == 0
+    assert "search index rebuilt" in capsys.readouterr().out
+    [folder] = (tmp_path / "index").iterdir()
+    meta = json.loads((folder / "meta.json").read_text())
+    async with database.session_scope() as session:
+        live = await session.scalar(sa.select(sa.func.count()).select_from(Memory).where(
+            Memory.deleted_at.is_(None)))
+    assert meta["live"] == live
+    assert meta["position"] > 0
+
+    loaded = MemoryIndex(database, meta["dimension"], meta["model"], SearchSettings(), folder)
+    await loaded.start(poll=False)
+    try:
+        project_id = uuid.UUID((await client.get("/v1/project")).json()["id"])
+        found = loaded.lexical_search(project_id, "pier seven",
+                                      loaded.allowed(View(project_id)), 5)
+        assert [m for m, _ in found] == [uuid.UUID(added.json()["results"][0]["id"])]
+    finally:
+        await loaded.aclose(save=False)

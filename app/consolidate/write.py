@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consolidate.context import EpisodeContext
 from app.consolidate.resolve import Plan
+from app.store.lexical_index import lexical_context
 from app.store.models import Memory
 from app.store.repositories import episodes, memories
 from app.store.repositories.episodes import SourceLink
@@ -48,8 +49,11 @@ class _Writer:
 
     async def _insert(self, plan: Plan) -> tuple[uuid.UUID, Memory | None]:
         """The new row's id, or the id of the live memory that already holds the text."""
+        said = [self.context.turns[i].content for i in plan.fact.message_indices
+                if 0 <= i < len(self.context.turns)]
         item = NewMemory(plan.text, plan.content_hash, dict(self.context.metadata),
-                         plan.embedding, self.context.expires_at, plan.fact.valid_at)
+                         plan.embedding, self.context.expires_at, plan.fact.valid_at,
+                         lexical_context(said, self.context.observed_at))
         inserted = await memories.insert_new(self.session, self.context.project_id,
                                              self.context.scope, [item])
         if plan.content_hash in inserted:

@@ -9,8 +9,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.memories.schemas import MemoryRead
-from app.validation import StorableStr
 from app.store.graph.base import EntityRecord, RelationRecord
+from app.validation import StorableStr
 
 
 class EntityRead(BaseModel):

@@ -27,6 +27,11 @@ class Message(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: StorableStr = Field(max_length=MAX_MESSAGE_CHARS)
     name: OptionalStorableStr = Field(default=None, max_length=MAX_ID_CHARS)
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="infer=false: merged over the request's metadata for this "
+        "message's memory (a turn id, a speaker).")
+
+    _metadata = field_validator("metadata")(check_metadata)
 
 
 class MemoryCreate(BaseModel):
@@ -44,8 +49,9 @@ class MemoryCreate(BaseModel):
                                         description="After this time the memories are gone.")
     observed_at: datetime | None = Field(
         default=None,
-        description="When the conversation took place (infer=true); relative dates in it are "
-        "read against this. Default: now. Without a time zone: UTC.")
+        description="When the conversation took place. infer=true: relative dates in it are "
+        "read against this; infer=false: the memories hold from then (valid_at). Default: "
+        "now. Without a time zone: UTC.")
     instructions: OptionalStorableStr = Field(
         default=None, min_length=1, max_length=MAX_INSTRUCTIONS_CHARS,
         description="Extra extraction instructions for this call, after the project's.")
@@ -68,11 +74,13 @@ class MemoryCreate(BaseModel):
         if self.user_id is None and self.agent_id is None and self.run_id is None:
             raise ValueError("at least one of user_id, agent_id, run_id is required")
         if not self.infer:
-            for name in ("observed_at", "instructions"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"{name} applies to infer=true only")
+            if self.instructions is not None:
+                raise ValueError("instructions applies to infer=true only")
             if self.wait:
                 raise ValueError("wait applies to infer=true only")
+            for message in self.messages:
+                if message.metadata:
+                    check_metadata({**(self.metadata or {}), **message.metadata})
         return self
 
 

@@ -3,6 +3,7 @@ the conversation as an episode with a consolidation job and answers 202 with the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -17,7 +18,8 @@ from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
 from app.jobs.queue import JobQueue
 from app.jobs.schemas import JobAccepted
 from app.jobs.service import enqueue_after_commit
-from app.memories.content import content_hash, normalise
+from app.memories.content import content_hash, embedding_text, normalise
+from app.store.lexical_index import lexical_context
 from app.store.repositories import episodes, idempotency, jobs
 from app.store.repositories import memories as repository
 from app.store.repositories.memories import EventRecord, NewMemory, Scope
@@ -90,20 +92,29 @@ async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Calle
         digest = content_hash(text)
         order.append((digest, text))
         if digest not in first:
-            metadata = {**(body.metadata or {}), "role": message.role, "message_index": index}
+            metadata = {**(body.metadata or {}), **(message.metadata or {}),
+                        "role": message.role, "message_index": index}
             if message.name is not None:
                 metadata["name"] = message.name
-            first[digest] = NewMemory(text, digest, metadata, [], body.expires_at)
+            around = [message.name or ""]
+            if index > 0:
+                before = body.messages[index - 1]
+                around.append(f"{before.name}: {before.content}" if before.name
+                              else before.content)
+            first[digest] = NewMemory(text, digest, metadata, [], body.expires_at,
+                                      body.observed_at, lexical_context(around,
+                                                                        body.observed_at))
     if not first:
         raise ValidationFailed("messages: every message is empty")
 
     existing = await repository.retire_expired_and_find(session, caller.project_id, scope,
                                                         list(first))
     pending = [item for digest, item in first.items() if digest not in existing]
-    vectors = await embedder.embed([item.text for item in pending])
+    vectors = await embedder.embed([embedding_text(item.text, item.metadata)
+                                    for item in pending])
     inserted = await repository.insert_new(
         session, caller.project_id, scope,
-        [NewMemory(item.text, item.content_hash, item.metadata, vector, item.expires_at)
+        [dataclasses.replace(item, embedding=vector)
          for item, vector in zip(pending, vectors, strict=True)],
     )
     if len(inserted) < len(pending):  # lost a race to a concurrent identical insert

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Caller
 from app.embeddings import Embedder
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.memories.content import content_hash, normalise
+from app.memories.content import content_hash, embedding_text, normalise
 from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
 from app.retrieve.filters import Filter
 from app.store.db import after_commit
@@ -95,7 +95,8 @@ async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
             await repository.retire_expired_and_find(
                 session, caller.project_id,
                 Scope(memory.user_id, memory.agent_id, memory.run_id), [digest])
-            (vector,) = await embedder.embed([text])
+            (vector,) = await embedder.embed([embedding_text(
+                text, change.metadata if change.metadata is not None else old_metadata)])
         else:
             text = None
     if text is None and (change.metadata is None or change.metadata == old_metadata):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.deps import CallerDep, EmbedderDep, GraphDep, SessionDep
+from app.deps import CallerDep, GraphDep, IndexDep, QueriesDep, SessionDep, SettingsDep
 from app.retrieve import service
 from app.retrieve.schemas import SearchRequest, SearchResponse
 
@@ -10,7 +10,8 @@ router = APIRouter(prefix="/v1/memories", tags=["search"])
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search_memories(body: SearchRequest, session: SessionDep, embedder: EmbedderDep,
-                          graph: GraphDep, caller: CallerDep) -> SearchResponse:
-    """The ``top_k`` memories closest to ``query`` among those matching the filters."""
-    return await service.search(session, embedder, graph, caller, body)
+async def search_memories(body: SearchRequest, session: SessionDep, queries: QueriesDep,
+                          index: IndexDep, graph: GraphDep, settings: SettingsDep,
+                          caller: CallerDep) -> SearchResponse:
+    """The ``top_k`` best memories for ``query`` among those matching the filters."""
+    return await service.search(session, queries, index, graph, settings.search, caller, body)

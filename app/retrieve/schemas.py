@@ -38,10 +38,23 @@ class SearchRequest(BaseModel):
     include: list[Literal["relations"]] = Field(
         default_factory=list, max_length=1,
         description='"relations": add the current relations among the hits\' entities.')
+    ranking: Literal["hybrid", "dense", "lexical"] | None = Field(
+        default=None, description="hybrid: meaning and words fused; dense: cosine similarity "
+        "only; lexical: BM25 only. Default: the server's search.ranking (hybrid).")
+    explain: bool = Field(default=False,
+                          description="Give each hit the ranks and scores behind its score.")
 
 
 class SearchHit(MemoryRead):
-    score: float = Field(description="Cosine similarity to the query, higher is closer.")
+    score: float = Field(description="What the results are ordered by, higher first: the "
+                         "fused score (hybrid), cosine similarity (dense) or BM25 (lexical), "
+                         "plus the graph bonus.")
+    similarity: float = Field(description="Cosine similarity to the query (what threshold "
+                              "applies to).")
+    explain: dict[str, Any] | None = Field(
+        default=None, description='With "explain": per signal (dense, lexical, graph) its '
+        "rank among that signal's candidates, score and z-score; the recency term, the "
+        "superseded penalty and the fused score.")
 
 
 class SearchResponse(BaseModel):

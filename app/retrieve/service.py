@@ -1,64 +1,154 @@
-"""Search: embed the query, take the nearest memories that match the filters exactly; with
-``graph``, fuse in the memories one relation away from the entities the query names."""
+"""Search: candidates from each signal, fused, hydrated from Postgres.
+
+1. *embed*     the query, through the LRU of query embeddings;
+2. *dense*     nearest memories by cosine similarity, and
+   *lexical*   best by BM25 over text and context, both among exactly what the filters,
+               scope and time let through: from the in-process index (``search.index =
+               memory``, FAISS + BM25 fed by the change log) or from Postgres (pgvector's
+               HNSW and full-text search);
+3. *graph*     with ``graph``, memories one relation away from the entities the query names;
+4. *hydrate*   every candidate read back from Postgres under the same filters (the truth:
+               a memory changed since the index saw it is judged as it is now), with its
+               exact cosine similarity;
+5. *fuse*      ``fusion.fuse``: one score per memory, best first, explained on request.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
-from app.embeddings import Embedder
+from app.config import SearchSettings
 from app.graph.schemas import RelationRead
 from app.memories.service import timeline
-from app.retrieve.filters import Condition, conjoin, parse_filters
+from app.retrieve.filters import All, Condition, Filter, conjoin, parse_filters
+from app.retrieve.fusion import Signal, fuse
 from app.retrieve.graph_expansion import hop_memories
+from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.schemas import SearchHit, SearchRequest, SearchResponse
 from app.store.graph.base import GraphScope, GraphStore, Moment
-from app.store.models import Memory
+from app.store.memory_index import MemoryIndex, View
 from app.store.repositories import memories as repository
+from app.store.repositories.memories import Timeline
 
-RRF_K = 60  # reciprocal rank fusion's damping constant (Cormack et al.)
+SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
 
 
-async def search(session: AsyncSession, embedder: Embedder, graph: GraphStore, caller: Caller,
+async def search(session: AsyncSession, queries: QueryEmbeddings, index: MemoryIndex | None,
+                 graph: GraphStore, settings: SearchSettings, caller: Caller,
                  request: SearchRequest) -> SearchResponse:
-    scope_filters = [Condition(field, "eq", value) for field, value in (
-        ("user_id", request.user_id), ("agent_id", request.agent_id), ("run_id", request.run_id)
-    ) if value is not None]
-    tree = conjoin(parse_filters(request.filters), *scope_filters)
+    began = time.monotonic()
+    ranking = request.ranking or settings.ranking
+    scope = {name: getattr(request, name) for name in SCOPE_FIELDS}
+    extra = parse_filters(request.filters)
+    folded = _fold_scope(extra, scope)
+    if folded is not None:  # the filter only named scope ids: the index takes them as such
+        scope, extra = folded, None
+    tree = conjoin(extra, *(Condition(name, "eq", value) for name, value in scope.items()
+                            if value is not None))
     seen = timeline(request.as_of, request.include_superseded)
-    (vector,) = await embedder.embed([request.query])
-    rows = await repository.nearest(session, caller.project_id, vector, tree, request.top_k,
-                                    request.threshold, timeline=seen)
-    scope = GraphScope(caller.project_id, request.user_id, request.agent_id, request.run_id)
+    query = await queries.get(request.query)
+    depth = max(settings.candidates, request.top_k)
+
+    signals: tuple[Signal | None, Signal | None] | None = None
+    if index is not None:
+        await index.refresh(began)
+        signals = await _from_index(session, index, caller, request, ranking, scope, extra,
+                                    tree, seen, query, depth, settings)
+    if signals is None:
+        signals = await _from_postgres(session, caller, request.query, ranking, tree, seen,
+                                       query, depth, settings)
+    dense, lexical = signals
+
+    graph_scope = GraphScope(caller.project_id, request.user_id, request.agent_id,
+                             request.run_id)
     moment = Moment(as_of=seen.as_of, include_invalid=seen.include_superseded)
-    if request.graph:
-        ids = await hop_memories(graph, scope, request.query, moment)
-        # The same filters, scope and time as the vector side: the graph adds candidates,
-        # it never lets one through that the search would refuse.
-        linked = await repository.nearest(session, caller.project_id, vector, tree,
-                                          request.top_k, request.threshold, timeline=seen,
-                                          among=ids)
-        rows = fuse([rows, linked], request.top_k)
-    hits = [SearchHit.of(memory, score=score) for memory, score in rows]
+    reached = await hop_memories(graph, graph_scope, request.query, moment) \
+        if request.graph else []
+    candidates = list(dict.fromkeys(
+        [m for signal in (dense, lexical) if signal for m, _ in signal.ranked] + reached))
+    rows = await repository.scored(session, caller.project_id, candidates, query.tolist(),
+                                   tree, seen)
+    if lexical is not None and index is not None:
+        lexical.extra = index.lexical_scores(caller.project_id, request.query,
+                                             [m for m in rows if m not in lexical.score])
+    ranked = fuse(rows, dense, lexical, reached, settings, request.top_k, request.threshold)
+    hits = [SearchHit.of(r.memory, score=r.score, similarity=r.similarity,
+                         explain=r.explain if request.explain else None) for r in ranked]
     relations = None
     if "relations" in request.include:
-        relations = await _relations_among(graph, scope, moment, [m.id for m, _ in rows])
+        relations = await _relations_among(graph, graph_scope, moment,
+                                           [r.memory.id for r in ranked])
     return SearchResponse(results=hits, relations=relations)
 
 
-def fuse(rankings: list[list[tuple[Memory, float]]],
-         top_k: int) -> list[tuple[Memory, float]]:
-    """Reciprocal rank fusion; each memory keeps its own similarity as its score."""
-    fused: dict[uuid.UUID, float] = {}
-    rows: dict[uuid.UUID, tuple[Memory, float]] = {}
-    for ranking in rankings:
-        for rank, (memory, score) in enumerate(ranking, start=1):
-            fused[memory.id] = fused.get(memory.id, 0.0) + 1.0 / (RRF_K + rank)
-            rows.setdefault(memory.id, (memory, score))
-    order = sorted(fused, key=lambda memory_id: (-fused[memory_id], -rows[memory_id][1]))
-    return [rows[memory_id] for memory_id in order[:top_k]]
+def _fold_scope(tree: Filter | None,
+                scope: dict[str, str | None]) -> dict[str, str | None] | None:
+    """When the filter is only ``eq`` on scope ids (Mem0 clients put ``user_id`` there),
+    those ids as a scope; None when it says anything else or contradicts the body's."""
+    if tree is None:
+        return scope
+    parts = tree.parts if isinstance(tree, All) else (tree,)
+    folded = dict(scope)
+    for part in parts:
+        if not (isinstance(part, Condition) and part.field in SCOPE_FIELDS and part.op == "eq"
+                and isinstance(part.value, str)):
+            return None
+        if folded[part.field] not in (None, part.value):
+            return None
+        folded[part.field] = part.value
+    return folded
+
+
+async def _from_index(session: AsyncSession, index: MemoryIndex, caller: Caller,
+                      request: SearchRequest, ranking: str, scope: dict[str, str | None],
+                      extra: Filter | None, tree: Filter | None, seen: Timeline,
+                      query: npt.NDArray[np.float32], depth: int,
+                      settings: SearchSettings) -> tuple[Signal | None, Signal | None] | None:
+    """The index's candidates, or None when the filter matches more memories than it is
+    worth listing (``filter_ids_max``): Postgres answers that search."""
+    view = View(caller.project_id, scope["user_id"], scope["agent_id"], scope["run_id"],
+                seen.as_of, seen.include_superseded)
+    among = None
+    if extra is not None:
+        among = await repository.matching_ids(session, caller.project_id, tree, seen,  # type: ignore[arg-type]
+                                              settings.filter_ids_max)
+        if among is None:
+            return None
+    allowed = index.allowed(view, among)
+    dense = lexical = None
+    if ranking in ("hybrid", "dense"):
+        found = None
+        if index.vectors.on_gpu and len(allowed) > settings.exact_max:
+            found = await index.dense_batched(query, allowed, depth)
+        if found is None:
+            found = index.dense(query, allowed, depth)
+        dense = Signal(found, settings.dense_weight)
+    if ranking in ("hybrid", "lexical"):
+        lexical = Signal(index.lexical_search(caller.project_id, request.query, allowed,
+                                              depth), settings.lexical_weight)
+    return dense, lexical
+
+
+async def _from_postgres(session: AsyncSession, caller: Caller, text: str, ranking: str,
+                         tree: Filter | None, seen: Timeline,
+                         query: npt.NDArray[np.float32], depth: int,
+                         settings: SearchSettings) -> tuple[Signal | None, Signal | None]:
+    dense = lexical = None
+    if ranking in ("hybrid", "dense"):
+        rows = await repository.nearest(session, caller.project_id, query.tolist(), tree,
+                                        depth, None, timeline=seen)
+        dense = Signal([(memory.id, score) for memory, score in rows], settings.dense_weight)
+    if ranking in ("hybrid", "lexical"):
+        lexical = Signal(await repository.lexical_nearest(session, caller.project_id, text,
+                                                          tree, seen, depth),
+                         settings.lexical_weight)
+    return dense, lexical
 
 
 async def _relations_among(graph: GraphStore, scope: GraphScope, moment: Moment,

@@ -8,8 +8,11 @@ from typing import Any
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
+    BigInteger,
+    Computed,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -20,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     text as sql_text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.store.ids import uuid7
@@ -77,6 +80,7 @@ class Memory(Base):
               postgresql_with={"m": 16, "ef_construction": 64}),
         Index("ix_memories_superseded_by", "superseded_by",
               postgresql_where=sql_text("superseded_by IS NOT NULL")),
+        Index("ix_memories_lexical", "lexical", postgresql_using="gin"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
@@ -98,6 +102,23 @@ class Memory(Base):
     invalid_at: Mapped[datetime | None]
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("memories.id", ondelete="SET NULL"))
+    # Words around the memory that help find it (see migration 0006); the lexical index only.
+    context: Mapped[str | None] = mapped_column(Text)
+    lexical: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('english'::regconfig, text || ' ' || "
+                           "coalesce(context, ''))", persisted=True), deferred=True)
+
+
+class MemoryChange(Base):
+    """The change log the in-process index tails; written by triggers on ``memories``."""
+
+    __tablename__ = "memory_changes"
+    __table_args__ = (Index("ix_memory_changes_changed_at", "changed_at"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    project_id: Mapped[uuid.UUID]
+    memory_id: Mapped[uuid.UUID]
+    changed_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class MemoryEvent(Base):

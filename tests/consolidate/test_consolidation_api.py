@@ -420,7 +420,7 @@ async def test_earlier_episodes_and_instructions_reach_the_prompt(
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"messages": said("hi"), "user_id": "u1", "infer": False,
-      "observed_at": "2024-01-01T00:00:00Z"}, "observed_at"),
+      "instructions": "Keep pets only."}, "instructions"),
     ({"messages": said("hi"), "user_id": "u1", "infer": False, "wait": True}, "wait"),
     ({"messages": said("hi"), "user_id": "u1", "instructions": "x" * 4001}, "instructions"),
     ({"messages": said("hi"), "user_id": "u1", "observed_at": "yesterday"}, "observed_at"),

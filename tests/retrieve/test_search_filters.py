@@ -44,7 +44,8 @@ async def add(client: httpx.AsyncClient, texts: list[str], *,
 
 async def search(client: httpx.AsyncClient, filters: dict[str, Any] | None = None,
                  query: str = QUERY, top_k: int = 100, **extra: Any) -> list[dict[str, Any]]:
-    body: dict[str, Any] = {"query": query, "top_k": top_k, **extra}
+    # Ranked by cosine alone, so orders and scores compare with brute force.
+    body: dict[str, Any] = {"query": query, "top_k": top_k, "ranking": "dense", **extra}
     if filters is not None:
         body["filters"] = filters
     response = await client.post("/v1/memories/search", json=body)

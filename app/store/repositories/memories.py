@@ -47,6 +47,7 @@ class NewMemory:
     embedding: list[float]
     expires_at: datetime | None = None
     valid_at: datetime | None = None
+    context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
             "agent_id": scope.agent_id, "run_id": scope.run_id, "text": item.text,
             "content_hash": item.content_hash, "metadata": item.metadata,
             "embedding": item.embedding, "expires_at": item.expires_at,
-            "valid_at": item.valid_at,
+            "valid_at": item.valid_at, "context": item.context,
         }
         for item in items
     ]).on_conflict_do_nothing(
@@ -243,6 +244,53 @@ async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[
                  .order_by(distance + 0).limit(top_k))
         rows = (await session.execute(exact)).all()
     return [(memory, 1.0 - float(dist)) for memory, dist in rows]
+
+
+def _searchable(project_id: uuid.UUID, filter_tree: Filter | None,
+                timeline: Timeline) -> list[ColumnElement[bool]]:
+    clauses = [Memory.project_id == project_id, visible(timeline)]
+    if filter_tree is not None:
+        clauses.append(compile_filter(filter_tree))
+    return clauses
+
+
+async def matching_ids(session: AsyncSession, project_id: uuid.UUID, filter_tree: Filter,
+                       timeline: Timeline, limit: int) -> list[uuid.UUID] | None:
+    """Ids of the memories the filter and timeline let through, or None past ``limit``."""
+    query = (sa.select(Memory.id).where(*_searchable(project_id, filter_tree, timeline))
+             .limit(limit + 1))
+    ids = list((await session.scalars(query)).all())
+    return None if len(ids) > limit else ids
+
+
+async def scored(session: AsyncSession, project_id: uuid.UUID, ids: Sequence[uuid.UUID],
+                 embedding: list[float], filter_tree: Filter | None,
+                 timeline: Timeline) -> dict[uuid.UUID, tuple[Memory, float]]:
+    """These memories as they are now, each with its cosine similarity to ``embedding``;
+    those that no longer match the filter or timeline are left out."""
+    if not ids:
+        return {}
+    similarity = 1.0 - Memory.embedding.cosine_distance(embedding)
+    query = (sa.select(Memory, similarity)
+             .where(Memory.id.in_(ids), *_searchable(project_id, filter_tree, timeline)))
+    return {memory.id: (memory, float(score))
+            for memory, score in (await session.execute(query)).all()}
+
+
+async def lexical_nearest(session: AsyncSession, project_id: uuid.UUID, text: str,
+                          filter_tree: Filter | None, timeline: Timeline,
+                          limit: int) -> list[tuple[uuid.UUID, float]]:
+    """Postgres full-text search: memories sharing any stemmed word with ``text``, ranked by
+    ``ts_rank_cd`` over text and context (length-normalised)."""
+    words = sa.func.replace(sa.cast(sa.func.plainto_tsquery("english", text), sa.Text),
+                            " & ", " | ")
+    query_ts = sa.func.to_tsquery("english", words)
+    rank = sa.func.ts_rank_cd(Memory.lexical, query_ts, 1)
+    query = (sa.select(Memory.id, rank)
+             .where(Memory.lexical.bool_op("@@")(query_ts),
+                    *_searchable(project_id, filter_tree, timeline))
+             .order_by(rank.desc()).limit(limit))
+    return [(memory_id, float(score)) for memory_id, score in (await session.execute(query)).all()]
 
 
 async def update_content(session: AsyncSession, memory: Memory, *, text: str | None,

@@ -1,0 +1,117 @@
+"""Ranking: the signals of each candidate fused into one score.
+
+Hybrid ranking: each signal's scores are z-normalised over all the candidates (so cosine
+similarities and BM25 scores, on different scales, weigh as set), then summed with the
+settings' weights. A candidate one signal did not list is scored on it all the same: its
+exact cosine similarity always (hydration computes it), its BM25 where the index can say,
+else 0 (below every listed one). Normalising over the union rather than over each
+signal's own list: LoCoMo dev recall@10 0.76 → 0.82. On top: a bonus for memories the
+graph reached (whose z-scores are not taken below 0), a recency term, and a penalty for
+memories no longer true (visible with ``as_of`` or ``include_superseded``). Weights were
+tuned on the LoCoMo dev split (``bench.locomo_recall``).
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from app.config import SearchSettings
+from app.store.models import Memory
+
+DAY_S = 86_400.0
+
+
+@dataclass
+class Signal:
+    """One ranked candidate list: ids best first with their scores."""
+
+    ranked: list[tuple[uuid.UUID, float]]
+    weight: float
+    extra: dict[uuid.UUID, float] = field(default_factory=dict)  # scores of unlisted ones
+
+    def __post_init__(self) -> None:
+        self.rank = {memory_id: rank for rank, (memory_id, _) in enumerate(self.ranked, 1)}
+        self.score = dict(self.ranked)
+        self.mean, self.std = 0.0, 0.0
+
+    def normalise_over(self, values: Sequence[float]) -> None:
+        """Sets the mean and deviation ``z`` uses: those of the signal over all candidates."""
+        if values:
+            self.mean = sum(values) / len(values)
+            self.std = math.sqrt(sum((v - self.mean) ** 2 for v in values) / len(values))
+
+    def value(self, memory_id: uuid.UUID, fallback: float | None = None) -> float:
+        if memory_id in self.score:
+            return self.score[memory_id]
+        if memory_id in self.extra:
+            return self.extra[memory_id]
+        return fallback if fallback is not None else 0.0
+
+    def z(self, value: float) -> float:
+        return (value - self.mean) / self.std if self.std > 1e-9 else 0.0
+
+
+@dataclass(frozen=True)
+class Ranked:
+    memory: Memory
+    similarity: float
+    score: float
+    explain: dict[str, object]
+
+
+def fuse(rows: dict[uuid.UUID, tuple[Memory, float]], dense: Signal | None,
+         lexical: Signal | None, graph: Sequence[uuid.UUID], settings: SearchSettings,
+         top_k: int, threshold: float | None, now: datetime | None = None) -> list[Ranked]:
+    """``rows``: every candidate still matching, with its exact cosine similarity. With one
+    of dense and lexical, its raw score is the base (so a dense search scores by cosine);
+    with both, their weighted z-scores, and recency and validity count."""
+    now = now or datetime.now(UTC)
+    reached = set(graph)
+    both = dense is not None and lexical is not None
+    if dense is not None:
+        dense.normalise_over([similarity for _, similarity in rows.values()])
+    if lexical is not None:
+        lexical.normalise_over([lexical.value(memory_id) for memory_id in rows])
+    ranked: list[Ranked] = []
+    for memory_id, (memory, similarity) in rows.items():
+        if threshold is not None and similarity < threshold:
+            continue
+        total = 0.0
+        explain: dict[str, object] = {}
+        # A memory the graph reached is there because of a relation, not because it shares
+        # the question's words or meaning (the answer to a multi-hop question does not):
+        # in a hybrid ranking it is not marked down below average for that.
+        floor = 0.0 if (both and memory_id in reached) else -math.inf
+        if dense is not None:
+            z = max(dense.z(similarity), floor)
+            total += dense.weight * z if both else similarity
+            explain["dense"] = {"rank": dense.rank.get(memory_id), "score": similarity,
+                                "z": round(z, 4)}
+        if lexical is not None:
+            value = lexical.value(memory_id)
+            z = max(lexical.z(value), floor)
+            total += lexical.weight * z if both else value
+            explain["lexical"] = {"rank": lexical.rank.get(memory_id), "score": value,
+                                  "z": round(z, 4)}
+        if memory_id in reached:
+            total += settings.graph_weight
+        explain["graph"] = {"reached": memory_id in reached,
+                            "bonus": settings.graph_weight if memory_id in reached else 0.0}
+        if both and settings.recency_weight:
+            since = memory.valid_at or memory.created_at
+            age_days = max(0.0, (now - since).total_seconds() / DAY_S)
+            recency = settings.recency_weight * math.exp(-age_days /
+                                                         settings.recency_half_life_days)
+            total += recency
+            explain["recency"] = round(recency, 4)
+        if both and memory.invalid_at is not None and memory.invalid_at <= now:
+            total -= settings.superseded_penalty
+            explain["superseded_penalty"] = settings.superseded_penalty
+        explain["fused"] = round(total, 4)
+        ranked.append(Ranked(memory, similarity, total, explain))
+    ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory.id))
+    return ranked[:top_k]

@@ -1,0 +1,218 @@
+"""BM25 over memories, kept in the API process beside the vector index.
+
+Documents are a memory's text and its context (see migration 0006), lower-cased, split on
+non-letters, English stopwords dropped, Snowball-stemmed. Statistics (document count, mean
+length, document frequency) are per project, so one tenant's words never weigh on another's
+ranking. Slots are the vector index's: ``MemoryIndex`` assigns them and says which ones a
+search may see (``allowed``), so a filtered search is scored exactly over what matches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import snowballstemmer
+
+K1 = 1.2
+B = 0.75
+_WORD = re.compile(r"[^\W_]+")
+
+# Snowball's English stopword list.
+_STOPWORD_TEXT = """
+a about above after again against all am an and any are aren't as at be because been before
+being below between both but by can't cannot could couldn't did didn't do does doesn't doing
+don't down during each few for from further had hadn't has hasn't have haven't having he he'd
+he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if in
+into is isn't it it's its itself let's me more most mustn't my myself no nor not of off on
+once only or other ought our ours ourselves out over own same shan't she she'd she'll she's
+should shouldn't so some such than that that's the their theirs them themselves then there
+there's these they they'd they'll they're they've this those through to too under until up
+very was wasn't we we'd we'll we're we've were weren't what what's when when's where where's
+which while who who's whom why why's with won't would wouldn't you you'd you'll you're you've
+your yours yourself yourselves s t d ll m re ve
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+_stemmer = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return str(_stemmer.stemWord(word))
+
+
+MAX_CONTEXT_CHARS = 1000
+
+
+def lexical_context(messages: Sequence[str], when: datetime | None) -> str | None:
+    """A memory's context (migration 0006): the words said around it and the day it was
+    said, which find it by words it does not contain itself. Capped at 1,000 characters."""
+    parts = [f"{when.day} {when:%B %Y}"] if when is not None else []
+    parts += [message.strip() for message in messages if message and message.strip()]
+    text = "\n".join(parts)[:MAX_CONTEXT_CHARS]
+    return text or None
+
+
+def tokenize(text: str) -> list[str]:
+    return [_stem(word) for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
+
+
+class _Growable:
+    """An append-only numpy array that doubles its buffer."""
+
+    def __init__(self, dtype: Any, data: npt.NDArray[Any] | None = None):
+        self.data = np.empty(16, dtype=dtype) if data is None else data
+        self.size = 0 if data is None else len(data)
+
+    def extend(self, values: npt.ArrayLike) -> None:
+        values = np.asarray(values, dtype=self.data.dtype)
+        need = self.size + len(values)
+        if need > len(self.data):
+            grown = np.empty(max(need, 2 * len(self.data)), dtype=self.data.dtype)
+            grown[:self.size] = self.data[:self.size]
+            self.data = grown
+        self.data[self.size:need] = values
+        self.size = need
+
+    def view(self) -> npt.NDArray[Any]:
+        return self.data[:self.size]
+
+
+class LexicalIndex:
+    def __init__(self) -> None:
+        self._term_ids: dict[str, int] = {}
+        self._slots: list[_Growable] = []  # per term: the slots containing it
+        self._freqs: list[_Growable] = []  # per term: how often, aligned with _slots
+        self._lengths = _Growable(np.float32)  # per slot: tokens in the document
+        self._doc_terms: dict[int, npt.NDArray[np.int32]] = {}  # per live slot
+        self._project_of: dict[int, int] = {}
+        self._docs: dict[int, int] = defaultdict(int)  # per project
+        self._total_length: dict[int, float] = defaultdict(float)
+        self._df: dict[tuple[int, int], int] = defaultdict(int)  # (project, term) → documents
+
+    def add(self, slot: int, project: int, text: str) -> None:
+        """``slot`` is new and the highest so far (slots only grow)."""
+        tokens = tokenize(text)
+        counts: dict[int, int] = defaultdict(int)
+        for token in tokens:
+            term = self._term_ids.get(token)
+            if term is None:
+                term = self._term_ids[token] = len(self._slots)
+                self._slots.append(_Growable(np.int64))
+                self._freqs.append(_Growable(np.float32))
+            counts[term] += 1
+        for term, count in counts.items():
+            self._slots[term].extend([slot])
+            self._freqs[term].extend([count])
+            self._df[(project, term)] += 1
+        if self._lengths.size <= slot:
+            self._lengths.extend(np.zeros(slot + 1 - self._lengths.size, dtype=np.float32))
+        self._lengths.data[slot] = len(tokens)
+        self._doc_terms[slot] = np.fromiter(counts, dtype=np.int32, count=len(counts))
+        self._project_of[slot] = project
+        self._docs[project] += 1
+        self._total_length[project] += len(tokens)
+
+    def remove(self, slot: int) -> None:
+        """The slot no longer counts; its postings stay until a rebuild and are masked out."""
+        terms = self._doc_terms.pop(slot, None)
+        if terms is None:
+            return
+        project = self._project_of.pop(slot)
+        for term in terms.tolist():
+            self._df[(project, term)] -= 1
+        self._docs[project] -= 1
+        self._total_length[project] -= float(self._lengths.data[slot])
+
+    def search(self, project: int, query: str, allowed: npt.NDArray[np.bool_],
+               n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``n`` best slots among ``allowed`` (a mask over every slot), best first, with
+        their BM25 scores; slots scoring 0 (no query term) are left out."""
+        scores = self.scores(project, query, allowed)
+        hit = np.flatnonzero(scores)
+        if hit.size == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        if hit.size > n:
+            hit = hit[np.argpartition(-scores[hit], n - 1)[:n]]
+        order = hit[np.argsort(-scores[hit], kind="stable")]
+        return order.astype(np.int64), scores[order]
+
+    def scores(self, project: int, query: str,
+               allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
+        """BM25 of every slot (0 where not allowed or no term matches)."""
+        scores = np.zeros(len(allowed), dtype=np.float32)
+        docs = self._docs.get(project, 0)
+        if docs <= 0:
+            return scores
+        mean_length = max(self._total_length[project] / docs, 1.0)
+        lengths = self._lengths.view()
+        for token in dict.fromkeys(tokenize(query)):
+            term = self._term_ids.get(token)
+            if term is None:
+                continue
+            df = self._df.get((project, term), 0)
+            if df <= 0:
+                continue
+            slots = self._slots[term].view()
+            keep = slots < len(allowed)
+            slots = slots[keep]
+            freqs = self._freqs[term].view()[keep]
+            visible = allowed[slots]
+            slots, freqs = slots[visible], freqs[visible]
+            if slots.size == 0:
+                continue
+            idf = np.log1p((docs - df + 0.5) / (df + 0.5))
+            norm = K1 * (1.0 - B + B * lengths[slots] / mean_length)
+            scores[slots] += (idf * freqs * (K1 + 1.0) / (freqs + norm)).astype(np.float32)
+        return scores
+
+    def renumbered(self, old: npt.NDArray[np.int64]) -> LexicalIndex:
+        """The same documents with slot ``old[i]`` moved to ``i`` (compaction); slots not
+        in ``old`` are dropped."""
+        mapping = np.full(max(self._lengths.size, int(old.max(initial=-1)) + 1), -1, np.int64)
+        mapping[old] = np.arange(len(old))
+        index = LexicalIndex()
+        index._term_ids = dict(self._term_ids)
+        for slots, freqs in zip(self._slots, self._freqs, strict=True):
+            moved = mapping[slots.view()]
+            keep = moved >= 0
+            index._slots.append(_Growable(np.int64, moved[keep]))
+            index._freqs.append(_Growable(np.float32, freqs.view()[keep].copy()))
+        index._lengths = _Growable(np.float32, self._lengths.view()[old].copy())
+        index._doc_terms = {int(mapping[s]): t for s, t in self._doc_terms.items()}
+        index._project_of = {int(mapping[s]): p for s, p in self._project_of.items()}
+        index._docs = defaultdict(int, self._docs)
+        index._total_length = defaultdict(float, self._total_length)
+        index._df = defaultdict(int, self._df)
+        return index
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"terms": self._term_ids,
+                "slots": [g.view().copy() for g in self._slots],
+                "freqs": [g.view().copy() for g in self._freqs],
+                "lengths": self._lengths.view().copy(), "doc_terms": self._doc_terms,
+                "project_of": self._project_of, "docs": dict(self._docs),
+                "total_length": dict(self._total_length), "df": dict(self._df)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LexicalIndex:
+        index = cls()
+        index._term_ids = state["terms"]
+        index._slots = [_Growable(np.int64, a) for a in state["slots"]]
+        index._freqs = [_Growable(np.float32, a) for a in state["freqs"]]
+        index._lengths = _Growable(np.float32, state["lengths"])
+        index._doc_terms = state["doc_terms"]
+        index._project_of = state["project_of"]
+        index._docs = defaultdict(int, state["docs"])
+        index._total_length = defaultdict(float, state["total_length"])
+        index._df = defaultdict(int, state["df"])
+        return index

@@ -1,0 +1,557 @@
+"""The in-process search projection: every memory's vector (FAISS) and words (BM25), with
+what search filters on, kept current from Postgres's change log.
+
+Postgres stays the truth. Each API process holds one ``MemoryIndex``:
+
+* **Start.** Load the snapshot from disk (vectors, words, slot table and the change-log
+  position it reflects) and catch up from the change log; with no usable snapshot, read
+  every memory once (the stored embeddings: nothing is embedded again).
+* **Current.** ``catch_up`` reads the change log past the last position and applies the
+  current state of each changed memory (idempotent: applying one twice changes nothing).
+  A background task polls every ``poll_interval_s``; every search also catches up first,
+  one indexed range read that finds nothing most of the time, so a write that committed
+  before a search began is in that search, on every replica (read-your-writes).
+* **Holes.** Sequence numbers are taken when a transaction writes and appear when it
+  commits, so a number can be missing for a while. The position stops below a hole for
+  ``gap_timeout_s``, then moves on, but the hole is checked again on every poll for an
+  hour, so a long transaction's changes are applied late rather than never.
+* **Filters, exactly.** Scope ids and time (current, ``as_of``, superseded) are held per
+  slot and filtered here; any other filter condition is resolved by Postgres to the ids
+  that match (``resolve_ids``). The vector and lexical indexes then score only the allowed
+  slots, so a filtered search returns the true top k of what matches.
+* **Slots.** A memory's vector and words get a slot; a changed text gets a new slot and the
+  old one is dead (masked). ``compact`` makes the index again from the live slots once they
+  are outnumbered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.config import SearchSettings, Settings
+from app.embeddings import Embedder
+from app.store.db import Database
+from app.store.lexical_index import LexicalIndex
+from app.store.repositories import changes
+from app.store.repositories.changes import IndexRow
+from app.store.vector_index import Batcher, VectorIndex
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+NEVER = np.iinfo(np.int64).max
+BATCH = 5_000
+LATE_FOR_S = 3600.0  # how long a hole in the change log is checked again
+SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
+
+
+def _ms(value: datetime | None) -> int:
+    if value is None:
+        return NEVER
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def lexical_text(text: str, context: str | None) -> str:
+    return f"{text}\n{context}" if context else text
+
+
+@dataclass(frozen=True)
+class View:
+    """What a search may see: the caller's project, the scope ids it names, and a moment."""
+
+    project_id: uuid.UUID
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    as_of: datetime | None = None
+    include_superseded: bool = False
+
+
+async def open_memory_index(settings: Settings, database: Database, embedder: Embedder, *,
+                            rebuild: bool = False) -> MemoryIndex | None:
+    """The in-process search index, loaded (unless ``rebuild``) or built, and caught up;
+    None when ``search.index`` is ``postgres``. Snapshots live in a folder per database."""
+    if settings.search.index != "memory":
+        return None
+    async with database.session_scope() as session:
+        identity = await changes.database_identity(session)
+    folder = (settings.search.snapshot_dir or settings.data_dir / "index") / identity
+    index = MemoryIndex(database, embedder.dimension, embedder.model_name, settings.search,
+                        folder)
+    await index.start(rebuild=rebuild, poll=not rebuild)
+    return index
+
+
+class _Column:
+    """A growable per-slot numpy column."""
+
+    def __init__(self, dtype: Any, fill: Any):
+        self.data = np.full(1024, fill, dtype=dtype)
+        self.fill = fill
+
+    def ensure(self, size: int) -> None:
+        if size > len(self.data):
+            grown = np.full(max(size, 2 * len(self.data)), self.fill, dtype=self.data.dtype)
+            grown[:len(self.data)] = self.data
+            self.data = grown
+
+
+class MemoryIndex:
+    def __init__(self, database: Database, dimension: int, model: str,
+                 settings: SearchSettings, snapshot_dir: Path | None):
+        self.database = database
+        self.dimension = dimension
+        self.model = model
+        self.settings = settings
+        self.snapshot_dir = snapshot_dir
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self.vectors = VectorIndex(self.dimension, self.settings)
+        self.lexical = LexicalIndex()
+        self._ids: list[uuid.UUID] = []
+        self._slot_of: dict[uuid.UUID, int] = {}
+        self._digest: dict[int, int] = {}  # slot → hash of what was indexed
+        self._codes: dict[str, int] = {}
+        self._project = _Column(np.int32, -1)
+        self._scope = {name: _Column(np.int32, -1) for name in SCOPE_FIELDS}
+        self._valid = _Column(np.int64, 0)  # valid_at, else created_at
+        self._invalid = _Column(np.int64, NEVER)
+        self._expires = _Column(np.int64, NEVER)
+        self._alive = _Column(np.bool_, False)
+        self._postings: dict[tuple[int, int], list[int]] = {}  # (project, -1) or (project, user)
+        self._posting_arrays: dict[tuple[int, int], npt.NDArray[np.int64]] = {}
+        self.position = 0  # every change at or below is applied (or given up on, see _late)
+        self._ahead: set[int] = set()  # applied changes above the position
+        self._holes: dict[int, float] = {}  # missing sequence numbers → first seen missing
+        self._late: dict[int, float] = {}  # holes passed over, still checked
+        self._since_snapshot = 0
+        self._last_catch_up = 0.0
+        self.dead = 0
+        self._batcher = Batcher(self.vectors.search_all, self.settings.batch_window_ms / 1000)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, rebuild: bool = False, poll: bool = True) -> None:
+        began = time.perf_counter()
+        source = "snapshot"
+        if rebuild or not await asyncio.to_thread(self._load) or await self._unusable():
+            source = "postgres"
+            await self.build()
+        await self.catch_up_fully()
+        logger.info("memory index ready from %s in %.1fs: %d memories, %s index, position %d",
+                    source, time.perf_counter() - began, self.live, self.vectors.kind,
+                    self.position)
+        if poll:
+            self._task = asyncio.create_task(self._poll(), name="memory-index-poll")
+
+    async def aclose(self, *, save: bool = True) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if save and self.snapshot_dir is not None:
+            async with self._lock:
+                await asyncio.to_thread(self.save)
+
+    @property
+    def live(self) -> int:
+        return len(self._slot_of)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.catch_up()
+                if self._since_snapshot >= self.settings.snapshot_every:
+                    async with self._lock:
+                        await asyncio.to_thread(self.save)
+                if self.dead > max(10_000, self.live):
+                    async with self._lock:
+                        await asyncio.to_thread(self.compact)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("memory index: catching up with the change log failed")
+
+    async def build(self) -> None:
+        """Everything again from the memories table (no snapshot, or ``anamnesis reindex``)."""
+        async with self._lock:
+            self._reset()
+            async with self.database.session_scope() as session:
+                # Changes committed from here on are caught up; holes below are waited for.
+                top = await changes.last_seq(session)
+                known = await changes.seqs_in(session, max(0, top - 10_000), top)
+            after: uuid.UUID | None = None
+            while True:
+                async with self.database.session_scope() as session:
+                    rows = await changes.every_memory(session, after, BATCH)
+                if not rows:
+                    break
+                after = rows[-1].id
+                self._apply(rows)
+            self.position = top
+            present = set(known)
+            now = time.monotonic()
+            self._late = {seq: now for seq in range(max(1, top - 10_000 + 1), top + 1)
+                          if seq not in present}
+            self._since_snapshot = self.live
+
+    # -- catching up -----------------------------------------------------------------------
+
+    async def catch_up_fully(self) -> None:
+        while await self.catch_up():
+            pass
+
+    async def refresh(self, began: float) -> None:
+        """Makes sure every change committed before ``began`` (``time.monotonic()``) is
+        applied: a catch-up that started after it is enough."""
+        if self._last_catch_up >= began:
+            return
+        async with self._lock:
+            if self._last_catch_up >= began:
+                return
+            await self._catch_up_locked()
+
+    async def catch_up(self) -> bool:
+        """One round; True when it read a full batch (more may be waiting)."""
+        async with self._lock:
+            return await self._catch_up_locked()
+
+    async def _catch_up_locked(self) -> bool:
+        self._last_catch_up = time.monotonic()
+        now = self._last_catch_up
+        async with self.database.session_scope() as session:
+            found = await changes.after(session, self.position, BATCH)
+            late = await changes.among(session, sorted(self._late)) if self._late else []
+            fresh = [(s, m) for s, m in found if s not in self._ahead] + late
+            rows = await changes.memories(session, list(dict.fromkeys(m for _, m in fresh)))
+        present = {memory_id for _, memory_id in fresh}
+        self._apply(rows, erased=[m for m in present if m not in {r.id for r in rows}])
+        for seq, _ in late:
+            self._late.pop(seq, None)
+        seen = {s for s, _ in found}
+        self._ahead |= seen
+        for seq in range(self.position + 1, max(seen, default=self.position)):
+            if seq not in seen and seq not in self._ahead:
+                self._holes.setdefault(seq, now)
+        while True:  # advance over what is applied and over holes that waited long enough
+            following = self.position + 1
+            if following in self._ahead:
+                self._ahead.discard(following)
+            elif following in self._holes and now - self._holes[following] > \
+                    self.settings.gap_timeout_s:
+                self._late[following] = self._holes.pop(following)
+            else:
+                break
+            self._holes.pop(following, None)
+            self.position = following
+        self._late = {s: t for s, t in self._late.items() if now - t < LATE_FOR_S}
+        self._since_snapshot += len(fresh)
+        return len(found) >= BATCH
+
+    def _apply(self, rows: Iterable[IndexRow], erased: Sequence[uuid.UUID] = ()) -> None:
+        for memory_id in erased:
+            self._kill(memory_id)
+        added: list[IndexRow] = []
+        for row in rows:
+            slot = self._slot_of.get(row.id)
+            if row.deleted:
+                self._kill(row.id)
+                continue
+            digest = hash((row.content_hash, row.context))
+            if slot is not None and self._digest.get(slot) == digest:
+                self._set_times(slot, row)  # superseded, expired, …: same words, same vector
+                continue
+            if slot is not None:
+                self._kill(row.id)
+            added.append(row)
+        if not added:
+            return
+        first = self.vectors.size
+        vectors = np.asarray([np.asarray(r.embedding, dtype=np.float32) for r in added])
+        self.vectors.add(vectors)
+        size = first + len(added)
+        for column in (self._project, self._valid, self._invalid, self._expires, self._alive,
+                       *self._scope.values()):
+            column.ensure(size)
+        for offset, row in enumerate(added):
+            slot = first + offset
+            self._ids.append(row.id)
+            self._slot_of[row.id] = slot
+            self._digest[slot] = hash((row.content_hash, row.context))
+            project = self._code(str(row.project_id))
+            self._project.data[slot] = project
+            for name in SCOPE_FIELDS:
+                value = getattr(row, name)
+                self._scope[name].data[slot] = -1 if value is None else self._code(value)
+            self._set_times(slot, row)
+            self._alive.data[slot] = True
+            self._post((project, -1), slot)
+            if row.user_id is not None:
+                self._post((project, int(self._scope["user_id"].data[slot])), slot)
+            self.lexical.add(slot, project, lexical_text(row.text, row.context))
+
+    def _set_times(self, slot: int, row: IndexRow) -> None:
+        self._valid.data[slot] = _ms(row.valid_at or row.created_at)
+        self._invalid.data[slot] = _ms(row.invalid_at)
+        self._expires.data[slot] = _ms(row.expires_at)
+
+    def _kill(self, memory_id: uuid.UUID) -> None:
+        slot = self._slot_of.pop(memory_id, None)
+        if slot is None:
+            return
+        self._alive.data[slot] = False
+        self._digest.pop(slot, None)
+        self.lexical.remove(slot)
+        self.dead += 1
+
+    def _code(self, value: str) -> int:
+        code = self._codes.get(value)
+        if code is None:
+            code = self._codes[value] = len(self._codes)
+        return code
+
+    def _post(self, key: tuple[int, int], slot: int) -> None:
+        self._postings.setdefault(key, []).append(slot)
+        self._posting_arrays.pop(key, None)
+
+    # -- search ----------------------------------------------------------------------------
+
+    def allowed(self, view: View, among: Sequence[uuid.UUID] | None = None,
+                now: datetime | None = None) -> npt.NDArray[np.int64]:
+        """The sorted slots a search with this view may return; ``among`` narrows to ids
+        (the ones Postgres found matching the rest of a filter)."""
+        project = self._codes.get(str(view.project_id))
+        if project is None:
+            return np.empty(0, np.int64)
+        if among is not None:
+            slots = np.fromiter((s for m in among if (s := self._slot_of.get(m)) is not None),
+                                dtype=np.int64)
+            slots = slots[self._project.data[slots] == project]
+        else:
+            user = self._codes.get(view.user_id) if view.user_id is not None else None
+            if view.user_id is not None and user is None:
+                return np.empty(0, np.int64)
+            slots = self._posting((project, -1 if user is None else user))
+        if slots.size == 0:
+            return slots
+        keep = self._alive.data[slots].copy()
+        for name in SCOPE_FIELDS:
+            value = getattr(view, name)
+            if value is not None:
+                code = self._codes.get(value)
+                if code is None:
+                    return np.empty(0, np.int64)
+                keep &= self._scope[name].data[slots] == code
+        moment = _ms(now or datetime.now(UTC))
+        keep &= self._expires.data[slots] > moment
+        if view.as_of is not None:
+            at = _ms(view.as_of)
+            keep &= (self._valid.data[slots] <= at) & (self._invalid.data[slots] > at)
+        elif not view.include_superseded:
+            keep &= self._invalid.data[slots] > moment
+        return np.sort(slots[keep])
+
+    def _posting(self, key: tuple[int, int]) -> npt.NDArray[np.int64]:
+        array = self._posting_arrays.get(key)
+        if array is None:
+            array = np.asarray(self._postings.get(key, []), dtype=np.int64)
+            self._posting_arrays[key] = array
+        return array
+
+    def dense(self, query: npt.NDArray[np.float32], allowed: npt.NDArray[np.int64],
+              n: int) -> list[tuple[uuid.UUID, float]]:
+        slots, scores = self.vectors.search(query, n, allowed)
+        return [(self._ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(),
+                                                          strict=True)]
+
+    def lexical_search(self, project_id: uuid.UUID, query: str,
+                       allowed: npt.NDArray[np.int64], n: int) -> list[tuple[uuid.UUID, float]]:
+        project = self._codes.get(str(project_id))
+        if project is None or allowed.size == 0:
+            return []
+        mask = np.zeros(self.vectors.size, dtype=bool)
+        mask[allowed] = True
+        slots, scores = self.lexical.search(project, query, mask, n)
+        return [(self._ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(),
+                                                          strict=True)]
+
+    def lexical_scores(self, project_id: uuid.UUID, query: str,
+                       ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+        """BM25 of these memories (fusion scores candidates the lexical list left out)."""
+        project = self._codes.get(str(project_id))
+        slots = [(m, s) for m in ids if (s := self._slot_of.get(m)) is not None]
+        if project is None or not slots:
+            return {}
+        mask = np.zeros(self.vectors.size, dtype=bool)
+        mask[[s for _, s in slots]] = True
+        scores = self.lexical.scores(project, query, mask)
+        return {m: float(scores[s]) for m, s in slots}
+
+    def cosine(self, query: npt.NDArray[np.float32],
+               ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+        slots = [(m, s) for m in ids if (s := self._slot_of.get(m)) is not None]
+        if not slots:
+            return {}
+        scores = self.vectors.vectors()[[s for _, s in slots]] @ query
+        return {m: float(v) for (m, _), v in zip(slots, scores.tolist(), strict=True)}
+
+    async def dense_batched(self, query: npt.NDArray[np.float32],
+                            allowed: npt.NDArray[np.int64],
+                            n: int) -> list[tuple[uuid.UUID, float]] | None:
+        """A whole-index ANN search in a micro-batch (the GPU path), keeping allowed slots;
+        None when too few of them survive and the caller must search exactly."""
+        slots, scores = await self._batcher(query, max(4 * n, 64))
+        keep = np.isin(slots, allowed)
+        slots, scores = slots[keep][:n], scores[keep][:n]
+        if len(slots) < min(n, len(allowed)):
+            return None
+        return [(self._ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(),
+                                                          strict=True)]
+
+    # -- snapshot and compaction -----------------------------------------------------------
+
+    def _meta(self) -> dict[str, Any]:
+        return {"format": FORMAT, "dimension": self.dimension, "model": self.model,
+                "position": self.position, "size": self.vectors.size, "live": self.live}
+
+    def save(self) -> None:
+        """Writes the snapshot beside the old one, then swaps them."""
+        if self.snapshot_dir is None:
+            return
+        began = time.perf_counter()
+        target = self.snapshot_dir
+        unique = f"{os.getpid()}-{id(self)}"  # two indexes of one database may save at once
+        temporary = target.with_name(f"{target.name}.tmp-{unique}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        self.vectors.save(temporary / "vectors.faiss")
+        size = self.vectors.size
+        state = {
+            "ids": self._ids, "slot_of": self._slot_of, "digest": self._digest,
+            "codes": self._codes, "postings": self._postings,
+            "columns": {name: column.data[:size].copy() for name, column in self._columns()},
+            "ahead": self._ahead, "holes": self._holes, "late": self._late,
+            "dead": self.dead, "lexical": self.lexical.state(),
+        }
+        with open(temporary / "state.pickle", "wb") as handle:
+            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        (temporary / "meta.json").write_text(json.dumps(self._meta()))
+        previous = target.with_name(f"{target.name}.old-{unique}")
+        shutil.rmtree(previous, ignore_errors=True)
+        if target.exists():
+            os.replace(target, previous)
+        os.replace(temporary, target)
+        shutil.rmtree(previous, ignore_errors=True)
+        self._since_snapshot = 0
+        logger.info("memory index snapshot: %d memories at position %d in %.1fs", self.live,
+                    self.position, time.perf_counter() - began)
+
+    def _columns(self) -> list[tuple[str, _Column]]:
+        return [("project", self._project), ("valid", self._valid),
+                ("invalid", self._invalid), ("expires", self._expires),
+                ("alive", self._alive), *((f"scope.{k}", c) for k, c in self._scope.items())]
+
+    def _load(self) -> bool:
+        """The snapshot, if there is one made by this model at this dimension."""
+        if self.snapshot_dir is None or not (self.snapshot_dir / "meta.json").is_file():
+            return False
+        try:
+            meta = json.loads((self.snapshot_dir / "meta.json").read_text())
+            if (meta.get("format"), meta.get("dimension"), meta.get("model")) != (
+                    FORMAT, self.dimension, self.model):
+                logger.warning("memory index snapshot made by another model or format; "
+                               "rebuilding from Postgres")
+                return False
+            vectors = VectorIndex.load(self.snapshot_dir / "vectors.faiss", self.dimension,
+                                       self.settings)
+            with open(self.snapshot_dir / "state.pickle", "rb") as handle:
+                state = pickle.load(handle)  # noqa: S301 - our own file, in our data folder
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+            logger.warning("memory index snapshot unreadable (%s); rebuilding", exc)
+            return False
+        self._reset()
+        self.vectors = vectors
+        self._batcher = Batcher(self.vectors.search_all, self.settings.batch_window_ms / 1000)
+        self._ids, self._slot_of, self._digest = state["ids"], state["slot_of"], state["digest"]
+        self._codes, self._postings = state["codes"], state["postings"]
+        for name, column in self._columns():
+            data = state["columns"][name]
+            column.ensure(len(data))
+            column.data[:len(data)] = data
+        self._ahead, self._holes, self._late = state["ahead"], state["holes"], state["late"]
+        now = time.monotonic()  # monotonic clocks do not survive a restart
+        self._holes = dict.fromkeys(self._holes, now)
+        self._late = dict.fromkeys(self._late, now)
+        self.dead = state["dead"]
+        self.lexical = LexicalIndex.from_state(state["lexical"])
+        self.position = int(meta["position"])
+        return True
+
+    async def _unusable(self) -> bool:
+        """The loaded snapshot cannot be caught up: the change log was pruned past its
+        position, or it is ahead of the database (a restored backup)."""
+        async with self.database.session_scope() as session:
+            first = await changes.first_seq(session)
+            last = await changes.last_seq(session)
+        if (first is not None and first > self.position + 1) or self.position > last:
+            logger.warning("memory index snapshot at position %d, change log holds %s..%d; "
+                           "rebuilding from Postgres", self.position, first, last)
+            return True
+        return False
+
+    def compact(self) -> None:
+        """The live slots again, densely (dead ones dropped from FAISS and BM25)."""
+        began = time.perf_counter()
+        live = sorted(self._slot_of.items(), key=lambda item: item[1])
+        old = np.asarray([slot for _, slot in live], dtype=np.int64)
+        vectors = self.vectors.vectors()[old].copy() if len(old) else np.empty(
+            (0, self.dimension), np.float32)
+        lexical = self.lexical
+        columns = {name: column.data[old].copy() for name, column in self._columns()}
+        project_of = {slot: int(self._project.data[slot]) for slot in old.tolist()}
+        ids = [memory_id for memory_id, _ in live]
+        digest = {new: self._digest[slot] for new, slot in enumerate(old.tolist())}
+        position, ahead, holes, late = self.position, self._ahead, self._holes, self._late
+        codes = self._codes
+        self._reset()
+        self._codes = codes
+        self.vectors.rebuild(vectors)
+        self._ids = ids
+        self._slot_of = {memory_id: new for new, memory_id in enumerate(ids)}
+        self._digest = digest
+        for name, column in self._columns():
+            column.ensure(len(old))
+            column.data[:len(old)] = columns[name]
+        for new, slot in enumerate(old.tolist()):
+            project = project_of[slot]
+            self._post((project, -1), new)
+            user = int(self._scope["user_id"].data[new])
+            if user >= 0:
+                self._post((project, user), new)
+        self.lexical = lexical.renumbered(old)
+        self.position, self._ahead, self._holes, self._late = position, ahead, holes, late
+        logger.info("memory index compacted to %d memories in %.1fs", len(ids),
+                    time.perf_counter() - began)

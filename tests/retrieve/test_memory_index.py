@@ -1,0 +1,279 @@
+"""The in-process index (FAISS + BM25 fed by the change log) against the real Postgres: it
+follows every kind of change, restarts from its snapshot to the same state a fresh build
+reaches, answers filtered searches exactly on flat and HNSW indexes, and two API processes
+on one database agree."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from app.config import SearchSettings, Settings
+from app.embeddings import SentenceTransformerEmbedder
+from app.main import create_app
+from app.memories.content import content_hash
+from app.store.db import Database
+from app.store.memory_index import MemoryIndex, View
+from app.store.models import Memory
+from app.store.repositories import memories as repository
+from app.store.repositories.memories import NewMemory, Scope
+from tests.conftest import project_key
+from tests.consolidate.scripted_brain import Brain, FactSpec, rules
+from tests.consolidate.test_consolidation_api import consolidate
+
+DIM = 384
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:  # type: ignore[type-arg]
+    vectors = rng.standard_normal((n, DIM)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+async def insert(database: Database, project_id: uuid.UUID, user: str, texts: list[str],
+                 vectors: np.ndarray, **extra: Any) -> list[uuid.UUID]:  # type: ignore[type-arg]
+    async with database.session_scope() as session:
+        inserted = await repository.insert_new(session, project_id, Scope(user_id=user), [
+            NewMemory(text, content_hash(text), {"n": i}, vector.tolist(), **extra)
+            for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))])
+    return [inserted[content_hash(text)] for text in texts]
+
+
+def state(index: MemoryIndex, project_id: uuid.UUID) -> dict[uuid.UUID, Any]:
+    """Every searchable memory of the project as the index holds it."""
+    slots = index.allowed(View(project_id, include_superseded=True))
+    vectors = index.vectors.vectors()
+    return {index._ids[s]: (np.round(vectors[s], 5).tobytes(), int(index._valid.data[s]),
+                            int(index._invalid.data[s]), int(index._expires.data[s]),
+                            int(index._scope["user_id"].data[s]) >= 0)
+            for s in slots.tolist()}
+
+
+def searches(index: MemoryIndex, project_id: uuid.UUID, query: np.ndarray,  # type: ignore[type-arg]
+             words: str) -> tuple[Any, Any]:
+    allowed = index.allowed(View(project_id))
+    lexical = [(m, round(s, 4)) for m, s in index.lexical_search(project_id, words, allowed, 30)]
+    # Equal scores may come in either order, and the last ones may be cut anywhere.
+    lexical = sorted((item for item in lexical if item[1] > lexical[-1][1]),
+                     key=lambda item: (-item[1], item[0]))
+    return index.dense(query, allowed, 10), lexical
+
+
+@pytest.fixture
+async def project(database: Database, clean: None) -> uuid.UUID:
+    _, project_id = await project_key(database, f"index-{uuid.uuid4().hex[:8]}")
+    return project_id
+
+
+async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
+        database: Database, project: uuid.UUID, tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    settings = SearchSettings(poll_interval_s=60)
+    texts = [f"memory number {i} about topic {i % 7}" for i in range(60)]
+    ids = await insert(database, project, "u1", texts, unit(rng, 60))
+    first = MemoryIndex(database, DIM, "test-model", settings, tmp_path / "snap")
+    await first.start()
+    await first.aclose()  # saves the snapshot
+    assert (tmp_path / "snap" / "meta.json").is_file()
+
+    # Changes the snapshot has not seen: adds, an update, a deletion, a supersession, expiry.
+    added = await insert(database, project, "u2", [f"later memory {i}" for i in range(10)],
+                         unit(rng, 10))
+    async with database.session_scope() as session:
+        changed = await repository.get(session, project, ids[0], for_update=True)
+        assert changed is not None
+        await repository.update_content(session, changed, text="memory number zero rewritten",
+                                        content_hash=content_hash("zero rewritten"),
+                                        embedding=unit(rng, 1)[0].tolist(), metadata=None)
+        await repository.soft_delete(session, project, [ids[1], added[0]])
+        old = await repository.get(session, project, ids[2], for_update=True)
+        assert old is not None
+        await repository.supersede(session, old, by=ids[3], invalid_at=datetime.now(UTC))
+        await session.execute(sa.update(Memory).where(Memory.id == ids[4]).values(
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+
+    restarted = MemoryIndex(database, DIM, "test-model", settings, tmp_path / "snap")
+    await restarted.start()
+    fresh = MemoryIndex(database, DIM, "test-model", settings, None)
+    await fresh.start()
+    try:
+        assert state(restarted, project) == state(fresh, project)
+        query = unit(rng, 1)[0]
+        assert searches(restarted, project, query, "memory topic 3 rewritten") == \
+            searches(fresh, project, query, "memory topic 3 rewritten")
+        live = set(state(fresh, project))
+        assert ids[1] not in live
+        assert added[0] not in live
+        assert ids[0] in live
+        current = {restarted._ids[s] for s in restarted.allowed(View(project)).tolist()}
+        assert ids[2] not in current
+        assert ids[4] not in current
+        assert ids[3] in current
+        lexical = restarted.lexical_search(project, "rewritten", restarted.allowed(
+            View(project)), 5)
+        assert [m for m, _ in lexical] == [ids[0]]
+    finally:
+        await restarted.aclose(save=False)
+        await fresh.aclose(save=False)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+async def test_filtered_search_is_exact(database: Database, project: uuid.UUID,
+                                        kind: str) -> None:
+    """A big scope, a small one and a metadata-like subset: each search returns the brute
+    force top 10 of what matches, on a flat index and on HNSW (past flat_max)."""
+    rng = np.random.default_rng(11)
+    big = await insert(database, project, "big", [f"big {i}" for i in range(1500)],
+                       unit(rng, 1500))
+    small = await insert(database, project, "small", [f"small {i}" for i in range(30)],
+                         unit(rng, 30))
+    settings = SearchSettings(flat_max=100 if kind == "hnsw" else 1_000_000, exact_max=200,
+                              hnsw_ef_search=400, poll_interval_s=60)
+    index = MemoryIndex(database, DIM, "test-model", settings, None)
+    await index.start()
+    try:
+        assert index.vectors.kind == kind
+        async with database.session_scope() as session:
+            rows = await repository.live_by_ids(session, project, big + small)
+        vectors = {row.id: np.asarray(row.embedding, dtype=np.float32) for row in rows.values()}
+        for _ in range(5):
+            query = unit(rng, 1)[0]
+            for ids, view, among in (
+                    (big, View(project, user_id="big"), None),
+                    (small, View(project, user_id="small"), None),
+                    (big[::50], View(project), big[::50]),
+                    (big[:700], View(project), big[:700])):
+                expected = sorted(ids, key=lambda m: -float(vectors[m] @ query))[:10]
+                found = index.dense(query, index.allowed(view, among), 10)
+                assert [m for m, _ in found] == expected
+                for memory_id, score in found:
+                    assert score == pytest.approx(float(vectors[memory_id] @ query), abs=1e-4)
+    finally:
+        await index.aclose(save=False)
+
+
+async def test_every_kind_of_change_reaches_search(client: httpx.AsyncClient,
+                                                   brain: Brain) -> None:
+    async def found(query: str, ranking: str = "hybrid", **extra: Any) -> list[str]:
+        response = await client.post("/v1/memories/search", json={
+            "query": query, "user_id": "u1", "top_k": 10, "ranking": ranking, **extra})
+        assert response.status_code == 200, response.text
+        return [hit["memory"] for hit in response.json()["results"]]
+
+    ids = []
+    for text in ("I keep my bicycle in the garage.", "My favourite tea is oolong."):
+        added = await client.post("/v1/memories", json={  # apart: no context of each other
+            "user_id": "u1", "infer": False, "messages": [{"role": "user", "content": text}]})
+        assert added.status_code == 201
+        ids.append(added.json()["results"][0]["id"])
+    bike, tea = ids
+    assert "I keep my bicycle in the garage." in await found("bicycle", "lexical")
+
+    patched = await client.patch(f"/v1/memories/{bike}",
+                                 json={"text": "I keep my kayak in the garage."})
+    assert patched.status_code == 200
+    assert await found("bicycle", "lexical") == []
+    assert (await found("kayak", "lexical")) == ["I keep my kayak in the garage."]
+
+    assert (await client.delete(f"/v1/memories/{tea}")).status_code == 200
+    assert "My favourite tea is oolong." not in await found("oolong tea", "dense")
+
+    brain.facts = {"I live in Paris.": [FactSpec("User lives in Paris", "2023-01-01")],
+                   "I moved to Berlin.": [FactSpec("User lives in Berlin", "2024-01-01")]}
+    brain.decide = rules(("User lives in Berlin", "SUPERSEDE", "User lives in Paris"))
+    await consolidate(client, "I live in Paris.", observed_at="2023-02-01T00:00:00Z")
+    await consolidate(client, "I moved to Berlin.", observed_at="2024-02-01T00:00:00Z")
+    assert "User lives in Paris" not in await found("where does the user live")
+    assert "User lives in Berlin" in await found("where does the user live")
+    assert "User lives in Paris" in await found("where does the user live",
+                                                include_superseded=True)
+    assert "User lives in Paris" in await found("where does the user live",
+                                                as_of="2023-06-01T00:00:00Z")
+
+    assert (await client.delete("/v1/memories", params={"user_id": "u1"})).status_code == 200
+    assert await found("garage kayak Berlin") == []
+
+
+@pytest.fixture
+async def second_app(settings: Settings, embedder: SentenceTransformerEmbedder,
+                     tmp_path: Path) -> AsyncIterator[FastAPI]:
+    """Another API process's worth of state on the same database: its own index."""
+    configured = settings.model_copy(update={"search": settings.search.model_copy(
+        update={"snapshot_dir": tmp_path / "second"})})
+    application = create_app(configured, embedder=embedder)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def test_two_api_processes_on_one_database_agree(client: httpx.AsyncClient,
+                                                       second_app: FastAPI,
+                                                       api_key: str) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=second_app),
+                                 base_url="http://test",
+                                 headers={"Authorization": f"Bearer {api_key}"}) as other:
+        async def found(http: httpx.AsyncClient, query: str) -> list[str]:
+            response = await http.post("/v1/memories/search",
+                                       json={"query": query, "user_id": "u1"})
+            return [hit["memory"] for hit in response.json()["results"]]
+
+        written = await client.post("/v1/memories", json={
+            "user_id": "u1", "infer": False,
+            "messages": [{"role": "user", "content": "The spare key is under the blue pot."}]})
+        memory_id = written.json()["results"][0]["id"]
+        # Written through one, searched at once through the other.
+        assert await found(other, "where is the spare key") == [
+            "The spare key is under the blue pot."]
+        assert (await other.delete(f"/v1/memories/{memory_id}")).status_code == 200
+        assert await found(client, "where is the spare key") == []
+
+
+HYBRID_SET = [
+    "Invoice 58213 was paid in full.",
+    "Invoice 58231 is still open.",
+    "Invoice 85213 was disputed by the client.",
+    "Invoice 52813 needs a signature.",
+    "Invoice 13852 went to the wrong address.",
+    "I adopted a dog named Rex from the shelter last spring.",
+    "My sister sends me photos of wildflowers from her hikes.",
+    "The router in the hallway blinks when the internet drops.",
+]
+
+
+async def test_hybrid_finds_what_each_signal_alone_misses(client: httpx.AsyncClient) -> None:
+    for text in HYBRID_SET:  # one add each: no memory is another's context
+        added = await client.post("/v1/memories", json={
+            "user_id": "u1", "infer": False, "messages": [{"role": "user", "content": text}]})
+        assert added.status_code == 201
+
+    async def top(query: str, ranking: str, k: int) -> list[str]:
+        response = await client.post("/v1/memories/search", json={
+            "query": query, "user_id": "u1", "top_k": k, "ranking": ranking})
+        return [hit["memory"] for hit in response.json()["results"]]
+
+    keyword, paraphrase = HYBRID_SET[0], HYBRID_SET[5]
+    # The number is the point; to the embedding, 58231 and 58213 are nearly the same.
+    query = "status of invoice 58213"
+    assert await top(query, "dense", 1) == [HYBRID_SET[1]]
+    assert await top(query, "lexical", 1) == [keyword]
+    assert await top(query, "hybrid", 1) == [keyword]
+    # A paraphrase sharing no word with the memory: lexical finds nothing.
+    assert paraphrase not in await top("canine companion", "lexical", 2)
+    assert await top("canine companion", "dense", 1) == [paraphrase]
+    assert await top("canine companion", "hybrid", 1) == [paraphrase]
+
+    response = await client.post("/v1/memories/search", json={
+        "query": query, "user_id": "u1", "top_k": 1, "explain": True})
+    [hit] = response.json()["results"]
+    explain = hit["explain"]
+    assert explain["lexical"]["rank"] == 1
+    assert explain["dense"]["rank"] == 2
+    assert explain["dense"]["score"] == pytest.approx(hit["similarity"], abs=1e-6)
+    assert explain["fused"] == pytest.approx(hit["score"], abs=1e-3)
