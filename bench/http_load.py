@@ -69,6 +69,19 @@ class Tally:
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     error_samples: list[str] = field(default_factory=list)
+    server_ms: dict[str, list[float]] = field(default_factory=dict)  # Server-Timing steps
+
+    def server_steps(self, header: str | None) -> None:
+        for part in (header or "").split(","):
+            name, _, duration = part.strip().partition(";dur=")
+            if name and duration:
+                self.server_ms.setdefault(name, []).append(float(duration))
+
+    def server_steps_p50(self) -> dict[str, float] | None:
+        if not self.server_ms:
+            return None
+        return {name: round(percentile(sorted(values), 0.5), 2)
+                for name, values in self.server_ms.items()}
 
     def error(self, key: str, sample: str) -> None:
         self.errors[key] += 1
@@ -94,6 +107,7 @@ async def timed_post(
         tally.error(str(response.status_code), response.text)
         return None
     tally.latencies_s.append(elapsed)
+    tally.server_steps(response.headers.get("server-timing"))
     payload: dict[str, Any] = response.json()
     return payload
 
@@ -183,6 +197,9 @@ async def search(
         "wall_s": round(wall, 3),
         "qps": round(len(tally.latencies_s) / wall, 1) if wall else None,
         **latency_summary(tally.latencies_s),
+        # The server's own steps (Server-Timing), median per step: "embed" is the query
+        # embedding (cached queries cost ~0), the rest the index and Postgres.
+        "server_steps_p50_ms": tally.server_steps_p50(),
         "mean_hits": round(sum(hits) / len(hits), 2) if hits else None,
         "empty_results": sum(1 for h in hits if h == 0),
         # Hits whose returned metadata contradicts the filter (only counted when returned).
@@ -240,7 +257,33 @@ async def run_size(
             progress(f"n={n}: search {name}: p50 {stats['p50_ms']} ms, "
                      f"p99 {stats['p99_ms']} ms, {stats['qps']} qps, {stats['errors']} errors")
         result["server_rss_mb"]["after_search"] = await asyncio.to_thread(rss_mb, pid)
+        result["add_to_searchable"] = await add_to_searchable(client, users[0], tag)
     return result
+
+
+async def add_to_searchable(client: httpx.AsyncClient, user: str, tag: str,
+                            rounds: int = 20) -> dict[str, Any]:
+    """From sending an add to the first search that returns the new memory: each round adds
+    one memory with a unique word and searches for that word until it is found."""
+    waits: list[float] = []
+    searches: list[int] = []
+    for round_ in range(rounds):
+        word = f"zq{tag}r{round_}"
+        began = time.perf_counter()
+        response = await client.post("/v1/memories", json={
+            "user_id": user, "infer": False,
+            "messages": [{"role": "user", "content": f"The locker code is {word}."}]})
+        response.raise_for_status()
+        memory_id = response.json()["results"][0]["id"]
+        for attempt in range(1, 1000):
+            found = await client.post("/v1/memories/search", json={
+                "query": word, "user_id": user, "top_k": 10})
+            if memory_id in {hit["id"] for hit in found.json()["results"]}:
+                waits.append(time.perf_counter() - began)
+                searches.append(attempt)
+                break
+    return {"rounds": rounds, "found": len(waits), **latency_summary(waits),
+            "searches_needed_max": max(searches, default=None)}
 
 
 # -- a server of our own ------------------------------------------------------------------------

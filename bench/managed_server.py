@@ -72,7 +72,7 @@ class ManagedServer:
         command = [*anamnesis_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         progress(f"starting {' '.join(command)} (data {self.data_dir}, log {self.log_path})")
         started = time.perf_counter()
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command, cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT,
@@ -108,7 +108,20 @@ class ManagedServer:
                                f"({result.returncode}): {result.stderr.strip()[-2000:]}")
         return lines[-1].strip()
 
+    def restart(self) -> None:
+        """Stops the server (gracefully: it saves what it saves on shutdown) and starts it
+        again on the same data; the log goes on in the same file."""
+        self._terminate()
+        self.start()
+
     def stop(self) -> None:
+        self._terminate()
+        if self.keep_data:
+            progress(f"kept {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
             try:
@@ -121,10 +134,6 @@ class ManagedServer:
                 except subprocess.TimeoutExpired:
                     self.process.kill()
                     self.process.wait()
-        if self.keep_data:
-            progress(f"kept {self.root}")
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
 
     @property
     def pid(self) -> int | None:

@@ -47,7 +47,7 @@ from app.errors import LLMError, LLMOutputError, LLMRequestRejected, LLMUnavaila
 from app.llm import Completion, LLMClient, Usage
 from app.store.db import Database
 from app.store.models import Job
-from app.store.repositories import episodes, jobs
+from app.store.repositories import changes, episodes, jobs
 from app.store.repositories import graph as graph_records
 from app.store.repositories.memories import Cause
 
@@ -166,7 +166,8 @@ async def sweep(consolidator: Consolidator,
                 enqueue: Callable[[Sequence[uuid.UUID]], Awaitable[None]]) -> list[uuid.UUID]:
     """Hands jobs that went quiet back to the queue: PENDING too long (their message was
     lost) or RUNNING with a stale heartbeat (their worker died). Returns their ids. Then
-    projects graph extractions whose projection failed into the graph store again."""
+    projects graph extractions whose projection failed into the graph store again, and
+    prunes the search index's change log."""
     database, config = consolidator.database, consolidator.settings.consolidation
     async with database.session_scope() as session:
         stale = list(await jobs.stale(
@@ -177,6 +178,12 @@ async def sweep(consolidator: Consolidator,
         await enqueue(stale)
     await replay.reapply_unapplied(database, consolidator.graph, consolidator.embedder,
                                    grace=timedelta(seconds=config.lease_s))
+    async with database.session_scope() as session:
+        pruned = await changes.prune(session, timedelta(
+            days=consolidator.settings.search.change_log_days))
+    if pruned:
+        logger.info("pruned %d change-log rows older than %s days", pruned,
+                    consolidator.settings.search.change_log_days)
     return stale
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from app.deps import CallerDep, GraphDep, IndexDep, QueriesDep, SessionDep, SettingsDep
 from app.retrieve import service
@@ -10,8 +10,14 @@ router = APIRouter(prefix="/v1/memories", tags=["search"])
 
 
 @router.post("/search", response_model=SearchResponse)
-async def search_memories(body: SearchRequest, session: SessionDep, queries: QueriesDep,
-                          index: IndexDep, graph: GraphDep, settings: SettingsDep,
-                          caller: CallerDep) -> SearchResponse:
-    """The ``top_k`` best memories for ``query`` among those matching the filters."""
-    return await service.search(session, queries, index, graph, settings.search, caller, body)
+async def search_memories(body: SearchRequest, response: Response, session: SessionDep,
+                          queries: QueriesDep, index: IndexDep, graph: GraphDep,
+                          settings: SettingsDep, caller: CallerDep) -> SearchResponse:
+    """The ``top_k`` best memories for ``query`` among those matching the filters. The
+    ``Server-Timing`` header gives the milliseconds of each step (embed, catch_up,
+    candidates, graph, hydrate, fuse)."""
+    watch = service.Stopwatch()
+    found = await service.search(session, queries, index, graph, settings.search, caller,
+                                 body, watch)
+    response.headers["Server-Timing"] = watch.header()
+    return found

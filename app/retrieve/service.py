@@ -39,10 +39,27 @@ from app.store.repositories.memories import Timeline
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
 
 
+class Stopwatch:
+    """Milliseconds per step, for the response's ``Server-Timing`` header."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps[step] = self.steps.get(step, 0.0) + (now - self._last) * 1000
+        self._last = now
+
+    def header(self) -> str:
+        return ", ".join(f"{step};dur={ms:.2f}" for step, ms in self.steps.items())
+
+
 async def search(session: AsyncSession, queries: QueryEmbeddings, index: MemoryIndex | None,
                  graph: GraphStore, settings: SearchSettings, caller: Caller,
-                 request: SearchRequest) -> SearchResponse:
+                 request: SearchRequest, watch: Stopwatch | None = None) -> SearchResponse:
     began = time.monotonic()
+    watch = watch or Stopwatch()
     ranking = request.ranking or settings.ranking
     scope = {name: getattr(request, name) for name in SCOPE_FIELDS}
     extra = parse_filters(request.filters)
@@ -53,37 +70,44 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, index: MemoryI
                             if value is not None))
     seen = timeline(request.as_of, request.include_superseded)
     query = await queries.get(request.query)
+    watch.lap("embed")
     depth = max(settings.candidates, request.top_k)
 
     signals: tuple[Signal | None, Signal | None] | None = None
     if index is not None:
-        await index.refresh(began)
+        await index.refresh(began, session)
+        watch.lap("catch_up")
         signals = await _from_index(session, index, caller, request, ranking, scope, extra,
                                     tree, seen, query, depth, settings)
     if signals is None:
         signals = await _from_postgres(session, caller, request.query, ranking, tree, seen,
                                        query, depth, settings)
     dense, lexical = signals
+    watch.lap("candidates")
 
     graph_scope = GraphScope(caller.project_id, request.user_id, request.agent_id,
                              request.run_id)
     moment = Moment(as_of=seen.as_of, include_invalid=seen.include_superseded)
     reached = await hop_memories(graph, graph_scope, request.query, moment) \
         if request.graph else []
+    watch.lap("graph")
     candidates = list(dict.fromkeys(
         [m for signal in (dense, lexical) if signal for m, _ in signal.ranked] + reached))
     rows = await repository.scored(session, caller.project_id, candidates, query.tolist(),
                                    tree, seen)
+    watch.lap("hydrate")
     if lexical is not None and index is not None:
         lexical.extra = index.lexical_scores(caller.project_id, request.query,
                                              [m for m in rows if m not in lexical.score])
     ranked = fuse(rows, dense, lexical, reached, settings, request.top_k, request.threshold)
     hits = [SearchHit.of(r.memory, score=r.score, similarity=r.similarity,
                          explain=r.explain if request.explain else None) for r in ranked]
+    watch.lap("fuse")
     relations = None
     if "relations" in request.include:
         relations = await _relations_among(graph, graph_scope, moment,
                                            [r.memory.id for r in ranked])
+        watch.lap("relations")
     return SearchResponse(results=hits, relations=relations)
 
 

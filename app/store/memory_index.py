@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import SearchSettings, Settings
 from app.embeddings import Embedder
@@ -189,7 +190,7 @@ class MemoryIndex:
                         await asyncio.to_thread(self.save)
                 if self.dead > max(10_000, self.live):
                     async with self._lock:
-                        await asyncio.to_thread(self.compact)
+                        self.adopt(await asyncio.to_thread(self.compacted))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -224,10 +225,15 @@ class MemoryIndex:
         while await self.catch_up():
             pass
 
-    async def refresh(self, began: float) -> None:
+    async def refresh(self, began: float, session: AsyncSession | None = None) -> None:
         """Makes sure every change committed before ``began`` (``time.monotonic()``) is
-        applied: a catch-up that started after it is enough."""
+        applied: a catch-up that started after it is enough, and so is the change log's last
+        number, read on the caller's ``session``, being one already applied (the common case:
+        one index lookup, no catch-up)."""
         if self._last_catch_up >= began:
+            return
+        if session is not None and not self._holes and \
+                await changes.last_seq(session) <= self.position:
             return
         async with self._lock:
             if self._last_catch_up >= began:
@@ -522,36 +528,43 @@ class MemoryIndex:
             return True
         return False
 
-    def compact(self) -> None:
-        """The live slots again, densely (dead ones dropped from FAISS and BM25)."""
+    def compacted(self) -> MemoryIndex:
+        """A new index of the live slots only, renumbered densely (dead ones dropped from
+        FAISS and BM25). Reads this one and changes nothing in it, so it can run in a thread
+        while searches go on; ``adopt`` then swaps it in."""
         began = time.perf_counter()
+        other = MemoryIndex(self.database, self.dimension, self.model, self.settings,
+                            self.snapshot_dir)
         live = sorted(self._slot_of.items(), key=lambda item: item[1])
         old = np.asarray([slot for _, slot in live], dtype=np.int64)
         vectors = self.vectors.vectors()[old].copy() if len(old) else np.empty(
             (0, self.dimension), np.float32)
-        lexical = self.lexical
-        columns = {name: column.data[old].copy() for name, column in self._columns()}
-        project_of = {slot: int(self._project.data[slot]) for slot in old.tolist()}
-        ids = [memory_id for memory_id, _ in live]
-        digest = {new: self._digest[slot] for new, slot in enumerate(old.tolist())}
-        position, ahead, holes, late = self.position, self._ahead, self._holes, self._late
-        codes = self._codes
-        self._reset()
-        self._codes = codes
-        self.vectors.rebuild(vectors)
-        self._ids = ids
-        self._slot_of = {memory_id: new for new, memory_id in enumerate(ids)}
-        self._digest = digest
-        for name, column in self._columns():
+        other._codes = dict(self._codes)
+        other.vectors.rebuild(vectors)
+        other._ids = [memory_id for memory_id, _ in live]
+        other._slot_of = {memory_id: new for new, memory_id in enumerate(other._ids)}
+        other._digest = {new: self._digest[slot] for new, slot in enumerate(old.tolist())}
+        for (_, column), (_, mine) in zip(other._columns(), self._columns(), strict=True):
             column.ensure(len(old))
-            column.data[:len(old)] = columns[name]
-        for new, slot in enumerate(old.tolist()):
-            project = project_of[slot]
-            self._post((project, -1), new)
-            user = int(self._scope["user_id"].data[new])
+            column.data[:len(old)] = mine.data[old]
+        for new in range(len(old)):
+            project = int(other._project.data[new])
+            other._post((project, -1), new)
+            user = int(other._scope["user_id"].data[new])
             if user >= 0:
-                self._post((project, user), new)
-        self.lexical = lexical.renumbered(old)
-        self.position, self._ahead, self._holes, self._late = position, ahead, holes, late
-        logger.info("memory index compacted to %d memories in %.1fs", len(ids),
+                other._post((project, user), new)
+        other.lexical = self.lexical.renumbered(old)
+        other.position, other._ahead = self.position, set(self._ahead)
+        other._holes, other._late = dict(self._holes), dict(self._late)
+        logger.info("memory index compacted to %d memories in %.1fs", len(other._ids),
                     time.perf_counter() - began)
+        return other
+
+    def adopt(self, other: MemoryIndex) -> None:
+        """Takes over ``other``'s contents (a compaction's result) in one step."""
+        for name in ("vectors", "lexical", "_ids", "_slot_of", "_digest", "_codes",
+                     "_project", "_scope", "_valid", "_invalid", "_expires", "_alive",
+                     "_postings", "_posting_arrays", "position", "_ahead", "_holes", "_late",
+                     "_batcher"):
+            setattr(self, name, getattr(other, name))
+        self.dead = 0

@@ -5,6 +5,7 @@ on one database agree."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from app.store.memory_index import MemoryIndex, View
 from app.store.models import Memory
 from app.store.repositories import memories as repository
 from app.store.repositories.memories import NewMemory, Scope
+from app.store.vector_index import Batcher, VectorIndex
 from tests.conftest import project_key
 from tests.consolidate.scripted_brain import Brain, FactSpec, rules
 from tests.consolidate.test_consolidation_api import consolidate
@@ -120,6 +122,15 @@ async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
         lexical = restarted.lexical_search(project, "rewritten", restarted.allowed(
             View(project)), 5)
         assert [m for m, _ in lexical] == [ids[0]]
+
+        # Compaction drops the dead slots and answers the same.
+        before = state(restarted, project), searches(restarted, project, query, "memory topic 3")
+        assert restarted.dead > 0
+        restarted.adopt(restarted.compacted())
+        assert restarted.dead == 0
+        assert restarted.vectors.size == restarted.live
+        assert (state(restarted, project),
+                searches(restarted, project, query, "memory topic 3")) == before
     finally:
         await restarted.aclose(save=False)
         await fresh.aclose(save=False)
@@ -277,3 +288,21 @@ async def test_hybrid_finds_what_each_signal_alone_misses(client: httpx.AsyncCli
     assert explain["dense"]["rank"] == 2
     assert explain["dense"]["score"] == pytest.approx(hit["similarity"], abs=1e-6)
     assert explain["fused"] == pytest.approx(hit["score"], abs=1e-3)
+
+
+async def test_concurrent_whole_index_searches_go_as_one_batch() -> None:
+    """The GPU path's micro-batching, run on the CPU index: concurrent searches within the
+    window are one call to faiss, and each gets what it would have got alone."""
+    rng = np.random.default_rng(5)
+    vectors = VectorIndex(DIM, SearchSettings())
+    vectors.add(unit(rng, 500))
+    batcher = Batcher(vectors.search_all, window_s=0.05)
+    queries = unit(rng, 20)
+    together = await asyncio.gather(*(batcher(q, 5) for q in queries))
+    assert batcher.batches == 1
+    for query, (slots, scores) in zip(queries, together, strict=True):
+        alone_slots, alone_scores = vectors.search_all(query[None, :], 5)
+        assert slots.tolist() == alone_slots[0].tolist()
+        assert np.allclose(scores, alone_scores[0])
+    assert len(await batcher(queries[0], 3)) == 2
+    assert batcher.batches == 2

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.retrieve.filters import Filter
@@ -271,7 +272,8 @@ async def scored(session: AsyncSession, project_id: uuid.UUID, ids: Sequence[uui
     if not ids:
         return {}
     similarity = 1.0 - Memory.embedding.cosine_distance(embedding)
-    query = (sa.select(Memory, similarity)
+    # The vectors stay in Postgres: decoding a few hundred of them costs more than the rest.
+    query = (sa.select(Memory, similarity).options(defer(Memory.embedding))
              .where(Memory.id.in_(ids), *_searchable(project_id, filter_tree, timeline)))
     return {memory.id: (memory, float(score))
             for memory, score in (await session.execute(query)).all()}
