@@ -56,28 +56,44 @@ class Signal:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """What ranking needs of a memory: its exact cosine similarity to the query, since when
+    it holds (``valid_at``, else ``created_at``) and when it stopped (``invalid_at``)."""
+
+    similarity: float
+    since: datetime
+    invalid_at: datetime | None
+
+    @classmethod
+    def of(cls, memory: Memory, similarity: float) -> Candidate:
+        return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at)
+
+
+@dataclass(frozen=True)
 class Ranked:
-    memory: Memory
+    memory_id: uuid.UUID
     similarity: float
     score: float
     explain: dict[str, object]
 
 
-def fuse(rows: dict[uuid.UUID, tuple[Memory, float]], dense: Signal | None,
-         lexical: Signal | None, graph: Sequence[uuid.UUID], settings: SearchSettings,
-         top_k: int, threshold: float | None, now: datetime | None = None) -> list[Ranked]:
-    """``rows``: every candidate still matching, with its exact cosine similarity. With one
-    of dense and lexical, its raw score is the base (so a dense search scores by cosine);
-    with both, their weighted z-scores, and recency and validity count."""
+def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
+         graph: Sequence[uuid.UUID], settings: SearchSettings, threshold: float | None,
+         now: datetime | None = None) -> list[Ranked]:
+    """``rows``: every candidate that matches the search. Returns them all, best first,
+    those under ``threshold`` left out. With one of dense and lexical, its raw score is the
+    base (so a dense search scores by cosine); with both, their weighted z-scores, and
+    recency and validity count."""
     now = now or datetime.now(UTC)
     reached = set(graph)
     both = dense is not None and lexical is not None
     if dense is not None:
-        dense.normalise_over([similarity for _, similarity in rows.values()])
+        dense.normalise_over([row.similarity for row in rows.values()])
     if lexical is not None:
         lexical.normalise_over([lexical.value(memory_id) for memory_id in rows])
     ranked: list[Ranked] = []
-    for memory_id, (memory, similarity) in rows.items():
+    for memory_id, row in rows.items():
+        similarity = row.similarity
         if threshold is not None and similarity < threshold:
             continue
         total = 0.0
@@ -102,16 +118,15 @@ def fuse(rows: dict[uuid.UUID, tuple[Memory, float]], dense: Signal | None,
         explain["graph"] = {"reached": memory_id in reached,
                             "bonus": settings.graph_weight if memory_id in reached else 0.0}
         if both and settings.recency_weight:
-            since = memory.valid_at or memory.created_at
-            age_days = max(0.0, (now - since).total_seconds() / DAY_S)
+            age_days = max(0.0, (now - row.since).total_seconds() / DAY_S)
             recency = settings.recency_weight * math.exp(-age_days /
                                                          settings.recency_half_life_days)
             total += recency
             explain["recency"] = round(recency, 4)
-        if both and memory.invalid_at is not None and memory.invalid_at <= now:
+        if both and row.invalid_at is not None and row.invalid_at <= now:
             total -= settings.superseded_penalty
             explain["superseded_penalty"] = settings.superseded_penalty
         explain["fused"] = round(total, 4)
-        ranked.append(Ranked(memory, similarity, total, explain))
-    ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory.id))
-    return ranked[:top_k]
+        ranked.append(Ranked(memory_id, similarity, total, explain))
+    ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory_id))
+    return ranked

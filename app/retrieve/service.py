@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 import numpy.typing as npt
@@ -27,12 +29,13 @@ from app.config import SearchSettings
 from app.graph.schemas import RelationRead
 from app.memories.service import timeline
 from app.retrieve.filters import All, Condition, Filter, conjoin, parse_filters
-from app.retrieve.fusion import Signal, fuse
+from app.retrieve.fusion import Candidate, Ranked, Signal, fuse
 from app.retrieve.graph_expansion import hop_memories
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.schemas import SearchHit, SearchRequest, SearchResponse
 from app.store.graph.base import GraphScope, GraphStore, Moment
-from app.store.memory_index import MemoryIndex, View
+from app.store.memory_index import NEVER, MemoryIndex, View
+from app.store.models import Memory
 from app.store.repositories import memories as repository
 from app.store.repositories.memories import Timeline
 
@@ -73,16 +76,16 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, index: MemoryI
     watch.lap("embed")
     depth = max(settings.candidates, request.top_k)
 
-    signals: tuple[Signal | None, Signal | None] | None = None
+    found: Found | None = None
     if index is not None:
         await index.refresh(began, session)
         watch.lap("catch_up")
-        signals = await _from_index(session, index, caller, request, ranking, scope, extra,
-                                    tree, seen, query, depth, settings)
-    if signals is None:
-        signals = await _from_postgres(session, caller, request.query, ranking, tree, seen,
-                                       query, depth, settings)
-    dense, lexical = signals
+        found = await _from_index(session, index, caller, request, ranking, scope, extra,
+                                  tree, seen, query, depth, settings)
+    if found is None:
+        found = await _from_postgres(session, caller, request.query, ranking, tree, seen,
+                                     query, depth, settings)
+    dense, lexical = found.dense, found.lexical
     watch.lap("candidates")
 
     graph_scope = GraphScope(caller.project_id, request.user_id, request.agent_id,
@@ -93,22 +96,61 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, index: MemoryI
     watch.lap("graph")
     candidates = list(dict.fromkeys(
         [m for signal in (dense, lexical) if signal for m, _ in signal.ranked] + reached))
-    rows = await repository.scored(session, caller.project_id, candidates, query.tolist(),
-                                   tree, seen)
-    watch.lap("hydrate")
-    if lexical is not None and index is not None:
-        lexical.extra = index.lexical_scores(caller.project_id, request.query,
-                                             [m for m in rows if m not in lexical.score])
-    ranked = fuse(rows, dense, lexical, reached, settings, request.top_k, request.threshold)
-    hits = [SearchHit.of(r.memory, score=r.score, similarity=r.similarity,
+    if found.allowed is not None and index is not None:
+        # Ranked on what the index holds; only the winners are read from Postgres.
+        rows = {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until))
+                for m, (score, since, until) in index.describe(query, candidates,
+                                                               found.allowed).items()}
+        if lexical is not None:
+            lexical.extra = index.lexical_scores(caller.project_id, request.query,
+                                                 [m for m in rows if m not in lexical.score])
+        ranked = fuse(rows, dense, lexical, reached, settings, request.threshold)
+        watch.lap("fuse")
+        memories = await _hydrate(session, caller, ranked, request.top_k, query, tree, seen)
+    else:
+        hydrated = await repository.scored(session, caller.project_id, candidates,
+                                           query.tolist(), tree, seen)
+        ranked = fuse({m: Candidate.of(memory, score) for m, (memory, score) in hydrated.items()},
+                      dense, lexical, reached, settings, request.threshold)[:request.top_k]
+        memories = {m: memory for m, (memory, _) in hydrated.items()}
+        watch.lap("fuse")
+    ranked = [r for r in ranked if r.memory_id in memories][:request.top_k]
+    hits = [SearchHit.of(memories[r.memory_id], score=r.score, similarity=r.similarity,
                          explain=r.explain if request.explain else None) for r in ranked]
-    watch.lap("fuse")
+    watch.lap("hydrate")
     relations = None
     if "relations" in request.include:
         relations = await _relations_among(graph, graph_scope, moment,
-                                           [r.memory.id for r in ranked])
+                                           [r.memory_id for r in ranked])
         watch.lap("relations")
     return SearchResponse(results=hits, relations=relations)
+
+
+@dataclass
+class Found:
+    dense: Signal | None
+    lexical: Signal | None
+    allowed: npt.NDArray[np.int64] | None = None  # the index's slots the search may return
+
+
+def _moment(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)
+
+
+async def _hydrate(session: AsyncSession, caller: Caller, ranked: list[Ranked], top_k: int,
+                   query: npt.NDArray[np.float32], tree: Filter | None,
+                   seen: Timeline) -> dict[uuid.UUID, Memory]:
+    """The rows of the best ``top_k`` of ``ranked`` that still match in Postgres (the truth:
+    one changed since the index saw it is passed over), reading further down as needed."""
+    rows: dict[uuid.UUID, Memory] = {}
+    start = 0
+    while len(rows) < top_k and start < len(ranked):
+        ids = [r.memory_id for r in ranked[start:start + top_k - len(rows)]]
+        start += len(ids)
+        found = await repository.scored(session, caller.project_id, ids, query.tolist(), tree,
+                                        seen)
+        rows.update({m: memory for m, (memory, _) in found.items()})
+    return rows
 
 
 def _fold_scope(tree: Filter | None,
@@ -133,7 +175,7 @@ async def _from_index(session: AsyncSession, index: MemoryIndex, caller: Caller,
                       request: SearchRequest, ranking: str, scope: dict[str, str | None],
                       extra: Filter | None, tree: Filter | None, seen: Timeline,
                       query: npt.NDArray[np.float32], depth: int,
-                      settings: SearchSettings) -> tuple[Signal | None, Signal | None] | None:
+                      settings: SearchSettings) -> Found | None:
     """The index's candidates, or None when the filter matches more memories than it is
     worth listing (``filter_ids_max``): Postgres answers that search."""
     view = View(caller.project_id, scope["user_id"], scope["agent_id"], scope["run_id"],
@@ -156,13 +198,13 @@ async def _from_index(session: AsyncSession, index: MemoryIndex, caller: Caller,
     if ranking in ("hybrid", "lexical"):
         lexical = Signal(index.lexical_search(caller.project_id, request.query, allowed,
                                               depth), settings.lexical_weight)
-    return dense, lexical
+    return Found(dense, lexical, allowed)
 
 
 async def _from_postgres(session: AsyncSession, caller: Caller, text: str, ranking: str,
                          tree: Filter | None, seen: Timeline,
                          query: npt.NDArray[np.float32], depth: int,
-                         settings: SearchSettings) -> tuple[Signal | None, Signal | None]:
+                         settings: SearchSettings) -> Found:
     dense = lexical = None
     if ranking in ("hybrid", "dense"):
         rows = await repository.nearest(session, caller.project_id, query.tolist(), tree,
@@ -172,7 +214,7 @@ async def _from_postgres(session: AsyncSession, caller: Caller, text: str, ranki
         lexical = Signal(await repository.lexical_nearest(session, caller.project_id, text,
                                                           tree, seen, depth),
                          settings.lexical_weight)
-    return dense, lexical
+    return Found(dense, lexical)
 
 
 async def _relations_among(graph: GraphStore, scope: GraphScope, moment: Moment,

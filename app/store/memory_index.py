@@ -236,9 +236,8 @@ class MemoryIndex:
                 await changes.last_seq(session) <= self.position:
             return
         async with self._lock:
-            if self._last_catch_up >= began:
-                return
-            await self._catch_up_locked()
+            while self._last_catch_up < began and await self._catch_up_locked():
+                pass
 
     async def catch_up(self) -> bool:
         """One round; True when it read a full batch (more may be waiting)."""
@@ -246,8 +245,7 @@ class MemoryIndex:
             return await self._catch_up_locked()
 
     async def _catch_up_locked(self) -> bool:
-        self._last_catch_up = time.monotonic()
-        now = self._last_catch_up
+        now = time.monotonic()
         async with self.database.session_scope() as session:
             found = await changes.after(session, self.position, BATCH)
             late = await changes.among(session, sorted(self._late)) if self._late else []
@@ -275,7 +273,12 @@ class MemoryIndex:
             self.position = following
         self._late = {s: t for s, t in self._late.items() if now - t < LATE_FOR_S}
         self._since_snapshot += len(fresh)
-        return len(found) >= BATCH
+        more = len(found) >= BATCH
+        if not more:
+            # Only now: a search that began before this round started may rely on it once
+            # the round is applied (and read everything), not while it is still reading.
+            self._last_catch_up = now
+        return more
 
     def _apply(self, rows: Iterable[IndexRow], erased: Sequence[uuid.UUID] = ()) -> None:
         for memory_id in erased:
@@ -416,13 +419,22 @@ class MemoryIndex:
         scores = self.lexical.scores(project, query, mask)
         return {m: float(scores[s]) for m, s in slots}
 
-    def cosine(self, query: npt.NDArray[np.float32],
-               ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
-        slots = [(m, s) for m in ids if (s := self._slot_of.get(m)) is not None]
-        if not slots:
+    def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
+                 allowed: npt.NDArray[np.int64]) -> dict[uuid.UUID, tuple[float, int, int]]:
+        """Of these memories, those among ``allowed``: (cosine similarity to ``query``,
+        valid-since and invalid-at in epoch milliseconds, ``NEVER`` for unset)."""
+        pairs = [(m, s) for m in ids if (s := self._slot_of.get(m)) is not None]
+        if not pairs:
             return {}
-        scores = self.vectors.vectors()[[s for _, s in slots]] @ query
-        return {m: float(v) for (m, _), v in zip(slots, scores.tolist(), strict=True)}
+        slots = np.asarray([s for _, s in pairs], dtype=np.int64)
+        keep = np.isin(slots, allowed)
+        slots = slots[keep]
+        kept = [m for (m, _), k in zip(pairs, keep.tolist(), strict=True) if k]
+        scores = (self.vectors.vectors()[slots] @ query).tolist()
+        valid = self._valid.data[slots].tolist()
+        invalid = self._invalid.data[slots].tolist()
+        return {m: (score, since, until)
+                for m, score, since, until in zip(kept, scores, valid, invalid, strict=True)}
 
     async def dense_batched(self, query: npt.NDArray[np.float32],
                             allowed: npt.NDArray[np.int64],
