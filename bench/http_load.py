@@ -221,9 +221,12 @@ def make_client(
 
 
 async def run_size(
-    n: int, api_key: str, args: argparse.Namespace, pid: int | None, trust_env: bool, seed: int
+    n: int, api_key: str, args: argparse.Namespace, pid: int | None, trust_env: bool, seed: int,
+    *, tag: str | None = None, loaded: bool = False,
 ) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
+    """``loaded``: the same ``tag`` and ``seed`` were loaded before (another server
+    configuration on the same data): search only."""
+    tag = tag or uuid.uuid4().hex[:8]
     # Requests go to users in turn; a small N has fewer requests than users, and a user
     # without memories would only measure empty searches.
     user_count = min(USERS_PER_RUN, math.ceil(n / args.batch))
@@ -238,10 +241,11 @@ async def run_size(
         "server_rss_mb": {"before_load": await asyncio.to_thread(rss_mb, pid)},
     }
     async with make_client(args.base_url, api_key, connections, trust_env) as client:
-        progress(f"n={n}: loading {n} memories in {len(requests)} requests")
-        result["load"] = await load(client, requests, args.load_concurrency)
-        progress(f"n={n}: load {result['load']['memories_per_s']} memories/s, "
-                 f"{result['load']['errors']} errors")
+        if not loaded:
+            progress(f"n={n}: loading {n} memories in {len(requests)} requests")
+            result["load"] = await load(client, requests, args.load_concurrency)
+            progress(f"n={n}: load {result['load']['memories_per_s']} memories/s, "
+                     f"{result['load']['errors']} errors")
         result["server_rss_mb"]["after_load"] = await asyncio.to_thread(rss_mb, pid)
         await search(client, warmup, 1, filtered=False)
         await search(client, warmup, 1, filtered=True)
@@ -268,7 +272,7 @@ async def add_to_searchable(client: httpx.AsyncClient, user: str, tag: str,
     waits: list[float] = []
     searches: list[int] = []
     for round_ in range(rounds):
-        word = f"zq{tag}r{round_}"
+        word = f"zq{tag}r{round_}{uuid.uuid4().hex[:6]}"
         began = time.perf_counter()
         response = await client.post("/v1/memories", json={
             "user_id": user, "infer": False,

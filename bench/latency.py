@@ -1,12 +1,13 @@
 """Search latency over HTTP, the in-process FAISS index beside the pgvector path, one run.
 
-For each ``--index`` (``memory``: FAISS + BM25 in the API process; ``postgres``: pgvector's
-HNSW + Postgres full-text) a server of its own is started on fresh data and
-``bench.http_load``'s sizes are loaded and searched through it (sequential and concurrent,
-plain and filtered; add throughput; time from add to searchable; the server's RSS; the
-server's own steps, the query embedding among them, from ``Server-Timing``). The server is
-then restarted on the same data, which times the index load (from its snapshot for
-``memory``). ``side_by_side`` puts the two configurations' medians next to each other.
+``bench.http_load``'s sizes are loaded once, through a server with the first ``--index``
+(``memory``: FAISS + BM25 in the API process; ``postgres``: pgvector's HNSW + Postgres
+full-text), then the server is restarted on the same data with each ``--index`` in turn and
+searched (sequential and concurrent, plain and filtered; the server's RSS; the server's own
+steps, the query embedding among them, from ``Server-Timing``; time from add to searchable).
+A last restart times the memory index's load from its snapshot (``index_ready``, from the
+server log: each start's source, seconds, memories). ``side_by_side`` puts the two
+configurations' medians next to each other.
 Prints JSON on stdout.
 """
 
@@ -56,29 +57,42 @@ def index_lines(log: str) -> list[dict[str, Any]]:
             for m in INDEX_READY.finditer(log)]
 
 
-def measure(index: str, args: argparse.Namespace) -> dict[str, Any]:
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Loads every size once, through a server on the first ``--index``; then, for each
+    index, restarts the server on the same data with that index and searches."""
+    first = args.indexes[0]
     server = ManagedServer(args.startup_timeout, args.keep_data,
-                           env={"ANAMNESIS_SEARCH__INDEX": index})
-    result: dict[str, Any] = {"index": index}
+                           env={"ANAMNESIS_SEARCH__INDEX": first})
+    results: dict[str, Any] = {}
+    keys: list[str] = []
+    tags = [f"s{number}" for number in range(len(args.n))]
     try:
-        server.start()
-        args.base_url = server.base_url
-        result["startup_s"] = server.startup_s
-        result["rss_mb_at_ready"] = rss_mb(server.pid)
-        result["runs"] = []
-        for number, n in enumerate(args.n):
-            key = server.create_key(f"bench-{index}-{n}")
-            result["runs"].append(asyncio.run(run_size(
-                n, key, args, server.pid, trust_env=False, seed=args.seed + 1000 * number)))
-        progress(f"{index}: restarting on the same data to time the index load")
+        for position, index in enumerate(args.indexes):
+            server.env["ANAMNESIS_SEARCH__INDEX"] = index
+            if position == 0:
+                server.start()
+            else:
+                progress(f"{index}: restarting on the same data")
+                server.restart()
+            args.base_url = server.base_url
+            result: dict[str, Any] = {"index": index, "startup_s": server.startup_s,
+                                      "rss_mb_at_ready": rss_mb(server.pid), "runs": []}
+            for number, n in enumerate(args.n):
+                if position == 0:
+                    keys.append(server.create_key(f"bench-{n}"))
+                result["runs"].append(asyncio.run(run_size(
+                    n, keys[number], args, server.pid, trust_env=False,
+                    seed=args.seed + 1000 * number, tag=tags[number], loaded=position > 0)))
+            results[index] = result
+        progress("restarting once more to time the memory index's load from its snapshot")
+        server.env["ANAMNESIS_SEARCH__INDEX"] = "memory"
         server.restart()
-        result["restart"] = {"startup_s": server.startup_s,
-                             "rss_mb_at_ready": rss_mb(server.pid)}
-        result["index_ready"] = index_lines(server.log_tail(10_000_000))
+        results["index_ready"] = index_lines(server.log_tail(10_000_000))
+        results["restart_startup_s"] = server.startup_s
     finally:
         server.stop()
         args.base_url = None
-    return result
+    return results
 
 
 def side_by_side(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
                    "load_concurrency": args.load_concurrency, "seed": args.seed, "top_k": 10},
         "indexes": {},
     }
-    for index in args.indexes:
-        progress(f"{index}: starting")
-        report["indexes"][index] = measure(index, args)
-    report["side_by_side"] = side_by_side(report["indexes"])
+    measured = measure(args)
+    report["index_ready"] = measured.pop("index_ready")
+    report["restart_startup_s"] = measured.pop("restart_startup_s")
+    report["indexes"] = measured
+    report["side_by_side"] = side_by_side(measured)
     report["duration_s"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=2)
     if args.out:

@@ -106,7 +106,7 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, index: MemoryI
                                                  [m for m in rows if m not in lexical.score])
         ranked = fuse(rows, dense, lexical, reached, settings, request.threshold)
         watch.lap("fuse")
-        memories = await _hydrate(session, caller, ranked, request.top_k, query, tree, seen)
+        memories = await _hydrate(session, caller, ranked, request.top_k, tree, seen)
     else:
         hydrated = await repository.scored(session, caller.project_id, candidates,
                                            query.tolist(), tree, seen)
@@ -138,8 +138,7 @@ def _moment(milliseconds: int) -> datetime:
 
 
 async def _hydrate(session: AsyncSession, caller: Caller, ranked: list[Ranked], top_k: int,
-                   query: npt.NDArray[np.float32], tree: Filter | None,
-                   seen: Timeline) -> dict[uuid.UUID, Memory]:
+                   tree: Filter | None, seen: Timeline) -> dict[uuid.UUID, Memory]:
     """The rows of the best ``top_k`` of ``ranked`` that still match in Postgres (the truth:
     one changed since the index saw it is passed over), reading further down as needed."""
     rows: dict[uuid.UUID, Memory] = {}
@@ -147,9 +146,7 @@ async def _hydrate(session: AsyncSession, caller: Caller, ranked: list[Ranked], 
     while len(rows) < top_k and start < len(ranked):
         ids = [r.memory_id for r in ranked[start:start + top_k - len(rows)]]
         start += len(ids)
-        found = await repository.scored(session, caller.project_id, ids, query.tolist(), tree,
-                                        seen)
-        rows.update({m: memory for m, (memory, _) in found.items()})
+        rows.update(await repository.matching(session, caller.project_id, ids, tree, seen))
     return rows
 
 

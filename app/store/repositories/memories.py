@@ -279,6 +279,16 @@ async def scored(session: AsyncSession, project_id: uuid.UUID, ids: Sequence[uui
             for memory, score in (await session.execute(query)).all()}
 
 
+async def matching(session: AsyncSession, project_id: uuid.UUID, ids: Sequence[uuid.UUID],
+                   filter_tree: Filter | None, timeline: Timeline) -> dict[uuid.UUID, Memory]:
+    """These memories as they are now, those that still match the filter and timeline."""
+    if not ids:
+        return {}
+    query = (sa.select(Memory).options(defer(Memory.embedding))
+             .where(Memory.id.in_(ids), *_searchable(project_id, filter_tree, timeline)))
+    return {memory.id: memory for memory in (await session.scalars(query)).all()}
+
+
 async def lexical_nearest(session: AsyncSession, project_id: uuid.UUID, text: str,
                           filter_tree: Filter | None, timeline: Timeline,
                           limit: int) -> list[tuple[uuid.UUID, float]]:
