@@ -334,6 +334,9 @@ class MemoryIndex:
         self._alive.data[slot] = False
         self._digest.pop(slot, None)
         self.lexical.remove(slot)
+        # A deleted memory's vector leaves memory now (and the next snapshot), not at the
+        # next compaction; the slot is masked out of every search anyway.
+        self.vectors.vectors()[slot] = 0.0
         self.dead += 1
 
     def _code(self, value: str) -> int:

@@ -111,6 +111,9 @@ async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
         query = unit(rng, 1)[0]
         assert searches(restarted, project, query, "memory topic 3 rewritten") == \
             searches(fresh, project, query, "memory topic 3 rewritten")
+        # A deleted memory's vector is gone from the index at once, not at compaction.
+        deleted_slot = restarted._ids.index(ids[1])
+        assert not restarted.vectors.vectors()[deleted_slot].any()
         live = set(state(fresh, project))
         assert ids[1] not in live
         assert added[0] not in live
