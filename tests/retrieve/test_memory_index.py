@@ -6,8 +6,14 @@ on one database agree."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -309,3 +315,54 @@ async def test_concurrent_whole_index_searches_go_as_one_batch() -> None:
         assert np.allclose(scores, alone_scores[0])
     assert len(await batcher(queries[0], 3)) == 2
     assert batcher.batches == 2
+
+
+@pytest.fixture
+def other_process(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A real second API process (``anamnesis serve``) on the test database."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "ANAMNESIS_DB__URL": database_url, "ANAMNESIS_DATA_DIR": str(tmp_path),
+           "ANAMNESIS_DB__MIGRATE_ON_START": "false", "ANAMNESIS_LOG_LEVEL": "WARNING"}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the second API process did not get ready"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.25)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+
+
+async def test_a_separate_api_process_converges(client: httpx.AsyncClient, other_process: str,
+                                                api_key: str) -> None:
+    """Writes through this process are found by the other one's own index, and back."""
+    async with httpx.AsyncClient(base_url=other_process, trust_env=False, timeout=30,
+                                 headers={"Authorization": f"Bearer {api_key}"}) as other:
+        async def found(http: httpx.AsyncClient, query: str) -> list[str]:
+            response = await http.post("/v1/memories/search",
+                                       json={"query": query, "user_id": "u1"})
+            assert response.status_code == 200, response.text
+            return [hit["memory"] for hit in response.json()["results"]]
+
+        for writer, reader, text in ((client, other, "The canoe paddles hang in the shed."),
+                                     (other, client, "The tent poles are in the attic.")):
+            written = await writer.post("/v1/memories", json={
+                "user_id": "u1", "infer": False,
+                "messages": [{"role": "user", "content": text}]})
+            assert written.status_code == 201, written.text
+            assert text in await found(reader, text)
+        memory_id = written.json()["results"][0]["id"]
+        assert (await client.delete(f"/v1/memories/{memory_id}")).status_code == 200
+        assert "The tent poles are in the attic." not in await found(other, "tent poles attic")
