@@ -165,6 +165,17 @@ async def test_add_verbatim_then_search_ranks_it_first(sdk: Facade, user: str) -
     assert hits[0].score >= hits[1].score >= hits[2].score
     assert hits[0].memory == "I am allergic to peanuts"
     assert hits[0].user_id == user
+    assert all(hit.explain is None for hit in hits)
+
+    dense = await sdk.search("peanut allergy", user_id=user, top_k=3, ranking="dense",
+                             explain=True)
+    assert [hit.id for hit in dense][:1] == [peanuts]
+    for hit in dense:  # ranked by cosine alone: the score is the similarity
+        assert hit.score == pytest.approx(hit.similarity)
+        assert hit.explain is not None
+        assert hit.explain["dense"]["score"] == pytest.approx(hit.similarity)
+    words = await sdk.search("bicycle", user_id=user, top_k=3, ranking="lexical")
+    assert [hit.memory for hit in words] == ["I cycle to work on a red bicycle"]
 
 
 async def test_search_is_scoped_and_filtered(sdk: Facade, user: str) -> None:

@@ -39,7 +39,7 @@ from anamnesis._models import (
     Results,
     SearchHit,
 )
-from anamnesis._types import Filters, MessagesInput, Metadata
+from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 
 __version__ = "0.1.0"
 
@@ -254,8 +254,17 @@ class BaseClient:
         run_id: str | None,
         as_of: datetime | None,
         include_superseded: bool,
+        ranking: Ranking | None = None,
+        graph: bool = False,
+        explain: bool = False,
     ) -> Call[list[SearchHit]]:
         body: dict[str, Any] = {"query": query, "top_k": top_k}
+        if ranking is not None:
+            body["ranking"] = ranking
+        if graph:
+            body["graph"] = True
+        if explain:
+            body["explain"] = True
         if filters is not None:
             body["filters"] = dict(filters)
         if threshold is not None:

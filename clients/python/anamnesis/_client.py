@@ -26,7 +26,7 @@ from anamnesis._models import (
     Results,
     SearchHit,
 )
-from anamnesis._types import Filters, MessagesInput, Metadata
+from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 
 T = TypeVar("T")
 
@@ -176,18 +176,25 @@ class Anamnesis(BaseClient):
         run_id: str | None = None,
         as_of: datetime | None = None,
         include_superseded: bool = False,
+        ranking: Ranking | None = None,
+        graph: bool = False,
+        explain: bool = False,
     ) -> list[SearchHit]:
         """Up to ``top_k`` memories most relevant to ``query``, best first.
 
         Searches current memories; ``as_of`` searches what was true at that (timezone-aware)
         time instead, ``include_superseded=True`` every memory, superseded ones included (not
-        both). Hits scoring below ``threshold`` are dropped. A malformed ``filters`` raises
-        :class:`InvalidFilterError`.
+        both). Hits whose cosine ``similarity`` is below ``threshold`` are dropped. A
+        malformed ``filters`` raises :class:`InvalidFilterError`. ``ranking``: ``"hybrid"``
+        (meaning and words; the server's default), ``"dense"`` or ``"lexical"``; ``graph``
+        adds memories one relation away from the entities the query names; ``explain`` fills
+        each hit's ``explain`` with the ranks and scores behind its ``score``.
         """
         return self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
             as_of=as_of, include_superseded=include_superseded,
+            ranking=ranking, graph=graph, explain=explain,
         ))
 
     def get(self, memory_id: str) -> MemoryDetail:
@@ -413,12 +420,16 @@ class AsyncAnamnesis(BaseClient):
         run_id: str | None = None,
         as_of: datetime | None = None,
         include_superseded: bool = False,
+        ranking: Ranking | None = None,
+        graph: bool = False,
+        explain: bool = False,
     ) -> list[SearchHit]:
         """See :meth:`Anamnesis.search`."""
         return await self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
             as_of=as_of, include_superseded=include_superseded,
+            ranking=ranking, graph=graph, explain=explain,
         ))
 
     async def get(self, memory_id: str) -> MemoryDetail:

@@ -157,9 +157,13 @@ class MemoryDetail(Memory):
 
 
 class SearchHit(Memory):
-    """A memory returned by ``search`` with its relevance ``score`` (higher is closer)."""
+    """A memory returned by ``search``: ``score`` is what the results are ordered by (higher
+    first), ``similarity`` its cosine similarity to the query, ``explain`` (when asked for)
+    the ranks and scores per signal behind ``score``."""
 
     score: float
+    similarity: float | None = None
+    explain: dict[str, Any] | None = None
 
 
 class HistoryEvent(_Response):

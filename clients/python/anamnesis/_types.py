@@ -21,3 +21,6 @@ MessagesInput: TypeAlias = str | Sequence[Message | MessageParam | Mapping[str, 
 
 Metadata: TypeAlias = Mapping[str, Any]
 Filters: TypeAlias = Mapping[str, Any]
+
+Ranking = Literal["hybrid", "dense", "lexical"]
+"""How ``search`` orders hits: meaning and words fused, cosine similarity, or BM25."""
