@@ -5,7 +5,7 @@ similarities and BM25 scores, on different scales, weigh as set), then summed wi
 settings' weights. A candidate one signal did not list is scored on it all the same: its
 exact cosine similarity always (hydration computes it), its BM25 where the index can say,
 else 0 (below every listed one). Normalising over the union rather than over each
-signal's own list: LoCoMo dev recall@10 0.76 → 0.82. On top: a bonus for memories the
+signal's own list: LoCoMo dev recall@10 0.75 → 0.80. On top: a bonus for memories the
 graph reached (whose z-scores are not taken below 0), a recency term, and a penalty for
 memories no longer true (visible with ``as_of`` or ``include_superseded``). Weights were
 tuned on the LoCoMo dev split (``bench.locomo_recall``).
