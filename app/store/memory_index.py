@@ -160,6 +160,7 @@ class MemoryIndex:
             source = "postgres"
             await self.build()
         await self.catch_up_fully()
+        await self.grow()
         logger.info("memory index ready from %s in %.1fs: %d memories, %s index, position %d",
                     source, time.perf_counter() - began, self.live, self.vectors.kind,
                     self.position)
@@ -176,6 +177,15 @@ class MemoryIndex:
             async with self._lock:
                 await asyncio.to_thread(self.save)
 
+    async def grow(self) -> None:
+        """Past ``flat_max`` vectors, an HNSW index is built in a thread (searches go on
+        over the flat one; changes wait, as the lock is held) and swapped in."""
+        if not self.vectors.outgrown:
+            return
+        async with self._lock:
+            if self.vectors.outgrown:
+                self.vectors.use(await asyncio.to_thread(self.vectors.hnsw_copy))
+
     @property
     def live(self) -> int:
         return len(self._slot_of)
@@ -188,6 +198,7 @@ class MemoryIndex:
                 if self._since_snapshot >= self.settings.snapshot_every:
                     async with self._lock:
                         await asyncio.to_thread(self.save)
+                await self.grow()
                 if self.dead > max(10_000, self.live):
                     async with self._lock:
                         self.adopt(await asyncio.to_thread(self.compacted))

@@ -4,8 +4,9 @@ Vectors are unit-normalised embeddings, so inner product is cosine similarity. P
 the index are the memory index's *slots*: vectors are only ever appended (a changed memory
 gets a new slot, the old one is masked out), because HNSW in faiss cannot remove vectors.
 
-* **Type by size.** Flat (exact) up to ``flat_max`` vectors; past it the index is rebuilt
-  as HNSW (``hnsw_m``, ``hnsw_ef_construction``), searched with ``hnsw_ef_search``.
+* **Type by size.** Flat (exact) up to ``flat_max`` vectors; past it an HNSW copy is built
+  off to the side (``hnsw_m``, ``hnsw_ef_construction``) and swapped in, searched with
+  ``hnsw_ef_search``.
 * **Filters.** A search names the slots it may return (a bitmap). Up to ``exact_max`` of
   them are scored exactly, from the flat storage every index type keeps; more go through
   HNSW with the bitmap as faiss's ``IDSelector``, so every result matches the filter.
@@ -81,27 +82,38 @@ class VectorIndex:
         if len(vectors) == 0:
             return
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        if self.kind == "flat" and self.size > self.settings.flat_max:
-            self._to_hnsw()
+
+    @property
+    def outgrown(self) -> bool:
+        """Flat, with more vectors than ``flat_max``: time for ``hnsw_copy`` and ``use``."""
+        return self.kind == "flat" and self.size > self.settings.flat_max
+
+    def hnsw_copy(self) -> Any:
+        """An HNSW index of the vectors held now, built without touching this one (so it can
+        run in a thread while searches go on; minutes at a million vectors)."""
+        began = time.perf_counter()
+        index = faiss.IndexHNSWFlat(self.dimension, self.settings.hnsw_m,
+                                    faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = self.settings.hnsw_ef_construction
+        index.add(self.vectors().copy())
+        logger.info("vector index: HNSW of %d vectors built in %.1fs", index.ntotal,
+                    time.perf_counter() - began)
+        return index
+
+    def use(self, index: Any) -> None:
+        """Swaps in an index made by ``hnsw_copy`` of every vector held now."""
+        if index.ntotal != self.size:
+            raise ValueError(f"index of {index.ntotal} vectors for {self.size} slots")
+        self._index = index
+        self._drop_gpu()
 
     def rebuild(self, vectors: Floats) -> None:
         """A fresh index of these vectors (compaction), of the type their number calls for."""
         self._index = faiss.IndexFlatIP(self.dimension)
         self._index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        if self.size > self.settings.flat_max:
-            self._to_hnsw()
+        if self.outgrown:
+            self.use(self.hnsw_copy())
         self._drop_gpu()
-
-    def _to_hnsw(self) -> None:
-        began = time.perf_counter()
-        vectors = self.vectors().copy()
-        index = faiss.IndexHNSWFlat(self.dimension, self.settings.hnsw_m,
-                                    faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = self.settings.hnsw_ef_construction
-        index.add(vectors)
-        self._index = index
-        logger.info("vector index: %d vectors moved to HNSW in %.1fs", self.size,
-                    time.perf_counter() - began)
 
     # -- search ----------------------------------------------------------------------------
 
