@@ -27,7 +27,47 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 LEXICAL = "to_tsvector('english'::regconfig, text || ' ' || coalesce(context, ''))"
-EVENTS = {"insert": "new_rows", "update": "new_rows", "delete": "old_rows"}
+EVENTS = ("insert", "update", "delete")
+# Written out, not formatted: one statement-level trigger per kind of change, each
+# logging the rows it saw in its transition table.
+TRIGGERS = (
+    """
+    CREATE FUNCTION anamnesis_log_memory_insert() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO memory_changes (project_id, memory_id)
+        SELECT project_id, id FROM new_rows ORDER BY id;
+        RETURN NULL;
+    END $$""",
+    """
+    CREATE TRIGGER memories_log_insert AFTER INSERT ON memories
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION anamnesis_log_memory_insert()""",
+    """
+    CREATE FUNCTION anamnesis_log_memory_update() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO memory_changes (project_id, memory_id)
+        SELECT project_id, id FROM new_rows ORDER BY id;
+        RETURN NULL;
+    END $$""",
+    """
+    CREATE TRIGGER memories_log_update AFTER UPDATE ON memories
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION anamnesis_log_memory_update()""",
+    """
+    CREATE FUNCTION anamnesis_log_memory_delete() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO memory_changes (project_id, memory_id)
+        SELECT project_id, id FROM old_rows ORDER BY id;
+        RETURN NULL;
+    END $$""",
+    """
+    CREATE TRIGGER memories_log_delete AFTER DELETE ON memories
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION anamnesis_log_memory_delete()""",
+)
 
 
 def upgrade() -> None:
@@ -40,19 +80,8 @@ def upgrade() -> None:
                   nullable=False),
     )
     op.create_index("ix_memory_changes_changed_at", "memory_changes", ["changed_at"])
-    for event, rows in EVENTS.items():
-        op.execute(f"""
-            CREATE FUNCTION anamnesis_log_memory_{event}() RETURNS trigger
-            LANGUAGE plpgsql AS $$
-            BEGIN
-                INSERT INTO memory_changes (project_id, memory_id)
-                SELECT project_id, id FROM {rows} ORDER BY id;
-                RETURN NULL;
-            END $$""")
-        op.execute(f"""
-            CREATE TRIGGER memories_log_{event} AFTER {event.upper()} ON memories
-            REFERENCING {"OLD" if event == "delete" else "NEW"} TABLE AS {rows}
-            FOR EACH STATEMENT EXECUTE FUNCTION anamnesis_log_memory_{event}()""")
+    for statement in TRIGGERS:
+        op.execute(statement)
     op.add_column("memories", sa.Column("context", sa.Text))
     op.add_column("memories", sa.Column("lexical", pg.TSVECTOR,
                                         sa.Computed(LEXICAL, persisted=True)))
