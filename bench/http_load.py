@@ -235,7 +235,7 @@ async def run_size(
     rng = random.Random(seed + 1)
     queries = [Query(query_text(rng), rng.choice(users)) for _ in range(args.queries)]
     warmup = [Query(query_text(rng), rng.choice(users)) for _ in range(WARMUP_QUERIES)]
-    connections = max(args.concurrency, args.load_concurrency)
+    connections = max(args.concurrency, args.wide_concurrency, args.load_concurrency)
     result: dict[str, Any] = {
         "n": n, "users": len(users), "memories_per_user": round(n / len(users), 1),
         "server_rss_mb": {"before_load": await asyncio.to_thread(rss_mb, pid)},
@@ -253,6 +253,7 @@ async def run_size(
         for name, clients, filtered in (
             ("sequential", 1, False),
             ("concurrent", args.concurrency, False),
+            ("concurrent_wide", args.wide_concurrency, False),
             ("filtered_sequential", 1, True),
             ("filtered_concurrent", args.concurrency, True),
         ):
@@ -313,6 +314,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=300, help="searches per variant")
     parser.add_argument("--concurrency", type=int, default=16,
                         help="clients in the concurrent search variants")
+    parser.add_argument("--wide-concurrency", type=int, default=64,
+                        help="clients in the concurrent_wide variant")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--startup-timeout", type=float, default=600.0,
                         help="seconds to wait for a started server's /ready")
@@ -325,8 +328,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--n must be positive")
     if not 1 <= args.batch <= 200:
         parser.error("--batch must be 1..200 (the server's per-request message limit)")
-    if args.queries < 1 or args.concurrency < 1 or args.load_concurrency < 1:
-        parser.error("--queries, --concurrency and --load-concurrency must be positive")
+    if min(args.queries, args.concurrency, args.wide_concurrency, args.load_concurrency) < 1:
+        parser.error("--queries, --concurrency, --wide-concurrency and --load-concurrency "
+                     "must be positive")
     if args.base_url and not args.api_key:
         parser.error("--base-url needs --api-key (or $ANAMNESIS_API_KEY)")
     return args
@@ -342,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {
             "sizes": args.n, "batch": args.batch, "load_concurrency": args.load_concurrency,
             "queries": args.queries, "warmup_queries": WARMUP_QUERIES,
-            "concurrency": args.concurrency, "max_users_per_size": USERS_PER_RUN, "top_k": 10,
+            "concurrency": args.concurrency, "wide_concurrency": args.wide_concurrency,
+            "max_users_per_size": USERS_PER_RUN, "top_k": 10,
             "seed": args.seed,
         },
     }

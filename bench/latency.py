@@ -27,7 +27,8 @@ from bench.managed_server import ManagedServer, machine_info, progress, rss_mb, 
 
 INDEX_READY = re.compile(r"memory index ready from (\w+) in ([\d.]+)s: (\d+) memories, "
                          r"(\w+) index")
-VARIANTS = ("sequential", "concurrent", "filtered_sequential", "filtered_concurrent")
+VARIANTS = ("sequential", "concurrent", "concurrent_wide", "filtered_sequential",
+            "filtered_concurrent")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "config": {"sizes": args.n, "indexes": args.indexes, "batch": args.batch,
                    "queries": args.queries, "concurrency": args.concurrency,
+                   "wide_concurrency": args.wide_concurrency,
                    "load_concurrency": args.load_concurrency, "seed": args.seed, "top_k": 10},
         "indexes": {},
     }
