@@ -79,6 +79,13 @@ def mem0(workdir: Path) -> Any:
         })
 
 
+def mem0_search(memory: Any, text: str, user: str) -> Any:
+    """Mem0 2.x's scoped search: the scope goes in ``filters`` (a top-level ``user_id`` is
+    refused), and ``threshold=0`` so it returns its top ``K`` as Anamnesis does, rather than
+    dropping hits under its default 0.1 similarity."""
+    return memory.search(text, top_k=K, filters={"user_id": user}, threshold=0.0)
+
+
 def mem0_version() -> str:
     from importlib.metadata import version
 
@@ -133,11 +140,11 @@ def mem0_latency(memory: Any, adds: list[tuple[str, list[str]]],
                 memory.add([{"role": "user", "content": text}], user_id=user, infer=False)
         load_s = time.perf_counter() - began
         for text, user in queries[:10]:
-            memory.search(text, user_id=user, limit=K)
+            mem0_search(memory, text, user)
         times = []
         for text, user in queries:
             began = time.perf_counter()
-            memory.search(text, user_id=user, limit=K)
+            mem0_search(memory, text, user)
             times.append(time.perf_counter() - began)
     total = sum(len(texts) for _, texts in adds)
     return {"load_s": round(load_s, 1), "adds_per_s": round(total / load_s, 1),
@@ -202,7 +209,7 @@ def mem0_recall(memory: Any, samples: list[dict[str, Any]]) -> float:
                 memory.add([{"role": "user", "content": f"{turn['speaker']}: {text_of(turn)}"}],
                            user_id=user, infer=False, metadata={"dia_id": turn["dia_id"]})
             for qa in questions(sample):
-                found = memory.search(qa["question"], user_id=user, limit=K)
+                found = mem0_search(memory, qa["question"], user)
                 results = found.get("results", []) if isinstance(found, dict) else found
                 dia = {(r.get("metadata") or {}).get("dia_id") for r in results}
                 hits += bool(set(qa["evidence"]) & dia)
