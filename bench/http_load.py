@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.managed_server import ManagedServer, machine_info, progress, rss_mb
+from bench.managed_server import NO_QUERY_CACHE, ManagedServer, machine_info, progress, rss_mb
 from bench.synthetic import AddRequest, add_requests, query_text
 
 USERS_PER_RUN = 10
@@ -198,7 +198,7 @@ async def search(
         "qps": round(len(tally.latencies_s) / wall, 1) if wall else None,
         **latency_summary(tally.latencies_s),
         # The server's own steps (Server-Timing), median per step: "embed" is the query
-        # embedding (cached queries cost ~0), the rest the index and Postgres.
+        # embedding (~0 when cached: see --query-cache), the rest the index and Postgres.
         "server_steps_p50_ms": tally.server_steps_p50(),
         "mean_hits": round(sum(hits) / len(hits), 2) if hits else None,
         "empty_results": sum(1 for h in hits if h == 0),
@@ -316,6 +316,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="clients in the concurrent search variants")
     parser.add_argument("--wide-concurrency", type=int, default=64,
                         help="clients in the concurrent_wide variant")
+    parser.add_argument("--query-cache", action="store_true",
+                        help="keep the started server's query-embedding cache (off by default: "
+                             "the questions repeat, and a cached one is not embedded)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--startup-timeout", type=float, default=600.0,
                         help="seconds to wait for a started server's /ready")
@@ -348,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             "queries": args.queries, "warmup_queries": WARMUP_QUERIES,
             "concurrency": args.concurrency, "wide_concurrency": args.wide_concurrency,
             "max_users_per_size": USERS_PER_RUN, "top_k": 10,
-            "seed": args.seed,
+            "seed": args.seed, "query_cache": args.query_cache,
         },
     }
     server: ManagedServer | None = None
@@ -357,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
             pid = args.server_pid
             report["server"] = {"base_url": args.base_url, "managed": False, "pid": pid}
         else:
-            server = ManagedServer(args.startup_timeout, args.keep_data)
+            server = ManagedServer(args.startup_timeout, args.keep_data,
+                                   env=None if args.query_cache else NO_QUERY_CACHE)
             server.start()
             args.base_url = server.base_url
             pid = server.pid

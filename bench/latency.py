@@ -23,7 +23,14 @@ from typing import Any
 
 from bench.http_load import parse_args as http_load_args
 from bench.http_load import run_size
-from bench.managed_server import ManagedServer, machine_info, progress, rss_mb, set_progress_label
+from bench.managed_server import (
+    NO_QUERY_CACHE,
+    ManagedServer,
+    machine_info,
+    progress,
+    rss_mb,
+    set_progress_label,
+)
 
 INDEX_READY = re.compile(r"memory index ready from (\w+) in ([\d.]+)s: (\d+) memories, "
                          r"(\w+) index")
@@ -63,7 +70,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     index, restarts the server on the same data with that index and searches."""
     first = args.indexes[0]
     server = ManagedServer(args.startup_timeout, args.keep_data,
-                           env={"ANAMNESIS_SEARCH__INDEX": first})
+                           env={"ANAMNESIS_SEARCH__INDEX": first,
+                                **({} if args.query_cache else NO_QUERY_CACHE)})
     results: dict[str, Any] = {}
     keys: list[str] = []
     tags = [f"s{number}" for number in range(len(args.n))]
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"sizes": args.n, "indexes": args.indexes, "batch": args.batch,
                    "queries": args.queries, "concurrency": args.concurrency,
                    "wide_concurrency": args.wide_concurrency,
-                   "load_concurrency": args.load_concurrency, "seed": args.seed, "top_k": 10},
+                   "load_concurrency": args.load_concurrency, "seed": args.seed, "top_k": 10,
+                   "query_cache": args.query_cache},
         "indexes": {},
     }
     measured = measure(args)

@@ -19,6 +19,11 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The synthetic questions repeat (about half of 300 are distinct), and a cached question skips
+# its embedding; the latency benchmarks switch the server's query cache off unless asked, so
+# every search pays for embedding its query as a fresh question does.
+NO_QUERY_CACHE = {"ANAMNESIS_SEARCH__QUERY_CACHE_SIZE": "0"}
+
 
 _progress_label = "http_load"
 

@@ -33,7 +33,13 @@ import httpx
 
 from bench.consolidation import default_data_path, mem0_installed, session_time
 from bench.http_load import latency_summary
-from bench.managed_server import ManagedServer, machine_info, progress, set_progress_label
+from bench.managed_server import (
+    NO_QUERY_CACHE,
+    ManagedServer,
+    machine_info,
+    progress,
+    set_progress_label,
+)
 from bench.synthetic import add_requests, query_text
 
 CATEGORIES = (1, 2, 3, 4)
@@ -225,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "config": {"n": args.n, "users": args.users, "queries": args.queries, "top_k": K,
-                   "recall": not args.no_recall},
+                   "recall": not args.no_recall, "anamnesis_query_cache": False},
         "peer": {"name": "mem0ai", "version": mem0_version(),
                  "setup": "Memory.from_config, faiss vector store, huggingface embedder on "
                           "the same all-MiniLM-L6-v2 files, infer=False, in this process"},
@@ -233,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     adds, queries = latency_data(args)
     workdir = Path(tempfile.mkdtemp(prefix="anamnesis-bench-peer-"))
     workdir.chmod(0o755)
-    server = ManagedServer(args.startup_timeout, False)
+    # Mem0 embeds every query; so does Anamnesis here (its query cache off).
+    server = ManagedServer(args.startup_timeout, False, env=NO_QUERY_CACHE)
     try:
         server.start()
         progress(f"anamnesis: loading {args.n} memories and searching")
