@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -148,9 +148,39 @@ class LexicalIndex:
                allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
         """BM25 of every slot (0 where not allowed or no term matches)."""
         scores = np.zeros(len(allowed), dtype=np.float32)
+        for slots, freqs, weigh in self._matches(project, query):
+            keep = slots < len(allowed)
+            slots, freqs = slots[keep], freqs[keep]
+            visible = allowed[slots]
+            slots, freqs = slots[visible], freqs[visible]
+            if slots.size:
+                scores[slots] += weigh(slots, freqs)
+        return scores
+
+    def scores_at(self, project: int, query: str,
+                  slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """BM25 of these few slots, aligned with them: a binary search of each query term's
+        postings (sorted, as slots only grow and compaction keeps their order) instead of
+        a pass over all of them, which is what makes scoring fusion's candidates cheap."""
+        scores = np.zeros(len(slots), dtype=np.float32)
+        for posting, freqs, weigh in self._matches(project, query):
+            if posting.size == 0:
+                continue
+            at = np.minimum(np.searchsorted(posting, slots), posting.size - 1)
+            found = posting[at] == slots
+            if found.any():
+                scores[found] += weigh(slots[found], freqs[at[found]])
+        return scores
+
+    def _matches(self, project: int, query: str) -> Iterator[
+            tuple[npt.NDArray[np.int64], npt.NDArray[np.float32],
+                  Callable[[npt.NDArray[np.int64], npt.NDArray[np.float32]],
+                           npt.NDArray[np.float32]]]]:
+        """Per distinct query term the project knows: its postings (slots and frequencies,
+        over every project) and the BM25 weight of given slots' frequencies of it."""
         docs = self._docs.get(project, 0)
         if docs <= 0:
-            return scores
+            return
         mean_length = max(self._total_length[project] / docs, 1.0)
         lengths = self._lengths.view()
         for token in dict.fromkeys(tokenize(query)):
@@ -160,18 +190,14 @@ class LexicalIndex:
             df = self._df.get((project, term), 0)
             if df <= 0:
                 continue
-            slots = self._slots[term].view()
-            keep = slots < len(allowed)
-            slots = slots[keep]
-            freqs = self._freqs[term].view()[keep]
-            visible = allowed[slots]
-            slots, freqs = slots[visible], freqs[visible]
-            if slots.size == 0:
-                continue
             idf = np.log1p((docs - df + 0.5) / (df + 0.5))
-            norm = K1 * (1.0 - B + B * lengths[slots] / mean_length)
-            scores[slots] += (idf * freqs * (K1 + 1.0) / (freqs + norm)).astype(np.float32)
-        return scores
+
+            def weigh(slots: npt.NDArray[np.int64], freqs: npt.NDArray[np.float32],
+                      idf: float = idf) -> npt.NDArray[np.float32]:
+                norm = K1 * (1.0 - B + B * lengths[slots] / mean_length)
+                return (idf * freqs * (K1 + 1.0) / (freqs + norm)).astype(np.float32)
+
+            yield self._slots[term].view(), self._freqs[term].view(), weigh
 
     def renumbered(self, old: npt.NDArray[np.int64]) -> LexicalIndex:
         """The same documents with slot ``old[i]`` moved to ``i`` (compaction); slots not

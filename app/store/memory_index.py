@@ -428,10 +428,9 @@ class MemoryIndex:
         slots = [(m, s) for m in ids if (s := self._slot_of.get(m)) is not None]
         if project is None or not slots:
             return {}
-        mask = np.zeros(self.vectors.size, dtype=bool)
-        mask[[s for _, s in slots]] = True
-        scores = self.lexical.scores(project, query, mask)
-        return {m: float(scores[s]) for m, s in slots}
+        scores = self.lexical.scores_at(project, query,
+                                        np.asarray([s for _, s in slots], dtype=np.int64))
+        return {m: float(score) for (m, _), score in zip(slots, scores.tolist(), strict=True)}
 
     def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
                  allowed: npt.NDArray[np.int64]) -> dict[uuid.UUID, tuple[float, int, int]]:

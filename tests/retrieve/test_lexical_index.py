@@ -1,0 +1,78 @@
+"""BM25 in the API process: the scores against the formula written out, and the two ways of
+scoring (every allowed slot, or a few given ones) agreeing, before and after compaction."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+
+from app.store.lexical_index import K1, B, LexicalIndex, tokenize
+
+WORDS = ("apple", "banana", "cherry", "ferry", "harbour", "lisbon", "tokyo", "piano", "cello",
+         "hiking", "sailing", "ramen", "paella", "climbing", "novel", "garden")
+
+
+def corpus(seed: int, n: int) -> list[tuple[int, str]]:
+    rng = random.Random(seed)
+    return [(rng.choice((1, 2)), " ".join(rng.choices(WORDS, k=rng.randint(1, 9))))
+            for _ in range(n)]
+
+
+def reference(docs: dict[int, tuple[int, str]], project: int, query: str) -> dict[int, float]:
+    """Okapi BM25 written out over the project's live documents."""
+    mine = {slot: tokenize(text) for slot, (p, text) in docs.items() if p == project}
+    mean = max(sum(map(len, mine.values())) / len(mine), 1.0)
+    scores = dict.fromkeys(mine, 0.0)
+    for term in dict.fromkeys(tokenize(query)):
+        df = sum(term in tokens for tokens in mine.values())
+        if not df:
+            continue
+        idf = math.log1p((len(mine) - df + 0.5) / (df + 0.5))
+        for slot, tokens in mine.items():
+            tf = tokens.count(term)
+            if tf:
+                scores[slot] += idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * len(tokens) / mean))
+    return scores
+
+
+def test_scores_follow_bm25_per_project_and_both_ways_agree() -> None:
+    docs = dict(enumerate(corpus(1, 300)))
+    index = LexicalIndex()
+    for slot, (project, text) in docs.items():
+        index.add(slot, project, text)
+    for slot in range(0, 300, 7):  # deleted memories stop counting
+        index.remove(slot)
+        del docs[slot]
+
+    query = "Sailing to Lisbon on the ferry, with a cello"
+    expected = reference(docs, 1, query)
+    allowed = np.zeros(300, dtype=bool)
+    allowed[list(expected)] = True
+    every = index.scores(1, query, allowed)
+    assert np.flatnonzero(every).tolist() == sorted(s for s, v in expected.items() if v > 0)
+    for slot, value in expected.items():
+        assert math.isclose(every[slot], value, rel_tol=1e-5, abs_tol=1e-6)
+
+    picked = np.asarray(random.Random(2).sample(sorted(expected), 40), dtype=np.int64)
+    few = index.scores_at(1, query, picked)
+    assert np.allclose(few, every[picked], rtol=1e-6, atol=1e-7)
+    assert index.scores_at(2, "durian", picked).tolist() == [0.0] * 40
+
+
+def test_scoring_a_few_slots_agrees_after_compaction() -> None:
+    index = LexicalIndex()
+    for slot, (project, text) in enumerate(corpus(3, 200)):
+        index.add(slot, project, text)
+    dead = set(range(5, 200, 4))
+    for slot in dead:
+        index.remove(slot)
+    compacted = index.renumbered(np.asarray([s for s in range(200) if s not in dead]))
+
+    query = "ramen and paella in Tokyo"
+    size = 200 - len(dead)
+    every = compacted.scores(2, query, np.ones(size, dtype=bool))
+    slots = np.arange(size - 1, -1, -3, dtype=np.int64)  # any order, as fusion asks
+    assert np.allclose(compacted.scores_at(2, query, slots), every[slots], rtol=1e-6)
+    assert every.any()
