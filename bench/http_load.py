@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.managed_server import NO_QUERY_CACHE, ManagedServer, machine_info, progress, rss_mb
+from bench.managed_server import ManagedServer, machine_info, progress, rss_mb
 from bench.synthetic import AddRequest, add_requests, query_text
 
 USERS_PER_RUN = 10
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             report["server"] = {"base_url": args.base_url, "managed": False, "pid": pid}
         else:
             server = ManagedServer(args.startup_timeout, args.keep_data,
-                                   env=None if args.query_cache else NO_QUERY_CACHE)
+                                   query_cache=args.query_cache)
             server.start()
             args.base_url = server.base_url
             pid = server.pid

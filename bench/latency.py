@@ -23,14 +23,7 @@ from typing import Any
 
 from bench.http_load import parse_args as http_load_args
 from bench.http_load import run_size
-from bench.managed_server import (
-    NO_QUERY_CACHE,
-    ManagedServer,
-    machine_info,
-    progress,
-    rss_mb,
-    set_progress_label,
-)
+from bench.managed_server import ManagedServer, machine_info, progress, rss_mb, set_progress_label
 
 INDEX_READY = re.compile(r"memory index ready from (\w+) in ([\d.]+)s: (\d+) memories, "
                          r"(\w+) index")
@@ -70,8 +63,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     index, restarts the server on the same data with that index and searches."""
     first = args.indexes[0]
     server = ManagedServer(args.startup_timeout, args.keep_data,
-                           env={"ANAMNESIS_SEARCH__INDEX": first,
-                                **({} if args.query_cache else NO_QUERY_CACHE)})
+                           env={"ANAMNESIS_SEARCH__INDEX": first},
+                           query_cache=args.query_cache)
     results: dict[str, Any] = {}
     keys: list[str] = []
     tags = [f"s{number}" for number in range(len(args.n))]

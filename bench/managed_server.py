@@ -19,11 +19,6 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The synthetic questions repeat (about half of 300 are distinct), and a cached question skips
-# its embedding; the latency benchmarks switch the server's query cache off unless asked, so
-# every search pays for embedding its query as a fresh question does.
-NO_QUERY_CACHE = {"ANAMNESIS_SEARCH__QUERY_CACHE_SIZE": "0"}
-
 
 _progress_label = "http_load"
 
@@ -58,8 +53,11 @@ class ManagedServer:
     """`anamnesis serve` on a free port over a throwaway data directory."""
 
     def __init__(self, startup_timeout_s: float, keep_data: bool,
-                 env: dict[str, str] | None = None):
-        """``env``: extra environment variables for the server (and ``keys create``)."""
+                 env: dict[str, str] | None = None, *, query_cache: bool = False):
+        """``env``: extra environment variables for the server (and ``keys create``).
+        ``query_cache``: keep the server's query-embedding cache. Off by default: benchmark
+        questions repeat (the synthetic ones, and every ranking asks LoCoMo's again), and a
+        cached question skips its embedding, which a fresh question never does."""
         self.startup_timeout_s = startup_timeout_s
         self.keep_data = keep_data
         self.root = Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
@@ -69,7 +67,9 @@ class ManagedServer:
         self.log_path = self.root / "server.log"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir), **(env or {})}
+        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir),
+                    **({} if query_cache else {"ANAMNESIS_SEARCH__QUERY_CACHE_SIZE": "0"}),
+                    **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_s: float | None = None
 

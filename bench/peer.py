@@ -33,13 +33,7 @@ import httpx
 
 from bench.consolidation import default_data_path, mem0_installed, session_time
 from bench.http_load import latency_summary
-from bench.managed_server import (
-    NO_QUERY_CACHE,
-    ManagedServer,
-    machine_info,
-    progress,
-    set_progress_label,
-)
+from bench.managed_server import ManagedServer, machine_info, progress, set_progress_label
 from bench.synthetic import add_requests, query_text
 
 CATEGORIES = (1, 2, 3, 4)
@@ -239,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     adds, queries = latency_data(args)
     workdir = Path(tempfile.mkdtemp(prefix="anamnesis-bench-peer-"))
     workdir.chmod(0o755)
-    # Mem0 embeds every query; so does Anamnesis here (its query cache off).
-    server = ManagedServer(args.startup_timeout, False, env=NO_QUERY_CACHE)
+    server = ManagedServer(args.startup_timeout, False)  # query cache off, as Mem0 has none
     try:
         server.start()
         progress(f"anamnesis: loading {args.n} memories and searching")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -148,13 +148,13 @@ class LexicalIndex:
                allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
         """BM25 of every slot (0 where not allowed or no term matches)."""
         scores = np.zeros(len(allowed), dtype=np.float32)
-        for slots, freqs, weigh in self._matches(project, query):
+        for slots, freqs, idf, mean_length in self._terms(project, query):
             keep = slots < len(allowed)
             slots, freqs = slots[keep], freqs[keep]
             visible = allowed[slots]
             slots, freqs = slots[visible], freqs[visible]
             if slots.size:
-                scores[slots] += weigh(slots, freqs)
+                scores[slots] += self._bm25(slots, freqs, idf, mean_length)
         return scores
 
     def scores_at(self, project: int, query: str,
@@ -163,41 +163,33 @@ class LexicalIndex:
         postings (sorted, as slots only grow and compaction keeps their order) instead of
         a pass over all of them, which is what makes scoring fusion's candidates cheap."""
         scores = np.zeros(len(slots), dtype=np.float32)
-        for posting, freqs, weigh in self._matches(project, query):
-            if posting.size == 0:
-                continue
+        for posting, freqs, idf, mean_length in self._terms(project, query):
             at = np.minimum(np.searchsorted(posting, slots), posting.size - 1)
             found = posting[at] == slots
             if found.any():
-                scores[found] += weigh(slots[found], freqs[at[found]])
+                scores[found] += self._bm25(slots[found], freqs[at[found]], idf, mean_length)
         return scores
 
-    def _matches(self, project: int, query: str) -> Iterator[
-            tuple[npt.NDArray[np.int64], npt.NDArray[np.float32],
-                  Callable[[npt.NDArray[np.int64], npt.NDArray[np.float32]],
-                           npt.NDArray[np.float32]]]]:
-        """Per distinct query term the project knows: its postings (slots and frequencies,
-        over every project) and the BM25 weight of given slots' frequencies of it."""
+    def _terms(self, project: int, query: str) -> Iterator[
+            tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], float, float]]:
+        """Per distinct query term the project holds: its postings (slots and frequencies,
+        every project's), its IDF and the project's mean document length."""
         docs = self._docs.get(project, 0)
         if docs <= 0:
             return
         mean_length = max(self._total_length[project] / docs, 1.0)
-        lengths = self._lengths.view()
         for token in dict.fromkeys(tokenize(query)):
             term = self._term_ids.get(token)
-            if term is None:
+            df = 0 if term is None else self._df.get((project, term), 0)
+            if term is None or df <= 0:
                 continue
-            df = self._df.get((project, term), 0)
-            if df <= 0:
-                continue
-            idf = np.log1p((docs - df + 0.5) / (df + 0.5))
+            idf = float(np.log1p((docs - df + 0.5) / (df + 0.5)))
+            yield self._slots[term].view(), self._freqs[term].view(), idf, mean_length
 
-            def weigh(slots: npt.NDArray[np.int64], freqs: npt.NDArray[np.float32],
-                      idf: float = idf) -> npt.NDArray[np.float32]:
-                norm = K1 * (1.0 - B + B * lengths[slots] / mean_length)
-                return (idf * freqs * (K1 + 1.0) / (freqs + norm)).astype(np.float32)
-
-            yield self._slots[term].view(), self._freqs[term].view(), weigh
+    def _bm25(self, slots: npt.NDArray[np.int64], freqs: npt.NDArray[np.float32], idf: float,
+              mean_length: float) -> npt.NDArray[np.float32]:
+        norm = K1 * (1.0 - B + B * self._lengths.view()[slots] / mean_length)
+        return (idf * freqs * (K1 + 1.0) / (freqs + norm)).astype(np.float32)
 
     def renumbered(self, old: npt.NDArray[np.int64]) -> LexicalIndex:
         """The same documents with slot ``old[i]`` moved to ``i`` (compaction); slots not
