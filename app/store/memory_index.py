@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import pickle
-import shutil
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -48,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.config import SearchSettings, Settings
 from app.embeddings import Embedder
 from app.store.db import Database
+from app.store.index_snapshot import read_snapshot, write_snapshot
 from app.store.lexical_index import LexicalIndex
 from app.store.repositories import changes
 from app.store.repositories.changes import IndexRow
@@ -55,7 +53,6 @@ from app.store.vector_index import Batcher, VectorIndex
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
 NEVER = np.iinfo(np.int64).max
 BATCH = 5_000
 LATE_FOR_S = 3600.0  # how long a hole in the change log is checked again
@@ -464,21 +461,11 @@ class MemoryIndex:
 
     # -- snapshot and compaction -----------------------------------------------------------
 
-    def _meta(self) -> dict[str, Any]:
-        return {"format": FORMAT, "dimension": self.dimension, "model": self.model,
-                "position": self.position, "size": self.vectors.size, "live": self.live}
-
     def save(self) -> None:
-        """Writes the snapshot beside the old one, then swaps them."""
+        """Writes the snapshot (``index_snapshot``)."""
         if self.snapshot_dir is None:
             return
         began = time.perf_counter()
-        target = self.snapshot_dir
-        unique = f"{os.getpid()}-{id(self)}"  # two indexes of one database may save at once
-        temporary = target.with_name(f"{target.name}.tmp-{unique}")
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-        self.vectors.save(temporary / "vectors.faiss")
         size = self.vectors.size
         state = {
             "ids": self._ids, "slot_of": self._slot_of, "digest": self._digest,
@@ -487,15 +474,10 @@ class MemoryIndex:
             "ahead": self._ahead, "holes": self._holes, "late": self._late,
             "dead": self.dead, "lexical": self.lexical.state(),
         }
-        with open(temporary / "state.pickle", "wb") as handle:
-            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        (temporary / "meta.json").write_text(json.dumps(self._meta()))
-        previous = target.with_name(f"{target.name}.old-{unique}")
-        shutil.rmtree(previous, ignore_errors=True)
-        if target.exists():
-            os.replace(target, previous)
-        os.replace(temporary, target)
-        shutil.rmtree(previous, ignore_errors=True)
+        meta = {"dimension": self.dimension, "model": self.model, "position": self.position,
+                "size": size, "live": self.live}
+        write_snapshot(self.snapshot_dir, self.vectors, state, meta,
+                       writer=f"{os.getpid()}-{id(self)}")
         self._since_snapshot = 0
         logger.info("memory index snapshot: %d memories at position %d in %.1fs", self.live,
                     self.position, time.perf_counter() - began)
@@ -506,23 +488,12 @@ class MemoryIndex:
                 ("alive", self._alive), *((f"scope.{k}", c) for k, c in self._scope.items())]
 
     def _load(self) -> bool:
-        """The snapshot, if there is one made by this model at this dimension."""
-        if self.snapshot_dir is None or not (self.snapshot_dir / "meta.json").is_file():
+        """The snapshot, if there is a usable one (``index_snapshot``)."""
+        found = None if self.snapshot_dir is None else read_snapshot(
+            self.snapshot_dir, self.dimension, self.model, self.settings)
+        if found is None:
             return False
-        try:
-            meta = json.loads((self.snapshot_dir / "meta.json").read_text())
-            if (meta.get("format"), meta.get("dimension"), meta.get("model")) != (
-                    FORMAT, self.dimension, self.model):
-                logger.warning("memory index snapshot made by another model or format; "
-                               "rebuilding from Postgres")
-                return False
-            vectors = VectorIndex.load(self.snapshot_dir / "vectors.faiss", self.dimension,
-                                       self.settings)
-            with open(self.snapshot_dir / "state.pickle", "rb") as handle:
-                state = pickle.load(handle)  # noqa: S301 - our own file, in our data folder
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-            logger.warning("memory index snapshot unreadable (%s); rebuilding", exc)
-            return False
+        vectors, state, meta = found
         self._reset()
         self.vectors = vectors
         self._batcher = Batcher(self.vectors.search_all, self.settings.batch_window_ms / 1000)
@@ -532,10 +503,10 @@ class MemoryIndex:
             data = state["columns"][name]
             column.ensure(len(data))
             column.data[:len(data)] = data
-        self._ahead, self._holes, self._late = state["ahead"], state["holes"], state["late"]
         now = time.monotonic()  # monotonic clocks do not survive a restart
-        self._holes = dict.fromkeys(self._holes, now)
-        self._late = dict.fromkeys(self._late, now)
+        self._ahead = state["ahead"]
+        self._holes = dict.fromkeys(state["holes"], now)
+        self._late = dict.fromkeys(state["late"], now)
         self.dead = state["dead"]
         self.lexical = LexicalIndex.from_state(state["lexical"])
         self.position = int(meta["position"])

@@ -1,0 +1,66 @@
+"""The memory index on disk: one folder per database, written whole and swapped in.
+
+A snapshot is ``vectors.faiss`` (the vector index), ``state.pickle`` (everything else the
+index holds: slot table, BM25, change-log bookkeeping) and ``meta.json`` (format, model,
+dimension and the change-log position it reflects). It is only read back by the same model
+at the same dimension and format; anything else, or anything unreadable, reads as none, and
+the index is built from Postgres instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import shutil
+from pathlib import Path
+from typing import Any
+
+from app.config import SearchSettings
+from app.store.vector_index import VectorIndex
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+
+
+def write_snapshot(folder: Path, vectors: VectorIndex, state: dict[str, Any],
+                   meta: dict[str, Any], writer: str) -> None:
+    """Writes beside the old snapshot, then swaps: a reader sees the old one or the new one.
+    ``writer`` tells apart two indexes of one database saving at once."""
+    temporary = folder.with_name(f"{folder.name}.tmp-{writer}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    vectors.save(temporary / "vectors.faiss")
+    with open(temporary / "state.pickle", "wb") as handle:
+        pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    (temporary / "meta.json").write_text(json.dumps({"format": FORMAT, **meta}))
+    previous = folder.with_name(f"{folder.name}.old-{writer}")
+    shutil.rmtree(previous, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, previous)
+    os.replace(temporary, folder)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def read_snapshot(folder: Path, dimension: int, model: str, settings: SearchSettings
+                  ) -> tuple[VectorIndex, dict[str, Any], dict[str, Any]] | None:
+    """The vectors, state and meta of the snapshot in ``folder``, if there is one made by
+    this model at this dimension and readable."""
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if (meta.get("format"), meta.get("dimension"), meta.get("model")) != (
+                FORMAT, dimension, model):
+            logger.warning("memory index snapshot made by another model or format; "
+                           "rebuilding from Postgres")
+            return None
+        vectors = VectorIndex.load(folder / "vectors.faiss", dimension, settings)
+        with open(folder / "state.pickle", "rb") as handle:
+            state = pickle.load(handle)  # noqa: S301 - our own file, in our data folder
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        logger.warning("memory index snapshot unreadable (%s); rebuilding", exc)
+        return None
+    return vectors, state, meta
