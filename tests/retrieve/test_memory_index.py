@@ -366,3 +366,38 @@ async def test_a_separate_api_process_converges(client: httpx.AsyncClient, other
         memory_id = written.json()["results"][0]["id"]
         assert (await client.delete(f"/v1/memories/{memory_id}")).status_code == 200
         assert "The tent poles are in the attic." not in await found(other, "tent poles attic")
+
+
+@pytest.mark.parametrize("gap_timeout_s", [60.0, 0.001])
+async def test_a_change_that_commits_late_is_applied_not_skipped(
+        database: Database, project: uuid.UUID, gap_timeout_s: float) -> None:
+    """A transaction takes its change-log number when it writes and shows it when it commits;
+    a later one can commit first. The index applies the later one, and the earlier one when
+    it commits: waited for below the position, or, once the wait ran out, checked again."""
+    rng = np.random.default_rng(11)
+    index = MemoryIndex(database, DIM, "test-model",
+                        SearchSettings(poll_interval_s=60, gap_timeout_s=gap_timeout_s), None)
+    await index.start(poll=False)
+    passed_over = set(index._late)  # holes left by earlier tests' rolled-back writes
+    try:
+        async with database.session_scope() as slow:  # open until the end of the block
+            inserted = await repository.insert_new(slow, project, Scope(user_id="u1"), [
+                NewMemory("written first, committed last", content_hash("first"), {},
+                          unit(rng, 1)[0].tolist())])
+            early = inserted[content_hash("first")]
+            [late] = await insert(database, project, "u1", ["written last, committed first"],
+                                  unit(rng, 1))
+            await index.catch_up_fully()
+            if gap_timeout_s < 1:
+                await asyncio.sleep(0.01)
+                await index.catch_up_fully()  # the wait ran out: the position moves past
+            held = {index._ids[s] for s in index.allowed(View(project)).tolist()}
+            assert held == {late}
+            # Waited for below the position, or passed over and checked again.
+            assert bool(index._holes) == (gap_timeout_s > 1)
+            assert bool(set(index._late) - passed_over) == (gap_timeout_s < 1)
+        await index.catch_up_fully()
+        held = {index._ids[s] for s in index.allowed(View(project)).tolist()}
+        assert held == {early, late}
+    finally:
+        await index.aclose(save=False)
