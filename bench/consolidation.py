@@ -48,6 +48,7 @@ from bench.http_load import percentile
 from bench.managed_server import (
     REPO_ROOT,
     ManagedServer,
+    emit_report,
     machine_info,
     progress,
     rss_mb,
@@ -956,11 +957,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report["duration_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(report, args.out)
     return 0
 
 

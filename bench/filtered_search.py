@@ -28,7 +28,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from app.config import DatabaseSettings, Settings
-from app.retrieve.filters import Filter, parse_filters
+from app.domain import Filter
+from app.retrieve.filters import parse_filters
 from app.store.db import open_database
 from app.store.ids import uuid7
 from app.store.models import Memory, Project

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import math
 import os
 import random
@@ -29,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.managed_server import ManagedServer, machine_info, progress, rss_mb
+from bench.managed_server import ManagedServer, emit_report, machine_info, progress, rss_mb
 from bench.synthetic import AddRequest, add_requests, query_text
 
 USERS_PER_RUN = 10
@@ -380,11 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
     report["duration_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(report, args.out)
     return 0
 
 

@@ -16,14 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import re
 import time
 from typing import Any
 
 from bench.http_load import parse_args as http_load_args
 from bench.http_load import run_size
-from bench.managed_server import ManagedServer, machine_info, progress, rss_mb, set_progress_label
+from bench.managed_server import (
+    ManagedServer,
+    emit_report,
+    machine_info,
+    progress,
+    rss_mb,
+    set_progress_label,
+)
 
 INDEX_READY = re.compile(r"memory index ready from (\w+) in ([\d.]+)s: (\d+) memories, "
                          r"(\w+) index")
@@ -138,11 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     report["indexes"] = measured
     report["side_by_side"] = side_by_side(measured)
     report["duration_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(report, args.out)
     return 0
 
 

@@ -29,7 +29,13 @@ from typing import Any
 import httpx
 
 from bench.consolidation import Episode, conversation_episodes, default_data_path
-from bench.managed_server import ManagedServer, machine_info, progress, set_progress_label
+from bench.managed_server import (
+    ManagedServer,
+    emit_report,
+    machine_info,
+    progress,
+    set_progress_label,
+)
 
 KS = (1, 5, 10, 20)
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}
@@ -256,11 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.stop()
     report["duration_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(report, args.out)
     return 0
 
 

@@ -27,7 +27,13 @@ import httpx
 
 from bench.consolidation import default_data_path, session_time
 from bench.http_load import latency_summary
-from bench.managed_server import ManagedServer, machine_info, progress, set_progress_label
+from bench.managed_server import (
+    ManagedServer,
+    emit_report,
+    machine_info,
+    progress,
+    set_progress_label,
+)
 
 KS = (1, 5, 10, 20)
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}
@@ -187,11 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         index: {ranking: r["rankings"][ranking]["overall"]["recall@10"]["any"]
                 for ranking in RANKINGS}
         for index, r in report["indexes"].items()}
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(report, args.out)
     return 0
 
 

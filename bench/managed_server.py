@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -186,3 +187,12 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+
+
+def emit_report(report: dict[str, Any], out: Path | None) -> None:
+    """A benchmark's JSON report: printed, and written to ``out`` when given."""
+    text = json.dumps(report, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)

@@ -33,7 +33,13 @@ import httpx
 
 from bench.consolidation import default_data_path, mem0_installed, session_time
 from bench.http_load import latency_summary
-from bench.managed_server import ManagedServer, machine_info, progress, set_progress_label
+from bench.managed_server import (
+    ManagedServer,
+    emit_report,
+    machine_info,
+    progress,
+    set_progress_label,
+)
 from bench.synthetic import add_requests, query_text
 
 CATEGORIES = (1, 2, 3, 4)
@@ -266,11 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios["recall@10_ours_over_theirs"] = round(
             ours["recall@10_any"] / theirs["recall@10_any"], 3)
     report["ratios"] = ratios
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_report(report, args.out)
     return 0
 
 
