@@ -1,4 +1,4 @@
-"""``anamnesis`` command line: serve, worker, migrate, graph rebuild, keys."""
+"""``anamnesis`` command line: serve, worker, migrate, graph rebuild, reindex, keys."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 
 from app.config import Settings
+
+WORKER_APP = "workers.celery_app"
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -42,18 +44,24 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     # Imported once here, before the prefork pool forks: each pool process then starts in
     # about a second instead of re-importing torch (12-25 s on a busy 2-core machine).
     import sentence_transformers  # noqa: F401
+    from celery.bin.celery import celery
+    from click.exceptions import Exit
 
     from app.jobs.celery import QUEUE
-    from workers.celery_app import app as celery
 
-    argv = ["worker", "--loglevel", settings.log_level.upper(), "--queues", QUEUE,
+    # The worker's Celery app is named, not imported: ``workers`` imports ``app``, never the
+    # reverse (``celery -A workers.celery_app worker`` is the same command).
+    argv = ["-A", WORKER_APP, "worker", "--loglevel", settings.log_level.upper(), "--queues", QUEUE,
             "--pool", args.pool, "--concurrency", str(args.concurrency)]
     if args.beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
     if args.hostname:
         argv += ["--hostname", args.hostname]
-    celery.worker_main(argv)
+    try:
+        celery.main(args=argv, prog_name="anamnesis worker", standalone_mode=False)
+    except Exit as exit_:
+        return int(exit_.exit_code)
     return 0
 
 
@@ -107,30 +115,17 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _graph(settings: Settings, args: argparse.Namespace) -> int:
     from app.consolidate.replay import rebuild_graph
-    from app.embeddings import SentenceTransformerEmbedder
-    from app.store.db import check_embedding_dimension, open_database
-    from app.store.graph import open_graph_store
+    from app.resources import open_resources
     from app.store.repositories import keys as repository
 
-    database = await open_database(settings, migrate_schema=True)
-    try:
-        async with database.session_scope() as session:
+    async with open_resources(settings, migrate=True) as resources:
+        async with resources.database.session_scope() as session:
             project = await repository.project_named(session, args.project)
         if project is None:
             print(f"no project named {args.project!r}", file=sys.stderr)
             return 1
-        embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load, settings.embedding)
-        try:
-            await check_embedding_dimension(database, embedder.dimension)
-            store = await open_graph_store(settings, database)
-            try:
-                counts = await rebuild_graph(database, store, embedder, project.id)
-            finally:
-                await store.aclose()
-        finally:
-            await embedder.aclose()
-    finally:
-        await database.aclose()
+        counts = await rebuild_graph(resources.database, resources.graph, resources.embedder,
+                                     project.id)
     print(f"graph of {args.project!r} rebuilt: " + ", ".join(f"{v} {k.replace('_', ' ')}"
                                                            for k, v in counts.items()))
     return 0
@@ -139,27 +134,16 @@ async def _graph(settings: Settings, args: argparse.Namespace) -> int:
 async def _reindex(settings: Settings) -> int:
     """The search index made again from Postgres and saved as the snapshot API processes
     start from (running ones keep theirs until they restart)."""
-    from app.embeddings import SentenceTransformerEmbedder
-    from app.store.db import check_embedding_dimension, open_database
-    from app.store.memory_index import open_memory_index
+    from app.resources import open_resources
 
     if settings.search.index != "memory":
         print("search.index is 'postgres': there is no in-process index to rebuild",
               file=sys.stderr)
         return 1
-    database = await open_database(settings, migrate_schema=True)
-    try:
-        embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load, settings.embedding)
-        try:
-            await check_embedding_dimension(database, embedder.dimension)
-            began = time.perf_counter()
-            index = await open_memory_index(settings, database, embedder, rebuild=True)
-            assert index is not None
-            await index.aclose(save=True)
-        finally:
-            await embedder.aclose()
-    finally:
-        await database.aclose()
+    began = time.perf_counter()
+    async with open_resources(settings, migrate=True, index="rebuild") as resources:
+        index = resources.index
+        assert index is not None
     print(f"search index rebuilt: {index.live} memories, {index.vectors.kind} index, change "
           f"log position {index.position}, {time.perf_counter() - began:.1f}s; snapshot in "
           f"{index.snapshot_dir}")

@@ -1,9 +1,9 @@
-"""Annotated dependency aliases used by the routers."""
+"""The API's resources and the annotated dependency aliases the routers use."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,33 +12,37 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Caller, KeyTouches, authenticate, key_from_headers
 from app.config import Settings
 from app.embeddings import Embedder
+from app.index.candidates import CandidateSource
 from app.jobs.queue import JobQueue
+from app.resources import Resources
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.store.db import Database
 from app.store.graph.base import GraphStore
-from app.store.memory_index import MemoryIndex
 
 
-@dataclass
-class Resources:
-    """Everything the lifespan builds; one per app, closed on shutdown."""
+@dataclass(kw_only=True)
+class ApiResources(Resources):
+    """What the lifespan opens (``open_resources``) and what only the API needs on top."""
 
-    settings: Settings
-    database: Database
-    embedder: Embedder
     key_touches: KeyTouches
     queue: JobQueue
-    graph: GraphStore
     queries: QueryEmbeddings
-    index: MemoryIndex | None  # None: search.index is "postgres"
+    search: CandidateSource
+
+    @classmethod
+    def of(cls, core: Resources, *, key_touches: KeyTouches, queue: JobQueue,
+           queries: QueryEmbeddings) -> ApiResources:
+        opened = {field.name: getattr(core, field.name) for field in fields(core)}
+        return cls(**opened, key_touches=key_touches, queue=queue, queries=queries,
+                   search=core.candidates)
 
 
-def get_resources(request: Request) -> Resources:
-    resources: Resources = request.app.state.resources
+def get_resources(request: Request) -> ApiResources:
+    resources: ApiResources = request.app.state.resources
     return resources
 
 
-ResourcesDep = Annotated[Resources, Depends(get_resources)]
+ResourcesDep = Annotated[ApiResources, Depends(get_resources)]
 
 
 async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
@@ -71,11 +75,11 @@ def get_graph(resources: ResourcesDep) -> GraphStore:
 GraphDep = Annotated[GraphStore, Depends(get_graph)]
 
 
-def get_index(resources: ResourcesDep) -> MemoryIndex | None:
-    return resources.index
+def get_search(resources: ResourcesDep) -> CandidateSource:
+    return resources.search
 
 
-IndexDep = Annotated[MemoryIndex | None, Depends(get_index)]
+SearchSourceDep = Annotated[CandidateSource, Depends(get_search)]
 
 
 def get_queries(resources: ResourcesDep) -> QueryEmbeddings:

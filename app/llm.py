@@ -22,7 +22,6 @@ import asyncio
 import copy
 import email.utils
 import logging
-import random
 import re
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from app.backoff import backoff_delay
 from app.config import LLMSettings
 from app.errors import (
     LLMError,
@@ -384,8 +384,7 @@ class OpenAICompatibleClient:
         return text
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2.0 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not secrets
+        return backoff_delay(attempt, self.backoff_base_s, self.backoff_cap_s)
 
     async def aclose(self) -> None:
         await self._http.aclose()

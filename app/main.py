@@ -1,11 +1,11 @@
-"""``create_app()``: the lifespan builds every resource; routers and error handlers mount."""
+"""``create_app()``: the lifespan opens every resource (``open_resources``) and the job
+queue; routers and error handlers mount."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,9 +13,8 @@ from fastapi.responses import JSONResponse
 
 from app.auth import KeyTouches
 from app.config import Settings
-from app.consolidate.runtime import Consolidator
-from app.deps import Resources, ResourcesDep
-from app.embeddings import Embedder, SentenceTransformerEmbedder
+from app.deps import ApiResources, ResourcesDep
+from app.embeddings import Embedder
 from app.graph.router import router as graph_router
 from app.http import (
     RequestContextMiddleware,
@@ -23,27 +22,25 @@ from app.http import (
     install_error_handlers,
 )
 from app.ingest.router import router as ingest_router
-from app.jobs.queue import CeleryQueue, InProcessQueue, JobQueue
+from app.jobs.inprocess import InProcessQueue
+from app.jobs.queue import CeleryQueue, JobQueue
 from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
 from app.projects.router import router as projects_router
+from app.resources import Resources, open_resources
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
-from app.store.db import Database, check_embedding_dimension, open_database
-from app.store.graph import open_graph_store
-from app.store.graph.base import GraphStore
-from app.store.memory_index import open_memory_index
 
 logger = logging.getLogger(__name__)
 
 
-def build_queue(settings: Settings, database: Database, embedder: Embedder,
-                graph: GraphStore) -> JobQueue:
+def build_queue(resources: Resources) -> JobQueue:
     """Celery on Redis when configured; otherwise jobs run in this process."""
+    settings = resources.settings
     if settings.redis.url:
         logger.info("consolidation jobs go to Celery workers on Redis")
         return CeleryQueue(settings)
-    queue = InProcessQueue(Consolidator(settings, database, embedder, graph))
+    queue = InProcessQueue(resources)
     queue.start()
     logger.info("consolidation runs in-process (%d at a time); set ANAMNESIS_REDIS__URL to use "
                 "Celery workers", settings.consolidation.concurrency)
@@ -56,44 +53,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = await open_database(settings, migrate_schema=settings.db.migrate_on_start)
-        own_embedder = embedder is None
-        try:
-            model: Embedder = (
-                embedder if embedder is not None
-                else await asyncio.to_thread(SentenceTransformerEmbedder.load, settings.embedding)
-            )
-            await check_embedding_dimension(database, model.dimension)
-        except BaseException:
-            await database.aclose()
-            raise
-        try:
-            graph = await open_graph_store(settings, database)
-        except BaseException:
-            await database.aclose()
-            raise
-        try:
-            index = await open_memory_index(settings, database, model)
-        except BaseException:
-            await graph.aclose()
-            await database.aclose()
-            raise
-        queue = build_queue(settings, database, model, graph)
-        app.state.resources = Resources(settings, database, model,
-                                        KeyTouches(settings.api.key_touch_interval_s), queue,
-                                        graph, QueryEmbeddings(model,
-                                                               settings.search.query_cache_size),
-                                        index)
-        try:
+        async with AsyncExitStack() as stack:
+            core = await stack.enter_async_context(open_resources(
+                settings, migrate=settings.db.migrate_on_start, embedder=embedder,
+                index="serve"))
+            queue = build_queue(core)
+            stack.push_async_callback(queue.aclose)
+            app.state.resources = ApiResources.of(
+                core, key_touches=KeyTouches(settings.api.key_touch_interval_s), queue=queue,
+                queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size))
             yield
-        finally:
-            await queue.aclose()
-            if index is not None:
-                await index.aclose()
-            await graph.aclose()
-            if own_embedder:
-                await model.aclose()
-            await database.aclose()
 
     app = FastAPI(
         title="Anamnesis",

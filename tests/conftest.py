@@ -31,7 +31,7 @@ from app.config import (
     Settings,
 )
 from app.embeddings import SentenceTransformerEmbedder
-from app.jobs.queue import InProcessQueue
+from app.jobs.inprocess import InProcessQueue
 from app.main import create_app
 from app.store.db import Database, migrate
 from app.store.embedded_postgres import EmbeddedPostgres

@@ -12,8 +12,9 @@ from fastapi import FastAPI
 
 from app.cli import main
 from app.config import SearchSettings
+from app.domain import CURRENT, ProjectScope
+from app.index.memory_index import MemoryIndex
 from app.store.db import Database
-from app.store.memory_index import MemoryIndex, View
 from app.store.models import Memory
 
 
@@ -79,7 +80,7 @@ async def test_reindex_writes_the_snapshot_api_processes_start_from(
     try:
         project_id = uuid.UUID((await client.get("/v1/project")).json()["id"])
         found = loaded.lexical_search(project_id, "pier seven",
-                                      loaded.allowed(View(project_id)), 5)
+                                      loaded.allowed(ProjectScope(project_id), CURRENT), 5)
         assert [m for m, _ in found] == [uuid.UUID(added.json()["results"][0]["id"])]
     finally:
         await loaded.aclose(save=False)

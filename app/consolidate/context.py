@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consolidate.prompts import Turn
+from app.domain import Scope
 from app.store.models import Episode
 from app.store.repositories import episodes
-from app.store.repositories.memories import Scope
 
 
 @dataclass(frozen=True)

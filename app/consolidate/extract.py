@@ -8,8 +8,8 @@ from datetime import UTC, datetime, time
 
 from app.consolidate.context import EpisodeContext
 from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, extract_messages
+from app.domain import content_hash, normalise
 from app.llm import Completion, LLMClient
-from app.memories.content import content_hash, normalise
 
 
 @dataclass(frozen=True)

@@ -26,15 +26,15 @@ from app.consolidate.context import EpisodeContext
 from app.consolidate.extract import ExtractedFact
 from app.consolidate.prompts import (
     GRAPH_VERSION,
-    GraphExtraction,
+    ExtractedGraph,
     NewFact,
     graph_messages,
 )
+from app.domain import ProjectScope
 from app.embeddings import Embedder
 from app.llm import Completion, LLMClient
 from app.store.graph.base import (
     EntityRecord,
-    GraphScope,
     GraphStore,
     RelationRecord,
     entity_type,
@@ -48,14 +48,14 @@ SAME_ENTITY_SIMILARITY = 0.95  # whatever the name
 
 
 async def extract_graph(llm: LLMClient, context: EpisodeContext, facts: list[ExtractedFact]
-                        ) -> Completion[GraphExtraction]:
+                        ) -> Completion[ExtractedGraph]:
     return await llm.complete(
         graph_messages([NewFact(fact.text, fact.valid_at.date() if fact.stated_valid_from
                                 else None) for fact in facts], context.observed_at),
-        GraphExtraction, prompt_version=GRAPH_VERSION)
+        ExtractedGraph, prompt_version=GRAPH_VERSION)
 
 
-def payload(extraction: GraphExtraction, facts: list[ExtractedFact],
+def payload(extraction: ExtractedGraph, facts: list[ExtractedFact],
             results: list[dict[str, Any]]) -> dict[str, Any]:
     """What ``apply`` needs, JSON: the extraction and, per fact, its memory and whether it
     superseded one (``results`` are the write step's, one per fact in order)."""
@@ -77,7 +77,7 @@ class Applied:
     merges: list[tuple[uuid.UUID, str, str, float]]
 
 
-def entity_id(scope: GraphScope, key: str) -> uuid.UUID:
+def entity_id(scope: ProjectScope, key: str) -> uuid.UUID:
     """The same name in the same scope is the same entity, in every store and every rebuild."""
     return uuid.uuid5(_NAMESPACE, "\x1f".join((str(scope.project_id), scope.user_id or "",
                                               scope.agent_id or "", scope.run_id or "", key)))
@@ -93,7 +93,7 @@ def compatible(a: str, b: str) -> bool:
     return long.startswith(short) or short in words or any(w.startswith(short) for w in words)
 
 
-async def apply(store: GraphStore, embedder: Embedder, scope: GraphScope,
+async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
                 extraction_id: uuid.UUID, episode_id: uuid.UUID | None, data: dict[str, Any],
                 observed_at: datetime, *, gone: frozenset[uuid.UUID] = frozenset(),
                 refused: frozenset[tuple[uuid.UUID, str]] = frozenset()) -> Applied:

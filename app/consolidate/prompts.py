@@ -174,7 +174,7 @@ class GraphRelation(BaseModel):
                             "time (lives_in, works_at, married_to).")
 
 
-class GraphExtraction(BaseModel):
+class ExtractedGraph(BaseModel):
     entities: list[GraphEntity] = Field(max_length=MAX_FACTS_PER_REPLY)
     relations: list[GraphRelation] = Field(max_length=MAX_FACTS_PER_REPLY)
 

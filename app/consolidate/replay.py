@@ -12,21 +12,21 @@ import uuid
 from datetime import timedelta
 
 from app.consolidate import graph
+from app.domain import ProjectScope, Scope
 from app.embeddings import Embedder
 from app.store.db import Database
-from app.store.graph.base import GraphScope, GraphStore
+from app.store.graph.base import GraphStore
 from app.store.models import GraphExtraction
 from app.store.repositories import graph as graph_records
 from app.store.repositories import jobs
-from app.store.repositories.memories import Scope
 
 logger = logging.getLogger(__name__)
 
 BATCH = 100
 
 
-def _scope(row: GraphExtraction) -> GraphScope:
-    return GraphScope(row.project_id, row.user_id, row.agent_id, row.run_id)
+def _scope(row: GraphExtraction) -> ProjectScope:
+    return ProjectScope(row.project_id, row.user_id, row.agent_id, row.run_id)
 
 
 async def apply_extraction(database: Database, store: GraphStore, embedder: Embedder,
@@ -88,7 +88,7 @@ async def rebuild_scope(database: Database, store: GraphStore, embedder: Embedde
     """The graph of exactly one scope made again, under its consolidation lock: after a
     merge was undone, so the alias's mentions become an entity of their own."""
     async with jobs.scope_lock(database.engine, project_id, scope):
-        await store.delete_scope(GraphScope(project_id, scope.user_id, scope.agent_id,
+        await store.delete_scope(ProjectScope(project_id, scope.user_id, scope.agent_id,
                                             scope.run_id), exact=True)
         async with database.session_scope() as session:
             await graph_records.forget_merges(session, project_id, scope)

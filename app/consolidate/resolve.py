@@ -25,9 +25,9 @@ from app.consolidate.prompts import (
     NewFact,
     resolve_messages,
 )
+from app.domain import content_hash, normalise
 from app.embeddings import Embedder
 from app.llm import Completion, LLMClient
-from app.memories.content import content_hash, normalise
 from app.store.models import Memory
 from app.store.repositories import memories
 

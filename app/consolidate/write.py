@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consolidate.context import EpisodeContext
 from app.consolidate.resolve import Plan
-from app.store.lexical_index import lexical_context
+from app.domain import lexical_context
 from app.store.models import Memory
 from app.store.repositories import episodes, memories
 from app.store.repositories.episodes import SourceLink
@@ -54,16 +54,9 @@ class _Writer:
         item = NewMemory(plan.text, plan.content_hash, dict(self.context.metadata),
                          plan.embedding, self.context.expires_at, plan.fact.valid_at,
                          lexical_context(said, self.context.observed_at))
-        inserted = await memories.insert_new(self.session, self.context.project_id,
-                                             self.context.scope, [item])
-        if plan.content_hash in inserted:
-            return inserted[plan.content_hash], None
-        holders = await memories.retire_expired_and_find(
-            self.session, self.context.project_id, self.context.scope, [plan.content_hash])
-        holder = holders.get(plan.content_hash)
-        if holder is None:  # the holder expired in between: its place is free now
-            return await self._insert(plan)
-        return holder.id, holder
+        found = await memories.insert_or_find(self.session, self.context.project_id,
+                                              self.context.scope, [item])
+        return found[plan.content_hash]
 
     async def _add(self, plan: Plan) -> None:
         memory_id, holder = await self._insert(plan)

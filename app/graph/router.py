@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.deps import CallerDep, DatabaseDep, EmbedderDep, GraphDep, SessionDep
+from app.domain import Scope
 from app.graph import service
 from app.graph.schemas import (
     EntityDeleted,
@@ -21,7 +22,6 @@ from app.graph.schemas import (
     UnmergeRequest,
 )
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
-from app.store.repositories.memories import Scope
 from app.validation import OptionalStorableStr
 
 router = APIRouter(prefix="/v1", tags=["graph"])

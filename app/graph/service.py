@@ -9,30 +9,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
 from app.consolidate import replay
+from app.domain import ProjectScope, Scope, Timeline
 from app.embeddings import Embedder
 from app.errors import NotFound, ValidationFailed
 from app.graph.schemas import AliasRead, EntityDetail, EntityRead, RelationRead, Unmerged
 from app.memories.schemas import MemoryRead
 from app.store.db import Database
-from app.store.graph.base import (
-    EntityRecord,
-    GraphScope,
-    GraphStore,
-    Moment,
-    RelationRecord,
-    name_key,
-)
+from app.store.graph.base import EntityRecord, GraphStore, RelationRecord, name_key
 from app.store.repositories import graph as graph_records
 from app.store.repositories import jobs, memories
-from app.store.repositories.memories import Scope
 
 
-def moment(as_of: datetime | None, include_invalid: bool) -> Moment:
+def moment(as_of: datetime | None, include_invalid: bool) -> Timeline:
     if as_of is not None and include_invalid:
         raise ValidationFailed("as_of and include_invalid exclude each other")
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    return Moment(as_of=as_of, include_invalid=include_invalid)
+    return Timeline(as_of=as_of, include_superseded=include_invalid)
 
 
 async def entity(graph: GraphStore, caller: Caller, entity_id: uuid.UUID) -> EntityRecord:
@@ -45,7 +38,7 @@ async def entity(graph: GraphStore, caller: Caller, entity_id: uuid.UUID) -> Ent
 async def detail(session: AsyncSession, graph: GraphStore, caller: Caller,
                  entity_id: uuid.UUID) -> EntityDetail:
     found = await entity(graph, caller, entity_id)
-    scope = GraphScope(caller.project_id)
+    scope = ProjectScope(caller.project_id)
     relations = {r.id: r for r in [*await graph.find_relations(scope, source=found.id),
                                    *await graph.find_relations(scope, target=found.id)]}
     memory_ids = (await graph.memories_of(caller.project_id, [found.id])).get(found.id, [])
@@ -65,7 +58,7 @@ async def entities(graph: GraphStore, caller: Caller, scope: Scope, name: str | 
                    limit: int, cursor: uuid.UUID | None) -> tuple[list[EntityRecord],
                                                                uuid.UUID | None]:
     found = await graph.find_entities(
-        GraphScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id),
+        ProjectScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id),
         name=name, limit=limit + 1, after=cursor)
     if len(found) > limit:
         return found[:limit], found[limit - 1].id
@@ -74,9 +67,9 @@ async def entities(graph: GraphStore, caller: Caller, scope: Scope, name: str | 
 
 async def relations(graph: GraphStore, caller: Caller, scope: Scope, *,
                     source: uuid.UUID | None, target: uuid.UUID | None, type: str | None,
-                    seen: Moment, limit: int) -> list[RelationRecord]:
+                    seen: Timeline, limit: int) -> list[RelationRecord]:
     return await graph.find_relations(
-        GraphScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id),
+        ProjectScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id),
         source=source, target=target, type=type, moment=seen, limit=limit)
 
 
@@ -114,6 +107,6 @@ async def unmerge(database: Database, graph: GraphStore, embedder: Embedder, cal
     await replay.rebuild_scope(database, graph, embedder, caller.project_id, scope)
     after = await graph.get_entity(caller.project_id, found.id)
     split = await graph.entity_named(
-        GraphScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id), key)
+        ProjectScope(caller.project_id, scope.user_id, scope.agent_id, scope.run_id), key)
     return Unmerged(entity=EntityRead.of(after) if after else None,
                     split=EntityRead.of(split) if split else None, undone=len(undone))

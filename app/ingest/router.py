@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header
@@ -16,9 +15,8 @@ from app.deps import (
 )
 from app.ingest import service
 from app.ingest.schemas import AddResponse, MemoryCreate
-from app.jobs import service as jobs
+from app.jobs.router import FinishedJobResponse
 from app.jobs.schemas import JobAccepted, JobRead
-from app.store.db import commit
 from app.validation import OptionalStorableStr
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
@@ -35,15 +33,17 @@ async def add_memories(
     """Store messages. ``infer=true`` (default): kept as an episode and consolidated by the
     LLM in the background (202 with a job id; with ``wait``, 200 and the finished job).
     ``infer=false``: each non-empty message becomes one memory as it stands (201)."""
-    status, payload = await service.add(session, embedder, queue, caller, body,
-                                        idempotency_key)
-    if body.wait and status == 202:
-        # The job must be committed and enqueued before anyone can run it: the edge commits
-        # here, earlier than its dependency would.
-        await commit(session)
-        job = await jobs.wait(database, caller, uuid.UUID(payload["job_id"]),
-                              settings.consolidation.max_wait_s)
-        finished = job.status in ("SUCCEEDED", "FAILED")
-        return JSONResponse(JobRead.of(job).model_dump(mode="json"),
-                            status_code=200 if finished else 202)
-    return JSONResponse(payload, status_code=status)
+    outcome = await service.add(session, embedder, queue, caller, body, idempotency_key)
+    match outcome:
+        case service.Stored(response):
+            return JSONResponse(response.model_dump(mode="json"), status_code=201)
+        case service.Accepted(job) if body.wait:
+            return FinishedJobResponse(database, caller, job.job_id,
+                                       settings.consolidation.max_wait_s)
+        case service.Accepted(job):
+            return JSONResponse(job.model_dump(mode="json"), status_code=202)
+        case service.Replayed() if body.wait and outcome.job_id is not None:
+            return FinishedJobResponse(database, caller, outcome.job_id,
+                                       settings.consolidation.max_wait_s)
+        case service.Replayed(status_code, answer):
+            return JSONResponse(answer, status_code=status_code)

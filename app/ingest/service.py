@@ -1,33 +1,67 @@
-"""Adding memories: ``infer=false`` stores each message verbatim (201); ``infer=true`` stores
-the conversation as an episode with a consolidation job and answers 202 with the job id."""
+"""Adding memories: ``infer=false`` stores each message verbatim (``Stored``); ``infer=true``
+stores the conversation as an episode with a consolidation job (``Accepted``); a retried
+idempotent request gets the first answer (``Replayed``). The router maps each to its status."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
+from app.domain import Scope, content_hash, embedding_text, lexical_context, normalise
 from app.embeddings import Embedder
 from app.errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
 from app.jobs.queue import JobQueue
 from app.jobs.schemas import JobAccepted
 from app.jobs.service import enqueue_after_commit
-from app.memories.content import content_hash, embedding_text, normalise
-from app.store.lexical_index import lexical_context
 from app.store.repositories import episodes, idempotency, jobs
 from app.store.repositories import memories as repository
-from app.store.repositories.memories import EventRecord, NewMemory, Scope
+from app.store.repositories.memories import EventRecord, NewMemory
+
+
+@dataclass(frozen=True)
+class Stored:
+    """``infer=false``: the messages are memories now (201)."""
+
+    response: AddResponse
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """``infer=true``: the episode and its job are stored; the job runs after commit (202)."""
+
+    job: JobAccepted
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A retried idempotent request: the first request's answer, as it was."""
+
+    status_code: int
+    body: dict[str, Any]
+
+    @property
+    def job_id(self) -> uuid.UUID | None:
+        """The job the first request started, if it started one."""
+        job_id = self.body.get("job_id") if self.status_code == 202 else None
+        return uuid.UUID(job_id) if isinstance(job_id, str) else None
+
+
+AddOutcome = Stored | Accepted | Replayed
 
 
 async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller: Caller,
-              body: MemoryCreate, header_key: str | None) -> tuple[int, dict[str, Any]]:
-    """Returns (status code, response body); a retried idempotent request gets the stored one."""
+              body: MemoryCreate, header_key: str | None) -> AddOutcome:
+    """Stores what ``body`` asks for in the caller's transaction; a retried idempotent
+    request changes nothing and gets the first answer back."""
     key = _idempotency_key(body, header_key)
     if key is not None:
         previous = await idempotency.claim(session, caller.project_id, key, _request_hash(body))
@@ -38,16 +72,17 @@ async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller
                 )
             if previous.response is None:  # claimed and committed without an answer: a bug
                 raise Conflict(f"the request with idempotency key {key!r} has no stored answer")
-            return previous.status_code or 200, previous.response
+            return Replayed(previous.status_code or 200, previous.response)
+    outcome: Stored | Accepted
     if body.infer:
-        status, response = 202, (await _add_episode(session, queue, caller, body, key)
-                                 ).model_dump(mode="json")
+        outcome = Accepted(await _add_episode(session, queue, caller, body, key))
+        status, answer = 202, outcome.job.model_dump(mode="json")
     else:
-        status, response = 201, (await _add_verbatim(session, embedder, caller, body)
-                                 ).model_dump(mode="json")
+        outcome = Stored(await _add_verbatim(session, embedder, caller, body))
+        status, answer = 201, outcome.response.model_dump(mode="json")
     if key is not None:
-        await idempotency.complete(session, caller.project_id, key, status, response)
-    return status, response
+        await idempotency.complete(session, caller.project_id, key, status, answer)
+    return outcome
 
 
 def _idempotency_key(body: MemoryCreate, header_key: str | None) -> str | None:
@@ -107,20 +142,21 @@ async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Calle
     if not first:
         raise ValidationFailed("messages: every message is empty")
 
+    # Texts the scope already holds are not embedded again.
     existing = await repository.retire_expired_and_find(session, caller.project_id, scope,
                                                         list(first))
     pending = [item for digest, item in first.items() if digest not in existing]
     vectors = await embedder.embed([embedding_text(item.text, item.metadata)
                                     for item in pending])
-    inserted = await repository.insert_new(
+    stored = await repository.insert_or_find(
         session, caller.project_id, scope,
         [dataclasses.replace(item, embedding=vector)
          for item, vector in zip(pending, vectors, strict=True)],
     )
-    if len(inserted) < len(pending):  # lost a race to a concurrent identical insert
-        existing |= await repository.retire_expired_and_find(
-            session, caller.project_id, scope, [i.content_hash for i in pending
-                                                if i.content_hash not in inserted])
+    inserted = {digest: memory_id for digest, (memory_id, holder) in stored.items()
+                if holder is None}
+    ids = {digest: memory.id for digest, memory in existing.items()} | {
+        digest: memory_id for digest, (memory_id, _) in stored.items()}
     await repository.add_events(session, caller.project_id, [
         EventRecord(memory_id, "ADD", None, first[digest].text, None, first[digest].metadata)
         for digest, memory_id in inserted.items()
@@ -129,10 +165,8 @@ async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Calle
     results = []
     reported: set[str] = set()
     for digest, text in order:
-        if digest in inserted and digest not in reported:
-            results.append(AddedMemory(id=inserted[digest], memory=text, event="ADD"))
-        else:
-            memory_id = inserted[digest] if digest in inserted else existing[digest].id
-            results.append(AddedMemory(id=memory_id, memory=text, event="NOOP"))
+        event: Literal["ADD", "NOOP"] = "ADD" if digest in inserted and \
+            digest not in reported else "NOOP"
+        results.append(AddedMemory(id=ids[digest], memory=text, event=event))
         reported.add(digest)
     return AddResponse(results=results)

@@ -1,12 +1,12 @@
-"""The enqueue side of consolidation, and the in-process queue of the embedded default.
+"""The enqueue side of consolidation: the ``JobQueue`` seam and its Celery implementation.
 
 ``CeleryQueue`` sends a task message per job to Redis; Celery workers (``workers/``) run
-it. ``InProcessQueue`` runs the very same ``app.consolidate.pipeline.run_job`` on the API's
-own event loop, a few at a time, with the same retries and the same periodic sweep, so a
-single ``anamnesis serve`` consolidates with no other service.
+it. ``InProcessQueue`` (``app.jobs.inprocess``) runs the very same ``runner.run_job`` on the
+API's own event loop, so a single ``anamnesis serve`` consolidates with no other service.
 
 Either way a job id may be delivered more than once (a retry, the sweeper, a redelivery):
-``run_job`` claims the job first, so duplicates are no-ops.
+``run_job`` claims the job first, so duplicates are no-ops. This module imports nothing of
+the pipeline: the API's routers depend on the seam only.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from app.config import Settings
-from app.consolidate import pipeline
-from app.consolidate.runtime import Consolidator
 
 logger = logging.getLogger(__name__)
 
@@ -52,77 +50,3 @@ class CeleryQueue:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._celery.close)
-
-
-class InProcessQueue:
-    """Runs jobs on this event loop: ``concurrency`` at a time, each id queued once."""
-
-    def __init__(self, consolidator: Consolidator) -> None:
-        self.consolidator = consolidator
-        self.config = consolidator.settings.consolidation
-        self._queue: asyncio.Queue[uuid.UUID] = asyncio.Queue()
-        self._queued: set[uuid.UUID] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._timers: set[asyncio.TimerHandle] = set()
-
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._work(), name=f"consolidate-{number}")
-                       for number in range(self.config.concurrency)]
-        self._tasks.append(asyncio.create_task(self._sweep(), name="consolidate-sweep"))
-
-    async def enqueue(self, job_ids: Sequence[uuid.UUID]) -> None:
-        for job_id in job_ids:
-            self._put(job_id)
-
-    def _put(self, job_id: uuid.UUID) -> None:
-        if job_id not in self._queued:
-            self._queued.add(job_id)
-            self._queue.put_nowait(job_id)
-
-    def _enqueue_later(self, job_id: uuid.UUID, delay_s: float) -> None:
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            self._put(job_id)
-
-        handle = loop.call_later(delay_s, fire)
-        self._timers.add(handle)
-
-    async def _work(self) -> None:
-        while True:
-            job_id = await self._queue.get()
-            self._queued.discard(job_id)
-            try:
-                await pipeline.run_job(self.consolidator, job_id)
-            except pipeline.TransientJobError as retry:
-                self._enqueue_later(job_id, retry.delay_s)
-            except Exception:  # run_job settles the job's own failures; this is the rest
-                logger.exception("in-process consolidation of job %s crashed", job_id)
-            finally:
-                self._queue.task_done()
-
-    async def _sweep(self) -> None:
-        while True:
-            try:
-                await pipeline.sweep(self.consolidator, self.enqueue)
-            except Exception as exc:
-                logger.warning("job sweep failed: %s", exc)
-            await asyncio.sleep(self.config.sweep_interval_s)
-
-    async def drain(self) -> None:
-        """Drops scheduled retries and waits until every queued job has run."""
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
-        await self._queue.join()
-
-    async def aclose(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        await self.consolidator.aclose()

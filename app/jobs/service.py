@@ -15,6 +15,8 @@ from app.store.db import Database, after_commit
 from app.store.models import Job
 from app.store.repositories import jobs as repository
 
+FINISHED = repository.FINISHED
+
 
 def enqueue_after_commit(session: AsyncSession, queue: JobQueue, job_id: uuid.UUID) -> None:
     async def send() -> None:
@@ -51,7 +53,7 @@ async def wait(database: Database, caller: Caller, job_id: uuid.UUID,
         async with database.session_scope() as session:
             job = await get(session, caller, job_id)
         remaining = deadline - time.monotonic()
-        if job.status in repository.FINISHED or remaining <= 0:
+        if job.status in FINISHED or remaining <= 0:
             return job
         await asyncio.sleep(min(pause, remaining))
         pause = min(pause * 1.5, 0.5)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.deps import CallerDep, EmbedderDep, GraphDep, SessionDep
+from app.domain import Scope, Timeline
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
 from app.memories import service
 from app.memories.schemas import (
@@ -19,7 +20,6 @@ from app.memories.schemas import (
     MemoryUpdate,
     ScopeDeleted,
 )
-from app.store.repositories.memories import Scope
 from app.validation import OptionalStorableStr
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
@@ -39,7 +39,7 @@ async def list_memories(
     """Current memories, newest first, one page at a time."""
     rows, next_cursor = await service.list_page(
         session, caller, Scope(user_id, agent_id, run_id), None, limit, cursor,
-        service.timeline(as_of, include_superseded))
+        Timeline.of(as_of, include_superseded))
     return MemoryPage(results=[MemoryRead.of(row) for row in rows], next_cursor=next_cursor)
 
 

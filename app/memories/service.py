@@ -6,39 +6,36 @@ import base64
 import binascii
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
+from app.domain import (
+    CURRENT,
+    EVERY,
+    Filter,
+    ProjectScope,
+    Scope,
+    Timeline,
+    content_hash,
+    embedding_text,
+    normalise,
+)
 from app.embeddings import Embedder
 from app.errors import Conflict, NotFound, ValidationFailed
-from app.memories.content import content_hash, embedding_text, normalise
 from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
-from app.retrieve.filters import Filter
 from app.store.db import after_commit
-from app.store.graph.base import GraphScope, GraphStore
+from app.store.graph.base import GraphStore
 from app.store.models import Memory, MemoryEvent
 from app.store.repositories import episodes
 from app.store.repositories import graph as graph_records
 from app.store.repositories import memories as repository
-from app.store.repositories.memories import CURRENT, EventRecord, Scope, Timeline
+from app.store.repositories.memories import EventRecord
 
 
 def _not_found(memory_id: uuid.UUID) -> NotFound:
     return NotFound(f"memory {memory_id} not found")
-
-
-EVERY = Timeline(include_superseded=True)
-
-
-def timeline(as_of: datetime | None, include_superseded: bool) -> Timeline:
-    if as_of is not None and include_superseded:
-        raise ValidationFailed("as_of and include_superseded exclude each other")
-    if as_of is not None and as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=UTC)
-    return Timeline(as_of=as_of, include_superseded=include_superseded)
 
 
 async def get(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> MemoryDetail:
@@ -138,7 +135,7 @@ async def delete_scope(session: AsyncSession, graph: GraphStore, caller: Caller,
     await graph_records.forget_scope(session, caller.project_id, scope)
 
     async def forget() -> None:
-        await graph.delete_scope(GraphScope(caller.project_id, scope.user_id, scope.agent_id,
+        await graph.delete_scope(ProjectScope(caller.project_id, scope.user_id, scope.agent_id,
                                             scope.run_id))
 
     after_commit(session, forget)

@@ -16,55 +16,19 @@ evaluated exactly there: a filter never drops hits after ranking.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
+from app.domain import OPERATORS, All, Any_, Condition, Filter, Not
 from app.errors import InvalidFilter
 from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
 from app.validation import json_problem
 
-Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "icontains"]
-OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
 ID_FIELDS = frozenset({"user_id", "agent_id", "run_id"})
 TIME_FIELDS = frozenset({"created_at", "updated_at"})
 ID_OPERATORS = frozenset({"eq", "ne", "in", "nin", "contains", "icontains"})
 TIME_OPERATORS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
 MAX_KEY_CHARS = 128
-
-Scalar = str | int | float | bool | None
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``field`` is an id or time column, or ``metadata`` with a key ``path``."""
-
-    field: str
-    op: Operator
-    value: Any
-    path: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return ".".join((self.field, *self.path))
-
-
-@dataclass(frozen=True)
-class All:
-    parts: tuple[Filter, ...]
-
-
-@dataclass(frozen=True)
-class Any_:
-    parts: tuple[Filter, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    part: Filter
-
-
-Filter = Condition | All | Any_ | Not
 
 
 def parse_filters(raw: Mapping[str, Any] | None) -> Filter | None:
@@ -76,13 +40,6 @@ def parse_filters(raw: Mapping[str, Any] | None) -> Filter | None:
     counter = [0]
     tree = _parse_object(raw, "filters", 0, counter)
     return tree
-
-
-def conjoin(*parts: Filter | None) -> Filter | None:
-    present = tuple(part for part in parts if part is not None)
-    if not present:
-        return None
-    return present[0] if len(present) == 1 else All(present)
 
 
 def _parse_object(raw: Mapping[str, Any], where: str, depth: int, counter: list[int]) -> Filter:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app.config import SearchSettings
-from app.store.models import Memory
+from app.index.candidates import Candidate
 
 DAY_S = 86_400.0
 
@@ -53,20 +53,6 @@ class Signal:
 
     def z(self, value: float) -> float:
         return (value - self.mean) / self.std if self.std > 1e-9 else 0.0
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """What ranking needs of a memory: its exact cosine similarity to the query, since when
-    it holds (``valid_at``, else ``created_at``) and when it stopped (``invalid_at``)."""
-
-    similarity: float
-    since: datetime
-    invalid_at: datetime | None
-
-    @classmethod
-    def of(cls, memory: Memory, similarity: float) -> Candidate:
-        return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at)
 
 
 @dataclass(frozen=True)

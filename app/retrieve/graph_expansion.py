@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 import uuid
 
-from app.store.graph.base import GraphScope, GraphStore, Moment, name_key
+from app.domain import ProjectScope, Timeline
+from app.store.graph.base import GraphStore, name_key
 
 _WORD = re.compile(r"\w{2,}")
 MAX_NAMED = 10
 MAX_CANDIDATES = 200
 
 
-async def named_entities(graph: GraphStore, scope: GraphScope, query: str) -> list[uuid.UUID]:
+async def named_entities(graph: GraphStore, scope: ProjectScope, query: str) -> list[uuid.UUID]:
     words = f" {name_key(query)} "
     found: dict[uuid.UUID, None] = {}
     for token in dict.fromkeys(_WORD.findall(name_key(query))):
@@ -31,8 +32,8 @@ async def named_entities(graph: GraphStore, scope: GraphScope, query: str) -> li
     return list(found)[:MAX_NAMED]
 
 
-async def hop_memories(graph: GraphStore, scope: GraphScope, query: str,
-                       moment: Moment) -> list[uuid.UUID]:
+async def hop_memories(graph: GraphStore, scope: ProjectScope, query: str,
+                       moment: Timeline) -> list[uuid.UUID]:
     """Ids of memories linked to entities one hop from the query's entities, not to those."""
     named = await named_entities(graph, scope, query)
     if not named:

@@ -67,7 +67,7 @@ class Brain:
         if schema == "Decisions":
             self.resolve_calls += 1
             return self._resolve(prompt)
-        if schema == "GraphExtraction":
+        if schema == "ExtractedGraph":
             self.graph_calls += 1
             return self.graph([strip_since(m.group(2)) for line in prompt.splitlines()
                                if (m := NUMBERED.match(line))])

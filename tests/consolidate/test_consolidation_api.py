@@ -12,9 +12,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from app.domain import Scope
 from app.store.db import Database
 from app.store.repositories import episodes, jobs
-from app.store.repositories.memories import Scope
 from tests.conftest import KeyFactory
 from tests.consolidate.scripted_brain import Brain, FactSpec, Seen, rules
 from tests.scripted_llm import Reply, ScriptedLLM

@@ -10,12 +10,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from neo4j import AsyncGraphDatabase
 
+from app.domain import ProjectScope, Timeline
 from app.store.db import Database
 from app.store.graph.base import (
     EntityRecord,
-    GraphScope,
     GraphStore,
-    Moment,
     RelationRecord,
     entity_type,
     name_key,
@@ -66,7 +65,7 @@ async def project(database: Database) -> uuid.UUID:
     return made.id
 
 
-def entity(scope: GraphScope, name: str, *, kind: str = "person", summary: str = "",
+def entity(scope: ProjectScope, name: str, *, kind: str = "person", summary: str = "",
            vector: list[float] | None = None) -> EntityRecord:
     return EntityRecord(id=uuid7(), project_id=scope.project_id, user_id=scope.user_id,
                         agent_id=scope.agent_id, run_id=scope.run_id, name=name, type=kind,
@@ -97,7 +96,7 @@ def test_allow_lists() -> None:
 
 
 async def test_upsert_is_by_id(store: GraphStore, database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     alice = entity(scope, "Alice", summary="a friend")
     await store.put_entities([alice])
     await store.put_entities([alice])
@@ -118,8 +117,8 @@ async def test_upsert_is_by_id(store: GraphStore, database: Database) -> None:
 
 async def test_scopes_and_projects_never_meet(store: GraphStore, database: Database) -> None:
     mine, theirs = await project(database), await project(database)
-    u1, u2 = GraphScope(mine, user_id="u1"), GraphScope(mine, user_id="u2")
-    other = GraphScope(theirs, user_id="u1")
+    u1, u2 = ProjectScope(mine, user_id="u1"), ProjectScope(mine, user_id="u2")
+    other = ProjectScope(theirs, user_id="u1")
     a1, a2, a3 = entity(u1, "Alice"), entity(u2, "Alice"), entity(other, "Alice")
     b1 = entity(u1, "Bob")
     await store.put_entities([a1, a2, a3, b1])
@@ -127,7 +126,7 @@ async def test_scopes_and_projects_never_meet(store: GraphStore, database: Datab
     await store.link_memories(mine, [(a1.id, await memory(database, mine))])
 
     assert {e.id for e in await store.find_entities(u1)} == {a1.id, b1.id}
-    assert {e.id for e in await store.find_entities(GraphScope(mine))} == {a1.id, a2.id, b1.id}
+    assert {e.id for e in await store.find_entities(ProjectScope(mine))} == {a1.id, a2.id, b1.id}
     assert [e.id for e in await store.find_entities(other)] == [a3.id]
     assert await store.get_entity(theirs, a1.id) is None
     assert (await store.entity_named(u2, "alice") or a1).id == a2.id
@@ -146,8 +145,8 @@ async def test_scopes_and_projects_never_meet(store: GraphStore, database: Datab
 
 async def test_similarity_ranks_entities_of_the_exact_scope(store: GraphStore,
                                                             database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
-    wider = GraphScope(scope.project_id, user_id="u1", run_id="r1")
+    scope = ProjectScope(await project(database), user_id="u1")
+    wider = ProjectScope(scope.project_id, user_id="u1", run_id="r1")
     mel = entity(scope, "Melanie", vector=unit(1.0, 0.1))
     mountain = entity(scope, "Mount Fuji", kind="place", vector=unit(0.0, 1.0))
     elsewhere = entity(wider, "Mel", vector=unit(1.0, 0.1))
@@ -158,7 +157,7 @@ async def test_similarity_ranks_entities_of_the_exact_scope(store: GraphStore,
 
 
 async def test_relations_are_read_as_of_a_time(store: GraphStore, database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     alice, paris, berlin = entity(scope, "Alice"), entity(scope, "Paris"), entity(scope, "Berlin")
     await store.put_entities([alice, paris, berlin])
     moved = T0 + timedelta(days=150)
@@ -173,12 +172,12 @@ async def test_relations_are_read_as_of_a_time(store: GraphStore, database: Data
 
     assert targets(await store.find_relations(scope, source=alice.id,
                                               type="lives_in")) == [berlin.id]
-    then = Moment(as_of=T0 + timedelta(days=30))
+    then = Timeline(as_of=T0 + timedelta(days=30))
     assert targets(await store.find_relations(scope, source=alice.id, moment=then)) == [paris.id]
     assert targets(await store.find_relations(
-        scope, moment=Moment(as_of=T0 - timedelta(days=1)))) == []
+        scope, moment=Timeline(as_of=T0 - timedelta(days=1)))) == []
     assert targets(await store.find_relations(
-        scope, moment=Moment(include_invalid=True))) == [paris.id, berlin.id]
+        scope, moment=Timeline(include_superseded=True))) == [paris.id, berlin.id]
     assert targets(await store.find_relations(scope, target=paris.id)) == []
     assert targets(await store.find_relations(scope, touching=[alice.id, berlin.id])) == [
         berlin.id]
@@ -187,7 +186,7 @@ async def test_relations_are_read_as_of_a_time(store: GraphStore, database: Data
 
 
 async def test_neighbours_up_to_depth_three(store: GraphStore, database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     chain = [entity(scope, name) for name in ("A", "B", "C", "D", "E")]
     await store.put_entities(chain)
     await store.put_relations([relation(chain[i], "knows", chain[i + 1]) for i in range(4)]
@@ -203,7 +202,7 @@ async def test_neighbours_up_to_depth_three(store: GraphStore, database: Databas
 
 async def test_deletions_propagate(store: GraphStore, database: Database) -> None:
     pid = await project(database)
-    u1, u2 = GraphScope(pid, user_id="u1"), GraphScope(pid, user_id="u2")
+    u1, u2 = ProjectScope(pid, user_id="u1"), ProjectScope(pid, user_id="u2")
     alice, bob, carol = entity(u1, "Alice"), entity(u1, "Bob"), entity(u1, "Carol")
     dave = entity(u2, "Dave")
     await store.put_entities([alice, bob, carol, dave])
@@ -225,16 +224,16 @@ async def test_deletions_propagate(store: GraphStore, database: Database) -> Non
 
     await store.delete_scope(u1)
     assert await store.find_entities(u1) == []
-    assert [e.id for e in await store.find_entities(GraphScope(pid))] == [dave.id]
+    assert [e.id for e in await store.find_entities(ProjectScope(pid))] == [dave.id]
     await store.clear_project(pid)
-    assert await store.find_entities(GraphScope(pid)) == []
+    assert await store.find_entities(ProjectScope(pid)) == []
 
 
 async def memory(database: Database, project_id: uuid.UUID) -> uuid.UUID:
     """A memory row to link entities to."""
-    from app.memories.content import content_hash
+    from app.domain import Scope, content_hash
     from app.store.repositories import memories
-    from app.store.repositories.memories import NewMemory, Scope
+    from app.store.repositories.memories import NewMemory
 
     text = f"memory {uuid.uuid4().hex}"
     async with database.session_scope() as session:
@@ -244,7 +243,7 @@ async def memory(database: Database, project_id: uuid.UUID) -> uuid.UUID:
 
 
 async def test_times_round_trip_as_aware_utc(store: GraphStore, database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     plus_two = timezone(timedelta(hours=2))
     written = datetime(2024, 3, 5, 14, 30, 15, 123456, tzinfo=plus_two)
     alice = EntityRecord(**{**entity(scope, "Alice").__dict__, "created_at": written,
@@ -258,7 +257,7 @@ async def test_times_round_trip_as_aware_utc(store: GraphStore, database: Databa
     read = await store.get_entity(scope.project_id, alice.id)
     assert read is not None
     assert (read.created_at, read.updated_at) == (alice.created_at, alice.updated_at)
-    [found] = await store.find_relations(scope, moment=Moment(include_invalid=True))
+    [found] = await store.find_relations(scope, moment=Timeline(include_superseded=True))
     assert (found.valid_at, found.invalid_at, found.created_at) == (
         lives.valid_at, lives.invalid_at, lives.created_at)
     for value in (read.created_at, read.updated_at, found.valid_at, found.invalid_at,
@@ -271,9 +270,9 @@ async def test_times_round_trip_as_aware_utc(store: GraphStore, database: Databa
 async def test_exact_reads_take_unset_ids_as_unset(store: GraphStore,
                                                    database: Database) -> None:
     pid = await project(database)
-    everyone, u1, u1_r1 = GraphScope(pid), GraphScope(pid, user_id="u1"), GraphScope(
+    everyone, u1, u1_r1 = ProjectScope(pid), ProjectScope(pid, user_id="u1"), ProjectScope(
         pid, user_id="u1", run_id="r1")
-    u2_r1 = GraphScope(pid, user_id="u2", run_id="r1")
+    u2_r1 = ProjectScope(pid, user_id="u2", run_id="r1")
     shared, mine, run, theirs = (entity(everyone, "Ada"), entity(u1, "Ada"),
                                  entity(u1_r1, "Ada"), entity(u2_r1, "Ada"))
     await store.put_entities([shared, mine, run, theirs])
@@ -282,18 +281,18 @@ async def test_exact_reads_take_unset_ids_as_unset(store: GraphStore,
         assert (await store.entity_named(scope, "ada") or shared).id == expected.id
         assert [e.id for e, _ in await store.similar_entities(scope, unit(1.0), 10)] == [
             expected.id]
-    assert await store.entity_named(GraphScope(pid, run_id="r1"), "ada") is None
-    assert await store.entity_named(GraphScope(pid, user_id="u2"), "ada") is None
+    assert await store.entity_named(ProjectScope(pid, run_id="r1"), "ada") is None
+    assert await store.entity_named(ProjectScope(pid, user_id="u2"), "ada") is None
     # Non-exact reads take an unset id as "any".
     assert {e.id for e in await store.find_entities(everyone)} == {
         shared.id, mine.id, run.id, theirs.id}
     assert {e.id for e in await store.find_entities(u1)} == {mine.id, run.id}
-    assert {e.id for e in await store.find_entities(GraphScope(pid, run_id="r1"))} == {
+    assert {e.id for e in await store.find_entities(ProjectScope(pid, run_id="r1"))} == {
         run.id, theirs.id}
 
 
 async def test_entities_by_name_part_and_by_page(store: GraphStore, database: Database) -> None:
-    scope = GraphScope(await project(database), agent_id="a1")
+    scope = ProjectScope(await project(database), agent_id="a1")
     names = ["Alice Smith", "alice  COOPER", "Bob", "Malice", "Carol"]
     made = [entity(scope, name) for name in names]
     await store.put_entities(made)
@@ -313,7 +312,7 @@ async def test_entities_by_name_part_and_by_page(store: GraphStore, database: Da
 
 async def test_updates_change_only_what_the_contract_names(store: GraphStore,
                                                            database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     ada = entity(scope, "Ada", summary="a mathematician")
     paris = entity(scope, "Paris", kind="place")
     await store.put_entities([ada, paris])
@@ -337,7 +336,7 @@ async def test_updates_change_only_what_the_contract_names(store: GraphStore,
                                 "valid_at": T0 + timedelta(days=5),
                                 "invalid_at": T0 + timedelta(days=30)})
     await store.put_relations([lives, retired])
-    [found] = await store.find_relations(scope, moment=Moment(include_invalid=True))
+    [found] = await store.find_relations(scope, moment=Timeline(include_superseded=True))
     assert found == RelationRecord(**{**lives.__dict__, "invalid_at": T0 + timedelta(days=30)})
     assert await store.find_relations(scope) == []
     await store.put_relations([lives])  # an invalid_at set back to None revives it
@@ -346,7 +345,7 @@ async def test_updates_change_only_what_the_contract_names(store: GraphStore,
 
 async def test_relations_oldest_first_with_every_filter(store: GraphStore,
                                                         database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     ada, bob, cy = entity(scope, "Ada"), entity(scope, "Bob"), entity(scope, "Cy")
     await store.put_entities([ada, bob, cy])
     said = await memory(database, scope.project_id)
@@ -374,7 +373,7 @@ async def test_relations_oldest_first_with_every_filter(store: GraphStore,
 
 async def test_neighbours_see_each_hop_at_the_moment(store: GraphStore,
                                                      database: Database) -> None:
-    scope = GraphScope(await project(database), user_id="u1")
+    scope = ProjectScope(await project(database), user_id="u1")
     a, b, c = entity(scope, "A"), entity(scope, "B"), entity(scope, "C")
     await store.put_entities([a, b, c])
     ended = T0 + timedelta(days=10)
@@ -386,17 +385,17 @@ async def test_neighbours_see_each_hop_at_the_moment(store: GraphStore,
 
     assert named(await store.neighbors(scope.project_id, a.id, 2)) == {"B": 1}
     assert named(await store.neighbors(scope.project_id, a.id, 2,
-                                       Moment(include_invalid=True))) == {"B": 1, "C": 2}
+                                       Timeline(include_superseded=True))) == {"B": 1, "C": 2}
     assert named(await store.neighbors(scope.project_id, a.id, 2,
-                                       Moment(as_of=T0 + timedelta(days=5)))) == {"B": 1, "C": 2}
-    assert named(await store.neighbors(scope.project_id, a.id, 2, Moment(as_of=T0))) == {}
-    assert named(await store.neighbors(scope.project_id, c.id, 3, Moment(as_of=T0))) == {
+                                       Timeline(as_of=T0 + timedelta(days=5)))) == {"B": 1, "C": 2}
+    assert named(await store.neighbors(scope.project_id, a.id, 2, Timeline(as_of=T0))) == {}
+    assert named(await store.neighbors(scope.project_id, c.id, 3, Timeline(as_of=T0))) == {
         "B": 1}
     assert await store.neighbors(scope.project_id, uuid7(), 3) == []
 
 
 async def test_similarity_ties_by_id_and_limit(store: GraphStore, database: Database) -> None:
-    scope = GraphScope(await project(database), run_id="r1")
+    scope = ProjectScope(await project(database), run_id="r1")
     twins = [entity(scope, name, vector=unit(0.3, 0.7)) for name in ("Twin A", "Twin B")]
     far = entity(scope, "Far", vector=unit(-1.0))
     await store.put_entities([far, *reversed(twins)])
@@ -411,7 +410,7 @@ async def test_similarity_ties_by_id_and_limit(store: GraphStore, database: Data
 async def test_links_are_kept_once_and_forgotten_everywhere(store: GraphStore,
                                                             database: Database) -> None:
     pid = await project(database)
-    u1, u2 = GraphScope(pid, user_id="u1", run_id="r1"), GraphScope(pid, user_id="u2",
+    u1, u2 = ProjectScope(pid, user_id="u1", run_id="r1"), ProjectScope(pid, user_id="u2",
                                                                      run_id="r1")
     ada, bob, cy = entity(u1, "Ada"), entity(u1, "Bob"), entity(u2, "Cy")
     await store.put_entities([ada, bob, cy])
@@ -429,21 +428,22 @@ async def test_links_are_kept_once_and_forgotten_everywhere(store: GraphStore,
     assert await store.delete_entity(pid, ada.id) is True
     assert await store.delete_entity(pid, ada.id) is False
     assert await store.entities_of(pid, [first, second]) == {first: [bob.id]}
-    assert await store.find_relations(GraphScope(pid), moment=Moment(include_invalid=True)) == []
+    assert await store.find_relations(
+        ProjectScope(pid), moment=Timeline(include_superseded=True)) == []
 
     # delete_scope takes unset ids as "any": run r1 of every user.
-    dan = entity(GraphScope(pid, user_id="u1"), "Dan")
+    dan = entity(ProjectScope(pid, user_id="u1"), "Dan")
     await store.put_entities([dan])
     await store.put_relations([relation(dan, "knows", bob)])
-    await store.delete_scope(GraphScope(pid, run_id="r1"))
-    assert [e.id for e in await store.find_entities(GraphScope(pid))] == [dan.id]
+    await store.delete_scope(ProjectScope(pid, run_id="r1"))
+    assert [e.id for e in await store.find_entities(ProjectScope(pid))] == [dan.id]
     assert await store.entities_of(pid, [first]) == {}
-    assert await store.find_relations(GraphScope(pid)) == []
+    assert await store.find_relations(ProjectScope(pid)) == []
 
 
 async def test_an_entity_id_of_another_project_is_left_alone(store: GraphStore,
                                                              database: Database) -> None:
-    mine, theirs = GraphScope(await project(database)), GraphScope(await project(database))
+    mine, theirs = ProjectScope(await project(database)), ProjectScope(await project(database))
     ada = entity(mine, "Ada", summary="mine")
     await store.put_entities([ada])
     await store.put_entities([EntityRecord(**{**ada.__dict__, "project_id": theirs.project_id,

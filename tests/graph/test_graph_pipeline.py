@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app.config import Neo4jSettings, Settings
-from app.consolidate import pipeline
 from app.consolidate.replay import rebuild_graph
 from app.embeddings import SentenceTransformerEmbedder
+from app.jobs import runner
 from app.main import create_app
 from app.store.db import Database, migrate
 from tests.conftest import project_key
@@ -358,13 +358,12 @@ async def test_the_sweep_applies_an_extraction_left_unapplied(client: httpx.Asyn
             "created_at = now() - interval '1 hour' WHERE project_id = $1", (project_id,))
     assert (await client.get("/v1/entities")).json()["results"] == []
 
-    consolidator = resources.queue.consolidator
     sent: list[uuid.UUID] = []
 
     async def enqueue(job_ids: Any) -> None:
         sent.extend(job_ids)
 
-    await pipeline.sweep(consolidator, enqueue)
+    await runner.sweep(resources, enqueue)
     assert sent == []
     assert [e["name"] for e in (await client.get("/v1/entities")).json()["results"]] == ["Ana"]
     async with resources.database.engine.begin() as connection:
@@ -372,5 +371,5 @@ async def test_the_sweep_applies_an_extraction_left_unapplied(client: httpx.Asyn
             "SELECT count(*) FROM graph_extractions WHERE project_id = $1 "
             "AND applied_at IS NULL", (project_id,))
         assert pending.scalar_one() == 0
-    await pipeline.sweep(consolidator, enqueue)
+    await runner.sweep(resources, enqueue)
     assert len((await client.get("/v1/entities")).json()["results"]) == 1

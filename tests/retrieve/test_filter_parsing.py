@@ -7,17 +7,10 @@ from typing import Any
 
 import pytest
 
+from app.domain import OPERATORS, All, Any_, Condition, Not, conjoin
 from app.errors import InvalidFilter
 from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
-from app.retrieve.filters import (
-    OPERATORS,
-    All,
-    Any_,
-    Condition,
-    Not,
-    conjoin,
-    parse_filters,
-)
+from app.retrieve.filters import parse_filters
 
 ID_FIELDS = ("user_id", "agent_id", "run_id")
 TIME_FIELDS = ("created_at", "updated_at")

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 
-from app.store.lexical_index import K1, B, LexicalIndex, tokenize
+from app.index.lexical import K1, B, LexicalIndex, tokenize
 
 WORDS = ("apple", "banana", "cherry", "ferry", "harbour", "lisbon", "tokyo", "piano", "cello",
          "hiking", "sailing", "ramen", "paella", "climbing", "novel", "garden")

@@ -25,15 +25,15 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.config import SearchSettings, Settings
+from app.domain import CURRENT, EVERY, ProjectScope, Scope, content_hash
 from app.embeddings import SentenceTransformerEmbedder
+from app.index.memory_index import MemoryIndex
+from app.index.vectors import Batcher, VectorIndex
 from app.main import create_app
-from app.memories.content import content_hash
 from app.store.db import Database
-from app.store.memory_index import MemoryIndex, View
 from app.store.models import Memory
 from app.store.repositories import memories as repository
-from app.store.repositories.memories import NewMemory, Scope
-from app.store.vector_index import Batcher, VectorIndex
+from app.store.repositories.memories import NewMemory
 from tests.conftest import project_key
 from tests.consolidate.scripted_brain import Brain, FactSpec, rules
 from tests.consolidate.test_consolidation_api import consolidate
@@ -57,17 +57,18 @@ async def insert(database: Database, project_id: uuid.UUID, user: str, texts: li
 
 def state(index: MemoryIndex, project_id: uuid.UUID) -> dict[uuid.UUID, Any]:
     """Every searchable memory of the project as the index holds it."""
-    slots = index.allowed(View(project_id, include_superseded=True))
+    slots = index.allowed(ProjectScope(project_id), EVERY)
     vectors = index.vectors.vectors()
-    return {index._ids[s]: (np.round(vectors[s], 5).tobytes(), int(index._valid.data[s]),
-                            int(index._invalid.data[s]), int(index._expires.data[s]),
-                            int(index._scope["user_id"].data[s]) >= 0)
+    table = index.state.slots
+    return {table.ids[s]: (np.round(vectors[s], 5).tobytes(), int(table.column("valid")[s]),
+                           int(table.column("invalid")[s]), int(table.column("expires")[s]),
+                           int(table.column("scope.user_id")[s]) >= 0)
             for s in slots.tolist()}
 
 
 def searches(index: MemoryIndex, project_id: uuid.UUID, query: np.ndarray,  # type: ignore[type-arg]
              words: str) -> tuple[Any, Any]:
-    allowed = index.allowed(View(project_id))
+    allowed = index.allowed(ProjectScope(project_id), CURRENT)
     lexical = [(m, round(s, 4)) for m, s in index.lexical_search(project_id, words, allowed, 30)]
     # Equal scores may come in either order, and the last ones may be cut anywhere.
     lexical = sorted((item for item in lexical if item[1] > lexical[-1][1]),
@@ -118,25 +119,26 @@ async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
         assert searches(restarted, project, query, "memory topic 3 rewritten") == \
             searches(fresh, project, query, "memory topic 3 rewritten")
         # A deleted memory's vector is gone from the index at once, not at compaction.
-        deleted_slot = restarted._ids.index(ids[1])
+        deleted_slot = restarted.state.slots.ids.index(ids[1])
         assert not restarted.vectors.vectors()[deleted_slot].any()
         live = set(state(fresh, project))
         assert ids[1] not in live
         assert added[0] not in live
         assert ids[0] in live
-        current = {restarted._ids[s] for s in restarted.allowed(View(project)).tolist()}
+        current = {restarted.state.slots.ids[s]
+                   for s in restarted.allowed(ProjectScope(project), CURRENT).tolist()}
         assert ids[2] not in current
         assert ids[4] not in current
         assert ids[3] in current
         lexical = restarted.lexical_search(project, "rewritten", restarted.allowed(
-            View(project)), 5)
+            ProjectScope(project), CURRENT), 5)
         assert [m for m, _ in lexical] == [ids[0]]
 
         # Compaction drops the dead slots and answers the same.
         before = state(restarted, project), searches(restarted, project, query, "memory topic 3")
-        assert restarted.dead > 0
-        restarted.adopt(restarted.compacted())
-        assert restarted.dead == 0
+        assert restarted.state.dead > 0
+        await restarted.compact()
+        assert restarted.state.dead == 0
         assert restarted.vectors.size == restarted.live
         assert (state(restarted, project),
                 searches(restarted, project, query, "memory topic 3")) == before
@@ -167,12 +169,12 @@ async def test_filtered_search_is_exact(database: Database, project: uuid.UUID,
         for _ in range(5):
             query = unit(rng, 1)[0]
             for ids, view, among in (
-                    (big, View(project, user_id="big"), None),
-                    (small, View(project, user_id="small"), None),
-                    (big[::50], View(project), big[::50]),
-                    (big[:700], View(project), big[:700])):
+                    (big, (ProjectScope(project, user_id="big"), CURRENT), None),
+                    (small, (ProjectScope(project, user_id="small"), CURRENT), None),
+                    (big[::50], (ProjectScope(project), CURRENT), big[::50]),
+                    (big[:700], (ProjectScope(project), CURRENT), big[:700])):
                 expected = sorted(ids, key=lambda m: -float(vectors[m] @ query))[:10]
-                found = index.dense(query, index.allowed(view, among), 10)
+                found = index.dense(query, index.allowed(*view, among), 10)
                 assert [m for m, _ in found] == expected
                 for memory_id, score in found:
                     assert score == pytest.approx(float(vectors[memory_id] @ query), abs=1e-4)
@@ -378,7 +380,7 @@ async def test_a_change_that_commits_late_is_applied_not_skipped(
     index = MemoryIndex(database, DIM, "test-model",
                         SearchSettings(poll_interval_s=60, gap_timeout_s=gap_timeout_s), None)
     await index.start(poll=False)
-    passed_over = set(index._late)  # holes left by earlier tests' rolled-back writes
+    passed_over = set(index.state.cursor.late)  # holes left by earlier tests' rolled-back writes
     try:
         async with database.session_scope() as slow:  # open until the end of the block
             inserted = await repository.insert_new(slow, project, Scope(user_id="u1"), [
@@ -391,13 +393,15 @@ async def test_a_change_that_commits_late_is_applied_not_skipped(
             if gap_timeout_s < 1:
                 await asyncio.sleep(0.01)
                 await index.catch_up_fully()  # the wait ran out: the position moves past
-            held = {index._ids[s] for s in index.allowed(View(project)).tolist()}
+            held = {index.state.slots.ids[s]
+                    for s in index.allowed(ProjectScope(project), CURRENT).tolist()}
             assert held == {late}
             # Waited for below the position, or passed over and checked again.
-            assert bool(index._holes) == (gap_timeout_s > 1)
-            assert bool(set(index._late) - passed_over) == (gap_timeout_s < 1)
+            assert bool(index.state.cursor.holes) == (gap_timeout_s > 1)
+            assert bool(set(index.state.cursor.late) - passed_over) == (gap_timeout_s < 1)
         await index.catch_up_fully()
-        held = {index._ids[s] for s in index.allowed(View(project)).tolist()}
+        held = {index.state.slots.ids[s]
+                for s in index.allowed(ProjectScope(project), CURRENT).tolist()}
         assert held == {early, late}
     finally:
         await index.aclose(save=False)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from app.domain import CURRENT, ProjectScope, Timeline
+
 ENTITY_TYPES = ("person", "place", "organization", "object", "event", "concept", "animal",
                 "food", "activity", "other")
 _RELATION_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -42,16 +44,6 @@ def relation_type(value: str) -> str | None:
 def name_key(name: str) -> str:
     """What makes two entity names the same name: case, spacing and punctuation aside."""
     return " ".join(re.sub(r"[^\w]+", " ", name.casefold()).split())
-
-
-@dataclass(frozen=True)
-class GraphScope:
-    """A scope filter: None means "any"; ``exact`` treats None as "unset" instead."""
-
-    project_id: uuid.UUID
-    user_id: str | None = None
-    agent_id: str | None = None
-    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,18 +88,6 @@ class RelationRecord:
     created_at: datetime
 
 
-@dataclass(frozen=True)
-class Moment:
-    """Which relations a read sees: current ones (``as_of`` None), those true at ``as_of``, or
-    all (``include_invalid``)."""
-
-    as_of: datetime | None = None
-    include_invalid: bool = False
-
-
-NOW = Moment()
-
-
 class GraphStore(Protocol):
     async def setup(self) -> None:
         """Constraints and indexes, created idempotently."""
@@ -131,31 +111,31 @@ class GraphStore(Protocol):
     async def get_entity(self, project_id: uuid.UUID,
                          entity_id: uuid.UUID) -> EntityRecord | None: ...
 
-    async def find_entities(self, scope: GraphScope, *, name: str | None = None,
+    async def find_entities(self, scope: ProjectScope, *, name: str | None = None,
                             limit: int = 100, after: uuid.UUID | None = None) -> list[EntityRecord]:
         """Entities of the scope (None ids match any), by id; ``name`` matches a part of the
         name, case aside; ``after`` is the last id of the previous page."""
         ...
 
-    async def entity_named(self, scope: GraphScope, key: str) -> EntityRecord | None:
+    async def entity_named(self, scope: ProjectScope, key: str) -> EntityRecord | None:
         """The entity of exactly this scope whose ``name_key`` is ``key``."""
         ...
 
-    async def similar_entities(self, scope: GraphScope, embedding: list[float],
+    async def similar_entities(self, scope: ProjectScope, embedding: list[float],
                                limit: int) -> list[tuple[EntityRecord, float]]:
         """Entities of exactly this scope by cosine similarity, highest first."""
         ...
 
-    async def find_relations(self, scope: GraphScope, *, source: uuid.UUID | None = None,
+    async def find_relations(self, scope: ProjectScope, *, source: uuid.UUID | None = None,
                              target: uuid.UUID | None = None, type: str | None = None,
                              touching: Sequence[uuid.UUID] | None = None,
-                             moment: Moment = NOW, limit: int = 1000) -> list[RelationRecord]:
+                             moment: Timeline = CURRENT, limit: int = 1000) -> list[RelationRecord]:
         """Relations of the scope matching every given filter; ``touching`` keeps those with
         both ends among these entities. Oldest first."""
         ...
 
     async def neighbors(self, project_id: uuid.UUID, entity_id: uuid.UUID, depth: int,
-                        moment: Moment = NOW) -> list[tuple[EntityRecord, int]]:
+                        moment: Timeline = CURRENT) -> list[tuple[EntityRecord, int]]:
         """Entities reachable in at most ``depth`` hops over relations (either direction) seen
         at ``moment``, with their distance; the entity itself excluded."""
         ...
@@ -179,7 +159,7 @@ class GraphStore(Protocol):
         """Forget the memories' links, and the relations they carried."""
         ...
 
-    async def delete_scope(self, scope: GraphScope, *, exact: bool = False) -> None:
+    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> None:
         """Every entity and relation of the scope: None ids match any, or with ``exact``
         only None."""
         ...

@@ -20,179 +20,41 @@ relationship type that passed ``entity_type``/``relation_type`` just before.
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
-import neo4j
 from neo4j import AsyncGraphDatabase, AsyncManagedTransaction, RoutingControl
 from neo4j.exceptions import ClientError, ServiceUnavailable, SessionExpired, TransientError
 
 from app.config import Neo4jSettings
+from app.domain import CURRENT, ProjectScope, Timeline
 from app.errors import Unavailable
 from app.store.graph.base import (
-    ENTITY_TYPES,
-    NOW,
     EntityRecord,
-    GraphScope,
-    Moment,
     RelationRecord,
-    entity_type,
     name_key,
-    relation_type,
+)
+from app.store.graph.neo4j_cypher import (
+    ALREADY_THERE,
+    SCHEMA,
+    TYPE_LABELS,
+    Row,
+    cosine,
+    entity_record,
+    entity_row,
+    fetch_rows,
+    label_of,
+    relation_record,
+    relation_row,
+    relationship_of,
+    scope_clause,
+    seen_clause,
 )
 
 T = TypeVar("T")
-Row = dict[str, Any]
-
-_SCHEMA = (
-    "CREATE CONSTRAINT anamnesis_entity_id IF NOT EXISTS "
-    "FOR (e:Entity) REQUIRE e.id IS UNIQUE",
-    # One entity per name in a scope, as the Postgres unique index (NULLS NOT DISTINCT) keeps it;
-    # its index also serves ``entity_named``.
-    "CREATE CONSTRAINT anamnesis_entity_scope_name IF NOT EXISTS "
-    "FOR (e:Entity) REQUIRE (e.project_id, e.scope_key, e.name_key) IS UNIQUE",
-    "CREATE INDEX anamnesis_entity_project IF NOT EXISTS FOR (e:Entity) ON (e.project_id)",
-    "CREATE INDEX anamnesis_entity_scope IF NOT EXISTS "
-    "FOR (e:Entity) ON (e.project_id, e.scope_key)",
-    # ``find_entities(name=…)`` is a CONTAINS on the name key.
-    "CREATE TEXT INDEX anamnesis_entity_name_key IF NOT EXISTS FOR (e:Entity) ON (e.name_key)",
-    "CREATE CONSTRAINT anamnesis_memory_id IF NOT EXISTS "
-    "FOR (m:Memory) REQUIRE (m.project_id, m.id) IS UNIQUE",
-    "CREATE INDEX anamnesis_memory_project IF NOT EXISTS FOR (m:Memory) ON (m.project_id)",
-)
-_ALREADY_THERE = "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists"
-
-
-def _label(kind: str) -> str:
-    """The node label of an entity type; the allow-list is checked here, next to the
-    formatting, whatever the caller did before."""
-    if entity_type(kind) != kind:
-        raise ValueError(f"entity type {kind!r} is not in the allow-list")
-    return kind.capitalize()
-
-
-def _relationship(kind: str) -> str:
-    """The relationship type of a relation type, checked against the allow-list."""
-    if relation_type(kind) != kind:
-        raise ValueError(f"relation type {kind!r} is not in the allow-list")
-    return kind.upper()
-
-
-_TYPE_LABELS = ":".join(_label(kind) for kind in ENTITY_TYPES)
-
-
-def _scope_key(user_id: str | None, agent_id: str | None, run_id: str | None) -> str:
-    return json.dumps([user_id, agent_id, run_id])
-
-
-def _utc(value: datetime) -> datetime:
-    """Naive times are taken as UTC, as Postgres ``timestamptz`` takes them."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def _when(value: Any) -> datetime:
-    native = value.to_native() if isinstance(value, neo4j.time.DateTime) else value
-    if not isinstance(native, datetime):
-        raise TypeError(f"expected a DATETIME from Neo4j, got {type(value).__name__}")
-    return _utc(native).astimezone(UTC)
-
-
-def _maybe_uuid(value: Any) -> uuid.UUID | None:
-    return uuid.UUID(value) if value is not None else None
-
-
-def _entity(props: Mapping[str, Any]) -> EntityRecord:
-    return EntityRecord(id=uuid.UUID(props["id"]), project_id=uuid.UUID(props["project_id"]),
-                        user_id=props.get("user_id"), agent_id=props.get("agent_id"),
-                        run_id=props.get("run_id"), name=props["name"], type=props["type"],
-                        summary=props["summary"],
-                        embedding=[float(x) for x in props["embedding"]],
-                        created_at=_when(props["created_at"]),
-                        updated_at=_when(props["updated_at"]))
-
-
-def _relation(props: Mapping[str, Any], source_id: str, target_id: str) -> RelationRecord:
-    invalid_at = props.get("invalid_at")
-    return RelationRecord(id=uuid.UUID(props["id"]), project_id=uuid.UUID(props["project_id"]),
-                          user_id=props.get("user_id"), agent_id=props.get("agent_id"),
-                          run_id=props.get("run_id"), source_id=uuid.UUID(source_id),
-                          target_id=uuid.UUID(target_id), type=props["type"],
-                          source_name=props["source_name"], target_name=props["target_name"],
-                          valid_at=_when(props["valid_at"]),
-                          invalid_at=_when(invalid_at) if invalid_at is not None else None,
-                          memory_id=_maybe_uuid(props.get("memory_id")),
-                          episode_id=_maybe_uuid(props.get("episode_id")),
-                          created_at=_when(props["created_at"]))
-
-
-def _scope(var: str, scope: GraphScope, *, exact: bool) -> tuple[str, Row]:
-    """A WHERE clause on ``var``'s project and scope ids, and its parameters. ``var`` is one of
-    this module's own variable names, never input."""
-    params: Row = {"project_id": str(scope.project_id)}
-    clauses = [f"{var}.project_id = $project_id"]
-    if exact:
-        clauses.append(f"{var}.scope_key = $scope_key")
-        params["scope_key"] = _scope_key(scope.user_id, scope.agent_id, scope.run_id)
-        return " AND ".join(clauses), params
-    for field, value in (("user_id", scope.user_id), ("agent_id", scope.agent_id),
-                         ("run_id", scope.run_id)):
-        if value is not None:
-            clauses.append(f"{var}.{field} = ${field}")
-            params[field] = value
-    return " AND ".join(clauses), params
-
-
-def _seen(moment: Moment) -> tuple[str, Row]:
-    """Which relations ``r`` a read sees: the clause (``true`` for all) and its parameters.
-    "Current" is the server's clock, as ``now()`` is for the Postgres store."""
-    if moment.include_invalid:
-        return "true", {}
-    if moment.as_of is None:
-        return "(r.invalid_at IS NULL OR r.invalid_at > datetime())", {}
-    return ("r.valid_at <= $as_of AND (r.invalid_at IS NULL OR r.invalid_at > $as_of)",
-            {"as_of": _utc(moment.as_of)})
-
-
-def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    norms = math.sqrt(math.fsum(x * x for x in a) * math.fsum(y * y for y in b))
-    if norms == 0.0:
-        return math.nan
-    return math.fsum(x * y for x, y in zip(a, b, strict=True)) / norms
-
-
-def _entity_row(e: EntityRecord) -> Row:
-    return {"id": str(e.id), "project_id": str(e.project_id),
-            "created": {"id": str(e.id), "project_id": str(e.project_id), "user_id": e.user_id,
-                        "agent_id": e.agent_id, "run_id": e.run_id,
-                        "scope_key": _scope_key(e.user_id, e.agent_id, e.run_id),
-                        "created_at": _utc(e.created_at)},
-            "updated": {"name": e.name, "name_key": name_key(e.name), "type": e.type,
-                        "summary": e.summary, "embedding": [float(x) for x in e.embedding],
-                        "updated_at": _utc(e.updated_at)}}
-
-
-def _relation_row(r: RelationRecord) -> Row:
-    invalid_at = _utc(r.invalid_at) if r.invalid_at is not None else None
-    properties = {"id": str(r.id), "project_id": str(r.project_id), "user_id": r.user_id,
-                  "agent_id": r.agent_id, "run_id": r.run_id, "type": r.type,
-                  "source_name": r.source_name, "target_name": r.target_name,
-                  "valid_at": _utc(r.valid_at), "invalid_at": invalid_at,
-                  "memory_id": str(r.memory_id) if r.memory_id is not None else None,
-                  "episode_id": str(r.episode_id) if r.episode_id is not None else None,
-                  "created_at": _utc(r.created_at)}
-    return {"id": str(r.id), "project_id": str(r.project_id), "source_id": str(r.source_id),
-            "target_id": str(r.target_id), "invalid_at": invalid_at,
-            "properties": {k: v for k, v in properties.items() if v is not None}}
-
-
-async def _rows(tx: AsyncManagedTransaction, query: str, params: Row) -> list[Row]:
-    result = await tx.run(query, params)
-    return [record.data() async for record in result]
 
 
 class Neo4jGraphStore:
@@ -237,12 +99,12 @@ class Neo4jGraphStore:
             return await session.execute_read(work)
 
     async def setup(self) -> None:
-        for statement in _SCHEMA:
+        for statement in SCHEMA:
             try:
                 await self._query(statement, {}, write=True)
             except ClientError as error:
                 # Two processes starting at once may race on IF NOT EXISTS.
-                if error.code != _ALREADY_THERE:
+                if error.code != ALREADY_THERE:
                     raise
 
     async def aclose(self) -> None:
@@ -252,8 +114,8 @@ class Neo4jGraphStore:
         latest = list({e.id: e for e in entities}.values())  # one write per id, the last
         by_type: dict[str, list[Row]] = {}
         for e in latest:
-            _label(e.type)  # every type checked before anything is written
-            by_type.setdefault(e.type, []).append(_entity_row(e))
+            label_of(e.type)  # every type checked before anything is written
+            by_type.setdefault(e.type, []).append(entity_row(e))
         if not by_type:
             return
         # An id owned by another project is left alone, as the Postgres upsert leaves it.
@@ -264,8 +126,8 @@ class Neo4jGraphStore:
             "MERGE (e:Entity {id: row.id}) "
             "ON CREATE SET e += row.created "
             "SET e += row.updated "
-            f"REMOVE e:{_TYPE_LABELS} "
-            f"SET e:{_label(kind)}",
+            f"REMOVE e:{TYPE_LABELS} "
+            f"SET e:{label_of(kind)}",
             {"rows": rows}) for kind, rows in by_type.items()]
 
         async def work(tx: AsyncManagedTransaction) -> None:
@@ -278,8 +140,8 @@ class Neo4jGraphStore:
         latest = list({r.id: r for r in relations}.values())
         by_type: dict[str, list[Row]] = {}
         for r in latest:
-            _relationship(r.type)
-            by_type.setdefault(r.type, []).append(_relation_row(r))
+            relationship_of(r.type)
+            by_type.setdefault(r.type, []).append(relation_row(r))
         if not by_type:
             return
         # Both ends must be entities of the relation's project: a relation never crosses
@@ -292,7 +154,7 @@ class Neo4jGraphStore:
             "OPTIONAL MATCH (s)-[old]->(t) "
             "WHERE old.id = row.id AND old.project_id = row.project_id "
             "FOREACH (_ IN CASE WHEN old IS NULL THEN [1] ELSE [] END | "
-            f"  MERGE (s)-[r:{_relationship(kind)} {{id: row.id}}]->(t) "
+            f"  MERGE (s)-[r:{relationship_of(kind)} {{id: row.id}}]->(t) "
             "  ON CREATE SET r = row.properties "
             "  ON MATCH SET r.invalid_at = row.invalid_at) "
             "SET old.invalid_at = row.invalid_at",
@@ -322,12 +184,12 @@ class Neo4jGraphStore:
         rows = await self._query(
             "MATCH (e:Entity {id: $id}) WHERE e.project_id = $project_id RETURN e {.*} AS e",
             {"id": str(entity_id), "project_id": str(project_id)})
-        return _entity(rows[0]["e"]) if rows else None
+        return entity_record(rows[0]["e"]) if rows else None
 
-    async def find_entities(self, scope: GraphScope, *, name: str | None = None,
+    async def find_entities(self, scope: ProjectScope, *, name: str | None = None,
                             limit: int = 100, after: uuid.UUID | None = None
                             ) -> list[EntityRecord]:
-        where, params = _scope("e", scope, exact=False)
+        where, params = scope_clause("e", scope, exact=False)
         if name:
             where += " AND e.name_key CONTAINS $name"
             params["name"] = name_key(name)
@@ -337,39 +199,39 @@ class Neo4jGraphStore:
         rows = await self._query(
             f"MATCH (e:Entity) WHERE {where} RETURN e {{.*}} AS e ORDER BY e.id LIMIT $limit",
             {**params, "limit": limit})
-        return [_entity(row["e"]) for row in rows]
+        return [entity_record(row["e"]) for row in rows]
 
-    async def entity_named(self, scope: GraphScope, key: str) -> EntityRecord | None:
-        where, params = _scope("e", scope, exact=True)
+    async def entity_named(self, scope: ProjectScope, key: str) -> EntityRecord | None:
+        where, params = scope_clause("e", scope, exact=True)
         rows = await self._query(
             f"MATCH (e:Entity) WHERE {where} AND e.name_key = $key RETURN e {{.*}} AS e",
             {**params, "key": key})
-        return _entity(rows[0]["e"]) if rows else None
+        return entity_record(rows[0]["e"]) if rows else None
 
-    async def similar_entities(self, scope: GraphScope, embedding: list[float],
+    async def similar_entities(self, scope: ProjectScope, embedding: list[float],
                                limit: int) -> list[tuple[EntityRecord, float]]:
         # Exact search over the scope (scopes are small): Neo4j ranks, in single precision;
         # the scores returned are recomputed here in double, as plain cosine (-1..1).
-        where, params = _scope("e", scope, exact=True)
+        where, params = scope_clause("e", scope, exact=True)
         rows = await self._query(
             f"MATCH (e:Entity) WHERE {where} "
             "WITH e, vector.similarity.cosine(e.embedding, $embedding) AS similarity "
             "RETURN e {.*} AS e ORDER BY similarity IS NULL, similarity DESC, e.id "
             "LIMIT $limit",
             {**params, "embedding": [float(x) for x in embedding], "limit": limit})
-        scored = [(record, _cosine(record.embedding, embedding))
-                  for record in (_entity(row["e"]) for row in rows)]
+        scored = [(record, cosine(record.embedding, embedding))
+                  for record in (entity_record(row["e"]) for row in rows)]
         scored.sort(key=lambda pair: (math.isnan(pair[1]),
                                       -pair[1] if not math.isnan(pair[1]) else 0.0,
                                       str(pair[0].id)))
         return scored
 
-    async def find_relations(self, scope: GraphScope, *, source: uuid.UUID | None = None,
+    async def find_relations(self, scope: ProjectScope, *, source: uuid.UUID | None = None,
                              target: uuid.UUID | None = None, type: str | None = None,
                              touching: Sequence[uuid.UUID] | None = None,
-                             moment: Moment = NOW, limit: int = 1000) -> list[RelationRecord]:
-        where, params = _scope("r", scope, exact=False)
-        seen, seen_params = _seen(moment)
+                             moment: Timeline = CURRENT, limit: int = 1000) -> list[RelationRecord]:
+        where, params = scope_clause("r", scope, exact=False)
+        seen, seen_params = seen_clause(moment)
         clauses = [where, "s.project_id = $project_id", seen]
         if source is not None:
             clauses.append("s.id = $source")
@@ -388,14 +250,14 @@ class Neo4jGraphStore:
             "RETURN r {.*} AS r, s.id AS source_id, t.id AS target_id "
             "ORDER BY r.valid_at, r.id LIMIT $limit",
             {**params, **seen_params, "limit": limit})
-        return [_relation(row["r"], row["source_id"], row["target_id"]) for row in rows]
+        return [relation_record(row["r"], row["source_id"], row["target_id"]) for row in rows]
 
     async def neighbors(self, project_id: uuid.UUID, entity_id: uuid.UUID, depth: int,
-                        moment: Moment = NOW) -> list[tuple[EntityRecord, int]]:
+                        moment: Timeline = CURRENT) -> list[tuple[EntityRecord, int]]:
         # Breadth first, one statement per hop in one read transaction: each hop honours the
         # moment, the first hop that reaches an entity is its distance, and any depth works
         # without formatting it into a variable-length pattern.
-        seen, seen_params = _seen(moment)
+        seen, seen_params = seen_clause(moment)
         step = ("UNWIND $frontier AS id "
                 "MATCH (a:Entity {id: id})-[r]-(b:Entity) "
                 "WHERE a.project_id = $project_id AND r.project_id = $project_id "
@@ -411,18 +273,18 @@ class Neo4jGraphStore:
             for hop in range(1, depth + 1):
                 if not frontier:
                     break
-                found = await _rows(tx, step, {"frontier": frontier,
-                                               "project_id": str(project_id), **seen_params})
+                found = await fetch_rows(tx, step, {"frontier": frontier,
+                                                    "project_id": str(project_id), **seen_params})
                 frontier = [row["id"] for row in found if row["id"] not in hops]
                 hops.update(dict.fromkeys(frontier, hop))
             del hops[start]
             if not hops:
                 return []
-            found = await _rows(tx, fetch, {"ids": list(hops), "project_id": str(project_id)})
+            found = await fetch_rows(tx, fetch, {"ids": list(hops), "project_id": str(project_id)})
             return [{"e": row["e"], "hops": hops[row["e"]["id"]]} for row in found]
 
         rows = await self._transaction(work, write=False)
-        found = [(_entity(row["e"]), int(row["hops"])) for row in rows]
+        found = [(entity_record(row["e"]), int(row["hops"])) for row in rows]
         return sorted(found, key=lambda pair: (pair[1], pair[0].id))
 
     async def memories_of(self, project_id: uuid.UUID,
@@ -456,7 +318,7 @@ class Neo4jGraphStore:
 
         async def work(tx: AsyncManagedTransaction) -> bool:
             # Its relations and links go with it (DETACH), then the memories it left unlinked.
-            deleted = await _rows(
+            deleted = await fetch_rows(
                 tx, "MATCH (e:Entity {id: $id}) WHERE e.project_id = $project_id "
                     "OPTIONAL MATCH (m:Memory)-[:MENTIONS]->(e) WHERE m.project_id = $project_id "
                     "WITH e, collect(m.id) AS memories "
@@ -475,36 +337,37 @@ class Neo4jGraphStore:
             return
 
         async def work(tx: AsyncManagedTransaction) -> None:
-            await _rows(tx, "MATCH (m:Memory) WHERE m.project_id = $project_id AND m.id IN $ids "
-                            "DETACH DELETE m", params)
-            await _rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
-                            "WHERE s.project_id = $project_id AND r.project_id = $project_id "
-                            "AND r.memory_id IN $ids DELETE r", params)
+            await fetch_rows(tx, "MATCH (m:Memory) "
+                             "WHERE m.project_id = $project_id AND m.id IN $ids "
+                             "DETACH DELETE m", params)
+            await fetch_rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
+                             "WHERE s.project_id = $project_id AND r.project_id = $project_id "
+                             "AND r.memory_id IN $ids DELETE r", params)
 
         await self._transaction(work, write=True)
 
-    async def delete_scope(self, scope: GraphScope, *, exact: bool = False) -> None:
+    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> None:
         # Relations carry the scope ids but not the scope key; a scope's relations join two
         # entities of that scope, so "exactly this scope" is read off their source.
-        relations, params = _scope("s" if exact else "r", scope, exact=exact)
-        entities, _ = _scope("e", scope, exact=exact)
+        relations, params = scope_clause("s" if exact else "r", scope, exact=exact)
+        entities, _ = scope_clause("e", scope, exact=exact)
 
         async def work(tx: AsyncManagedTransaction) -> None:
-            await _rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
-                            f"WHERE s.project_id = $project_id AND {relations} DELETE r", params)
-            await _rows(tx, f"MATCH (e:Entity) WHERE {entities} DETACH DELETE e", params)
+            await fetch_rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
+                             f"WHERE s.project_id = $project_id AND {relations} DELETE r", params)
+            await fetch_rows(tx, f"MATCH (e:Entity) WHERE {entities} DETACH DELETE e", params)
             await _drop_unlinked(tx, params["project_id"], None)
 
         await self._transaction(work, write=True)
 
     async def clear_project(self, project_id: uuid.UUID) -> None:
-        await self.delete_scope(GraphScope(project_id))
+        await self.delete_scope(ProjectScope(project_id))
 
 
 async def _drop_unlinked(tx: AsyncManagedTransaction, project_id: str,
                          memory_ids: list[str] | None) -> None:
     """Memory nodes of the project (of these ids, or all) that no longer link anything."""
     where = "" if memory_ids is None else "AND m.id IN $ids "
-    await _rows(tx, "MATCH (m:Memory) WHERE m.project_id = $project_id "
-                    f"{where}AND NOT EXISTS {{ (m)--() }} DELETE m",
-                {"project_id": project_id, "ids": memory_ids or []})
+    await fetch_rows(tx, "MATCH (m:Memory) WHERE m.project_id = $project_id "
+                     f"{where}AND NOT EXISTS {{ (m)--() }} DELETE m",
+                     {"project_id": project_id, "ids": memory_ids or []})

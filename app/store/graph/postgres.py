@@ -11,8 +11,9 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
+from app.domain import CURRENT, ProjectScope, Timeline
 from app.store.db import Database
-from app.store.graph.base import NOW, EntityRecord, GraphScope, Moment, RelationRecord, name_key
+from app.store.graph.base import EntityRecord, RelationRecord, name_key
 from app.store.models import Entity, EntityMemory, Relation
 
 
@@ -32,7 +33,7 @@ def _relation(row: Relation) -> RelationRecord:
                           episode_id=row.episode_id, created_at=row.created_at)
 
 
-def _scope(model: type[Entity] | type[Relation], scope: GraphScope, *,
+def _scope(model: type[Entity] | type[Relation], scope: ProjectScope, *,
            exact: bool) -> list[ColumnElement[bool]]:
     clauses: list[ColumnElement[bool]] = [model.project_id == scope.project_id]
     for column, value in ((model.user_id, scope.user_id), (model.agent_id, scope.agent_id),
@@ -44,8 +45,8 @@ def _scope(model: type[Entity] | type[Relation], scope: GraphScope, *,
     return clauses
 
 
-def _seen(moment: Moment) -> list[ColumnElement[bool]]:
-    if moment.include_invalid:
+def _seen(moment: Timeline) -> list[ColumnElement[bool]]:
+    if moment.include_superseded:
         return []
     if moment.as_of is None:
         return [sa.or_(Relation.invalid_at.is_(None), Relation.invalid_at > sa.func.now())]
@@ -123,7 +124,7 @@ class PostgresGraphStore:
             row = (await session.execute(query)).scalar_one_or_none()
         return _entity(row) if row is not None else None
 
-    async def find_entities(self, scope: GraphScope, *, name: str | None = None,
+    async def find_entities(self, scope: ProjectScope, *, name: str | None = None,
                             limit: int = 100, after: uuid.UUID | None = None
                             ) -> list[EntityRecord]:
         query = sa.select(Entity).where(*_scope(Entity, scope, exact=False))
@@ -135,14 +136,14 @@ class PostgresGraphStore:
             rows = (await session.scalars(query.order_by(Entity.id).limit(limit))).all()
         return [_entity(row) for row in rows]
 
-    async def entity_named(self, scope: GraphScope, key: str) -> EntityRecord | None:
+    async def entity_named(self, scope: ProjectScope, key: str) -> EntityRecord | None:
         query = sa.select(Entity).where(*_scope(Entity, scope, exact=True),
                                         Entity.name_key == key)
         async with self.database.session_scope() as session:
             row = (await session.execute(query)).scalar_one_or_none()
         return _entity(row) if row is not None else None
 
-    async def similar_entities(self, scope: GraphScope, embedding: list[float],
+    async def similar_entities(self, scope: ProjectScope, embedding: list[float],
                                limit: int) -> list[tuple[EntityRecord, float]]:
         distance = Entity.embedding.cosine_distance(embedding)
         query = (sa.select(Entity, distance).where(*_scope(Entity, scope, exact=True))
@@ -151,10 +152,10 @@ class PostgresGraphStore:
             rows = (await session.execute(query)).all()
         return [(_entity(row), 1.0 - float(dist)) for row, dist in rows]
 
-    async def find_relations(self, scope: GraphScope, *, source: uuid.UUID | None = None,
+    async def find_relations(self, scope: ProjectScope, *, source: uuid.UUID | None = None,
                              target: uuid.UUID | None = None, type: str | None = None,
                              touching: Sequence[uuid.UUID] | None = None,
-                             moment: Moment = NOW, limit: int = 1000) -> list[RelationRecord]:
+                             moment: Timeline = CURRENT, limit: int = 1000) -> list[RelationRecord]:
         query = sa.select(Relation).where(*_scope(Relation, scope, exact=False), *_seen(moment))
         if source is not None:
             query = query.where(Relation.source_id == source)
@@ -171,7 +172,7 @@ class PostgresGraphStore:
         return [_relation(row) for row in rows]
 
     async def neighbors(self, project_id: uuid.UUID, entity_id: uuid.UUID, depth: int,
-                        moment: Moment = NOW) -> list[tuple[EntityRecord, int]]:
+                        moment: Timeline = CURRENT) -> list[tuple[EntityRecord, int]]:
         edges = (sa.select(Relation.source_id.label("a"), Relation.target_id.label("b"))
                  .where(Relation.project_id == project_id, *_seen(moment))
                  .union_all(sa.select(Relation.target_id, Relation.source_id)
@@ -233,10 +234,10 @@ class PostgresGraphStore:
             await session.execute(sa.delete(Relation).where(
                 Relation.project_id == project_id, Relation.memory_id.in_(memory_ids)))
 
-    async def delete_scope(self, scope: GraphScope, *, exact: bool = False) -> None:
+    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> None:
         async with self.database.session_scope() as session:
             await session.execute(sa.delete(Relation).where(*_scope(Relation, scope, exact=exact)))
             await session.execute(sa.delete(Entity).where(*_scope(Entity, scope, exact=exact)))
 
     async def clear_project(self, project_id: uuid.UUID) -> None:
-        await self.delete_scope(GraphScope(project_id))
+        await self.delete_scope(ProjectScope(project_id))

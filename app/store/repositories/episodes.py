@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain import Scope
 from app.store.ids import uuid7
 from app.store.models import Episode, MemorySource, Project
-from app.store.repositories.memories import Scope
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.retrieve.filters import All, Any_, Condition, Filter, Not
+from app.domain import All, Any_, Condition, Filter, Not
 from app.store.models import Memory
 
 _COLUMNS: dict[str, Any] = {

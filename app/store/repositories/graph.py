@@ -11,10 +11,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain import Scope
 from app.store.graph.base import name_key
 from app.store.ids import uuid7
 from app.store.models import EntityMerge, GraphExtraction, Memory
-from app.store.repositories.memories import Scope
 
 
 async def add_extraction(session: AsyncSession, project_id: uuid.UUID, scope: Scope, *,

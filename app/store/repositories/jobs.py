@@ -16,9 +16,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app.domain import Scope
 from app.store.ids import uuid7
 from app.store.models import Job
-from app.store.repositories.memories import Scope
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED"
 FINISHED = (SUCCEEDED, FAILED)
@@ -36,11 +36,6 @@ async def add(session: AsyncSession, project_id: uuid.UUID, episode_id: uuid.UUI
 async def get(session: AsyncSession, project_id: uuid.UUID, job_id: uuid.UUID) -> Job | None:
     query = sa.select(Job).where(Job.id == job_id, Job.project_id == project_id)
     return (await session.execute(query)).scalar_one_or_none()
-
-
-async def get_any(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
-    """For the worker, which takes job ids from the queue, not from a caller."""
-    return await session.get(Job, job_id, populate_existing=True)
 
 
 async def claim(session: AsyncSession, job_id: uuid.UUID, lease: timedelta) -> Job | None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.retrieve.filters import Filter
+from app.domain import CURRENT, Filter, Scope, Timeline
 from app.store.ids import uuid7
 from app.store.models import Memory, MemoryEvent
 from app.store.repositories.filter_sql import compile_filter
@@ -28,16 +28,6 @@ MAX_EF_SEARCH = 1000
 # plain scopes 20-45 ms either way, filters matching 2% and 0.2% 105-160 ms either way.
 # Selective filters stay slow in Postgres: the FAISS hot path is where they get fast.
 MAX_SCAN_TUPLES = 20000
-
-
-@dataclass(frozen=True)
-class Scope:
-    user_id: str | None = None
-    agent_id: str | None = None
-    run_id: str | None = None
-
-    def is_empty(self) -> bool:
-        return self.user_id is None and self.agent_id is None and self.run_id is None
 
 
 @dataclass(frozen=True)
@@ -73,18 +63,6 @@ class Cause:
     job_id: uuid.UUID
     model: str | None
     prompt_version: str | None
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """Which memories a read sees: the current ones (default), those true at ``as_of``, or
-    every one ever stored and not deleted (``include_superseded``)."""
-
-    as_of: datetime | None = None
-    include_superseded: bool = False
-
-
-CURRENT = Timeline()
 
 
 def live() -> ColumnElement[bool]:
@@ -167,6 +145,25 @@ async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, 
         await session.execute(sa.update(Memory).where(Memory.id.in_([m.id for m in expired]))
                               .values(deleted_at=sa.func.now()))
     return {digest: m for digest, m in holders.items() if m not in expired}
+
+
+async def insert_or_find(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+                         items: Sequence[NewMemory]) -> dict[str, tuple[uuid.UUID, Memory | None]]:
+    """Each item stored, or the live memory of exactly this scope that already holds its text
+    (ingest and consolidation alike): content hash → (id, None if this call inserted it, else
+    the holder). An expired holder gives up its place, and a holder that expires between the
+    insert and the look is retried."""
+    outcome: dict[str, tuple[uuid.UUID, Memory | None]] = {}
+    pending = list({item.content_hash: item for item in items}.values())
+    while pending:
+        inserted = await insert_new(session, project_id, scope, pending)
+        outcome |= {digest: (memory_id, None) for digest, memory_id in inserted.items()}
+        lost = [item for item in pending if item.content_hash not in inserted]
+        holders = await retire_expired_and_find(session, project_id, scope,
+                                                [item.content_hash for item in lost])
+        outcome |= {digest: (holder.id, holder) for digest, holder in holders.items()}
+        pending = [item for item in lost if item.content_hash not in holders]
+    return outcome
 
 
 async def get(session: AsyncSession, project_id: uuid.UUID, memory_id: uuid.UUID, *,

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from app.config import SearchSettings
-from app.store.vector_index import VectorIndex
+from app.index.vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: one state object (slots, lexical, cursor)
 
 
 def write_snapshot(folder: Path, vectors: VectorIndex, state: dict[str, Any],

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import snowballstemmer
+
+from app.index.columns import Column
 
 K1 = 1.2
 B = 0.75
@@ -48,49 +49,16 @@ def _stem(word: str) -> str:
     return str(_stemmer.stemWord(word))
 
 
-MAX_CONTEXT_CHARS = 1000
-
-
-def lexical_context(messages: Sequence[str], when: datetime | None) -> str | None:
-    """A memory's context (migration 0006): the words said around it and the day it was
-    said, which find it by words it does not contain itself. Capped at 1,000 characters."""
-    parts = [f"{when.day} {when:%B %Y}"] if when is not None else []
-    parts += [message.strip() for message in messages if message and message.strip()]
-    text = "\n".join(parts)[:MAX_CONTEXT_CHARS]
-    return text or None
-
-
 def tokenize(text: str) -> list[str]:
     return [_stem(word) for word in _WORD.findall(text.lower()) if word not in STOPWORDS]
-
-
-class _Growable:
-    """An append-only numpy array that doubles its buffer."""
-
-    def __init__(self, dtype: Any, data: npt.NDArray[Any] | None = None):
-        self.data = np.empty(16, dtype=dtype) if data is None else data
-        self.size = 0 if data is None else len(data)
-
-    def extend(self, values: npt.ArrayLike) -> None:
-        values = np.asarray(values, dtype=self.data.dtype)
-        need = self.size + len(values)
-        if need > len(self.data):
-            grown = np.empty(max(need, 2 * len(self.data)), dtype=self.data.dtype)
-            grown[:self.size] = self.data[:self.size]
-            self.data = grown
-        self.data[self.size:need] = values
-        self.size = need
-
-    def view(self) -> npt.NDArray[Any]:
-        return self.data[:self.size]
 
 
 class LexicalIndex:
     def __init__(self) -> None:
         self._term_ids: dict[str, int] = {}
-        self._slots: list[_Growable] = []  # per term: the slots containing it
-        self._freqs: list[_Growable] = []  # per term: how often, aligned with _slots
-        self._lengths = _Growable(np.float32)  # per slot: tokens in the document
+        self._slots: list[Column] = []  # per term: the slots containing it
+        self._freqs: list[Column] = []  # per term: how often, aligned with _slots
+        self._lengths = Column(np.float32)  # per slot: tokens in the document
         self._doc_terms: dict[int, npt.NDArray[np.int32]] = {}  # per live slot
         self._project_of: dict[int, int] = {}
         self._docs: dict[int, int] = defaultdict(int)  # per project
@@ -105,15 +73,14 @@ class LexicalIndex:
             term = self._term_ids.get(token)
             if term is None:
                 term = self._term_ids[token] = len(self._slots)
-                self._slots.append(_Growable(np.int64))
-                self._freqs.append(_Growable(np.float32))
+                self._slots.append(Column(np.int64))
+                self._freqs.append(Column(np.float32))
             counts[term] += 1
         for term, count in counts.items():
             self._slots[term].extend([slot])
             self._freqs[term].extend([count])
             self._df[(project, term)] += 1
-        if self._lengths.size <= slot:
-            self._lengths.extend(np.zeros(slot + 1 - self._lengths.size, dtype=np.float32))
+        self._lengths.ensure(slot + 1)
         self._lengths.data[slot] = len(tokens)
         self._doc_terms[slot] = np.fromiter(counts, dtype=np.int32, count=len(counts))
         self._project_of[slot] = project
@@ -201,9 +168,9 @@ class LexicalIndex:
         for slots, freqs in zip(self._slots, self._freqs, strict=True):
             moved = mapping[slots.view()]
             keep = moved >= 0
-            index._slots.append(_Growable(np.int64, moved[keep]))
-            index._freqs.append(_Growable(np.float32, freqs.view()[keep].copy()))
-        index._lengths = _Growable(np.float32, self._lengths.view()[old].copy())
+            index._slots.append(Column(np.int64, data=moved[keep]))
+            index._freqs.append(Column(np.float32, data=freqs.view()[keep].copy()))
+        index._lengths = Column(np.float32, data=self._lengths.view()[old].copy())
         index._doc_terms = {int(mapping[s]): t for s, t in self._doc_terms.items()}
         index._project_of = {int(mapping[s]): p for s, p in self._project_of.items()}
         index._docs = defaultdict(int, self._docs)
@@ -225,9 +192,9 @@ class LexicalIndex:
     def from_state(cls, state: dict[str, Any]) -> LexicalIndex:
         index = cls()
         index._term_ids = state["terms"]
-        index._slots = [_Growable(np.int64, a) for a in state["slots"]]
-        index._freqs = [_Growable(np.float32, a) for a in state["freqs"]]
-        index._lengths = _Growable(np.float32, state["lengths"])
+        index._slots = [Column(np.int64, data=a) for a in state["slots"]]
+        index._freqs = [Column(np.float32, data=a) for a in state["freqs"]]
+        index._lengths = Column(np.float32, data=state["lengths"])
         index._doc_terms = state["doc_terms"]
         index._project_of = state["project_of"]
         index._docs = defaultdict(int, state["docs"])

@@ -1,0 +1,168 @@
+"""The shared vocabulary: who a memory belongs to, which moment a read sees, the parsed filter
+tree, what makes two texts the same, and the words around a message.
+
+Every layer imports this module (store, index, retrieve, consolidate, the services); it
+imports none of them, only the base modules ``errors``, ``limits`` and ``validation``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from app.errors import ValidationFailed
+
+SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
+
+
+# -- scope -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose memories: a user, an agent, a run, or a combination. As a filter, None means
+    "any"; as the place a memory is stored, None means "unset"."""
+
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    def is_empty(self) -> bool:
+        return self.user_id is None and self.agent_id is None and self.run_id is None
+
+    def within(self, project_id: uuid.UUID) -> ProjectScope:
+        return ProjectScope(project_id, self.user_id, self.agent_id, self.run_id)
+
+
+@dataclass(frozen=True)
+class ProjectScope:
+    """A scope inside one project: what every read and write of the graph and the index
+    names. None ids mean "any" (or "unset" where a store says ``exact``)."""
+
+    project_id: uuid.UUID
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.user_id, self.agent_id, self.run_id)
+
+
+# -- time ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Which memories (or relations) a read sees: the current ones (the default), those true
+    at ``as_of``, or every one ever stored and not deleted (``include_superseded``)."""
+
+    as_of: datetime | None = None
+    include_superseded: bool = False
+
+    @classmethod
+    def of(cls, as_of: datetime | None, include_superseded: bool) -> Timeline:
+        """The timeline a request asks for (``as_of`` without a zone is UTC)."""
+        if as_of is not None and include_superseded:
+            raise ValidationFailed("as_of and include_superseded exclude each other")
+        if as_of is not None and as_of.tzinfo is None:
+            as_of = as_of.replace(tzinfo=UTC)
+        return cls(as_of=as_of, include_superseded=include_superseded)
+
+
+CURRENT = Timeline()
+EVERY = Timeline(include_superseded=True)
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+Operator = Literal["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "icontains"]
+OPERATORS: frozenset[str] = frozenset(Operator.__args__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``field`` is an id or time column, or ``metadata`` with a key ``path``."""
+
+    field: str
+    op: Operator
+    value: Any
+    path: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return ".".join((self.field, *self.path))
+
+
+@dataclass(frozen=True)
+class All:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Any_:
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    part: Filter
+
+
+Filter = Condition | All | Any_ | Not
+
+
+def conjoin(*parts: Filter | None) -> Filter | None:
+    present = tuple(part for part in parts if part is not None)
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else All(present)
+
+
+def scope_filter(scope: Scope) -> Filter | None:
+    """The scope's ids as ``eq`` conditions (None when it names none)."""
+    return conjoin(*(Condition(name, "eq", getattr(scope, name)) for name in SCOPE_FIELDS
+                     if getattr(scope, name) is not None))
+
+
+# -- content ---------------------------------------------------------------------------------
+
+
+def normalise(text: str) -> str:
+    """What makes two memory texts "the same": Unicode NFC and collapsed whitespace."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 of the normalised text; backs the (project, scope, hash) unique index."""
+    return hashlib.sha256(normalise(text).encode()).hexdigest()
+
+
+def embedding_text(text: str, metadata: dict[str, object] | None) -> str:
+    """What a memory's vector is made from: its text, said by its speaker when one is known
+    (a message's ``name``): "Caroline: I went to the support group" is found by a question
+    about Caroline, the bare text is not (LoCoMo dev: dense recall@10 0.25 → 0.53)."""
+    name = (metadata or {}).get("name")
+    return f"{name}: {text}" if isinstance(name, str) and name.strip() else text
+
+
+MAX_CONTEXT_CHARS = 1000
+
+
+def lexical_context(messages: Sequence[str], when: datetime | None) -> str | None:
+    """A memory's context (migration 0006): the words said around it and the day it was
+    said, which find it by words it does not contain itself. Capped at 1,000 characters."""
+    parts = [f"{when.day} {when:%B %Y}"] if when is not None else []
+    parts += [message.strip() for message in messages if message and message.strip()]
+    text = "\n".join(parts)[:MAX_CONTEXT_CHARS]
+    return text or None
+
+
+def lexical_text(text: str, context: str | None) -> str:
+    """What the lexical index reads of a memory: its text, then its context."""
+    return f"{text}\n{context}" if context else text

@@ -1,0 +1,134 @@
+"""The one entry point retrieval uses: candidates for a search, from whichever index serves.
+
+A ``CandidateSource`` takes a ``CandidateQuery`` (where, when, the filter beyond the scope,
+the query's vector and text, how many per signal, which signals) and answers ``Candidates``:
+a dense and a lexical list, best first, and the means to describe any candidate for fusion
+(its exact cosine similarity and validity) and to score it lexically. Two sources keep this
+contract: the in-process ``MemoryIndex`` (FAISS + BM25 fed by the change log) and
+``PostgresCandidates`` (pgvector's HNSW and full-text search; ``search.index = postgres``,
+and the index's own fallback for filters that match too many memories to list).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain import Filter, ProjectScope, Timeline, conjoin, scope_filter
+from app.store.models import Memory
+from app.store.repositories import memories as repository
+
+Ranking = Literal["hybrid", "dense", "lexical"]
+Ranked = list[tuple[uuid.UUID, float]]
+Lap = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What ranking needs of a memory: its exact cosine similarity to the query, since when
+    it holds (``valid_at``, else ``created_at``) and when it stopped (``invalid_at``)."""
+
+    similarity: float
+    since: datetime
+    invalid_at: datetime | None
+
+    @classmethod
+    def of(cls, memory: Memory, similarity: float) -> Candidate:
+        return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at)
+
+
+@dataclass(frozen=True)
+class CandidateQuery:
+    where: ProjectScope
+    timeline: Timeline
+    extra: Filter | None  # the filter's conditions beyond the scope ids
+    vector: npt.NDArray[np.float32]
+    text: str
+    depth: int  # candidates per signal
+    ranking: Ranking
+    began: float = 0.0  # time.monotonic() when the search began: what it must see
+
+    @property
+    def tree(self) -> Filter | None:
+        """The whole filter, scope ids included, as Postgres evaluates it."""
+        return conjoin(self.extra, scope_filter(self.where.scope))
+
+    @property
+    def dense(self) -> bool:
+        return self.ranking in ("hybrid", "dense")
+
+    @property
+    def lexical(self) -> bool:
+        return self.ranking in ("hybrid", "lexical")
+
+
+class Candidates(Protocol):
+    dense: Ranked | None  # None: the ranking leaves the signal out
+    lexical: Ranked | None
+
+    async def describe(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
+        """Those of ``ids`` the search may return, described for fusion."""
+        ...
+
+    def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+        """BM25 of candidates the lexical list left out, where the source can tell."""
+        ...
+
+    def rows(self) -> dict[uuid.UUID, Memory]:
+        """Memories the source already read from Postgres (hydration skips them)."""
+        ...
+
+
+class CandidateSource(Protocol):
+    async def candidates(self, session: AsyncSession, query: CandidateQuery,
+                         lap: Lap | None = None) -> Candidates: ...
+
+
+class PostgresCandidates:
+    """Candidates straight from Postgres: pgvector's HNSW (exact where a filter is selective)
+    and full-text search, under the filter, in the request's transaction."""
+
+    async def candidates(self, session: AsyncSession, query: CandidateQuery,
+                         lap: Lap | None = None) -> Candidates:
+        found = _FromPostgres(session, query)
+        project = query.where.project_id
+        if query.dense:
+            nearest = await repository.nearest(session, project, query.vector.tolist(),
+                                               query.tree, query.depth, None,
+                                               timeline=query.timeline)
+            found.dense = [(memory.id, score) for memory, score in nearest]
+        if query.lexical:
+            found.lexical = await repository.lexical_nearest(session, project, query.text,
+                                                             query.tree, query.timeline,
+                                                             query.depth)
+        return found
+
+
+@dataclass
+class _FromPostgres:
+    session: AsyncSession
+    query: CandidateQuery
+    dense: Ranked | None = None
+    lexical: Ranked | None = None
+    _rows: dict[uuid.UUID, Memory] = field(default_factory=dict)
+
+    async def describe(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
+        scored = await repository.scored(self.session, self.query.where.project_id, ids,
+                                         self.query.vector.tolist(), self.query.tree,
+                                         self.query.timeline)
+        self._rows = {memory_id: memory for memory_id, (memory, _) in scored.items()}
+        return {memory_id: Candidate.of(memory, score)
+                for memory_id, (memory, score) in scored.items()}
+
+    def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+        return {}  # ts_rank of a memory that did not match the words is 0 anyway
+
+    def rows(self) -> dict[uuid.UUID, Memory]:
+        return self._rows

@@ -1,0 +1,372 @@
+"""The in-process search projection: every memory's vector (FAISS) and words (BM25), with
+what search filters on, kept current from Postgres's change log.
+
+Postgres stays the truth. Each API process holds one ``MemoryIndex``:
+
+* **Start.** Load the snapshot from disk (``IndexState``: vectors, words, slot table and the
+  change-log position it reflects) and catch up from the change log; with no usable snapshot,
+  read every memory once (the stored embeddings: nothing is embedded again).
+* **Current.** ``catch_up`` reads the change log past the cursor and applies the current
+  state of each changed memory (idempotent). A background task polls every
+  ``poll_interval_s``; every search also catches up first, one indexed range read that finds
+  nothing most of the time, so a write that committed before a search began is in that
+  search, on every replica (read-your-writes). Holes in the log: ``cursor``.
+* **Filters, exactly.** Scope ids and time (current, ``as_of``, superseded) are held per slot
+  and filtered here (``slots``); any other filter condition is resolved by Postgres to the
+  ids that match. The vector and lexical indexes then score only the allowed slots, so a
+  filtered search returns the true top k of what matches. A filter matching more than
+  ``filter_ids_max`` memories is answered by Postgres instead.
+* **Compaction.** Dead slots are dropped by building the state again off to the side once
+  they outnumber the live ones, then swapping it in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import SearchSettings, Settings
+from app.domain import ProjectScope, Timeline
+from app.embeddings import Embedder
+from app.index.candidates import (
+    Candidate,
+    CandidateQuery,
+    Candidates,
+    Lap,
+    PostgresCandidates,
+    Ranked,
+)
+from app.index.cursor import ChangeCursor
+from app.index.slots import NEVER, Slots
+from app.index.state import IndexState
+from app.index.vectors import Batcher, VectorIndex
+from app.store.db import Database
+from app.store.models import Memory
+from app.store.repositories import changes
+from app.store.repositories import memories as repository
+
+logger = logging.getLogger(__name__)
+
+BATCH = 5_000
+
+
+async def open_memory_index(settings: Settings, database: Database, embedder: Embedder, *,
+                            rebuild: bool = False) -> MemoryIndex | None:
+    """The in-process search index, loaded (unless ``rebuild``) or built, and caught up;
+    None when ``search.index`` is ``postgres``. Snapshots live in a folder per database."""
+    if settings.search.index != "memory":
+        return None
+    async with database.session_scope() as session:
+        identity = await changes.database_identity(session)
+    folder = (settings.search.snapshot_dir or settings.data_dir / "index") / identity
+    index = MemoryIndex(database, embedder.dimension, embedder.model_name, settings.search,
+                        folder)
+    await index.start(rebuild=rebuild, poll=not rebuild)
+    return index
+
+
+class MemoryIndex:
+    def __init__(self, database: Database, dimension: int, model: str,
+                 settings: SearchSettings, snapshot_dir: Path | None):
+        self.database = database
+        self.dimension = dimension
+        self.model = model
+        self.settings = settings
+        self.snapshot_dir = snapshot_dir
+        self.state = IndexState.empty(dimension, settings)
+        self.fallback = PostgresCandidates()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._since_snapshot = 0
+        self._last_catch_up = 0.0
+        self._batcher = Batcher(lambda queries, k: self.state.vectors.search_all(queries, k),
+                                settings.batch_window_ms / 1000)
+
+    @property
+    def vectors(self) -> VectorIndex:
+        return self.state.vectors
+
+    @property
+    def live(self) -> int:
+        return self.state.live
+
+    @property
+    def position(self) -> int:
+        return self.state.cursor.position
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, rebuild: bool = False, poll: bool = True) -> None:
+        began = time.perf_counter()
+        source = "snapshot"
+        if rebuild or not await asyncio.to_thread(self._load) or await self._unusable():
+            source = "postgres"
+            await self.build()
+        await self.catch_up_fully()
+        await self.grow()
+        logger.info("memory index ready from %s in %.1fs: %d memories, %s index, position %d",
+                    source, time.perf_counter() - began, self.live, self.vectors.kind,
+                    self.position)
+        if poll:
+            self._task = asyncio.create_task(self._poll(), name="memory-index-poll")
+
+    async def aclose(self, *, save: bool = True) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if save and self.snapshot_dir is not None:
+            async with self._lock:
+                await asyncio.to_thread(self.save)
+
+    async def grow(self) -> None:
+        """Past ``flat_max`` vectors, an HNSW index is built in a thread (searches go on
+        over the flat one; changes wait, as the lock is held) and swapped in."""
+        if not self.vectors.outgrown:
+            return
+        async with self._lock:
+            if self.vectors.outgrown:
+                self.vectors.use(await asyncio.to_thread(self.vectors.hnsw_copy))
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.catch_up()
+                if self._since_snapshot >= self.settings.snapshot_every:
+                    async with self._lock:
+                        await asyncio.to_thread(self.save)
+                await self.grow()
+                if self.state.dead > max(10_000, self.live):
+                    await self.compact()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("memory index: catching up with the change log failed")
+
+    async def build(self) -> None:
+        """Everything again from the memories table (no snapshot, or ``anamnesis reindex``)."""
+        async with self._lock:
+            state = IndexState.empty(self.dimension, self.settings)
+            async with self.database.session_scope() as session:
+                # Changes committed from here on are caught up; holes below are waited for.
+                top = await changes.last_seq(session)
+                known = await changes.seqs_in(session, max(0, top - 10_000), top)
+            after: uuid.UUID | None = None
+            while True:
+                async with self.database.session_scope() as session:
+                    rows = await changes.every_memory(session, after, BATCH)
+                if not rows:
+                    break
+                after = rows[-1].id
+                state.apply(rows)
+            state.cursor = ChangeCursor.after_build(top, known, time.monotonic())
+            self.state = state
+            self._since_snapshot = self.live
+
+    async def compact(self) -> None:
+        """The live slots renumbered in a thread (searches go on), then swapped in."""
+        async with self._lock:
+            began = time.perf_counter()
+            self.state = await asyncio.to_thread(self.state.compacted, self.dimension)
+            logger.info("memory index compacted to %d memories in %.1fs", self.live,
+                        time.perf_counter() - began)
+
+    # -- catching up -----------------------------------------------------------------------
+
+    async def catch_up_fully(self) -> None:
+        while await self.catch_up():
+            pass
+
+    async def refresh(self, began: float, session: AsyncSession | None = None) -> None:
+        """Makes sure every change committed before ``began`` (``time.monotonic()``) is
+        applied: a catch-up that started after it is enough, and so is the change log's last
+        number, read on the caller's ``session``, being one already applied (the common case:
+        one index lookup, no catch-up)."""
+        if self._last_catch_up >= began:
+            return
+        if session is not None and not self.state.cursor.holes and \
+                await changes.last_seq(session) <= self.position:
+            return
+        async with self._lock:
+            while self._last_catch_up < began and await self._catch_up_locked():
+                pass
+
+    async def catch_up(self) -> bool:
+        """One round; True when it read a full batch (more may be waiting)."""
+        async with self._lock:
+            return await self._catch_up_locked()
+
+    async def _catch_up_locked(self) -> bool:
+        now = time.monotonic()
+        cursor = self.state.cursor
+        async with self.database.session_scope() as session:
+            found = await changes.after(session, cursor.position, BATCH)
+            late = await changes.among(session, sorted(cursor.late)) if cursor.late else []
+            fresh = cursor.fresh(found, late)
+            rows = await changes.memories(session, list(dict.fromkeys(m for _, m in fresh)))
+        present = {memory_id for _, memory_id in fresh}
+        read = {row.id for row in rows}
+        self.state.apply(rows, erased=[m for m in present if m not in read])
+        cursor.advance(found, late, now, self.settings.gap_timeout_s)
+        self._since_snapshot += len(fresh)
+        more = len(found) >= BATCH
+        if not more:
+            # Only now: a search that began before this round started may rely on it once
+            # the round is applied (and read everything), not while it is still reading.
+            self._last_catch_up = now
+        return more
+
+    # -- search ----------------------------------------------------------------------------
+
+    async def candidates(self, session: AsyncSession, query: CandidateQuery,
+                         lap: Lap | None = None) -> Candidates:
+        await self.refresh(query.began, session)
+        if lap is not None:
+            lap("catch_up")
+        among = None
+        if query.extra is not None:
+            tree = query.tree
+            assert tree is not None
+            among = await repository.matching_ids(session, query.where.project_id, tree,
+                                                  query.timeline, self.settings.filter_ids_max)
+            if among is None:  # too many to list: Postgres answers this search
+                return await self.fallback.candidates(session, query, lap)
+        allowed = self.allowed(query.where, query.timeline, among)
+        found = _FromIndex(self, query, allowed)
+        if query.dense:
+            if self.vectors.on_gpu and len(allowed) > self.settings.exact_max:
+                found.dense = await self.dense_batched(query.vector, allowed, query.depth)
+            if found.dense is None:
+                found.dense = self.dense(query.vector, allowed, query.depth)
+        if query.lexical:
+            found.lexical = self.lexical_search(query.where.project_id, query.text, allowed,
+                                                query.depth)
+        return found
+
+    def allowed(self, where: ProjectScope, timeline: Timeline,
+                among: Sequence[uuid.UUID] | None = None) -> Slots:
+        return self.state.slots.allowed(where, timeline, among)
+
+    def dense(self, query: npt.NDArray[np.float32], allowed: Slots, n: int) -> Ranked:
+        slots, scores = self.vectors.search(query, n, allowed)
+        return self._ranked(slots, scores)
+
+    def lexical_search(self, project_id: uuid.UUID, query: str, allowed: Slots,
+                       n: int) -> Ranked:
+        project = self.state.slots.codes.get(str(project_id))
+        if project is None or allowed.size == 0:
+            return []
+        mask = np.zeros(self.vectors.size, dtype=bool)
+        mask[allowed] = True
+        return self._ranked(*self.state.lexical.search(project, query, mask, n))
+
+    def lexical_scores(self, project_id: uuid.UUID, query: str,
+                       ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+        """BM25 of these memories (fusion scores candidates the lexical list left out)."""
+        project = self.state.slots.codes.get(str(project_id))
+        pairs = self.state.slots.slots(ids)
+        if project is None or not pairs:
+            return {}
+        scores = self.state.lexical.scores_at(
+            project, query, np.asarray([s for _, s in pairs], dtype=np.int64))
+        return {m: float(score) for (m, _), score in zip(pairs, scores.tolist(), strict=True)}
+
+    def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
+                 allowed: Slots) -> dict[uuid.UUID, Candidate]:
+        """Of these memories, those among ``allowed``, with their cosine similarity to
+        ``query`` and their validity, as the index holds them."""
+        pairs = self.state.slots.slots(ids)
+        if not pairs:
+            return {}
+        slots = np.asarray([s for _, s in pairs], dtype=np.int64)
+        keep = np.isin(slots, allowed)
+        slots = slots[keep]
+        kept = [m for (m, _), k in zip(pairs, keep.tolist(), strict=True) if k]
+        scores = (self.vectors.vectors()[slots] @ query).tolist()
+        valid = self.state.slots.column("valid")[slots].tolist()
+        invalid = self.state.slots.column("invalid")[slots].tolist()
+        return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until))
+                for m, score, since, until in zip(kept, scores, valid, invalid, strict=True)}
+
+    async def dense_batched(self, query: npt.NDArray[np.float32], allowed: Slots,
+                            n: int) -> Ranked | None:
+        """A whole-index ANN search in a micro-batch (the GPU path), keeping allowed slots;
+        None when too few of them survive and the caller must search exactly."""
+        slots, scores = await self._batcher(query, max(4 * n, 64))
+        keep = np.isin(slots, allowed)
+        slots, scores = slots[keep][:n], scores[keep][:n]
+        if len(slots) < min(n, len(allowed)):
+            return None
+        return self._ranked(slots, scores)
+
+    def _ranked(self, slots: Slots, scores: npt.NDArray[np.float32]) -> Ranked:
+        ids = self.state.slots.ids
+        return [(ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(), strict=True)]
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Writes the snapshot (``IndexState.save``)."""
+        if self.snapshot_dir is None:
+            return
+        began = time.perf_counter()
+        self.state.save(self.snapshot_dir, {"dimension": self.dimension, "model": self.model},
+                        writer=f"{os.getpid()}-{id(self)}")
+        self._since_snapshot = 0
+        logger.info("memory index snapshot: %d memories at position %d in %.1fs", self.live,
+                    self.position, time.perf_counter() - began)
+
+    def _load(self) -> bool:
+        """The snapshot, if there is a usable one."""
+        loaded = None if self.snapshot_dir is None else IndexState.load(
+            self.snapshot_dir, self.dimension, self.model, self.settings)
+        if loaded is not None:
+            self.state = loaded
+        return loaded is not None
+
+    async def _unusable(self) -> bool:
+        """The loaded snapshot cannot be caught up: the change log was pruned past its
+        position, or it is ahead of the database (a restored backup)."""
+        async with self.database.session_scope() as session:
+            first = await changes.first_seq(session)
+            last = await changes.last_seq(session)
+        if (first is not None and first > self.position + 1) or self.position > last:
+            logger.warning("memory index snapshot at position %d, change log holds %s..%d; "
+                           "rebuilding from Postgres", self.position, first, last)
+            return True
+        return False
+
+
+class _FromIndex:
+    """The index's candidates for one search, over the slots it may return."""
+
+    def __init__(self, index: MemoryIndex, query: CandidateQuery, allowed: Slots):
+        self.index, self.query, self.allowed = index, query, allowed
+        self.dense: Ranked | None = None
+        self.lexical: Ranked | None = None
+
+    async def describe(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
+        return self.index.describe(self.query.vector, ids, self.allowed)
+
+    def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
+        return self.index.lexical_scores(self.query.where.project_id, self.query.text, ids)
+
+    def rows(self) -> dict[uuid.UUID, Memory]:
+        return {}  # ranked on what the index holds: only the winners are read from Postgres
+
+
+def _moment(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)

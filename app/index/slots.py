@@ -1,0 +1,194 @@
+"""The slot table: which memory each slot of the vector and lexical indexes holds, and what
+search filters on, per slot (project, scope ids, validity, expiry, alive).
+
+A memory's vector and words get a slot; a changed text gets a new slot and the old one is
+dead (masked out of every search until a compaction renumbers the live ones). Ids and
+project and scope names are coded as small integers, so ``allowed`` is a few vectorised
+comparisons over the slots of a project (or of one of its users: a posting list each).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from app.domain import SCOPE_FIELDS, ProjectScope, Timeline
+from app.index.columns import Column
+from app.store.repositories.changes import IndexRow
+
+NEVER = np.iinfo(np.int64).max
+Slots = npt.NDArray[np.int64]
+
+
+def epoch_ms(value: datetime | None) -> int:
+    """Milliseconds since the epoch (a time without zone is UTC); ``NEVER`` for None."""
+    if value is None:
+        return NEVER
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return int(value.timestamp() * 1000)
+
+
+def digest(row: IndexRow) -> int:
+    """What decides whether a changed memory needs a new slot: its words and context."""
+    return hash((row.content_hash, row.context))
+
+
+class SlotTable:
+    def __init__(self) -> None:
+        self.ids: list[uuid.UUID] = []
+        self.slot_of: dict[uuid.UUID, int] = {}  # live memories only
+        self.digest: dict[int, int] = {}  # live slot → what was indexed
+        self.codes: dict[str, int] = {}
+        self.columns: dict[str, Column] = {
+            "project": Column(np.int32, -1), "valid": Column(np.int64, 0),
+            "invalid": Column(np.int64, NEVER), "expires": Column(np.int64, NEVER),
+            "alive": Column(np.bool_, False),
+            **{f"scope.{name}": Column(np.int32, -1) for name in SCOPE_FIELDS},
+        }
+        self.postings: dict[tuple[int, int], list[int]] = {}  # (project, -1 | user) → slots
+        self._posting_arrays: dict[tuple[int, int], Slots] = {}
+
+    @property
+    def live(self) -> int:
+        return len(self.slot_of)
+
+    def column(self, name: str) -> npt.NDArray[Any]:
+        return self.columns[name].data
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def unchanged(self, row: IndexRow) -> bool:
+        """Whether the memory's live slot already holds these words (a time may differ)."""
+        slot = self.slot_of.get(row.id)
+        return slot is not None and self.digest.get(slot) == digest(row)
+
+    def add(self, slot: int, row: IndexRow) -> int:
+        """``row`` takes ``slot`` (the next one); returns its project's code."""
+        for column in self.columns.values():
+            column.ensure(slot + 1)
+        self.ids.append(row.id)
+        self.slot_of[row.id] = slot
+        self.digest[slot] = digest(row)
+        project = self.code(str(row.project_id))
+        self.column("project")[slot] = project
+        for name in SCOPE_FIELDS:
+            value = getattr(row, name)
+            self.column(f"scope.{name}")[slot] = -1 if value is None else self.code(value)
+        self.set_times(slot, row)
+        self.column("alive")[slot] = True
+        self._post(slot)
+        return project
+
+    def set_times(self, slot: int, row: IndexRow) -> None:
+        self.column("valid")[slot] = epoch_ms(row.valid_at or row.created_at)
+        self.column("invalid")[slot] = epoch_ms(row.invalid_at)
+        self.column("expires")[slot] = epoch_ms(row.expires_at)
+
+    def kill(self, memory_id: uuid.UUID) -> int | None:
+        """The memory's slot, now dead; None when it had none."""
+        slot = self.slot_of.pop(memory_id, None)
+        if slot is not None:
+            self.column("alive")[slot] = False
+            self.digest.pop(slot, None)
+        return slot
+
+    def code(self, value: str) -> int:
+        code = self.codes.get(value)
+        if code is None:
+            code = self.codes[value] = len(self.codes)
+        return code
+
+    def _post(self, slot: int) -> None:
+        project = int(self.column("project")[slot])
+        user = int(self.column("scope.user_id")[slot])
+        for key in ((project, -1), (project, user)) if user >= 0 else ((project, -1),):
+            self.postings.setdefault(key, []).append(slot)
+            self._posting_arrays.pop(key, None)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def slots(self, ids: Sequence[uuid.UUID]) -> list[tuple[uuid.UUID, int]]:
+        """(id, slot) of those of ``ids`` that are live, in order."""
+        return [(m, s) for m in ids if (s := self.slot_of.get(m)) is not None]
+
+    def allowed(self, where: ProjectScope, timeline: Timeline,
+                among: Sequence[uuid.UUID] | None = None, now: datetime | None = None) -> Slots:
+        """The sorted slots a search of ``where`` at ``timeline`` may return; ``among``
+        narrows to ids (the ones Postgres found matching the rest of a filter)."""
+        project = self.codes.get(str(where.project_id))
+        if project is None:
+            return np.empty(0, np.int64)
+        if among is not None:
+            slots = np.fromiter((s for _, s in self.slots(among)), dtype=np.int64)
+            slots = slots[self.column("project")[slots] == project]
+        else:
+            user = self.codes.get(where.user_id) if where.user_id is not None else None
+            if where.user_id is not None and user is None:
+                return np.empty(0, np.int64)
+            slots = self._posting((project, -1 if user is None else user))
+        if slots.size == 0:
+            return slots
+        keep = self.column("alive")[slots].copy()
+        for name in SCOPE_FIELDS:
+            value = getattr(where, name)
+            if value is not None:
+                code = self.codes.get(value)
+                if code is None:
+                    return np.empty(0, np.int64)
+                keep &= self.column(f"scope.{name}")[slots] == code
+        moment = epoch_ms(now or datetime.now(UTC))
+        keep &= self.column("expires")[slots] > moment
+        if timeline.as_of is not None:
+            at = epoch_ms(timeline.as_of)
+            keep &= (self.column("valid")[slots] <= at) & (self.column("invalid")[slots] > at)
+        elif not timeline.include_superseded:
+            keep &= self.column("invalid")[slots] > moment
+        return np.sort(slots[keep])
+
+    def _posting(self, key: tuple[int, int]) -> Slots:
+        array = self._posting_arrays.get(key)
+        if array is None:
+            array = np.asarray(self.postings.get(key, []), dtype=np.int64)
+            self._posting_arrays[key] = array
+        return array
+
+    # -- snapshot and compaction -----------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"ids": self.ids, "slot_of": self.slot_of, "digest": self.digest,
+                "codes": self.codes, "postings": self.postings,
+                "columns": {name: column.copy() for name, column in self.columns.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> SlotTable:
+        table = cls()
+        table.ids, table.slot_of, table.digest = state["ids"], state["slot_of"], state["digest"]
+        table.codes, table.postings = state["codes"], state["postings"]
+        for name, column in table.columns.items():
+            table.columns[name] = Column(column.data.dtype, column.fill,
+                                         data=state["columns"][name])
+        return table
+
+    def live_slots(self) -> Slots:
+        """The live slots, in slot order (what a compaction keeps)."""
+        return np.asarray(sorted(self.slot_of.values()), dtype=np.int64)
+
+    def renumbered(self, old: Slots) -> SlotTable:
+        """The table of slots ``old`` (sorted), slot ``old[i]`` moved to ``i``."""
+        table = SlotTable()
+        table.codes = dict(self.codes)
+        table.ids = [self.ids[slot] for slot in old.tolist()]
+        table.slot_of = {memory_id: new for new, memory_id in enumerate(table.ids)}
+        table.digest = {new: self.digest[slot] for new, slot in enumerate(old.tolist())}
+        for name, column in table.columns.items():
+            column.ensure(len(old))
+            column.data[:len(old)] = self.column(name)[old]
+        for new in range(len(old)):
+            table._post(new)
+        return table

@@ -1,0 +1,103 @@
+"""Everything the memory index holds, in one object: the vectors (FAISS), the words (BM25), the
+slot table and the change-log cursor. What is saved in a snapshot, what a compaction makes
+anew, and what a catch-up changes, each in one place."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.config import SearchSettings
+from app.domain import lexical_text
+from app.index.cursor import ChangeCursor
+from app.index.lexical import LexicalIndex
+from app.index.slots import SlotTable
+from app.index.snapshot import read_snapshot, write_snapshot
+from app.index.vectors import VectorIndex
+from app.store.repositories.changes import IndexRow
+
+
+@dataclass
+class IndexState:
+    vectors: VectorIndex
+    lexical: LexicalIndex
+    slots: SlotTable
+    cursor: ChangeCursor
+    dead: int = 0  # slots killed since the last compaction
+
+    @classmethod
+    def empty(cls, dimension: int, settings: SearchSettings) -> IndexState:
+        return cls(VectorIndex(dimension, settings), LexicalIndex(), SlotTable(), ChangeCursor())
+
+    @property
+    def live(self) -> int:
+        return self.slots.live
+
+    def apply(self, rows: Iterable[IndexRow], erased: Sequence[uuid.UUID] = ()) -> None:
+        """Each row's current state (idempotent: applying one twice changes nothing);
+        ``erased`` ids are gone from Postgres altogether."""
+        for memory_id in erased:
+            self.kill(memory_id)
+        added: list[IndexRow] = []
+        for row in rows:
+            if row.deleted:
+                self.kill(row.id)
+            elif self.slots.unchanged(row):  # superseded, expired…: same words, same vector
+                self.slots.set_times(self.slots.slot_of[row.id], row)
+            else:
+                self.kill(row.id)
+                added.append(row)
+        if not added:
+            return
+        first = self.vectors.size
+        self.vectors.add(np.asarray([np.asarray(r.embedding, dtype=np.float32) for r in added]))
+        for offset, row in enumerate(added):
+            project = self.slots.add(first + offset, row)
+            self.lexical.add(first + offset, project, lexical_text(row.text, row.context))
+
+    def kill(self, memory_id: uuid.UUID) -> None:
+        slot = self.slots.kill(memory_id)
+        if slot is None:
+            return
+        self.lexical.remove(slot)
+        # A deleted memory's vector leaves memory now (and the next snapshot), not at the
+        # next compaction; the slot is masked out of every search anyway.
+        self.vectors.vectors()[slot] = 0.0
+        self.dead += 1
+
+    def compacted(self, dimension: int) -> IndexState:
+        """A new state of the live slots only, renumbered densely (dead ones dropped from
+        FAISS and BM25). Reads this one and changes nothing in it, so it can run in a thread
+        while searches go on."""
+        old = self.slots.live_slots()
+        vectors = VectorIndex(dimension, self.vectors.settings)
+        vectors.rebuild(self.vectors.vectors()[old].copy() if len(old)
+                        else np.empty((0, dimension), np.float32))
+        return IndexState(vectors, self.lexical.renumbered(old), self.slots.renumbered(old),
+                          self.cursor.copy())
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def save(self, folder: Path, meta: dict[str, Any], writer: str) -> None:
+        state = {"slots": self.slots.state(), "lexical": self.lexical.state(),
+                 "cursor": self.cursor.state(), "dead": self.dead}
+        write_snapshot(folder, self.vectors, state, {**meta, "position": self.cursor.position,
+                                                     "size": self.vectors.size,
+                                                     "live": self.live}, writer)
+
+    @classmethod
+    def load(cls, folder: Path, dimension: int, model: str,
+             settings: SearchSettings) -> IndexState | None:
+        found = read_snapshot(folder, dimension, model, settings)
+        if found is None:
+            return None
+        vectors, state, _ = found
+        return cls(vectors, LexicalIndex.from_state(state["lexical"]),
+                   SlotTable.from_state(state["slots"]),
+                   ChangeCursor.from_state(state["cursor"], time.monotonic()), state["dead"])
