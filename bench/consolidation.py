@@ -697,7 +697,7 @@ def run_naive(episodes: list[Episode], llm_url: str, llm_model: str,
     from pydantic import ValidationError
 
     from app.consolidate.prompts import ExtractedFacts, Turn, extract_messages
-    from app.llm import response_format
+    from app.llm_output import response_format
 
     schema = response_format(ExtractedFacts)
     durations: list[float] = []

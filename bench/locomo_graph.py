@@ -8,8 +8,9 @@ the episode and the message indices, which map back to LoCoMo ``dia_id``s. A que
 at k when the turns behind the top-k memories cover one evidence turn ("any") or all of them
 ("all"). Prints JSON on stdout.
 
-The numbers depend on the LLM more than on anything else here: the bundled 0.5B model makes
-few, rough facts. Point ``--llm-url`` at a stronger OpenAI-compatible server (the started
+Only facts are searched (``kind: fact``): every message is a memory too, and would answer
+for itself. The numbers depend on the LLM more than on anything else here: the bundled model
+makes few, rough facts. Point ``--llm-url`` at a stronger OpenAI-compatible server (the started
 server uses it too) for numbers that say something about retrieval.
 """
 
@@ -148,7 +149,8 @@ async def evaluate(client: httpx.AsyncClient, questions: list[dict[str, Any]], u
         per_k: dict[int, list[tuple[int, bool, bool]]] = {k: [] for k in KS}
         for qa in questions:
             response = await client.post("/v1/memories/search", json={
-                "query": qa["question"], "user_id": user_id, "top_k": max(KS), "graph": graph})
+                "query": qa["question"], "user_id": user_id, "top_k": max(KS), "graph": graph,
+                "filters": {"kind": "fact"}})
             response.raise_for_status()
             ids = [hit["id"] for hit in response.json()["results"]]
             evidence = set(qa["evidence"])
@@ -195,7 +197,7 @@ async def run(base_url: str, api_key: str, sample: dict[str, Any], args: argpars
         memories = 0
         cursor = None
         while True:
-            params: dict[str, Any] = {"user_id": user_id, "limit": 200}
+            params: dict[str, Any] = {"user_id": user_id, "limit": 200, "kind": "fact"}
             if cursor:
                 params["cursor"] = cursor
             page = (await client.get("/v1/memories", params=params)).json()

@@ -1,0 +1,367 @@
+"""What consolidation makes of conversations, measured: on the bundled model by default, on any
+OpenAI-compatible endpoint with ``--llm-url``.
+
+Two parts (``--part``, both by default), against one started server:
+
+* ``locomo``: whole sessions of a few LoCoMo dev conversations are posted in order
+  (``infer: true``, one add per session, each message with its speaker's name and LoCoMo
+  ``dia_id``). Per episode: seconds from the 202 until the messages are found by a search
+  and until the job finished (facts and graph written), LLM calls and tokens. Then every
+  question of categories 1 to 4 searches its conversation three ways: facts only, messages
+  only, both fused (the default search). A message stands for its own turn; a fact for the
+  turns its ``sources`` cite. Evidence recall@k ("any" evidence turn in the top k), facts per
+  user turn, entities and relations per session, share of jobs that SUCCEEDED.
+* ``updates``: the knowledge-update suite (``bench.knowledge_updates``): after each
+  scenario's conversations, whether the current answer ranks first among facts, whether the
+  old fact was superseded (not deleted, not still current), whether the unrelated fact
+  survived, and how many current facts repeat another (cosine similarity >= 0.9).
+
+Prints JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import statistics
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.consolidation import Episode, conversation_episodes, default_data_path
+from bench.knowledge_updates import SCENARIOS, Scenario
+from bench.locomo_graph import CATEGORIES, answerable, graph_size
+from bench.managed_server import (
+    ManagedServer,
+    emit_report,
+    machine_info,
+    progress,
+    set_progress_label,
+)
+
+KS = (1, 5, 10, 20)
+VIEWS = {"facts": {"kind": "fact"}, "messages": {"kind": "message"}, "both": None}
+WHOLE_SESSION = 10_000  # turns per episode: a session is one add
+DUPLICATE_SIMILARITY = 0.9
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", action="append", choices=["locomo", "updates"])
+    parser.add_argument("--data", type=Path, default=default_data_path(),
+                        help="locomo_dev.json (default $LOCOMO_DEV)")
+    parser.add_argument("--conversations", type=int, default=2,
+                        help="LoCoMo conversations, each with all its sessions (default 2)")
+    parser.add_argument("--sessions", type=int, default=None,
+                        help="only each conversation's first N sessions (default: all)")
+    parser.add_argument("--scenarios", type=int, default=len(SCENARIOS),
+                        help=f"knowledge-update scenarios (default all {len(SCENARIOS)})")
+    parser.add_argument("--llm-url", help="OpenAI-compatible …/v1 for the started server "
+                        "(default: the server starts its bundled model)")
+    parser.add_argument("--llm-model", help="model name for --llm-url")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--job-timeout", type=float, default=900.0,
+                        help="seconds one episode's job may take (default 900)")
+    parser.add_argument("--startup-timeout", type=float, default=600.0)
+    parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    args.part = args.part or ["locomo", "updates"]
+    if "locomo" in args.part and (args.data is None or not args.data.is_file()):
+        parser.error("LoCoMo data not found: pass --data PATH/locomo_dev.json")
+    return args
+
+
+async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] in ("SUCCEEDED", "FAILED") or time.monotonic() > deadline:
+            return job
+        await asyncio.sleep(0.5)
+
+
+async def search(client: httpx.AsyncClient, query: str, user_id: str, top_k: int,
+                 filters: dict[str, Any] | None = None, **extra: Any) -> list[dict[str, Any]]:
+    body: dict[str, Any] = {"query": query, "user_id": user_id, "top_k": top_k, **extra}
+    if filters is not None:
+        body["filters"] = filters
+    response = await client.post("/v1/memories/search", json=body)
+    response.raise_for_status()
+    hits: list[dict[str, Any]] = response.json()["results"]
+    return hits
+
+
+# -- locomo ----------------------------------------------------------------------------------
+
+
+async def post_episode(client: httpx.AsyncClient, episode: Episode, user_id: str,
+                       timeout_s: float) -> dict[str, Any]:
+    """Posts one session and follows it: when its messages are found, when its job ends."""
+    messages = [{**message, "metadata": {"dia_id": dia_id}}
+                for message, dia_id in zip(episode.messages, episode.dia_ids, strict=True)]
+    began = time.perf_counter()
+    response = await client.post("/v1/memories", json={
+        "messages": messages, "user_id": user_id,
+        "observed_at": episode.observed_at.isoformat()})
+    response.raise_for_status()
+    accepted = time.perf_counter()
+    probe = max(episode.messages, key=lambda message: len(message["content"]))["content"]
+    messages_s = None
+    while time.perf_counter() - accepted < 10:
+        hits = await search(client, probe, user_id, 5, {"kind": "message"})
+        if any(hit["memory"] == " ".join(probe.split()) for hit in hits):
+            messages_s = time.perf_counter() - accepted
+            break
+        await asyncio.sleep(0.05)
+    job = await wait_job(client, response.json()["job_id"], timeout_s)
+    return {"label": episode.label, "turns": len(messages), "job": job,
+            "episode_id": job["episode_id"], "dia_ids": episode.dia_ids,
+            "user_turns": sum(1 for m in messages if m["role"] == "user"),
+            "post_s": round(accepted - began, 3),
+            "messages_searchable_s": None if messages_s is None else round(messages_s, 3),
+            "facts_searchable_s": round(time.perf_counter() - accepted, 2)}
+
+
+async def turns_of_hit(client: httpx.AsyncClient, hit: dict[str, Any],
+                       turns_of: dict[str, list[str]], cache: dict[str, set[str]]) -> set[str]:
+    if hit["kind"] == "message":
+        return {str(hit["metadata"].get("dia_id"))}
+    if hit["id"] not in cache:
+        detail = (await client.get(f"/v1/memories/{hit['id']}")).json()
+        cache[hit["id"]] = {turns_of[source["episode_id"]][index]
+                            for source in detail.get("sources", [])
+                            if source["episode_id"] in turns_of
+                            for index in source["message_indices"]
+                            if 0 <= index < len(turns_of[source["episode_id"]])}
+    return cache[hit["id"]]
+
+
+async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
+    samples = json.loads(args.data.read_text())[:args.conversations]
+    rows: list[dict[str, Any]] = []
+    recall_rows: dict[str, dict[int, list[tuple[int, bool]]]] = {
+        view: {k: [] for k in KS} for view in VIEWS}
+    graph = {"entities": 0, "relations": 0}
+    sessions = 0
+    for sample in samples:
+        episodes = [e for e in conversation_episodes(sample, WHOLE_SESSION)
+                    if args.sessions is None or e.session <= args.sessions]
+        user_id = f"{sample['sample_id']}-{uuid.uuid4().hex[:6]}"
+        turns_of: dict[str, list[str]] = {}
+        for number, episode in enumerate(episodes, 1):
+            row = await post_episode(client, episode, user_id, args.job_timeout)
+            turns_of[row["episode_id"]] = row["dia_ids"]
+            rows.append(row)
+            job = row["job"]
+            progress(f"{episode.label} ({number}/{len(episodes)}): {job['status']} in "
+                     f"{row['facts_searchable_s']} s, {len(job['results'])} facts, "
+                     f"{job['usage']['llm_calls']} calls")
+        sessions += len(episodes)
+        size = await graph_size(client, user_id)
+        graph["entities"] += size["entities"]
+        graph["relations"] += size["current_relations_up_to_200"]
+        ingested = {dia_id for episode in episodes for dia_id in episode.dia_ids}
+        cache: dict[str, set[str]] = {}
+        for qa in answerable(sample, ingested):
+            evidence = set(qa["evidence"])
+            for view, filters in VIEWS.items():
+                hits = await search(client, qa["question"], user_id, max(KS), filters)
+                covered: list[set[str]] = [await turns_of_hit(client, hit, turns_of, cache)
+                                           for hit in hits]
+                for k in KS:
+                    found = set().union(*covered[:k]) if covered[:k] else set()
+                    recall_rows[view][k].append((qa["category"], bool(evidence & found)))
+    jobs = [row["job"] for row in rows]
+    usage = [job["usage"] for job in jobs]
+    facts = sum(1 for job in jobs for result in job["results"]
+                if result["event"] in ("ADD", "SUPERSEDE"))
+    eight = [row for row in rows if 6 <= row["turns"] <= 10]
+    return {
+        "conversations": [sample["sample_id"] for sample in samples],
+        "episodes": len(rows), "turns": sum(row["turns"] for row in rows),
+        "jobs": {status: sum(1 for job in jobs if job["status"] == status)
+                 for status in ("SUCCEEDED", "FAILED", "PENDING", "RUNNING")},
+        "succeeded_share": round(sum(job["status"] == "SUCCEEDED" for job in jobs)
+                                 / max(1, len(jobs)), 3),
+        "failures": sorted({(job.get("error") or {}).get("code", "") for job in jobs
+                            if job["status"] != "SUCCEEDED"}),
+        "truncated_replies": sum(u.get("truncated_replies", 0) for u in usage),
+        "facts_per_user_turn": round(facts / max(1, sum(r["user_turns"] for r in rows)), 3),
+        "entities_per_session": round(graph["entities"] / max(1, sessions), 2),
+        "relations_per_session": round(graph["relations"] / max(1, sessions), 2),
+        "per_episode": {
+            "llm_calls": _mean(u["llm_calls"] for u in usage),
+            "prompt_tokens": _mean(u["prompt_tokens"] for u in usage),
+            "completion_tokens": _mean(u["completion_tokens"] for u in usage),
+            "seconds_to_facts_p50": _p50(row["facts_searchable_s"] for row in rows),
+            "seconds_to_messages_p50": _p50(row["messages_searchable_s"] for row in rows
+                                            if row["messages_searchable_s"] is not None),
+        },
+        "eight_turn_episodes": {"count": len(eight),
+                                "seconds_to_facts_p50": _p50(r["facts_searchable_s"]
+                                                             for r in eight)},
+        "recall": {view: {f"recall@{k}": _recall(rows_k) for k, rows_k in per_k.items()}
+                   for view, per_k in recall_rows.items()},
+        "episodes_detail": [{key: value for key, value in row.items()
+                             if key not in ("job", "dia_ids")} |
+                            {"status": row["job"]["status"],
+                             "facts": len(row["job"]["results"]),
+                             "usage": row["job"]["usage"]} for row in rows],
+    }
+
+
+def _recall(rows: list[tuple[int, bool]]) -> dict[str, Any]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for category, hit in rows:
+        groups["overall"].append(hit)
+        groups[CATEGORIES[category]].append(hit)
+    return {name: {"questions": len(hits), "any": round(sum(hits) / len(hits), 3)}
+            for name, hits in groups.items()}
+
+
+def _mean(values: Any) -> float | None:
+    found = list(values)
+    return round(statistics.fmean(found), 2) if found else None
+
+
+def _p50(values: Any) -> float | None:
+    found = list(values)
+    return round(statistics.median(found), 2) if found else None
+
+
+# -- knowledge updates -------------------------------------------------------------------------
+
+
+def _holds(text: str, words: tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return all(word in lowered for word in words)
+
+
+async def facts_of(client: httpx.AsyncClient, user_id: str,
+                   include_superseded: bool = False) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"user_id": user_id, "kind": "fact", "limit": 1000}
+    if include_superseded:
+        params["include_superseded"] = "true"
+    found: list[dict[str, Any]] = (await client.get("/v1/memories", params=params)).json()[
+        "results"]
+    return found
+
+
+async def scenario(client: httpx.AsyncClient, case: Scenario,
+                   timeout_s: float) -> dict[str, Any]:
+    user_id = f"ku-{case.name}-{uuid.uuid4().hex[:6]}"
+    day = dt.datetime(2025, 1, 6, 18, 0, tzinfo=dt.UTC)
+    jobs = []
+    kept_at_first = False
+    for number, said in enumerate(case.episodes):
+        messages: list[dict[str, Any]] = []
+        for text in said:
+            messages += [{"role": "user", "name": case.person, "content": text},
+                         {"role": "assistant", "content": "Thanks for telling me."}]
+        response = await client.post("/v1/memories", json={
+            "messages": messages, "user_id": user_id,
+            "observed_at": (day + dt.timedelta(days=30 * number)).isoformat()})
+        response.raise_for_status()
+        jobs.append(await wait_job(client, response.json()["job_id"], timeout_s))
+        if number == 0:
+            kept_at_first = any(_holds(f["memory"], case.kept)
+                                for f in await facts_of(client, user_id))
+    current = await facts_of(client, user_id)
+    every = await facts_of(client, user_id, include_superseded=True)
+    hits = await search(client, case.question, user_id, 3, {"kind": "fact"})
+    old_rows = [f for f in every if _holds(f["memory"], case.old)
+                and not _holds(f["memory"], case.current)]
+    duplicates = 0
+    for fact in current:
+        similar = await search(client, fact["memory"], user_id, 2, {"kind": "fact"})
+        duplicates += sum(1 for hit in similar if hit["id"] != fact["id"]
+                          and hit["similarity"] >= DUPLICATE_SIMILARITY)
+    return {
+        "name": case.name, "kind": case.kind,
+        "jobs": [job["status"] for job in jobs],
+        "current_first": bool(hits) and _holds(hits[0]["memory"], case.current),
+        "top_fact": hits[0]["memory"] if hits else None,
+        "old": ("superseded" if old_rows and all(f["invalid_at"] for f in old_rows)
+                else "still_current" if old_rows else "never_stored"),
+        "kept_extracted": kept_at_first,
+        "wrongly_destroyed": kept_at_first and not any(_holds(f["memory"], case.kept)
+                                                       for f in current),
+        "duplicates": duplicates // 2,
+        "current_facts": [f["memory"] for f in current],
+    }
+
+
+async def updates(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
+    results = []
+    for number, case in enumerate(SCENARIOS[:args.scenarios], 1):
+        result = await scenario(client, case, args.job_timeout)
+        results.append(result)
+        progress(f"{case.name} ({number}/{args.scenarios}): current first "
+                 f"{result['current_first']}, old {result['old']}, destroyed "
+                 f"{result['wrongly_destroyed']}")
+    count = max(1, len(results))
+    return {
+        "scenarios": len(results),
+        "current_first_rate": round(sum(r["current_first"] for r in results) / count, 3),
+        "old_superseded_rate": round(sum(r["old"] == "superseded" for r in results) / count, 3),
+        "old_still_current": sum(r["old"] == "still_current" for r in results),
+        "wrongly_destroyed": sum(r["wrongly_destroyed"] for r in results),
+        "duplicates": sum(r["duplicates"] for r in results),
+        "jobs_failed": sum(status != "SUCCEEDED" for r in results for status in r["jobs"]),
+        "by_kind": {kind: round(statistics.fmean(r["current_first"] for r in results
+                                                 if r["kind"] == kind), 3)
+                    for kind in sorted({r["kind"] for r in results})},
+        "results": results,
+    }
+
+
+async def run(base_url: str, api_key: str, args: argparse.Namespace) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=base_url, trust_env=False,
+                                 headers={"Authorization": f"Bearer {api_key}"},
+                                 timeout=httpx.Timeout(120.0, connect=10.0)) as client:
+        if "updates" in args.part:
+            report["updates"] = await updates(client, args)
+        if "locomo" in args.part:
+            report["locomo"] = await locomo(client, args)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    set_progress_label("consolidation_quality")
+    args = parse_args(argv)
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "benchmark": "consolidation_quality",
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {"parts": args.part, "conversations": args.conversations,
+                   "sessions": args.sessions, "scenarios": args.scenarios,
+                   "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
+    }
+    env = dict(item.split("=", 1) for item in args.server_env)
+    if args.llm_url:
+        env.setdefault("ANAMNESIS_LLM__BASE_URL", args.llm_url)
+        if args.llm_model:
+            env.setdefault("ANAMNESIS_LLM__MODEL", args.llm_model)
+    server = ManagedServer(args.startup_timeout, args.keep_data, env=env)
+    try:
+        server.start()
+        api_key = server.create_key(f"bench-quality-{uuid.uuid4().hex[:8]}")
+        report |= asyncio.run(run(server.base_url, api_key, args))
+    finally:
+        server.stop()
+    report["duration_s"] = round(time.perf_counter() - started, 1)
+    emit_report(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
