@@ -55,7 +55,7 @@ class LLMSettings(BaseModel):
         description="OpenAI-compatible endpoint (…/v1). Unset: start the bundled local model.",
     )
     api_key: SecretStr | None = None
-    model: str = Field(default="qwen2.5-coder-0.5b-instruct",
+    model: str = Field(default="qwen2.5-coder-1.5b-instruct",
                        description="Model name sent to the endpoint.")
     timeout_s: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10,
@@ -65,8 +65,11 @@ class LLMSettings(BaseModel):
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(default=1024, ge=16)
     local_threads: int | None = Field(default=None, ge=1, le=256,
-                                      description="CPU threads of the bundled model.")
-    local_context: int = Field(default=8192, ge=512)
+                                      description="CPU threads of the bundled model (default: "
+                                      "every core up to four, then all but one).")
+    local_context: int = Field(default=8192, ge=512,
+                               description="Context tokens per request slot of the bundled "
+                               "model.")
 
 
 class RedisSettings(BaseModel):

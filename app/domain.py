@@ -19,6 +19,12 @@ from app.errors import ValidationFailed
 
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id")
 
+# What a memory is: a ``message`` (what was said: one per message of an episode, never
+# de-duplicated, as the same words said again are another event) or a ``fact`` (what
+# consolidation distilled from messages; unique per scope by content).
+MemoryKind = Literal["fact", "message"]
+KINDS: tuple[MemoryKind, ...] = ("fact", "message")
+
 
 # -- scope -----------------------------------------------------------------------------------
 

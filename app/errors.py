@@ -60,11 +60,12 @@ class LLMError(AnamnesisError):
     code = "llm_error"
 
     def __init__(self, detail: str, *, prompt_tokens: int = 0, completion_tokens: int = 0,
-                 replies: int = 0) -> None:
+                 replies: int = 0, truncated: int = 0) -> None:
         super().__init__(detail)
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.replies = replies
+        self.truncated = truncated  # replies cut at max_tokens
 
 
 class LLMRequestRejected(LLMError):

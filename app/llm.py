@@ -19,10 +19,8 @@ error carries the tokens it spent.
 from __future__ import annotations
 
 import asyncio
-import copy
 import email.utils
 import logging
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +38,7 @@ from app.errors import (
     LLMRequestRejected,
     LLMUnavailable,
 )
+from app.llm_output import describe_errors, parse_output, response_format
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +76,7 @@ class Completion(Generic[OutputT]):
     model: str
     attempts: int
     prompt_version: str | None = None
+    truncated: int = 0  # replies cut at max_tokens (runaways), each paid for once
 
 
 class LLMClient(Protocol):
@@ -86,8 +86,10 @@ class LLMClient(Protocol):
         ...
 
     async def complete(self, messages: Sequence[ChatMessage], output: type[OutputT], *,
-                       prompt_version: str | None = None) -> Completion[OutputT]:
-        """The model's reply to ``messages``, validated as ``output``.
+                       prompt_version: str | None = None,
+                       max_tokens: int | None = None) -> Completion[OutputT]:
+        """The model's reply to ``messages``, validated as ``output``, in at most
+        ``max_tokens`` (default: the client's).
 
         Raises ``LLMOutputError`` when the output stays invalid past its re-asks,
         ``LLMUnavailable`` (or ``LLMRateLimited``) when the endpoint stays unreachable,
@@ -97,88 +99,13 @@ class LLMClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-def response_format(output: type[BaseModel]) -> dict[str, Any]:
-    """The ``response_format`` asking for JSON that validates as ``output``."""
-    return {
-        "type": "json_schema",
-        "json_schema": {
-            "name": re.sub(r"[^A-Za-z0-9_-]", "_", output.__name__)[:64],
-            "schema": strict_schema(output.model_json_schema()),
-            "strict": True,
-        },
-    }
-
-
-def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` as OpenAI's strict mode accepts it: every object closed and every property
-    required, ``None`` defaults dropped, no siblings beside a ``$ref``. Only ever stricter than
-    the Pydantic model, so whatever satisfies it still validates."""
-    return _closed(copy.deepcopy(schema), schema, frozenset())
-
-
-def _closed(node: dict[str, Any], root: dict[str, Any], inlining: frozenset[str]) -> dict[str, Any]:
-    ref = node.get("$ref")
-    if isinstance(ref, str) and len(node) > 1:
-        siblings = {key: value for key, value in node.items() if key != "$ref"}
-        if ref in inlining:  # a recursive model: keep the bare reference
-            return {"$ref": ref}
-        node = {**_resolve(root, ref), **siblings}
-        inlining = inlining | {ref}
-    for key in ("$defs", "properties"):
-        if isinstance(node.get(key), dict):
-            node[key] = {name: _closed(sub, root, inlining) for name, sub in node[key].items()}
-    for key in ("items", "additionalProperties"):
-        if isinstance(node.get(key), dict):
-            node[key] = _closed(node[key], root, inlining)
-    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
-        if isinstance(node.get(key), list):
-            node[key] = [_closed(sub, root, inlining) for sub in node[key]]
-    if node.get("type") == "object" or "properties" in node:
-        node.setdefault("additionalProperties", False)
-        node["required"] = list(node.get("properties", {}))
-    if "default" in node and node["default"] is None:
-        del node["default"]
-    return node
-
-
-def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any]:
-    target: Any = root
-    for part in ref.removeprefix("#/").split("/"):
-        target = target[part]
-    return copy.deepcopy(dict(target))
-
-
-_FENCED = re.compile(r"```[A-Za-z]*\s*(.*?)\s*```", re.DOTALL)
-
-
-def parse_output(content: str, output: type[OutputT]) -> OutputT:
-    """Validate a reply as ``output``, tolerating a fenced code block or prose around the one
-    JSON object. Raises ``pydantic.ValidationError`` (invalid JSON included)."""
-    text = content.strip()
-    fenced = _FENCED.search(text)
-    if fenced:
-        text = fenced.group(1)
-    elif not text.startswith(("{", "[")):
-        start, end = text.find("{"), text.rfind("}")
-        if 0 <= start < end:
-            text = text[start:end + 1]
-    return output.model_validate_json(text)
-
-
-def describe_errors(error: ValidationError, limit: int = 5) -> str:
-    """A validation error short enough to quote back to the model."""
-    problems = []
-    for item in error.errors(include_url=False)[:limit]:
-        where = ".".join(str(part) for part in item["loc"]) or "reply"
-        problems.append(f"{where}: {item['msg']}")
-    if error.error_count() > limit:
-        problems.append(f"and {error.error_count() - limit} more")
-    return "; ".join(problems)
-
-
 def correction_request(problem: str) -> str:
     return (f"Your reply was not valid: {problem}. Answer again with only the corrected JSON "
             "object matching the schema: no prose, no code fences.")
+
+
+RUNAWAY_REQUEST = ("Your previous answer ran past the length limit and was cut off. Answer "
+                   "again, shorter: each item brief, no repetition, and close the JSON.")
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:
@@ -266,12 +193,20 @@ class OpenAICompatibleClient:
         return self.model
 
     async def complete(self, messages: Sequence[ChatMessage], output: type[OutputT], *,
-                       prompt_version: str | None = None) -> Completion[OutputT]:
+                       prompt_version: str | None = None,
+                       max_tokens: int | None = None) -> Completion[OutputT]:
+        """See ``LLMClient.complete``. A reply that does not validate is sent back with the
+        problem, up to ``max_output_retries`` times; a reply cut at ``max_tokens`` (a model
+        that ran away, repeating itself) is not sent back, it is asked again from the start
+        with a request to be brief, once: a second runaway ends the call."""
         conversation = list(messages)
         schema_format = response_format(output)
         usage = Usage()
         problem = ""
+        truncated = 0
+        limit = min(max_tokens or self.max_tokens, self.max_tokens)
         replies = self.max_output_retries + 1
+        attempt = 0
         for attempt in range(1, replies + 1):
             logger.debug("LLM call %s (prompt %s), reply %d/%d, %d messages", output.__name__,
                          prompt_version, attempt, replies, len(conversation))
@@ -281,7 +216,7 @@ class OpenAICompatibleClient:
                            else max(self.temperature, REASK_TEMPERATURE))
             try:
                 reply = await self._exchange(conversation, schema_format, spent=usage,
-                                             temperature=temperature)
+                                             temperature=temperature, max_tokens=limit)
             except LLMError as exc:
                 exc.replies = attempt - 1
                 raise
@@ -290,26 +225,34 @@ class OpenAICompatibleClient:
                 value = parse_output(reply.content, output)
             except ValidationError as exc:
                 problem = describe_errors(exc)
-                if reply.finish_reason == "length":
-                    problem += f" (the reply was cut off at max_tokens={self.max_tokens})"
             else:
                 return Completion(value=value, usage=usage, model=reply.model, attempts=attempt,
-                                  prompt_version=prompt_version)
+                                  prompt_version=prompt_version, truncated=truncated)
+            if reply.finish_reason == "length":
+                truncated += 1
+                problem += f" (the reply was cut off at max_tokens={limit}: it ran away)"
+                logger.warning("LLM reply %d/%d for %s (prompt %s) ran away to max_tokens=%d",
+                               attempt, replies, output.__name__, prompt_version, limit)
+                if truncated > 1:
+                    break
+                conversation = [*messages, ChatMessage(role="user", content=RUNAWAY_REQUEST)]
+                continue
             logger.warning("LLM reply %d/%d for %s (prompt %s) did not validate: %s",
                            attempt, replies, output.__name__, prompt_version, problem)
             conversation += [ChatMessage(role="assistant", content=reply.content),
                              ChatMessage(role="user", content=correction_request(problem))]
         raise LLMOutputError(
-            f"LLM output did not match {output.__name__} after {replies} replies: {problem[:500]}",
+            f"LLM output did not match {output.__name__} after {attempt} replies: "
+            f"{problem[:500]}",
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-            replies=replies,
+            replies=attempt, truncated=truncated,
         )
 
     async def _exchange(self, messages: list[ChatMessage], schema_format: dict[str, Any], *,
-                        spent: Usage, temperature: float) -> _Reply:
+                        spent: Usage, temperature: float, max_tokens: int) -> _Reply:
         """One reply, retrying transient failures."""
         body = {"model": self.model, "messages": messages, "temperature": temperature,
-                "max_tokens": self.max_tokens, "response_format": schema_format}
+                "max_tokens": max_tokens, "response_format": schema_format}
         failure, wait, rate_limited, attempt = "", None, False, 0
         for attempt in range(1, self.max_attempts + 1):
             wait, rate_limited = None, False

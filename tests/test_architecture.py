@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("consolidate", ("app.consolidate",)),
     ("resources", ("app.resources",)),
     ("index", ("app.index",)),
-    ("store and models", ("app.store", "app.embeddings", "app.llm", "app.local_llm")),
+    ("store and models", ("app.store", "app.embeddings", "app.llm", "app.llm_output",
+                          "app.local_llm")),
     ("vocabulary", ("app.domain", "app.config", "app.errors", "app.limits", "app.validation",
                     "app.backoff")),
 ]

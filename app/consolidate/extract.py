@@ -1,15 +1,37 @@
-"""Step 2, *extract*: one LLM call turns the episode into self-contained facts, each with
-the messages it came from and, when the conversation says, the day it became true."""
+"""Step 2, *extract*: the episode's messages become short facts, each with the messages it
+came from and, when they say, the day it became true.
+
+* **Windows.** A long episode is read in windows of at most ``WINDOW_TURNS`` messages and
+  ``WINDOW_CHARS`` characters, one LLM call each, the last messages of the previous window
+  shown as context: a small model keeps track of a dozen turns, not of fifty.
+* **Bounded replies.** Each call may write at most a number of tokens proportional to its
+  window, so a model that starts copying the conversation is cut early (and re-asked once,
+  by the LLM client) instead of running to the global ``max_tokens``.
+* **Dates in code.** The model copies a fact's time words ("last March"); ``dates`` turns them
+  into a day against when the conversation took place.
+* **Citations checked.** A model citing the wrong message, or every message, for one fact is
+  held to those that share its words (see ``cited``).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 
 from app.consolidate.context import EpisodeContext
-from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, extract_messages
+from app.consolidate.dates import resolve_when
+from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
 from app.domain import content_hash, normalise
 from app.llm import Completion, LLMClient
+
+WINDOW_TURNS = 12
+WINDOW_CHARS = 3000
+CONTEXT_TURNS = 2  # of the previous window (or the previous episode), shown before a window
+TOKENS_PER_TURN = 60  # a reply's budget: facts of a turn are rarely more than two sentences
+MIN_REPLY_TOKENS = 160
+_WORD = re.compile(r"[^\W_]{3,}")
 
 
 @dataclass(frozen=True)
@@ -21,42 +43,104 @@ class ExtractedFact:
     stated_valid_from: bool
 
 
-async def extract(llm: LLMClient, context: EpisodeContext,
-                  max_facts: int) -> tuple[list[ExtractedFact], Completion[ExtractedFacts]]:
-    completion = await llm.complete(
-        extract_messages(context.turns, context.observed_at, context.earlier,
-                         context.instructions),
-        ExtractedFacts, prompt_version=EXTRACT_VERSION)
-    return clean_facts(completion.value, context, max_facts), completion
+def windows(turns: Sequence[Turn]) -> list[list[tuple[int, Turn]]]:
+    """The non-empty messages, numbered as in the episode, cut into windows."""
+    said = [(index, turn) for index, turn in enumerate(turns) if turn.content.strip()]
+    found: list[list[tuple[int, Turn]]] = []
+    current: list[tuple[int, Turn]] = []
+    size = 0
+    for item in said:
+        length = len(item[1].content)
+        if current and (len(current) >= WINDOW_TURNS or size + length > WINDOW_CHARS):
+            found.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += length
+    if current:
+        found.append(current)
+    return found
+
+
+async def extract(llm: LLMClient, context: EpisodeContext, max_facts: int
+                  ) -> tuple[list[ExtractedFact], list[Completion[ExtractedFacts]]]:
+    """The facts of every window, merged; and each window's completion (what it cost)."""
+    completions: list[Completion[ExtractedFacts]] = []
+    facts: list[ExtractedFact] = []
+    before = [turn for episode in context.earlier for turn in episode][-CONTEXT_TURNS:]
+    for window in windows(context.turns):
+        completion = await llm.complete(
+            extract_messages(window, context.observed_at, before, context.instructions),
+            ExtractedFacts, prompt_version=EXTRACT_VERSION,
+            max_tokens=max(MIN_REPLY_TOKENS, TOKENS_PER_TURN * len(window)))
+        completions.append(completion)
+        facts += clean_facts(completion.value, context, [index for index, _ in window])
+        before = [turn for _, turn in window[-CONTEXT_TURNS:]]
+    return merge(facts, max_facts), completions
 
 
 def clean_facts(extracted: ExtractedFacts, context: EpisodeContext,
-                max_facts: int) -> list[ExtractedFact]:
-    """What the model said, made safe to store: texts normalised, repeats merged, message
-    numbers kept to this episode's non-empty messages, days never after the conversation.
-
-    A fact that cites no real message is attributed to all of the episode's messages rather
-    than dropped: it came from this conversation, only the model's pointer is wrong.
-    """
-    stated = [index for index, turn in enumerate(context.turns) if turn.content.strip()]
-    allowed = set(stated)
-    merged: dict[str, ExtractedFact] = {}
+                window: Sequence[int]) -> list[ExtractedFact]:
+    """What the model said of one window, made safe to store: texts normalised, citations
+    kept to the window's messages and checked (``cited``), time words the window contains
+    turned into a day no later than the conversation."""
+    found = []
+    said = " ".join(" ".join(context.turns[index].content.split()) for index in window).lower()
     for fact in extracted.facts:
         text = normalise(fact.text)
         if not text:
             continue
-        indices = sorted({index for index in fact.source_messages if index in allowed}) or stated
-        valid_at, stated_day = context.observed_at, False
-        if fact.valid_from is not None:
-            day = datetime.combine(fact.valid_from, time(), tzinfo=UTC)
-            if day <= context.observed_at:
-                valid_at, stated_day = day, True
-        digest = content_hash(text)
-        if digest in merged:
-            previous = merged[digest]
-            indices = sorted(set(previous.message_indices) | set(indices))
-            merged[digest] = ExtractedFact(text, digest, tuple(indices), previous.valid_at,
-                                           previous.stated_valid_from)
+        indices = cited(text, fact.source_messages, context.turns, window)
+        valid_at, stated = context.observed_at, False
+        # Time words the conversation does not contain are the model's invention (a small
+        # model repeats the worked example's): only words actually said are resolved.
+        when = " ".join((fact.when or "").split()).lower()
+        day = resolve_when(when, context.observed_at) if when and when in said else None
+        if day is not None:
+            valid_at, stated = datetime.combine(day, time(), tzinfo=UTC), True
+        found.append(ExtractedFact(text, content_hash(text), indices, valid_at, stated))
+    return found
+
+
+def cited(text: str, named: Sequence[int], turns: Sequence[Turn],
+          window: Sequence[int]) -> tuple[int, ...]:
+    """The messages a fact came from, by the words it shares with each message of the window,
+    each word weighing 1 / the number of messages holding it (a name said everywhere points
+    nowhere); speakers' names do not count (a fact starts with one by design). Those the model
+    named are kept when they score at least half the best message's; otherwise the window's
+    messages that do. A fact sharing no word with any message keeps what the model named (or
+    the whole window): it came from this conversation, only the pointer is unsure."""
+    allowed = [index for index in dict.fromkeys(named) if index in window]
+    speakers = {word for index in window for word in _words(turns[index].speaker)}
+    words = set(_words(text)) - speakers
+    held = {index: set(_words(turns[index].content)) & words for index in window}
+    holders: dict[str, int] = {}
+    for shared in held.values():
+        for word in shared:
+            holders[word] = holders.get(word, 0) + 1
+    score = {index: sum(1 / holders[word] for word in shared) for index, shared in held.items()}
+    best = max(score.values(), default=0.0)
+    if best == 0:
+        return tuple(sorted(allowed or window))
+    kept = [index for index in allowed if 2 * score[index] >= best]
+    return tuple(sorted(kept or (index for index in window if 2 * score[index] >= best)))
+
+
+def merge(facts: Sequence[ExtractedFact], max_facts: int) -> list[ExtractedFact]:
+    """Repeats (the same text from two windows) become one fact citing both; at most
+    ``max_facts``, in order."""
+    merged: dict[str, ExtractedFact] = {}
+    for fact in facts:
+        previous = merged.get(fact.content_hash)
+        if previous is not None:
+            indices = tuple(sorted(set(previous.message_indices) | set(fact.message_indices)))
+            merged[fact.content_hash] = ExtractedFact(
+                previous.text, previous.content_hash, indices, previous.valid_at,
+                previous.stated_valid_from)
         elif len(merged) < max_facts:
-            merged[digest] = ExtractedFact(text, digest, tuple(indices), valid_at, stated_day)
+            merged[fact.content_hash] = fact
     return list(merged.values())
+
+
+def _words(text: str) -> list[str]:
+    # Crude stems: "moved"/"moving" and "sister"/"sister's" meet; names and numbers stay.
+    return [word[:6] for word in _WORD.findall(text.lower())]

@@ -36,7 +36,7 @@ from app.resources import Resources
 from app.store.models import Job
 from app.store.repositories import episodes, jobs
 from app.store.repositories import graph as graph_records
-from app.store.repositories.memories import Cause
+from app.store.repositories.history import Cause
 
 logger = logging.getLogger(__name__)
 
@@ -52,27 +52,33 @@ class Ledger:
 
     usage: Usage = field(default_factory=Usage)
     calls: int = 0
+    truncated: int = 0  # replies cut at max_tokens
     model: str | None = None
     prompt_versions: list[str] = field(default_factory=list)
 
-    def record(self, completion: Completion[Any] | None) -> None:
-        if completion is None:
-            return
-        self.usage += completion.usage
-        self.calls += completion.attempts
-        self.model = completion.model
-        if completion.prompt_version:
-            self.prompt_versions.append(completion.prompt_version)
+    def record(self, *completions: Completion[Any] | None) -> None:
+        for completion in completions:
+            if completion is None:
+                continue
+            self.usage += completion.usage
+            self.calls += completion.attempts
+            self.truncated += completion.truncated
+            self.model = completion.model
+            if completion.prompt_version and \
+                    completion.prompt_version not in self.prompt_versions:
+                self.prompt_versions.append(completion.prompt_version)
 
     def record_failure(self, error: LLMError) -> None:
         self.usage += Usage(error.prompt_tokens, error.completion_tokens)
         self.calls += error.replies
+        self.truncated += error.truncated
 
     async def charge(self, session: AsyncSession, job: Job) -> None:
         """Adds what was spent to the job's counts."""
         await jobs.add_usage(session, job.id, model=self.model, calls=self.calls,
                              prompt_tokens=self.usage.prompt_tokens,
-                             completion_tokens=self.usage.completion_tokens)
+                             completion_tokens=self.usage.completion_tokens,
+                             truncated=self.truncated)
 
 
 async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) -> None:
@@ -85,7 +91,7 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
         context = await load_context(session, episode, config.context_episodes)
     llm = await resources.llm.client()
     facts, extraction = await extract(llm, context, config.max_facts)
-    ledger.record(extraction)
+    ledger.record(*extraction)
     vectors = await embedder.embed([fact.text for fact in facts]) if facts else []
     entities = (await _extract_graph(llm, context, facts, ledger)
                 if facts and config.extract_graph else None)

@@ -1,8 +1,10 @@
 """The prompts of consolidation, each next to the model its reply must validate as.
 
 A prompt's version is stored on every history event it causes; change the text of a
-prompt, change its version. Prompts are short on purpose: they run on every episode, and
-the bundled model is small (Mem0's extraction prompt alone is about 8k tokens).
+prompt, change its version. Each prompt shows one worked example: llama.cpp turns the reply's
+JSON schema into a grammar, so a small model never sees the field descriptions, and an example
+is how it learns what a good answer looks like. Prompts stay short: they run on every episode
+(Mem0's extraction prompt alone is about 8k tokens).
 """
 
 from __future__ import annotations
@@ -16,25 +18,26 @@ from pydantic import BaseModel, Field
 
 from app.llm import ChatMessage
 
-# -- extract ---------------------------------------------------------------------------------
-
-EXTRACT_VERSION = "extract/v1"
-
-
 # Bounds on what the model may write. They reach the endpoint as JSON-schema limits, which
 # grammar-constrained servers (llama.cpp) enforce token by token: a small model that starts
 # repeating itself inside a string is cut off at the bound instead of at max_tokens.
-MAX_FACT_CHARS = 300
-MAX_FACTS_PER_REPLY = 40
+MAX_FACT_CHARS = 200
+MAX_FACTS_PER_REPLY = 30
+MAX_WHEN_CHARS = 40
+
+# -- extract ---------------------------------------------------------------------------------
+
+EXTRACT_VERSION = "extract/v2"
 
 
 class Fact(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_FACT_CHARS,
-                      description="One self-contained statement, understandable alone.")
+                      description="One short statement that names who it is about.")
     source_messages: list[int] = Field(
-        min_length=1, description="Numbers of the messages that state the fact.")
-    valid_from: date | None = Field(
-        description="The day the fact became true, when the conversation says; else null.")
+        min_length=1, max_length=3, description="Numbers of the messages that state it.")
+    when: str | None = Field(
+        max_length=MAX_WHEN_CHARS,
+        description='The time words of the message, as said ("last March"); else null.')
 
 
 class ExtractedFacts(BaseModel):
@@ -42,14 +45,31 @@ class ExtractedFacts(BaseModel):
 
 
 _EXTRACT_SYSTEM = """\
-You turn a conversation into memories worth keeping about the people in it: facts, \
-preferences, plans, relationships, events. Each fact is one short, self-contained sentence \
-that names who it is about ("User ...", or their name) and makes sense without the \
-conversation. List in source_messages the numbers of the messages that state it. Set \
-valid_from to the day it became true when the conversation tells (resolve "yesterday", \
-"last year" against the conversation date), else null. Skip greetings, questions, small talk \
-and the assistant's own suggestions unless the user took them up. Extract only from the \
-numbered conversation; earlier conversation is context. Nothing worth keeping: {"facts": []}.\
+You write down what is worth remembering about the people in a conversation: facts about \
+them, their lives, plans, likes, relationships and events. Rules:
+- One short sentence per fact, starting with the person's name (the name before the colon, \
+or the name they give for themselves), so it makes sense alone.
+- Keep every name, place, number and thing the message gives (a brother's name, a city, \
+a company) in the fact.
+- source_messages: only the numbers of the messages that say it.
+- when: copy the time words of the message exactly ("yesterday", "last March", "in 2019"); \
+null when there are none. Never compute a date.
+- Skip greetings, questions and small talk. Nothing worth keeping: {"facts": []}.
+
+Example.
+Conversation date: 2024-03-14 (Thursday)
+Conversation:
+[0] Maya: I started a new job at Siemens last week!
+[1] Tom: Congrats! Are you still in Munich?
+[2] Maya: Yes. My brother Leo still lives in Hamburg, he is vegan.
+[3] Tom: I fly to Rome tomorrow.
+Answer:
+{"facts": [\
+{"text": "Maya works at Siemens.", "source_messages": [0], "when": "last week"}, \
+{"text": "Maya lives in Munich.", "source_messages": [1, 2], "when": null}, \
+{"text": "Maya's brother Leo lives in Hamburg.", "source_messages": [2], "when": null}, \
+{"text": "Leo is vegan.", "source_messages": [2], "when": null}, \
+{"text": "Tom flies to Rome.", "source_messages": [3], "when": "tomorrow"}]}\
 """
 
 
@@ -59,30 +79,38 @@ class Turn:
     content: str
     name: str | None = None
 
+    @property
+    def speaker(self) -> str:
+        """Who said it, as the transcript names them: the message's name, else the role."""
+        if self.name and self.name.strip():
+            return self.name.strip()
+        return {"user": "User", "assistant": "Assistant"}.get(self.role, self.role.title())
+
     def render(self) -> str:
-        who = f"{self.role} ({self.name})" if self.name else self.role
-        return f"{who}: {self.content}"
+        return f"{self.speaker}: {' '.join(self.content.split())}"
 
 
-def extract_messages(turns: Sequence[Turn], observed_at: datetime,
-                     earlier: Sequence[Sequence[Turn]], instructions: Sequence[str],
+def extract_messages(turns: Sequence[tuple[int, Turn]], observed_at: datetime,
+                     earlier: Sequence[Turn], instructions: Sequence[str],
                      ) -> list[ChatMessage]:
+    """``turns``: (number, turn) of the messages to extract from (a window of the episode);
+    ``earlier``: what was said just before, shown as context only."""
     system = _EXTRACT_SYSTEM
     for extra in instructions:
         system += f"\n\nAlso follow these instructions:\n{extra}"
     parts = [f"Conversation date: {_day(observed_at)}"]
     if earlier:
-        history = "\n".join(turn.render() for episode in earlier for turn in episode)
-        parts.append(f"Earlier conversation (context only):\n{history}")
-    numbered = "\n".join(f"[{index}] {turn.render()}" for index, turn in enumerate(turns))
+        history = "\n".join(turn.render() for turn in earlier)
+        parts.append(f"Said before (context only, do not extract):\n{history}")
+    numbered = "\n".join(f"[{index}] {turn.render()}" for index, turn in turns)
     parts.append(f"Conversation:\n{numbered}")
     return [ChatMessage(role="system", content=system),
-            ChatMessage(role="user", content="\n\n".join(parts))]
+            ChatMessage(role="user", content="\n".join(parts) + "\nAnswer:")]
 
 
 # -- resolve ---------------------------------------------------------------------------------
 
-RESOLVE_VERSION = "resolve/v1"
+RESOLVE_VERSION = "resolve/v2"
 Action = Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
 
 
@@ -97,18 +125,37 @@ class Decision(BaseModel):
 
 
 class Decisions(BaseModel):
-    decisions: list[Decision]
+    decisions: list[Decision] = Field(max_length=MAX_FACTS_PER_REPLY)
 
 
 _RESOLVE_SYSTEM = """\
 You keep a memory store correct. For each new fact choose one action:
-ADD - new information, not in the existing memories.
-UPDATE - the same fact as existing memory M, with more detail or a correction; give in text \
-the merged memory.
-SUPERSEDE - existing memory M was true but no longer is, because the new fact replaces it \
-(moved house, changed job, changed mind).
-NOOP - existing memory M already says it.
-Refer to facts and memories by their numbers. One decision per fact.\
+SUPERSEDE - memory M was true, but the new fact replaces it: the same person's home, job, \
+partner, plan, state or opinion changed, or M was a mistake. Both cannot be true at once.
+UPDATE - M is the same fact and the new one adds detail; text is the merged sentence.
+NOOP - M already says exactly the same thing.
+ADD - the fact is new: no memory says it, or it is about another thing than M.
+Each fact lists the memories it may concern; a new job never replaces a home.
+
+Example.
+Existing memories:
+[0] Maya lives in Munich.
+[1] Maya works at Siemens.
+[2] Maya likes jazz.
+[3] Maya has a dog named Rex.
+New facts:
+[0] Maya moved to Berlin. - may concern memory 0
+[1] Maya quit Siemens, she works at BMW now. - may concern memories 1, 0
+[2] Maya likes jazz and blues. - may concern memory 2
+[3] Maya has a dog called Rex. - may concern memories 3, 2
+[4] Maya is learning Spanish. - may concern memory 2
+Answer:
+{"decisions": [\
+{"fact": 0, "action": "SUPERSEDE", "memory": 0, "text": null}, \
+{"fact": 1, "action": "SUPERSEDE", "memory": 1, "text": null}, \
+{"fact": 2, "action": "UPDATE", "memory": 2, "text": "Maya likes jazz and blues."}, \
+{"fact": 3, "action": "NOOP", "memory": 3, "text": null}, \
+{"fact": 4, "action": "ADD", "memory": null, "text": null}]}\
 """
 
 
@@ -124,18 +171,26 @@ class Known:
 class NewFact:
     text: str
     valid_from: date | None
+    near: tuple[int, ...] = ()  # the known memories it may concern, closest first
 
 
 def resolve_messages(facts: Sequence[NewFact], known: Sequence[Known],
                      observed_at: datetime) -> list[ChatMessage]:
     memories = "\n".join(f"[{index}] {item.text}{_since(item.valid_at)}"
                          for index, item in enumerate(known))
-    new = "\n".join(f"[{index}] {fact.text}{_since(fact.valid_from)}"
+    new = "\n".join(f"[{index}] {fact.text}{_since(fact.valid_from)}{_near(fact.near)}"
                     for index, fact in enumerate(facts))
-    content = (f"Existing memories:\n{memories}\n\n"
-               f"New facts (told on {_day(observed_at)}):\n{new}")
+    content = (f"Existing memories:\n{memories}\n"
+               f"New facts (told on {_day(observed_at)}):\n{new}\nAnswer:")
     return [ChatMessage(role="system", content=_RESOLVE_SYSTEM),
             ChatMessage(role="user", content=content)]
+
+
+def _near(memories: Sequence[int]) -> str:
+    if not memories:
+        return ""
+    noun = "memory" if len(memories) == 1 else "memories"
+    return f" - may concern {noun} {', '.join(str(m) for m in memories)}"
 
 
 def _day(moment: datetime) -> str:
@@ -149,27 +204,25 @@ def _since(moment: date | datetime | None) -> str:
     return f" (since {day.isoformat()})"
 
 
-
 # -- graph -----------------------------------------------------------------------------------
 
-GRAPH_VERSION = "graph/v1"
+GRAPH_VERSION = "graph/v2"
 EntityKind = Literal["person", "place", "organization", "object", "event", "concept", "animal",
                      "food", "activity", "other"]
 
 
 class GraphEntity(BaseModel):
-    name: str = Field(min_length=1, max_length=100, description="The name as the facts use it.")
+    name: str = Field(min_length=1, max_length=60, description="The name as the facts use it.")
     type: EntityKind
-    summary: str = Field(max_length=120, description="A few words on who or what it is.")
+    summary: str = Field(max_length=48, description="A few words on who or what it is.")
 
 
 class GraphRelation(BaseModel):
-    source: str = Field(min_length=1, max_length=100, description="An entity name from the list.")
-    relation: str = Field(min_length=1, max_length=64,
+    source: str = Field(min_length=1, max_length=60, description="An entity name from the list.")
+    relation: str = Field(min_length=1, max_length=40,
                           description="snake_case, e.g. lives_in, works_at, sister_of, likes.")
-    target: str = Field(min_length=1, max_length=100, description="An entity name from the list.")
+    target: str = Field(min_length=1, max_length=60, description="An entity name from the list.")
     fact: int = Field(description="Number of the fact that states it.")
-    valid_from: date | None = Field(description="The day it became true, when known; else null.")
     exclusive: bool = Field(description="True when the source holds only one such relation at a "
                             "time (lives_in, works_at, married_to).")
 
@@ -180,11 +233,28 @@ class ExtractedGraph(BaseModel):
 
 
 _GRAPH_SYSTEM = """\
-You turn facts into a knowledge graph. List the people, places, organizations, things and \
-events the facts mention, each once, by the name the facts use; call the user "User" unless \
-the facts give their name. Then list the relations between those entities that the facts \
-state, each with the number of its fact. Use snake_case relation names. Nothing to list: \
-{"entities": [], "relations": []}.\
+You turn facts into a knowledge graph. List each person, place, organization, animal, thing \
+or event the facts name, once, by the name the facts use. Then list the relations the facts \
+state between those entities: source and target are names from your list, relation is \
+snake_case, fact is the number of the fact, exclusive is true when the source can hold only \
+one such relation at a time (lives_in, works_at, married_to).
+
+Example.
+Facts:
+[0] Maya works at Siemens.
+[1] Maya lives in Munich.
+[2] Maya's brother is Leo.
+[3] Leo is vegan.
+Answer:
+{"entities": [\
+{"name": "Maya", "type": "person", "summary": "engineer"}, \
+{"name": "Siemens", "type": "organization", "summary": "company"}, \
+{"name": "Munich", "type": "place", "summary": "city"}, \
+{"name": "Leo", "type": "person", "summary": "Maya's brother"}], \
+"relations": [\
+{"source": "Maya", "relation": "works_at", "target": "Siemens", "fact": 0, "exclusive": true}, \
+{"source": "Maya", "relation": "lives_in", "target": "Munich", "fact": 1, "exclusive": true}, \
+{"source": "Leo", "relation": "brother_of", "target": "Maya", "fact": 2, "exclusive": false}]}\
 """
 
 
@@ -193,4 +263,4 @@ def graph_messages(facts: Sequence[NewFact], observed_at: datetime) -> list[Chat
                          for index, fact in enumerate(facts))
     return [ChatMessage(role="system", content=_GRAPH_SYSTEM),
             ChatMessage(role="user",
-                        content=f"Facts (told on {_day(observed_at)}):\n{numbered}")]
+                        content=f"Facts (told on {_day(observed_at)}):\n{numbered}\nAnswer:")]

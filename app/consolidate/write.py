@@ -19,9 +19,10 @@ from app.consolidate.context import EpisodeContext
 from app.consolidate.resolve import Plan
 from app.domain import lexical_context
 from app.store.models import Memory
-from app.store.repositories import episodes, memories
+from app.store.repositories import episodes, history, memories
 from app.store.repositories.episodes import SourceLink
-from app.store.repositories.memories import Cause, EventRecord, NewMemory
+from app.store.repositories.history import Cause, EventRecord
+from app.store.repositories.memories import NewMemory
 
 
 @dataclass
@@ -116,7 +117,7 @@ async def write(session: AsyncSession, context: EpisodeContext, plans: list[Plan
     writer = _Writer(session, context, cause, [], [], [])
     for plan in plans:
         await writer.apply(plan, targets.get(plan.target.id) if plan.target else None)
-    await memories.add_events(session, context.project_id, writer.events, actor_key_id=None,
+    await history.add_events(session, context.project_id, writer.events, actor_key_id=None,
                               request_id=None)
     await episodes.link_sources(session, context.project_id, context.episode_id, writer.links)
     return writer.results

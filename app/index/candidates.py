@@ -21,7 +21,15 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.domain import Filter, ProjectScope, Timeline, conjoin, scope_filter
+from app.domain import (
+    Condition,
+    Filter,
+    MemoryKind,
+    ProjectScope,
+    Timeline,
+    conjoin,
+    scope_filter,
+)
 from app.store.models import Memory
 from app.store.repositories import memories as repository
 
@@ -54,11 +62,13 @@ class CandidateQuery:
     depth: int  # candidates per signal
     ranking: Ranking
     began: float = 0.0  # time.monotonic() when the search began: what it must see
+    kinds: tuple[MemoryKind, ...] | None = None  # None: messages and facts
 
     @property
     def tree(self) -> Filter | None:
-        """The whole filter, scope ids included, as Postgres evaluates it."""
-        return conjoin(self.extra, scope_filter(self.where.scope))
+        """The whole filter, scope ids and kinds included, as Postgres evaluates it."""
+        kinds = None if self.kinds is None else Condition("kind", "in", list(self.kinds))
+        return conjoin(self.extra, scope_filter(self.where.scope), kinds)
 
     @property
     def dense(self) -> bool:

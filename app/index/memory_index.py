@@ -37,7 +37,7 @@ import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import SearchSettings, Settings
-from app.domain import ProjectScope, Timeline
+from app.domain import MemoryKind, ProjectScope, Timeline
 from app.embeddings import Embedder
 from app.index.candidates import (
     Candidate,
@@ -244,7 +244,7 @@ class MemoryIndex:
                                                   query.timeline, self.settings.filter_ids_max)
             if among is None:  # too many to list: Postgres answers this search
                 return await self.fallback.candidates(session, query, lap)
-        allowed = self.allowed(query.where, query.timeline, among)
+        allowed = self.allowed(query.where, query.timeline, among, query.kinds)
         found = _FromIndex(self, query, allowed)
         if query.dense:
             if self.vectors.on_gpu and len(allowed) > self.settings.exact_max:
@@ -257,8 +257,9 @@ class MemoryIndex:
         return found
 
     def allowed(self, where: ProjectScope, timeline: Timeline,
-                among: Sequence[uuid.UUID] | None = None) -> Slots:
-        return self.state.slots.allowed(where, timeline, among)
+                among: Sequence[uuid.UUID] | None = None,
+                kinds: Sequence[MemoryKind] | None = None) -> Slots:
+        return self.state.slots.allowed(where, timeline, among, kinds=kinds)
 
     def dense(self, query: npt.NDArray[np.float32], allowed: Slots, n: int) -> Ranked:
         slots, scores = self.vectors.search(query, n, allowed)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.domain import SCOPE_FIELDS, ProjectScope, Timeline
+from app.domain import KINDS, SCOPE_FIELDS, MemoryKind, ProjectScope, Timeline
 from app.index.columns import Column
 from app.store.repositories.changes import IndexRow
 
@@ -48,7 +48,7 @@ class SlotTable:
         self.columns: dict[str, Column] = {
             "project": Column(np.int32, -1), "valid": Column(np.int64, 0),
             "invalid": Column(np.int64, NEVER), "expires": Column(np.int64, NEVER),
-            "alive": Column(np.bool_, False),
+            "alive": Column(np.bool_, False), "kind": Column(np.int8, -1),
             **{f"scope.{name}": Column(np.int32, -1) for name in SCOPE_FIELDS},
         }
         self.postings: dict[tuple[int, int], list[int]] = {}  # (project, -1 | user) → slots
@@ -81,6 +81,7 @@ class SlotTable:
             value = getattr(row, name)
             self.column(f"scope.{name}")[slot] = -1 if value is None else self.code(value)
         self.set_times(slot, row)
+        self.column("kind")[slot] = KINDS.index(row.kind)
         self.column("alive")[slot] = True
         self._post(slot)
         return project
@@ -118,9 +119,11 @@ class SlotTable:
         return [(m, s) for m in ids if (s := self.slot_of.get(m)) is not None]
 
     def allowed(self, where: ProjectScope, timeline: Timeline,
-                among: Sequence[uuid.UUID] | None = None, now: datetime | None = None) -> Slots:
-        """The sorted slots a search of ``where`` at ``timeline`` may return; ``among``
-        narrows to ids (the ones Postgres found matching the rest of a filter)."""
+                among: Sequence[uuid.UUID] | None = None, now: datetime | None = None,
+                kinds: Sequence[MemoryKind] | None = None) -> Slots:
+        """The sorted slots a search of ``where`` at ``timeline`` may return, of ``kinds``
+        (None: both); ``among`` narrows to ids (the ones Postgres found matching the rest of
+        a filter)."""
         project = self.codes.get(str(where.project_id))
         if project is None:
             return np.empty(0, np.int64)
@@ -142,6 +145,8 @@ class SlotTable:
                 if code is None:
                     return np.empty(0, np.int64)
                 keep &= self.column(f"scope.{name}")[slots] == code
+        if kinds is not None:
+            keep &= np.isin(self.column("kind")[slots], [KINDS.index(kind) for kind in kinds])
         moment = epoch_ms(now or datetime.now(UTC))
         keep &= self.column("expires")[slots] > moment
         if timeline.as_of is not None:

@@ -22,7 +22,7 @@ from app.index.vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: one state object (slots, lexical, cursor)
+FORMAT = 3  # 2: one state object (slots, lexical, cursor); 3: slots hold the kind
 
 
 def write_snapshot(folder: Path, vectors: VectorIndex, state: dict[str, Any],

@@ -28,8 +28,8 @@ class Message(BaseModel):
     content: StorableStr = Field(max_length=MAX_MESSAGE_CHARS)
     name: OptionalStorableStr = Field(default=None, max_length=MAX_ID_CHARS)
     metadata: dict[str, Any] | None = Field(
-        default=None, description="infer=false: merged over the request's metadata for this "
-        "message's memory (a turn id, a speaker).")
+        default=None, description="Merged over the request's metadata for this message's "
+        "memory (a turn id, a speaker).")
 
     _metadata = field_validator("metadata")(check_metadata)
 
@@ -50,8 +50,8 @@ class MemoryCreate(BaseModel):
     observed_at: datetime | None = Field(
         default=None,
         description="When the conversation took place. infer=true: relative dates in it are "
-        "read against this; infer=false: the memories hold from then (valid_at). Default: "
-        "now. Without a time zone: UTC.")
+        "read against this; the message memories hold from then (valid_at). Default: now. "
+        "Without a time zone: UTC.")
     instructions: OptionalStorableStr = Field(
         default=None, min_length=1, max_length=MAX_INSTRUCTIONS_CHARS,
         description="Extra extraction instructions for this call, after the project's.")
@@ -78,16 +78,17 @@ class MemoryCreate(BaseModel):
                 raise ValueError("instructions applies to infer=true only")
             if self.wait:
                 raise ValueError("wait applies to infer=true only")
-            for message in self.messages:
-                if message.metadata:
-                    check_metadata({**(self.metadata or {}), **message.metadata})
+        for message in self.messages:
+            if message.metadata:
+                check_metadata({**(self.metadata or {}), **message.metadata})
         return self
 
 
 class AddedMemory(BaseModel):
     id: uuid.UUID
     memory: str
-    event: Literal["ADD", "NOOP"]
+    event: Literal["ADD"] = Field(description="Each message is stored as a memory of its own "
+                                  "(kind message), also when its words were said before.")
 
 
 class AddResponse(BaseModel):

@@ -1,6 +1,7 @@
-"""Adding memories: ``infer=false`` stores each message verbatim (``Stored``); ``infer=true``
-stores the conversation as an episode with a consolidation job (``Accepted``); a retried
-idempotent request gets the first answer (``Replayed``). The router maps each to its status."""
+"""Adding memories. Either way the conversation is stored as an episode and each message as a
+``message`` memory, searchable at once; ``infer=true`` adds a consolidation job that distils
+``fact`` memories from it (``Accepted``), ``infer=false`` stops there (``Stored``); a retried
+idempotent request gets the first answer (``Replayed``). The router maps each to a status."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,9 +23,12 @@ from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
 from app.jobs.queue import JobQueue
 from app.jobs.schemas import JobAccepted
 from app.jobs.service import enqueue_after_commit
-from app.store.repositories import episodes, idempotency, jobs
+from app.store.models import Episode
+from app.store.repositories import episodes, history, idempotency, jobs
 from app.store.repositories import memories as repository
-from app.store.repositories.memories import EventRecord, NewMemory
+from app.store.repositories.episodes import SourceLink
+from app.store.repositories.history import EventRecord
+from app.store.repositories.memories import NewMemory
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,10 @@ async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller
             return Replayed(previous.status_code or 200, previous.response)
     outcome: Stored | Accepted
     if body.infer:
-        outcome = Accepted(await _add_episode(session, queue, caller, body, key))
+        outcome = Accepted(await _add_episode(session, embedder, queue, caller, body, key))
         status, answer = 202, outcome.job.model_dump(mode="json")
     else:
-        outcome = Stored(await _add_verbatim(session, embedder, caller, body))
+        outcome = Stored(await _add_verbatim(session, embedder, caller, body, key))
         status, answer = 201, outcome.response.model_dump(mode="json")
     if key is not None:
         await idempotency.complete(session, caller.project_id, key, status, answer)
@@ -98,75 +102,62 @@ def _request_hash(body: MemoryCreate) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
 
 
-async def _add_episode(session: AsyncSession, queue: JobQueue, caller: Caller,
-                       body: MemoryCreate, key: str | None) -> JobAccepted:
-    """The messages exactly as sent, and a job to consolidate them, in the request's
-    transaction; the job is enqueued only once that commits."""
-    if not any(normalise(message.content) for message in body.messages):
-        raise ValidationFailed("messages: every message is empty")
-    episode = await episodes.add(
-        session, caller.project_id, Scope(body.user_id, body.agent_id, body.run_id),
-        messages=[message.model_dump(exclude_none=True) for message in body.messages],
-        metadata=body.metadata or {}, instructions=body.instructions, idempotency_key=key,
-        observed_at=body.observed_at or datetime.now(UTC), expires_at=body.expires_at)
+async def _add_episode(session: AsyncSession, embedder: Embedder, queue: JobQueue,
+                       caller: Caller, body: MemoryCreate, key: str | None) -> JobAccepted:
+    """The conversation stored (``_store_conversation``) with a job to consolidate it, in the
+    request's transaction; the job is enqueued only once that commits."""
+    episode, _ = await _store_conversation(session, embedder, caller, body, key)
     job = await jobs.add(session, caller.project_id, episode.id)
     enqueue_after_commit(session, queue, job.id)
     return JobAccepted(job_id=job.id)
 
 
 async def _add_verbatim(session: AsyncSession, embedder: Embedder, caller: Caller,
-                        body: MemoryCreate) -> AddResponse:
-    scope = Scope(body.user_id, body.agent_id, body.run_id)
-    # One memory per non-empty message; repeats inside the request collapse onto the first.
-    order: list[tuple[str, str]] = []
-    first: dict[str, NewMemory] = {}
-    for index, message in enumerate(body.messages):
-        text = normalise(message.content)
-        if not text:
-            continue
-        digest = content_hash(text)
-        order.append((digest, text))
-        if digest not in first:
-            metadata = {**(body.metadata or {}), **(message.metadata or {}),
-                        "role": message.role, "message_index": index}
-            if message.name is not None:
-                metadata["name"] = message.name
-            around = [message.name or ""]
-            if index > 0:
-                before = body.messages[index - 1]
-                around.append(f"{before.name}: {before.content}" if before.name
-                              else before.content)
-            first[digest] = NewMemory(text, digest, metadata, [], body.expires_at,
-                                      body.observed_at, lexical_context(around,
-                                                                        body.observed_at))
-    if not first:
-        raise ValidationFailed("messages: every message is empty")
+                        body: MemoryCreate, key: str | None) -> AddResponse:
+    _, stored = await _store_conversation(session, embedder, caller, body, key)
+    return AddResponse(results=[AddedMemory(id=memory_id, memory=text, event="ADD")
+                                for memory_id, text in stored])
 
-    # Texts the scope already holds are not embedded again.
-    existing = await repository.retire_expired_and_find(session, caller.project_id, scope,
-                                                        list(first))
-    pending = [item for digest, item in first.items() if digest not in existing]
-    vectors = await embedder.embed([embedding_text(item.text, item.metadata)
-                                    for item in pending])
-    stored = await repository.insert_or_find(
+
+async def _store_conversation(session: AsyncSession, embedder: Embedder, caller: Caller,
+                              body: MemoryCreate, key: str | None
+                              ) -> tuple[Episode, list[tuple[uuid.UUID, str]]]:
+    """The messages exactly as sent (the episode), and one ``message`` memory per non-empty
+    message, linked to its place in the episode: searchable as soon as the request commits,
+    whatever consolidation later makes of them. Returns the episode and (id, text) of each
+    message memory, in order."""
+    said = [(index, text) for index, message in enumerate(body.messages)
+            if (text := normalise(message.content))]
+    if not said:
+        raise ValidationFailed("messages: every message is empty")
+    scope = Scope(body.user_id, body.agent_id, body.run_id)
+    episode = await episodes.add(
+        session, caller.project_id, scope,
+        messages=[message.model_dump(exclude_none=True) for message in body.messages],
+        metadata=body.metadata or {}, instructions=body.instructions, idempotency_key=key,
+        observed_at=body.observed_at or datetime.now(UTC), expires_at=body.expires_at)
+    items = []
+    for index, text in said:
+        message = body.messages[index]
+        metadata = {**(body.metadata or {}), **(message.metadata or {}),
+                    "role": message.role, "message_index": index}
+        if message.name is not None:
+            metadata["name"] = message.name
+        around = [message.name or ""]
+        if index > 0:
+            before = body.messages[index - 1]
+            around.append(f"{before.name}: {before.content}" if before.name else before.content)
+        items.append(NewMemory(text, content_hash(text), metadata, [], body.expires_at,
+                               body.observed_at, lexical_context(around, body.observed_at)))
+    vectors = await embedder.embed([embedding_text(item.text, item.metadata) for item in items])
+    ids = await repository.insert_messages(
         session, caller.project_id, scope,
         [dataclasses.replace(item, embedding=vector)
-         for item, vector in zip(pending, vectors, strict=True)],
-    )
-    inserted = {digest: memory_id for digest, (memory_id, holder) in stored.items()
-                if holder is None}
-    ids = {digest: memory.id for digest, memory in existing.items()} | {
-        digest: memory_id for digest, (memory_id, _) in stored.items()}
-    await repository.add_events(session, caller.project_id, [
-        EventRecord(memory_id, "ADD", None, first[digest].text, None, first[digest].metadata)
-        for digest, memory_id in inserted.items()
+         for item, vector in zip(items, vectors, strict=True)])
+    await episodes.link_sources(session, caller.project_id, episode.id, [
+        SourceLink(memory_id, [index]) for memory_id, (index, _) in zip(ids, said, strict=True)])
+    await history.add_events(session, caller.project_id, [
+        EventRecord(memory_id, "ADD", None, item.text, None, item.metadata)
+        for memory_id, item in zip(ids, items, strict=True)
     ], actor_key_id=caller.key_id, request_id=caller.request_id)
-
-    results = []
-    reported: set[str] = set()
-    for digest, text in order:
-        event: Literal["ADD", "NOOP"] = "ADD" if digest in inserted and \
-            digest not in reported else "NOOP"
-        results.append(AddedMemory(id=ids[digest], memory=text, event=event))
-        reported.add(digest)
-    return AddResponse(results=results)
+    return episode, [(memory_id, text) for memory_id, (_, text) in zip(ids, said, strict=True)]

@@ -38,6 +38,9 @@ class JobUsage(BaseModel):
     llm_calls: int
     prompt_tokens: int
     completion_tokens: int
+    truncated_replies: int = Field(
+        default=0, description="Replies cut at their token limit (a model that ran away); "
+        "each is asked again once, shorter.")
 
 
 class JobRead(BaseModel):
@@ -64,5 +67,6 @@ class JobRead(BaseModel):
             attempts=job.attempts,
             usage=JobUsage(model=job.model, llm_calls=job.llm_calls,
                            prompt_tokens=job.prompt_tokens,
-                           completion_tokens=job.completion_tokens),
+                           completion_tokens=job.completion_tokens,
+                           truncated_replies=job.truncated_replies),
             created_at=job.created_at, started_at=job.started_at, completed_at=job.completed_at)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.deps import CallerDep, EmbedderDep, GraphDep, SessionDep
-from app.domain import Scope, Timeline
+from app.domain import Condition, MemoryKind, Scope, Timeline
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
 from app.memories import service
 from app.memories.schemas import (
@@ -35,10 +35,12 @@ async def list_memories(
     cursor: Annotated[str | None, Query(max_length=64)] = None,
     as_of: Annotated[datetime | None, Query(description="What was true then.")] = None,
     include_superseded: Annotated[bool, Query(description="Superseded ones too.")] = False,
+    kind: Annotated[MemoryKind | None, Query(description="Only messages, or only facts.")] = None,
 ) -> MemoryPage:
     """Current memories, newest first, one page at a time."""
     rows, next_cursor = await service.list_page(
-        session, caller, Scope(user_id, agent_id, run_id), None, limit, cursor,
+        session, caller, Scope(user_id, agent_id, run_id),
+        None if kind is None else Condition("kind", "eq", kind), limit, cursor,
         Timeline.of(as_of, include_superseded))
     return MemoryPage(results=[MemoryRead.of(row) for row in rows], next_cursor=next_cursor)
 

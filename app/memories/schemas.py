@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.domain import MemoryKind
 from app.limits import MAX_MEMORY_CHARS, MAX_METADATA_BYTES
 from app.store.models import Episode, Memory, MemoryEvent
 from app.validation import OptionalStorableStr, json_problem
@@ -30,6 +31,8 @@ def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
 class MemoryRead(BaseModel):
     id: uuid.UUID
     memory: str
+    kind: MemoryKind = Field(description='"message": what was said, one per message of an '
+                             'episode; "fact": what consolidation distilled from messages.')
     user_id: str | None
     agent_id: str | None
     run_id: str | None
@@ -43,7 +46,7 @@ class MemoryRead(BaseModel):
 
     @classmethod
     def of(cls, memory: Memory, **extra: Any) -> Self:
-        return cls(id=memory.id, memory=memory.text, user_id=memory.user_id,
+        return cls(id=memory.id, memory=memory.text, kind=memory.kind, user_id=memory.user_id,
                    agent_id=memory.agent_id, run_id=memory.run_id, metadata=memory.metadata_,
                    created_at=memory.created_at, updated_at=memory.updated_at,
                    expires_at=memory.expires_at, valid_at=memory.valid_at,
@@ -74,8 +77,8 @@ class MemorySourceRead(BaseModel):
 class MemoryDetail(MemoryRead):
     supersedes: list[uuid.UUID] = Field(description="The memories this one replaced.")
     sources: list[MemorySourceRead] = Field(
-        description="The episodes and messages it was distilled from (empty for memories "
-        "stored verbatim).")
+        description="The episodes and messages it came from: a message's own place in its "
+        "episode, or the messages a fact was distilled from.")
 
 
 class MemoryPage(BaseModel):

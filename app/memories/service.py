@@ -30,8 +30,9 @@ from app.store.graph.base import GraphStore
 from app.store.models import Memory, MemoryEvent
 from app.store.repositories import episodes
 from app.store.repositories import graph as graph_records
+from app.store.repositories import history as events
 from app.store.repositories import memories as repository
-from app.store.repositories.memories import EventRecord
+from app.store.repositories.history import EventRecord
 
 
 def _not_found(memory_id: uuid.UUID) -> NotFound:
@@ -104,7 +105,7 @@ async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
                                             embedding=vector, metadata=change.metadata)
     except IntegrityError:
         raise Conflict("an identical memory already exists in this scope") from None
-    await repository.add_events(session, caller.project_id, [EventRecord(
+    await events.add_events(session, caller.project_id, [EventRecord(
         memory.id, "UPDATE", old_text, memory.text, old_metadata, memory.metadata_,
     )], actor_key_id=caller.key_id, request_id=caller.request_id)
     return memory
@@ -144,7 +145,7 @@ async def delete_scope(session: AsyncSession, graph: GraphStore, caller: Caller,
 
 async def _delete(session: AsyncSession, caller: Caller, memories: Sequence[Memory]) -> None:
     await repository.soft_delete(session, caller.project_id, [m.id for m in memories])
-    await repository.add_events(session, caller.project_id, [
+    await events.add_events(session, caller.project_id, [
         EventRecord(m.id, "DELETE", m.text, None, m.metadata_, None) for m in memories
     ], actor_key_id=caller.key_id, request_id=caller.request_id)
 
@@ -154,4 +155,4 @@ async def history(session: AsyncSession, caller: Caller,
     """Oldest first; deleted memories keep their history (the DELETE event is last)."""
     if not await repository.exists_any(session, caller.project_id, memory_id):
         raise _not_found(memory_id)
-    return await repository.history(session, caller.project_id, memory_id)
+    return await events.history(session, caller.project_id, memory_id)

@@ -4,7 +4,8 @@ Grammar (Mem0-compatible)::
 
     filter    := {field: value | {op: value, ...}, ..., "AND": [filter], "OR": [filter],
                   "NOT": filter}
-    field     := user_id | agent_id | run_id | created_at | updated_at | metadata.<key>[.<key>]
+    field     := user_id | agent_id | run_id | kind | created_at | updated_at
+                 | metadata.<key>[.<key>]
     op        := eq | ne | gt | gte | lt | lte | in | nin | contains | icontains
 
 Several keys in one object are ANDed. ``{"metadata": {"k": v}}`` is shorthand for
@@ -19,12 +20,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from app.domain import OPERATORS, All, Any_, Condition, Filter, Not
+from app.domain import KINDS, OPERATORS, All, Any_, Condition, Filter, Not
 from app.errors import InvalidFilter
 from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
 from app.validation import json_problem
 
 ID_FIELDS = frozenset({"user_id", "agent_id", "run_id"})
+KIND_OPERATORS = frozenset({"eq", "ne", "in", "nin"})
 TIME_FIELDS = frozenset({"created_at", "updated_at"})
 ID_OPERATORS = frozenset({"eq", "ne", "in", "nin", "contains", "icontains"})
 TIME_OPERATORS = frozenset({"eq", "ne", "gt", "gte", "lt", "lte", "in", "nin"})
@@ -104,7 +106,7 @@ def _is_operator_object(value: Mapping[str, Any]) -> bool:
 def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
     if "\x00" in key:
         raise InvalidFilter(f"{where}: filter keys must not contain NUL characters")
-    if key in ID_FIELDS or key in TIME_FIELDS:
+    if key in ID_FIELDS or key in TIME_FIELDS or key == "kind":
         return key, ()
     if key.startswith("metadata."):
         path = tuple(key.split(".")[1:])
@@ -114,8 +116,8 @@ def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
             raise InvalidFilter(f"{where}: metadata key {key!r} is nested too deeply")
         return "metadata", path
     raise InvalidFilter(
-        f"{where}: unknown filter field {key!r} (use user_id, agent_id, run_id, created_at, "
-        "updated_at, or metadata.<key>)"
+        f"{where}: unknown filter field {key!r} (use user_id, agent_id, run_id, kind, "
+        "created_at, updated_at, or metadata.<key>)"
     )
 
 
@@ -127,6 +129,15 @@ def _check_value(field: str, op: str, value: Any, where: str) -> Any:
         if op not in ID_OPERATORS:
             raise InvalidFilter(f"{where}: operator {op!r} does not apply to {field}")
         return _strings(value, op, where)
+    if field == "kind":
+        if op not in KIND_OPERATORS:
+            raise InvalidFilter(f"{where}: operator {op!r} does not apply to kind")
+        kinds = _strings(value, op, where)
+        for kind in [kinds] if isinstance(kinds, str) else kinds:
+            if kind not in KINDS:
+                raise InvalidFilter(f"{where}: kind is one of {', '.join(KINDS)}, "
+                                    f"not {kind!r}")
+        return kinds
     if field in TIME_FIELDS:
         if op not in TIME_OPERATORS:
             raise InvalidFilter(f"{where}: operator {op!r} does not apply to {field}")

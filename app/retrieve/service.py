@@ -20,7 +20,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
 from app.config import SearchSettings
-from app.domain import SCOPE_FIELDS, All, Condition, Filter, ProjectScope, Scope, Timeline
+from app.domain import (
+    KINDS,
+    SCOPE_FIELDS,
+    All,
+    Condition,
+    Filter,
+    MemoryKind,
+    ProjectScope,
+    Scope,
+    Timeline,
+)
 from app.graph.schemas import RelationRead
 from app.index.candidates import CandidateQuery, CandidateSource
 from app.retrieve.filters import parse_filters
@@ -55,11 +65,11 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     began = time.monotonic()
     watch = watch or Stopwatch()
     asked = ProjectScope(caller.project_id, request.user_id, request.agent_id, request.run_id)
-    where, extra = _fold_scope(parse_filters(request.filters), asked)
+    where, kinds, extra = _fold(parse_filters(request.filters), asked)
     seen = Timeline.of(request.as_of, request.include_superseded)
     query = CandidateQuery(where, seen, extra, await queries.get(request.query), request.query,
                            max(settings.candidates, request.top_k),
-                           request.ranking or settings.ranking, began)
+                           request.ranking or settings.ranking, began, kinds)
     watch.lap("embed")
     found = await source.candidates(session, query, watch.lap)
     watch.lap("candidates")
@@ -107,21 +117,29 @@ async def _hydrate(session: AsyncSession, caller: Caller, ranked: list[Ranked], 
     return rows
 
 
-def _fold_scope(tree: Filter | None, asked: ProjectScope) -> tuple[ProjectScope, Filter | None]:
-    """When the filter is only ``eq`` on scope ids (Mem0 clients put ``user_id`` there), those
-    ids join the scope and no filter is left; otherwise the filter stays as it is."""
+def _fold(tree: Filter | None, asked: ProjectScope
+          ) -> tuple[ProjectScope, tuple[MemoryKind, ...] | None, Filter | None]:
+    """When the filter only says ``eq`` on scope ids (Mem0 clients put ``user_id`` there) and
+    ``eq``/``in`` on ``kind``, those join the scope and the kinds, and no filter is left:
+    the index holds them per memory. Otherwise the filter stays as it is."""
     if tree is None:
-        return asked, None
+        return asked, None, None
     parts = tree.parts if isinstance(tree, All) else (tree,)
     folded = {name: getattr(asked, name) for name in SCOPE_FIELDS}
+    kinds: set[MemoryKind] | None = None
     for part in parts:
-        if not (isinstance(part, Condition) and part.field in SCOPE_FIELDS and part.op == "eq"
-                and isinstance(part.value, str)):
-            return asked, tree
-        if folded[part.field] not in (None, part.value):
-            return asked, tree
-        folded[part.field] = part.value
-    return Scope(**folded).within(asked.project_id), None
+        if not isinstance(part, Condition):
+            return asked, None, tree
+        if part.field == "kind" and part.op in ("eq", "in"):
+            named = {part.value} if part.op == "eq" else set(part.value)
+            kinds = named if kinds is None else kinds & named
+        elif part.field in SCOPE_FIELDS and part.op == "eq" and isinstance(part.value, str) \
+                and folded[part.field] in (None, part.value):
+            folded[part.field] = part.value
+        else:
+            return asked, None, tree
+    ordered = None if kinds is None else tuple(kind for kind in KINDS if kind in kinds)
+    return Scope(**folded).within(asked.project_id), ordered, None
 
 
 async def _relations_among(graph: GraphStore, scope: ProjectScope, seen: Timeline,

@@ -67,7 +67,8 @@ class Memory(Base):
             "uq_memories_live_content",
             "project_id", "user_id", "agent_id", "run_id", "content_hash",
             unique=True,
-            postgresql_where=sql_text("deleted_at IS NULL AND invalid_at IS NULL"),
+            postgresql_where=sql_text(
+                "deleted_at IS NULL AND invalid_at IS NULL AND kind = 'fact'"),
             postgresql_nulls_not_distinct=True,
         ),
         Index("ix_memories_project_user", "project_id", "user_id", "id"),
@@ -88,6 +89,9 @@ class Memory(Base):
     user_id: Mapped[str | None] = mapped_column(String(255))
     agent_id: Mapped[str | None] = mapped_column(String(255))
     run_id: Mapped[str | None] = mapped_column(String(255))
+    # "message": what was said, one per message of an episode; "fact": what consolidation
+    # distilled (unique per scope by content).
+    kind: Mapped[str] = mapped_column(String(16), server_default="fact")
     text: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))
     metadata_: Mapped[dict[str, Any]] = mapped_column(
@@ -213,6 +217,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(255))
     llm_calls: Mapped[int] = mapped_column(Integer, server_default="0")
+    truncated_replies: Mapped[int] = mapped_column(Integer, server_default="0")
     prompt_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     completion_tokens: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

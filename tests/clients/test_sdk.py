@@ -140,6 +140,9 @@ async def _consolidate(sdk: Facade, text: str, user: str, **kwargs: Any) -> Job:
     return finished
 
 
+ONLY_FACTS = {"kind": "fact"}
+
+
 async def _add_one(sdk: Facade, text: str, user: str, **kwargs: Any) -> str:
     result = await sdk.add(text, user_id=user, infer=False, **kwargs)
     assert len(result.results) == 1
@@ -188,10 +191,16 @@ async def test_search_is_scoped_and_filtered(sdk: Facade, user: str) -> None:
     assert hits[0].metadata["topic"] == "travel"
 
 
-async def test_re_adding_the_same_text_is_a_noop(sdk: Facade, user: str) -> None:
+async def test_re_adding_the_same_text_is_another_message(sdk: Facade, user: str) -> None:
     first = await _add_one(sdk, "I speak Portuguese", user)
     again = await sdk.add("I speak Portuguese", user_id=user, infer=False)
-    assert [(added.id, added.event) for added in again.results] == [(first, "NOOP")]
+    [added] = again.results
+    assert added.event == "ADD"
+    assert added.id != first
+    listed = await sdk.get_all(user_id=user, kind="message")
+    assert {memory.id for memory in listed} == {first, added.id}
+    assert {memory.kind for memory in listed} == {"message"}
+    assert await sdk.get_all(user_id=user, kind="fact") == []
 
 
 async def test_get(sdk: Facade, user: str) -> None:
@@ -338,8 +347,11 @@ async def test_add_infers_by_default_and_wait_for_job_follows_it(
     assert finished.completed_at is not None
     assert finished.completed_at >= finished.started_at >= finished.created_at
     assert await sdk.get_job(job.id) == finished
-    hits = await sdk.search("What music does the user like?", user_id=user)
+    hits = await sdk.search("What music does the user like?", user_id=user, filters=ONLY_FACTS)
     assert [(hit.id, hit.memory) for hit in hits] == [(finished.results[0].id, "User likes jazz")]
+    said = await sdk.search("What music does the user like?", user_id=user)
+    assert {(hit.memory, hit.kind) for hit in said} >= {("User likes jazz", "fact"),
+                                                         ("I like jazz", "message")}
     assert brain.extract_calls == 1
 
 
@@ -466,7 +478,9 @@ async def test_get_shows_where_a_memory_came_from(sdk: Facade, user: str, brain:
     assert event.prompt_version
     assert event.related_memory_id is None
     verbatim = await sdk.get(await _add_one(sdk, "Stored as it stands", user))
-    assert (verbatim.sources, verbatim.supersedes) == ([], [])
+    assert (verbatim.kind, verbatim.supersedes) == ("message", [])
+    [own] = verbatim.sources  # a message's source is its own place in its episode
+    assert [(m.index, m.content) for m in own.messages] == [(0, "Stored as it stands")]
 
 
 async def test_superseded_facts_stay_readable_in_the_past(
@@ -480,19 +494,23 @@ async def test_superseded_facts_stay_readable_in_the_past(
     question = "Where does the user live?"
     june_2024 = datetime(2024, 6, 1, tzinfo=UTC)
 
-    assert [h.id for h in await sdk.search(question, user_id=user)] == [lisbon.id]
-    then = await sdk.search(question, user_id=user, as_of=june_2024)
+    assert [h.id for h in await sdk.search(question, user_id=user, filters=ONLY_FACTS)] == [
+        lisbon.id]
+    then = await sdk.search(question, user_id=user, as_of=june_2024, filters=ONLY_FACTS)
     assert [(h.id, h.memory) for h in then] == [(porto.id, "User lives in Porto")]
-    assert await sdk.search(question, user_id=user, as_of=datetime(2023, 1, 1, tzinfo=UTC)) == []
-    everything = await sdk.search(question, user_id=user, include_superseded=True)
+    assert await sdk.search(question, user_id=user, as_of=datetime(2023, 1, 1, tzinfo=UTC),
+                            filters=ONLY_FACTS) == []
+    everything = await sdk.search(question, user_id=user, include_superseded=True,
+                                  filters=ONLY_FACTS)
     assert {h.id for h in everything} == {porto.id, lisbon.id}
     sent = json.loads(sdk.requests[-1].content)
     assert sent["include_superseded"] is True
 
-    assert [m.id for m in await sdk.get_all(user_id=user)] == [lisbon.id]
-    assert [m.id for m in await sdk.get_all(user_id=user, as_of=june_2024)] == [porto.id]
-    assert {m.id for m in await sdk.get_all(user_id=user, include_superseded=True)} == {
-        porto.id, lisbon.id}
+    assert [m.id for m in await sdk.get_all(user_id=user, kind="fact")] == [lisbon.id]
+    assert [m.id for m in await sdk.get_all(user_id=user, as_of=june_2024, kind="fact")] == [
+        porto.id]
+    assert {m.id for m in await sdk.get_all(user_id=user, include_superseded=True,
+                                            kind="fact")} == {porto.id, lisbon.id}
 
     old = await sdk.get(porto.id)
     assert (old.invalid_at, old.superseded_by) == (JAN_2025, lisbon.id)

@@ -19,8 +19,10 @@ NUMBERED = re.compile(r"^\[(\d+)\] (.*)$")
 
 @dataclass(frozen=True)
 class FactSpec:
+    """A fact and its time words as the message says them (an ISO day reads as that day)."""
+
     text: str
-    valid_from: str | None = None
+    when: str | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ Graph = Callable[[list[str]], dict[str, Any]]
 
 
 def strip_since(text: str) -> str:
+    """The statement alone: without its "(since …)" and "- may concern …" notes."""
+    text = re.sub(r" - may concern memor(y|ies) [\d, ]+$", "", text)
     return re.sub(r" \(since \d{4}-\d{2}-\d{2}\)$", "", text)
 
 
@@ -81,14 +85,18 @@ class Brain:
             if not match:
                 continue
             index, said = int(match.group(1)), match.group(2).split(": ", 1)[1]
-            for spec in self.facts.get(said, []):
+            for spec in self._facts().get(said, []):
                 spec = FactSpec(spec) if isinstance(spec, str) else spec
                 found.append({"text": spec.text, "source_messages": [index],
-                              "valid_from": spec.valid_from})
+                              "when": spec.when})
         return {"facts": found}
 
+    def _facts(self) -> dict[str, Sequence[FactSpec | str]]:
+        """``facts`` by message text as the transcript shows it (whitespace collapsed)."""
+        return {" ".join(said.split()): specs for said, specs in self.facts.items()}
+
     def _resolve(self, prompt: str) -> dict[str, Any]:
-        memories_part, facts_part = prompt.split("\n\nNew facts", 1)
+        memories_part, facts_part = prompt.split("\nNew facts", 1)
         memories = [strip_since(m.group(2)) for line in memories_part.splitlines()
                     if (m := NUMBERED.match(line))]
         facts = [strip_since(m.group(2)) for line in facts_part.splitlines()

@@ -55,7 +55,9 @@ async def finished(client: httpx.AsyncClient, job_id: str, timeout_s: float = 60
 
 
 async def memories(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
-    response = await client.get("/v1/memories", params={"limit": 1000, **params})
+    """The facts (by default: ``kind`` says otherwise) of the caller's project."""
+    response = await client.get("/v1/memories", params={"limit": 1000, "kind": "fact",
+                                                        **params})
     assert response.status_code == 200, response.text
     found: list[dict[str, Any]] = response.json()["results"]
     return found
@@ -111,7 +113,7 @@ async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClie
     assert event["job_id"] == job["id"]
     assert event["message_indices"] == [2]
     assert event["model"] == "scripted-model"
-    assert event["prompt_version"] == "extract/v1"
+    assert event["prompt_version"] == "extract/v2"
     assert await texts(client, user_id="u1") == {"User is vegetarian", "User plays the cello"}
 
 
@@ -135,20 +137,21 @@ async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.A
         ("ADD", None, "User likes coffee"),
         ("UPDATE", "User likes coffee", "User likes coffee, espresso above all")]
     assert events[1]["episode_id"] == second["episode_id"]
-    assert events[1]["prompt_version"] == "extract/v1+resolve/v1"
+    assert events[1]["prompt_version"] == "extract/v2+resolve/v2"
     sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
     assert [s["episode_id"] for s in sources] == [first["episode_id"], second["episode_id"]]
 
 
 async def test_supersede_keeps_the_past_readable(client: httpx.AsyncClient,
                                                  brain: Brain) -> None:
-    brain.facts = {"I live in Paris.": [FactSpec("User lives in Paris", "2024-01-01")],
-                   "I moved to Berlin last month.": [FactSpec("User lives in Berlin",
-                                                              "2024-05-01")]}
+    brain.facts = {"I live in Paris since January 2024.": [FactSpec("User lives in Paris",
+                                                                   "since January 2024")],
+                   "I moved to Berlin on 1 May.": [FactSpec("User lives in Berlin",
+                                                            "on 1 May")]}
     brain.decide = rules(("User lives in Berlin", "SUPERSEDE", "User lives in Paris"))
-    paris = (await consolidate(client, "I live in Paris.",
+    paris = (await consolidate(client, "I live in Paris since January 2024.",
                                observed_at="2024-01-10T10:00:00Z"))["results"][0]
-    second = await consolidate(client, "I moved to Berlin last month.",
+    second = await consolidate(client, "I moved to Berlin on 1 May.",
                                observed_at="2024-06-01T10:00:00Z")
     [berlin] = second["results"]
     assert berlin["event"] == "SUPERSEDE"
@@ -158,8 +161,8 @@ async def test_supersede_keeps_the_past_readable(client: httpx.AsyncClient,
 
     # Current by default, in lists and searches alike.
     assert await texts(client, user_id="u1") == {"User lives in Berlin"}
-    found = await client.post("/v1/memories/search", json={"query": "where does the user live",
-                                                           "user_id": "u1"})
+    found = await client.post("/v1/memories/search", json={
+        "query": "where does the user live", "user_id": "u1", "filters": {"kind": "fact"}})
     assert [hit["memory"] for hit in found.json()["results"]] == ["User lives in Berlin"]
     # What was true then.
     assert await texts(client, user_id="u1", as_of="2024-03-01T00:00:00Z") == {
@@ -168,7 +171,8 @@ async def test_supersede_keeps_the_past_readable(client: httpx.AsyncClient,
         "User lives in Berlin"}
     assert await texts(client, user_id="u1", as_of="2023-06-01T00:00:00Z") == set()
     then = await client.post("/v1/memories/search", json={
-        "query": "where does the user live", "user_id": "u1", "as_of": "2024-03-01T00:00:00Z"})
+        "query": "where does the user live", "user_id": "u1", "as_of": "2024-03-01T00:00:00Z",
+        "filters": {"kind": "fact"}})
     assert [hit["memory"] for hit in then.json()["results"]] == ["User lives in Paris"]
     assert await texts(client, user_id="u1", include_superseded="true") == {
         "User lives in Paris", "User lives in Berlin"}
@@ -266,7 +270,12 @@ async def test_bad_json_always_fails_keeps_the_episode_and_retry_succeeds(
     assert job["completed_at"] is not None
     assert job["usage"]["llm_calls"] == 2  # the reply and its one re-ask
     assert await count(database, "SELECT count(*) FROM episodes") == 1
-    assert await count(database, "SELECT count(*) FROM memories") == 0
+    assert await count(database, "SELECT count(*) FROM memories WHERE kind = 'fact'") == 0
+    # Nothing said is lost: the message is a memory, searchable, whatever extraction did.
+    assert await count(database, "SELECT count(*) FROM memories WHERE kind = 'message'") == 1
+    hits = (await client.post("/v1/memories/search", json={
+        "query": "stamp collection", "user_id": "u1"})).json()["results"]
+    assert [(hit["memory"], hit["kind"]) for hit in hits] == [("I collect stamps.", "message")]
     assert (await client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "FAILED"
 
     brain.facts = {"I collect stamps.": ["User collects stamps"]}
@@ -347,7 +356,8 @@ async def test_twenty_concurrent_episodes_of_one_scope_make_no_duplicates(
     events = sorted(job["results"][0]["event"] for job in done)
     assert events == ["ADD"] + ["NOOP"] * 19
     assert len(await memories(client, user_id="u1")) == 1
-    assert await count(database, "SELECT count(*) FROM memories") == 1
+    assert await count(database, "SELECT count(*) FROM memories WHERE kind = 'fact'") == 1
+    assert await count(database, "SELECT count(*) FROM memories WHERE kind = 'message'") == 20
     assert await count(database, "SELECT count(*) FROM episodes") == 20
 
 
@@ -367,7 +377,8 @@ async def test_idempotent_repost_is_one_episode_and_one_job(client: httpx.AsyncC
     assert header.json()["status"] == "SUCCEEDED"
     assert await count(database, "SELECT count(*) FROM episodes") == 1
     assert await count(database, "SELECT count(*) FROM jobs") == 1
-    assert await count(database, "SELECT count(*) FROM memories") == 1
+    assert await count(database, "SELECT count(*) FROM memories WHERE kind = 'fact'") == 1
+    assert await count(database, "SELECT count(*) FROM memories WHERE kind = 'message'") == 1
     other = await post(client, said("I snowboard."), idempotency_key="episode-1")
     assert other.status_code == 409
     assert other.json()["error"] == "idempotency_key_reused"
@@ -409,8 +420,8 @@ async def test_earlier_episodes_and_instructions_reach_the_prompt(
     system, user = extraction.messages[0]["content"], extraction.messages[1]["content"]
     assert system.index("Keep pets only.") < system.index("Name animals by name.")
     assert "Conversation date: 2025-03-02" in user
-    assert "Earlier conversation (context only):\nuser: I adopted a cat." in user
-    assert "[0] user: She is called Miso." in user
+    assert "Said before (context only, do not extract):\nUser: I adopted a cat." in user
+    assert "[0] User: She is called Miso." in user
     cleared = await client.patch("/v1/project", json={"instructions": None})
     assert cleared.json()["instructions"] is None
 

@@ -105,18 +105,20 @@ def graph_of(facts: list[str]) -> dict[str, Any]:
 async def three_sessions(client: httpx.AsyncClient,
                          brain: Brain) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     brain.facts = {
-        "My sister Melanie lives in Paris.": [FactSpec("User's sister is Melanie"),
-                                              FactSpec("Melanie lives in Paris", "2023-06-01")],
-        "Mel just moved to Berlin, she works at Siemens now.": [
-            FactSpec("Melanie lives in Berlin", "2024-02-20"),
+        "My sister Melanie lives in Paris since June 2023.": [
+            FactSpec("User's sister is Melanie"),
+            FactSpec("Melanie lives in Paris", "since June 2023")],
+        "Mel moved to Berlin on 20 February, she works at Siemens now.": [
+            FactSpec("Melanie lives in Berlin", "on 20 February"),
             FactSpec("Melanie works at Siemens")],
         "I miss the bakeries of Paris.": [FactSpec("User likes the bakeries of Paris")],
     }
     brain.decide = rules(("Melanie lives in Berlin", "SUPERSEDE", "Melanie lives in Paris"))
     brain.graph = graph_of
-    first = await consolidate(client, "My sister Melanie lives in Paris.",
+    first = await consolidate(client, "My sister Melanie lives in Paris since June 2023.",
                               observed_at="2024-01-10T10:00:00Z")
-    second = await consolidate(client, "Mel just moved to Berlin, she works at Siemens now.",
+    second = await consolidate(client,
+                               "Mel moved to Berlin on 20 February, she works at Siemens now.",
                                observed_at="2024-03-01T10:00:00Z")
     third = await consolidate(client, "I miss the bakeries of Paris.",
                               observed_at="2024-05-01T10:00:00Z")

@@ -17,7 +17,8 @@ from app.errors import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from app.llm import ChatMessage, OpenAICompatibleClient, Usage, parse_output, strict_schema
+from app.llm import RUNAWAY_REQUEST, ChatMessage, OpenAICompatibleClient, Usage
+from app.llm_output import parse_output, strict_schema
 from tests.scripted_llm import Reply, ScriptedLLM
 
 ClientFactory = Callable[..., OpenAICompatibleClient]
@@ -205,6 +206,47 @@ async def test_truncated_output_says_so(scripted_llm: ScriptedLLM,
 
     with pytest.raises(LLMOutputError, match="cut off at max_tokens"):
         await make_client(max_output_retries=0).complete(MESSAGES, Extraction)
+
+
+async def test_a_runaway_is_asked_again_once_from_the_start(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    """A reply cut at max_tokens is not sent back (it is long and wrong): the call starts
+    over with a request to be brief, at a higher temperature."""
+    scripted_llm.script(Reply(content='{"facts": [{"text": "Lives in Paris Lives in Paris',
+                              finish_reason="length"), GOOD)
+
+    completion = await make_client().complete(MESSAGES, Extraction)
+
+    assert completion.value == GOOD
+    assert (completion.attempts, completion.truncated) == (2, 1)
+    first, second = scripted_llm.requests
+    assert second.messages == [*MESSAGES, {"role": "user", "content": RUNAWAY_REQUEST}]
+    assert second.body["temperature"] > first.body["temperature"]
+
+
+async def test_a_second_runaway_ends_the_call(scripted_llm: ScriptedLLM,
+                                              make_client: ClientFactory) -> None:
+    """Never paid for a third time, whatever max_output_retries allows."""
+    runaway = Reply(content='{"facts": [{"te', finish_reason="length")
+    scripted_llm.script(runaway, runaway, GOOD)
+
+    with pytest.raises(LLMOutputError, match="cut off at max_tokens") as caught:
+        await make_client(max_output_retries=2).complete(MESSAGES, Extraction)
+
+    assert len(scripted_llm.requests) == 2
+    assert (caught.value.replies, caught.value.truncated) == (2, 2)
+    assert scripted_llm.pending == 1
+
+
+async def test_a_call_bounds_its_reply_within_the_clients_limit(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    scripted_llm.script(GOOD, GOOD)
+    client = make_client(max_tokens=512)
+
+    await client.complete(MESSAGES, Extraction, max_tokens=120)
+    await client.complete(MESSAGES, Extraction, max_tokens=5000)
+
+    assert [r.body["max_tokens"] for r in scripted_llm.requests] == [120, 512]
 
 
 async def test_server_error_is_retried(scripted_llm: ScriptedLLM,

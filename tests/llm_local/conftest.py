@@ -1,4 +1,4 @@
-"""One data directory for every test of the bundled model, so its 491 MB file is assembled
+"""One data directory for every test of the bundled model, so its 1.1 GB file is assembled
 once per session however many tests start a server on it."""
 
 from __future__ import annotations

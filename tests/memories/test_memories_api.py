@@ -10,7 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from app.domain import Scope, content_hash
+from app.embeddings import SentenceTransformerEmbedder
 from app.store.db import Database
+from app.store.repositories import memories as memory_rows
+from app.store.repositories.memories import NewMemory
 
 NOWHERE = "00000000-0000-7000-8000-000000000000"
 
@@ -134,22 +138,42 @@ async def test_add_with_only_empty_messages_is_rejected(client: httpx.AsyncClien
     assert await row_counts(database) == before
 
 
-async def test_duplicate_messages_in_one_request_collapse(client: httpx.AsyncClient) -> None:
-    response = await add(client, "I live in Lisbon.", "Something else entirely.",
-                         "I  live in Lisbon. ")
-    results = response.json()["results"]
-    assert [r["event"] for r in results] == ["ADD", "ADD", "NOOP"]
-    assert results[2]["id"] == results[0]["id"]
+async def test_each_message_is_a_memory_of_its_own_place(client: httpx.AsyncClient) -> None:
+    """A message is an event: the same words twice in one conversation are two messages,
+    each linked to its own place in the episode."""
+    sent = ["I live in Lisbon.", "Something else entirely.", "I  live in Lisbon. "]
+    results = (await add(client, *sent)).json()["results"]
+    assert [r["event"] for r in results] == ["ADD", "ADD", "ADD"]
+    assert len({r["id"] for r in results}) == 3
     assert results[2]["memory"] == "I live in Lisbon."
-    assert len(await list_all(client)) == 2
+    listed = await list_all(client)
+    assert {m["kind"] for m in listed} == {"message"}
+    assert len(listed) == 3
+    for index, result in enumerate(results):
+        detail = (await client.get(f"/v1/memories/{result['id']}")).json()
+        assert detail["kind"] == "message"
+        assert detail["metadata"]["message_index"] == index
+        [source] = detail["sources"]
+        assert source["message_indices"] == [index]
+        assert source["messages"][0]["content"] == sent[index]
     assert len(await history(client, results[0]["id"])) == 1
 
 
-async def test_reposting_identical_text_is_noop(client: httpx.AsyncClient) -> None:
-    first = await add_one(client, "My sister's name is Ana.")
-    again = (await add(client, "My sister's name is Ana.")).json()["results"]
-    assert again == [{"id": first, "memory": "My sister's name is Ana.", "event": "NOOP"}]
-    assert [m["id"] for m in await list_all(client)] == [first]
+async def test_words_said_again_are_another_message(client: httpx.AsyncClient) -> None:
+    """Posting the same text again (another session, another day) keeps both, each with its
+    own time and metadata; only distilled facts are de-duplicated by content."""
+    first = await add_one(client, "My sister's name is Ana.", metadata={"session": 1},
+                          observed_at="2025-01-02T10:00:00Z")
+    again = (await add(client, "My sister's name is Ana.", metadata={"session": 2},
+                       observed_at="2025-03-04T10:00:00Z")).json()["results"]
+    assert [r["event"] for r in again] == ["ADD"]
+    assert again[0]["id"] != first
+    listed = {m["id"]: m for m in await list_all(client)}
+    assert set(listed) == {first, again[0]["id"]}
+    assert listed[first]["metadata"]["session"] == 1
+    assert listed[again[0]["id"]]["metadata"]["session"] == 2
+    assert listed[first]["valid_at"].startswith("2025-01-02")
+    assert listed[again[0]["id"]]["valid_at"].startswith("2025-03-04")
     assert [e["event"] for e in await history(client, first)] == ["ADD"]
 
 
@@ -170,10 +194,14 @@ async def test_get_memory(client: httpx.AsyncClient) -> None:
     response = await client.get(f"/v1/memories/{memory_id}")
     assert response.status_code == 200, response.text
     memory = response.json()
-    assert set(memory) == {"id", "memory", "user_id", "agent_id", "run_id", "metadata",
-                           "created_at", "updated_at", "expires_at", "valid_at", "invalid_at",
-                           "superseded_by", "supersedes", "sources"}
-    assert memory["sources"] == []  # stored verbatim: no episode behind it
+    assert set(memory) == {"id", "memory", "kind", "user_id", "agent_id", "run_id",
+                           "metadata", "created_at", "updated_at", "expires_at", "valid_at",
+                           "invalid_at", "superseded_by", "supersedes", "sources"}
+    assert memory["kind"] == "message"
+    [source] = memory["sources"]  # the message's own place in its episode
+    assert source["message_indices"] == [0]
+    assert source["messages"] == [{"index": 0, "role": "user",
+                                   "content": "Allergic to peanuts."}]
     assert memory["id"] == memory_id
     assert memory["memory"] == "Allergic to peanuts."
     assert (memory["user_id"], memory["agent_id"], memory["run_id"]) == ("u9", "doc", None)
@@ -313,10 +341,22 @@ async def test_patch_without_change_records_nothing(client: httpx.AsyncClient) -
     assert [e["event"] for e in await history(client, memory_id)] == ["ADD"]
 
 
-async def test_patch_to_text_of_another_live_memory_conflicts(client: httpx.AsyncClient,
-                                                              database: Database) -> None:
-    first = await add_one(client, "Drives a green van.")
-    second = await add_one(client, "Works night shifts.")
+async def add_fact(client: httpx.AsyncClient, database: Database,
+                   embedder: SentenceTransformerEmbedder, text: str) -> str:
+    """A fact of user u1, as consolidation stores one (facts are unique per scope)."""
+    project_id = uuid.UUID((await client.get("/v1/project")).json()["id"])
+    (vector,) = await embedder.embed([text])
+    async with database.session_scope() as session:
+        inserted = await memory_rows.insert_new(session, project_id, Scope(user_id="u1"), [
+            NewMemory(text, content_hash(text), {}, vector)])
+    return str(inserted[content_hash(text)])
+
+
+async def test_patch_to_text_of_another_live_fact_conflicts(
+        client: httpx.AsyncClient, database: Database,
+        embedder: SentenceTransformerEmbedder) -> None:
+    await add_fact(client, database, embedder, "Drives a green van.")
+    second = await add_fact(client, database, embedder, "Works night shifts.")
     before = {m["id"]: m for m in await list_all(client)}
     counts = await row_counts(database)
 
@@ -326,10 +366,20 @@ async def test_patch_to_text_of_another_live_memory_conflicts(client: httpx.Asyn
 
     assert {m["id"]: m for m in await list_all(client)} == before
     assert await row_counts(database) == counts
-    assert [e["event"] for e in await history(client, second)] == ["ADD"]
+    assert [e["event"] for e in await history(client, second)] == []
     hits = await search(client, "night shift work", user_id="u1", top_k=1)
     assert hits[0]["id"] == second
     assert hits[0]["memory"] == "Works night shifts."
+
+
+async def test_patch_to_text_of_another_message_is_allowed(client: httpx.AsyncClient) -> None:
+    """Messages are events, not unique facts: two may say the same."""
+    first = await add_one(client, "Drives a green van.")
+    second = await add_one(client, "Works night shifts.")
+    response = await client.patch(f"/v1/memories/{second}", json={"text": "Drives a green van."})
+    assert response.status_code == 200, response.text
+    assert {m["id"]: m["memory"] for m in await list_all(client)} == {
+        first: "Drives a green van.", second: "Drives a green van."}
     assert first != second
 
 
@@ -607,18 +657,19 @@ async def test_concurrent_idempotent_requests_write_once(client: httpx.AsyncClie
                                           "idempotency_keys": 1}
 
 
-async def test_concurrent_identical_adds_make_one_memory(client: httpx.AsyncClient,
-                                                         database: Database) -> None:
+async def test_concurrent_identical_adds_are_each_kept(client: httpx.AsyncClient,
+                                                      database: Database) -> None:
+    """Ten clients saying the same at once said it ten times: ten messages, none lost."""
     body = {"messages": [message("Is training for a triathlon.")], "user_id": "u1",
             "infer": False}
     responses = await asyncio.gather(*(client.post("/v1/memories", json=body)
                                        for _ in range(10)))
     assert [r.status_code for r in responses] == [201] * 10, [r.text for r in responses]
     results = [r.json()["results"][0] for r in responses]
-    assert sorted(r["event"] for r in results) == ["ADD"] + ["NOOP"] * 9
-    assert len({r["id"] for r in results}) == 1
-    assert [m["id"] for m in await list_all(client)] == [results[0]["id"]]
-    assert await row_counts(database) == {"memories": 1, "memory_events": 1,
+    assert [r["event"] for r in results] == ["ADD"] * 10
+    assert len({r["id"] for r in results}) == 10
+    assert sorted(m["id"] for m in await list_all(client)) == sorted(r["id"] for r in results)
+    assert await row_counts(database) == {"memories": 10, "memory_events": 10,
                                           "idempotency_keys": 0}
 
 

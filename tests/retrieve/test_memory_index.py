@@ -208,11 +208,15 @@ async def test_every_kind_of_change_reaches_search(client: httpx.AsyncClient,
     assert (await client.delete(f"/v1/memories/{tea}")).status_code == 200
     assert "My favourite tea is oolong." not in await found("oolong tea", "dense")
 
-    brain.facts = {"I live in Paris.": [FactSpec("User lives in Paris", "2023-01-01")],
-                   "I moved to Berlin.": [FactSpec("User lives in Berlin", "2024-01-01")]}
+    brain.facts = {"I live in Paris since January 2023.": [
+                       FactSpec("User lives in Paris", "since January 2023")],
+                   "I moved to Berlin in January 2024.": [
+                       FactSpec("User lives in Berlin", "in January 2024")]}
     brain.decide = rules(("User lives in Berlin", "SUPERSEDE", "User lives in Paris"))
-    await consolidate(client, "I live in Paris.", observed_at="2023-02-01T00:00:00Z")
-    await consolidate(client, "I moved to Berlin.", observed_at="2024-02-01T00:00:00Z")
+    await consolidate(client, "I live in Paris since January 2023.",
+                      observed_at="2023-02-01T00:00:00Z")
+    await consolidate(client, "I moved to Berlin in January 2024.",
+                      observed_at="2024-02-01T00:00:00Z")
     assert "User lives in Paris" not in await found("where does the user live")
     assert "User lives in Berlin" in await found("where does the user live")
     assert "User lives in Paris" in await found("where does the user live",

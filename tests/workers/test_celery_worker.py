@@ -56,11 +56,12 @@ async def post_episode(http: httpx.AsyncClient, *texts: str) -> str:
 
 
 async def memory_rows(database: Database, project_id: uuid.UUID) -> list[tuple[str, bool]]:
-    """Every memory row of the project, superseded and deleted ones included: (text, live)."""
+    """Every fact row of the project, superseded and deleted ones included: (text, live)."""
     async with database.engine.connect() as connection:
         rows = await connection.execute(sa.text(
             "SELECT text, deleted_at IS NULL AND invalid_at IS NULL FROM memories "
-            "WHERE project_id = :project ORDER BY text"), {"project": project_id})
+            "WHERE project_id = :project AND kind = 'fact' ORDER BY text"),
+            {"project": project_id})
         return [(row[0], row[1]) for row in rows]
 
 
@@ -82,11 +83,12 @@ async def test_an_episode_is_consolidated_by_the_worker(
     assert job["usage"]["llm_calls"] >= 1
     assert brain.extract_calls >= 1
 
-    listed = await tenant.http.get("/v1/memories", params={"user_id": "u1"})
+    listed = await tenant.http.get("/v1/memories", params={"user_id": "u1", "kind": "fact"})
     assert sorted(m["memory"] for m in listed.json()["results"]) == [
         "User lives in Paris", "User works as a nurse"]
     found = await tenant.http.post("/v1/memories/search", json={
-        "query": "Which city does the user live in?", "user_id": "u1", "top_k": 1})
+        "query": "Which city does the user live in?", "user_id": "u1", "top_k": 1,
+        "filters": {"kind": "fact"}})
     assert found.status_code == 200, found.text
     assert [hit["memory"] for hit in found.json()["results"]] == ["User lives in Paris"]
 

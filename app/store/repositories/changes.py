@@ -26,6 +26,7 @@ class IndexRow:
     user_id: str | None
     agent_id: str | None
     run_id: str | None
+    kind: str
     text: str
     context: str | None
     content_hash: str
@@ -38,7 +39,7 @@ class IndexRow:
 
 
 _COLUMNS = (Memory.id, Memory.project_id, Memory.user_id, Memory.agent_id, Memory.run_id,
-            Memory.text, Memory.context, Memory.content_hash, Memory.embedding,
+            Memory.kind, Memory.text, Memory.context, Memory.content_hash, Memory.embedding,
             Memory.created_at, Memory.valid_at, Memory.invalid_at, Memory.expires_at,
             Memory.deleted_at.is_not(None))
 

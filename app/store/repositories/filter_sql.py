@@ -24,6 +24,7 @@ _COLUMNS: dict[str, Any] = {
     "user_id": Memory.user_id,
     "agent_id": Memory.agent_id,
     "run_id": Memory.run_id,
+    "kind": Memory.kind,
     "created_at": Memory.created_at,
     "updated_at": Memory.updated_at,
 }

@@ -26,7 +26,8 @@ FINISHED = (SUCCEEDED, FAILED)
 
 async def add(session: AsyncSession, project_id: uuid.UUID, episode_id: uuid.UUID) -> Job:
     job = Job(id=uuid7(), project_id=project_id, episode_id=episode_id, status=PENDING,
-              attempts=0, llm_calls=0, prompt_tokens=0, completion_tokens=0)
+              attempts=0, llm_calls=0, prompt_tokens=0, completion_tokens=0,
+              truncated_replies=0)
     session.add(job)
     await session.flush()
     await session.refresh(job)
@@ -61,10 +62,12 @@ async def heartbeat(session: AsyncSession, job_id: uuid.UUID) -> None:
 
 
 async def add_usage(session: AsyncSession, job_id: uuid.UUID, *, model: str | None,
-                    calls: int, prompt_tokens: int, completion_tokens: int) -> None:
+                    calls: int, prompt_tokens: int, completion_tokens: int,
+                    truncated: int = 0) -> None:
     """Counts LLM spending on the job, failed attempts included."""
     values: dict[Any, Any] = {
         Job.llm_calls: Job.llm_calls + calls,
+        Job.truncated_replies: Job.truncated_replies + truncated,
         Job.prompt_tokens: Job.prompt_tokens + prompt_tokens,
         Job.completion_tokens: Job.completion_tokens + completion_tokens,
     }

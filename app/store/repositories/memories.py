@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 from sqlalchemy.sql.elements import ColumnElement
 
-from app.domain import CURRENT, Filter, Scope, Timeline
+from app.domain import CURRENT, Filter, MemoryKind, Scope, Timeline
 from app.store.ids import uuid7
-from app.store.models import Memory, MemoryEvent
+from app.store.models import Memory
 from app.store.repositories.filter_sql import compile_filter
 
 # pgvector's HNSW candidate list; iterative scans keep going past it under filters.
@@ -39,30 +39,6 @@ class NewMemory:
     expires_at: datetime | None = None
     valid_at: datetime | None = None
     context: str | None = None
-
-
-@dataclass(frozen=True)
-class EventRecord:
-    memory_id: uuid.UUID
-    event: str
-    old_text: str | None
-    new_text: str | None
-    old_metadata: dict[str, Any] | None
-    new_metadata: dict[str, Any] | None
-    cause: Cause | None = None
-    message_indices: Sequence[int] | None = None
-    decision: str | None = None
-    related_memory_id: uuid.UUID | None = None
-
-
-@dataclass(frozen=True)
-class Cause:
-    """Why consolidation changed a memory: the episode and job, and who decided how."""
-
-    episode_id: uuid.UUID
-    job_id: uuid.UUID
-    model: str | None
-    prompt_version: str | None
 
 
 def live() -> ColumnElement[bool]:
@@ -102,7 +78,7 @@ def _exact_scope(scope: Scope) -> list[ColumnElement[bool]]:
 
 async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
                      items: Sequence[NewMemory]) -> dict[str, uuid.UUID]:
-    """Inserts each item unless an identical live memory exists in the scope.
+    """Inserts each item as a fact unless an identical live fact exists in the scope.
 
     Returns content hash → id for the rows this call inserted; the unique index on
     (project, scope, hash) settles races between concurrent writers.
@@ -115,19 +91,21 @@ async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
             "agent_id": scope.agent_id, "run_id": scope.run_id, "text": item.text,
             "content_hash": item.content_hash, "metadata": item.metadata,
             "embedding": item.embedding, "expires_at": item.expires_at,
-            "valid_at": item.valid_at, "context": item.context,
+            "valid_at": item.valid_at, "context": item.context, "kind": "fact",
         }
         for item in items
     ]).on_conflict_do_nothing(
         index_elements=["project_id", "user_id", "agent_id", "run_id", "content_hash"],
-        index_where=sa.and_(Memory.deleted_at.is_(None), Memory.invalid_at.is_(None)),
+        # The index's own predicate, literally: Postgres matches it, it cannot prove a bound
+        # parameter implies it.
+        index_where=sa.text("deleted_at IS NULL AND invalid_at IS NULL AND kind = 'fact'"),
     ).returning(Memory.id, Memory.content_hash)
     return {row.content_hash: row.id for row in await session.execute(statement)}
 
 
 async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
                          hashes: Sequence[str]) -> dict[str, Memory]:
-    """The unique-index holders of these hashes in exactly this scope.
+    """The unique-index holders (live facts) of these hashes in exactly this scope.
 
     Expired holders are retired first (marked deleted), so their text can be stored again.
     """
@@ -135,6 +113,7 @@ async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, 
         Memory.project_id == project_id,
         *_exact_scope(scope),
         Memory.content_hash.in_(hashes),
+        Memory.kind == "fact",
         Memory.deleted_at.is_(None),
         Memory.invalid_at.is_(None),
     )
@@ -145,6 +124,22 @@ async def retire_expired_and_find(session: AsyncSession, project_id: uuid.UUID, 
         await session.execute(sa.update(Memory).where(Memory.id.in_([m.id for m in expired]))
                               .values(deleted_at=sa.func.now()))
     return {digest: m for digest, m in holders.items() if m not in expired}
+
+
+async def insert_messages(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+                          items: Sequence[NewMemory]) -> list[uuid.UUID]:
+    """Inserts each item as a message, whatever the scope already holds (a message is an
+    event: the same words said again are another one). Returns the ids in order."""
+    ids = [uuid7() for _ in items]
+    rows = [{"id": memory_id, "project_id": project_id, "user_id": scope.user_id,
+             "agent_id": scope.agent_id, "run_id": scope.run_id, "text": item.text,
+             "content_hash": item.content_hash, "metadata": item.metadata,
+             "embedding": item.embedding, "expires_at": item.expires_at,
+             "valid_at": item.valid_at, "context": item.context, "kind": "message"}
+            for memory_id, item in zip(ids, items, strict=True)]
+    if rows:
+        await session.execute(insert(Memory).values(rows))
+    return ids
 
 
 async def insert_or_find(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
@@ -199,20 +194,23 @@ async def page(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
 async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[float],
                   filter_tree: Filter | None, top_k: int, threshold: float | None, *,
                   timeline: Timeline = CURRENT, exact_scope: Scope | None = None,
-                  among: Sequence[uuid.UUID] | None = None) -> list[tuple[Memory, float]]:
+                  among: Sequence[uuid.UUID] | None = None,
+                  kind: MemoryKind | None = None) -> list[tuple[Memory, float]]:
     """The ``top_k`` live memories closest to ``embedding`` that match the filter.
 
     First through the HNSW index with pgvector's iterative scan, which keeps walking until
     enough rows pass the filter or ``MAX_SCAN_TUPLES`` were seen; if that yields fewer than
     ``top_k``, all matching rows are scored exactly. A selective filter never loses hits.
     ``exact_scope`` keeps to memories stored under exactly that user/agent/run (unset ids
-    included), as consolidation compares a new fact only with its own scope; ``among`` keeps
-    to these ids (scored exactly).
+    included), as consolidation compares a new fact only with its own scope's facts
+    (``kind``); ``among`` keeps to these ids (scored exactly).
     """
     distance = Memory.embedding.cosine_distance(embedding)
     scoped: list[ColumnElement[bool]] = [Memory.project_id == project_id, visible(timeline)]
     if exact_scope is not None:
         scoped += _exact_scope(exact_scope)
+    if kind is not None:
+        scoped.append(Memory.kind == kind)
     if among is not None:
         if not among:
             return []
@@ -356,35 +354,4 @@ async def live_in_scope(session: AsyncSession, project_id: uuid.UUID,
     query = (sa.select(Memory).where(Memory.project_id == project_id,
                                      visible(Timeline(include_superseded=True)),
                                      *_scope_clauses(scope)).with_for_update())
-    return (await session.scalars(query)).all()
-
-
-async def add_events(session: AsyncSession, project_id: uuid.UUID,
-                     events: Sequence[EventRecord], *, actor_key_id: uuid.UUID | None,
-                     request_id: str | None) -> None:
-    if not events:
-        return
-    await session.execute(sa.insert(MemoryEvent).values([
-        {
-            "id": uuid7(), "project_id": project_id, "memory_id": event.memory_id,
-            "event": event.event, "old_text": event.old_text, "new_text": event.new_text,
-            "old_metadata": event.old_metadata, "new_metadata": event.new_metadata,
-            "actor_key_id": actor_key_id, "request_id": request_id,
-            "episode_id": event.cause.episode_id if event.cause else None,
-            "job_id": event.cause.job_id if event.cause else None,
-            "model": event.cause.model if event.cause else None,
-            "prompt_version": event.cause.prompt_version if event.cause else None,
-            "message_indices": list(event.message_indices)
-            if event.message_indices is not None else None,
-            "decision": event.decision, "related_memory_id": event.related_memory_id,
-        }
-        for event in events
-    ]))
-
-
-async def history(session: AsyncSession, project_id: uuid.UUID,
-                  memory_id: uuid.UUID) -> Sequence[MemoryEvent]:
-    query = (sa.select(MemoryEvent)
-             .where(MemoryEvent.project_id == project_id, MemoryEvent.memory_id == memory_id)
-             .order_by(MemoryEvent.id))
     return (await session.scalars(query)).all()

@@ -285,10 +285,15 @@ class BaseClient:
         page_size: int,
         as_of: datetime | None,
         include_superseded: bool,
+        kind: str | None = None,
     ) -> Call[Results[Memory]]:
         if page_size < 1:
             raise ValueError("page_size must be at least 1")
+        if kind not in (None, "fact", "message"):
+            raise ValueError('kind is "fact", "message" or None (both)')
         params: dict[str, str | int] = {**_scope(user_id, agent_id, run_id), "limit": page_size}
+        if kind is not None:
+            params["kind"] = kind
         for name, value in _timeline(as_of, include_superseded).items():
             params[name] = "true" if value is True else str(value)
         return Call("GET", MEMORIES, Results[Memory].model_validate, params=params)

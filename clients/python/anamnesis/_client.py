@@ -211,14 +211,16 @@ class Anamnesis(BaseClient):
         page_size: int = 100,
         as_of: datetime | None = None,
         include_superseded: bool = False,
+        kind: str | None = None,
     ) -> Iterator[Memory]:
         """Iterate over the scope's current memories, newest first, ``page_size`` at a time.
 
         ``as_of`` lists what was true at that time instead, ``include_superseded=True``
-        superseded memories too (not both). Arguments are checked now; pages are requested
-        as the iterator is consumed.
+        superseded memories too (not both); ``kind`` keeps to ``"message"`` or ``"fact"``.
+        Arguments are checked now; pages are requested as the iterator is consumed.
         """
-        first = self._list_call(user_id, agent_id, run_id, page_size, as_of, include_superseded)
+        first = self._list_call(user_id, agent_id, run_id, page_size, as_of, include_superseded,
+                                kind)
         return self._pages(first)
 
     def _pages(self, call: Call[Results[Memory]]) -> Iterator[Memory]:
@@ -445,9 +447,11 @@ class AsyncAnamnesis(BaseClient):
         page_size: int = 100,
         as_of: datetime | None = None,
         include_superseded: bool = False,
+        kind: str | None = None,
     ) -> AsyncIterator[Memory]:
         """See :meth:`Anamnesis.get_all`; use with ``async for`` (do not ``await`` it)."""
-        first = self._list_call(user_id, agent_id, run_id, page_size, as_of, include_superseded)
+        first = self._list_call(user_id, agent_id, run_id, page_size, as_of, include_superseded,
+                                kind)
         return self._pages(first)
 
     async def _pages(self, call: Call[Results[Memory]]) -> AsyncIterator[Memory]:

@@ -31,7 +31,8 @@ class Message(BaseModel):
 
 
 class AddedMemory(_Response):
-    """One outcome of ``add``: ``event`` is ``"ADD"`` (stored) or ``"NOOP"`` (already stored)."""
+    """One message ``add`` stored as a memory (``event`` ``"ADD"``): a message is an event, so
+    the same words sent again are stored again."""
 
     id: str
     memory: str
@@ -113,12 +114,15 @@ class Job(_Response):
 class Memory(_Response):
     """A stored memory, scoped by whichever of ``user_id``/``agent_id``/``run_id`` were set.
 
-    ``valid_at`` is since when the fact holds (when known); a superseded memory has
-    ``invalid_at`` set and ``superseded_by`` naming the memory that replaced it.
+    ``kind`` is ``"message"`` (what was said, one per message sent) or ``"fact"`` (what
+    consolidation distilled from messages). ``valid_at`` is since when it holds (when known);
+    a superseded memory has ``invalid_at`` set and ``superseded_by`` naming the memory that
+    replaced it.
     """
 
     id: str
     memory: str
+    kind: str = "fact"
     user_id: str | None = None
     agent_id: str | None = None
     run_id: str | None = None

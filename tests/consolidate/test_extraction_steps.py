@@ -1,0 +1,130 @@
+"""The extraction step's own work, on the scripted LLM through the API: the transcript names
+speakers, time words become days in code, long episodes are read in windows with bounded
+replies, and citations are held to the messages that say the fact."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from app.consolidate.dates import resolve_when
+from app.consolidate.extract import TOKENS_PER_TURN, WINDOW_TURNS
+from tests.consolidate.scripted_brain import Brain, FactSpec
+from tests.consolidate.test_consolidation_api import memories
+from tests.scripted_llm import ScriptedLLM
+
+OBSERVED = "2025-05-10T12:00:00+00:00"
+
+
+def extraction_prompts(scripted_llm: ScriptedLLM) -> list[dict[str, Any]]:
+    return [r.body for r in scripted_llm.requests
+            if r.body["response_format"]["json_schema"]["name"] == "ExtractedFacts"]
+
+
+async def add(client: httpx.AsyncClient, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    response = await client.post("/v1/memories", json={
+        "messages": messages, "user_id": "u1", "observed_at": OBSERVED, "wait": True})
+    assert response.status_code == 200, response.text
+    job: dict[str, Any] = response.json()
+    assert job["status"] == "SUCCEEDED", job["error"]
+    return job
+
+
+@pytest.mark.parametrize(("said", "day"), [
+    ("yesterday", date(2025, 5, 9)),
+    ("last March", date(2025, 3, 1)),
+    ("last May", date(2024, 5, 1)),
+    ("two weeks ago", date(2025, 4, 26)),
+    ("in 2019", date(2019, 1, 1)),
+    ("since 2015", date(2015, 1, 1)),
+    ("last summer", date(2024, 6, 1)),
+    ("on 7 May 2025", date(2025, 5, 7)),
+    ("2024-02-20", date(2024, 2, 20)),
+    ("tomorrow", None),  # not yet true
+    ("next month", None),
+    ("recently", None),  # names no day
+    (None, None),
+])
+def test_time_words_become_days(said: str | None, day: date | None) -> None:
+    assert resolve_when(said, datetime(2025, 5, 10, 12, tzinfo=UTC)) == day
+
+
+async def test_time_words_are_resolved_against_the_conversation(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    brain.facts = {"I moved to Oslo last March.": [FactSpec("Dana lives in Oslo", "last March")],
+                   "I fly to Rome tomorrow.": [FactSpec("Dana flies to Rome", "tomorrow")],
+                   "I love jazz.": [FactSpec("Dana loves jazz")]}
+    await add(client, [{"role": "user", "content": text, "name": "Dana"}
+                       for text in brain.facts])
+    valid = {m["memory"]: m["valid_at"] for m in await memories(client, user_id="u1")}
+    assert valid["Dana lives in Oslo"].startswith("2025-03-01")
+    assert valid["Dana flies to Rome"].startswith("2025-05-10T12:00")  # future: from now
+    assert valid["Dana loves jazz"].startswith("2025-05-10T12:00")
+
+
+async def test_the_transcript_names_every_speaker(client: httpx.AsyncClient, brain: Brain,
+                                                  scripted_llm: ScriptedLLM) -> None:
+    brain.facts = {"I'm Dana, I live in Oslo.": ["Dana lives in Oslo"]}
+    await add(client, [
+        {"role": "user", "content": "I'm Dana, I live in Oslo.", "name": "Dana"},
+        {"role": "assistant", "content": "Nice,  Oslo is lovely."},
+        {"role": "user", "content": "Thanks."},
+    ])
+    [body] = extraction_prompts(scripted_llm)
+    prompt = body["messages"][-1]["content"]
+    assert "[0] Dana: I'm Dana, I live in Oslo.\n" in prompt
+    assert "[1] Assistant: Nice, Oslo is lovely.\n" in prompt
+    assert "[2] User: Thanks." in prompt
+    assert "Maya" in body["messages"][0]["content"]  # the worked example rides along
+
+
+async def test_a_long_episode_is_read_in_windows(client: httpx.AsyncClient, brain: Brain,
+                                                 scripted_llm: ScriptedLLM) -> None:
+    said = [f"Line {n}: I once visited city number {n}." for n in range(30)]
+    brain.facts = {said[3]: ["Dana visited city 3"], said[25]: ["Dana visited city 25"]}
+    job = await add(client, [{"role": "user", "content": text, "name": "Dana"}
+                             for text in said])
+    bodies = extraction_prompts(scripted_llm)
+    sizes = [sum(line.startswith("[") for line in b["messages"][-1]["content"].splitlines())
+             for b in bodies]
+    assert sizes == [WINDOW_TURNS, WINDOW_TURNS, 30 - 2 * WINDOW_TURNS]
+    assert [b["max_tokens"] for b in bodies] == [max(160, TOKENS_PER_TURN * n) for n in sizes]
+    second = bodies[1]["messages"][-1]["content"]
+    assert f"Said before (context only, do not extract):\nDana: {said[10]}" in second
+    assert f"[{WINDOW_TURNS}] Dana: {said[WINDOW_TURNS]}" in second
+    assert job["usage"]["llm_calls"] == 3 + 1  # three windows and the graph
+    [late] = [m for m in await memories(client, user_id="u1")
+              if m["memory"] == "Dana visited city 25"]
+    detail = (await client.get(f"/v1/memories/{late['id']}")).json()
+    assert detail["sources"][0]["message_indices"] == [25]
+
+
+async def test_citations_are_held_to_the_messages_that_say_the_fact(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM) -> None:
+    messages = [{"role": "user", "content": "Hi there!", "name": "Dana"},
+                {"role": "assistant", "content": "Hello Dana, what's new?"},
+                {"role": "user", "content": "My sister Ines still lives in Lisbon.",
+                 "name": "Dana"},
+                {"role": "user", "content": "And I adopted a cat.", "name": "Dana"}]
+    replies = {"Ines lives in Lisbon.": [0, 1, 3],  # cites everything but the right one
+               "Dana has a cat.": [0],  # cites the wrong message
+               "Dana is friendly.": [1]}  # shares no word with any message
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
+            return {"facts": [{"text": text, "source_messages": cited, "when": None}
+                              for text, cited in replies.items()]}
+        return brain(body)
+
+    scripted_llm.responder = answer
+    await add(client, messages)
+    cited = {}
+    for memory in await memories(client, user_id="u1"):
+        detail = (await client.get(f"/v1/memories/{memory['id']}")).json()
+        cited[memory["memory"]] = detail["sources"][0]["message_indices"]
+    assert cited == {"Ines lives in Lisbon.": [2], "Dana has a cat.": [3],
+                     "Dana is friendly.": [1]}
+

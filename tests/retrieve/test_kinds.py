@@ -1,0 +1,104 @@
+"""Messages and facts: every message said is a memory of its own, searchable as soon as the
+add commits (whatever consolidation later does), and ``kind`` filters search and lists on
+both candidate sources (the in-process index and Postgres)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import SearchSettings, Settings
+from app.embeddings import SentenceTransformerEmbedder
+from app.main import create_app
+from tests.conftest import KeyFactory
+from tests.consolidate.scripted_brain import Brain
+from tests.scripted_llm import Reply, ScriptedLLM
+
+
+@pytest.fixture(scope="module", params=["memory", "postgres"])
+async def search_app(request: pytest.FixtureRequest, settings: Settings,
+                     embedder: SentenceTransformerEmbedder,
+                     app: FastAPI) -> AsyncIterator[FastAPI]:
+    """An API on the suite's database whose searches take candidates from the index named by
+    the parameter; the suite's own app keeps running the jobs."""
+    index = request.param
+    own = settings.model_copy(update={
+        "search": SearchSettings(index=index), "data_dir": settings.data_dir / f"kinds-{index}"})
+    application = create_app(own, embedder=embedder)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def kinds_client(search_app: FastAPI, api_key_factory: KeyFactory
+                       ) -> AsyncIterator[httpx.AsyncClient]:
+    key = await api_key_factory()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=search_app),
+                                 base_url="http://test",
+                                 headers={"Authorization": f"Bearer {key}"}) as http:
+        yield http
+
+
+async def search(client: httpx.AsyncClient, query: str, **fields: Any) -> list[dict[str, Any]]:
+    response = await client.post("/v1/memories/search",
+                                 json={"query": query, "user_id": "u1", **fields})
+    assert response.status_code == 200, response.text
+    hits: list[dict[str, Any]] = response.json()["results"]
+    return hits
+
+
+async def test_messages_are_searchable_before_consolidation_ran(
+        client: httpx.AsyncClient, scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.responder = lambda body: Reply.slow(5.0, '{"facts": []}')
+    response = await client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "My cat Miso hates the vacuum cleaner.",
+                      "name": "Dana"},
+                     {"role": "assistant", "content": "Poor Miso!"}],
+        "user_id": "u1"})
+    assert response.status_code == 202, response.text
+    job = (await client.get(f"/v1/jobs/{response.json()['job_id']}")).json()
+    assert job["status"] in ("PENDING", "RUNNING")
+    hits = await search(client, "which pet is afraid of the vacuum?")
+    assert (hits[0]["memory"], hits[0]["kind"]) == (
+        "My cat Miso hates the vacuum cleaner.", "message")
+    assert hits[0]["metadata"]["name"] == "Dana"
+    listed = (await client.get("/v1/memories", params={"kind": "message"})).json()["results"]
+    assert sorted(m["memory"] for m in listed) == ["My cat Miso hates the vacuum cleaner.",
+                                                   "Poor Miso!"]
+
+
+async def test_kind_filters_search_and_list(kinds_client: httpx.AsyncClient,
+                                            brain: Brain) -> None:
+    brain.facts = {"I moved to Oslo for a job at Equinor.": ["User works at Equinor"]}
+    response = await kinds_client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "I moved to Oslo for a job at Equinor."}],
+        "user_id": "u1", "wait": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "SUCCEEDED", response.json()
+
+    both = await search(kinds_client, "where does the user work")
+    assert {(hit["memory"], hit["kind"]) for hit in both} == {
+        ("I moved to Oslo for a job at Equinor.", "message"),
+        ("User works at Equinor", "fact")}
+    for filters, kind in (({"kind": "fact"}, "fact"),
+                          ({"kind": {"in": ["message"]}}, "message"),
+                          ({"kind": {"ne": "fact"}}, "message"),
+                          ({"AND": [{"kind": "fact"}, {"user_id": "u1"}]}, "fact")):
+        hits = await search(kinds_client, "where does the user work", filters=filters)
+        assert [hit["kind"] for hit in hits] == [kind], filters
+    listed = (await kinds_client.get("/v1/memories", params={"kind": "fact"})).json()
+    assert [m["memory"] for m in listed["results"]] == ["User works at Equinor"]
+
+
+async def test_an_unknown_kind_is_an_invalid_filter(client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/memories/search", json={
+        "query": "anything", "user_id": "u1", "filters": {"kind": "note"}})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_filter"
+    assert "kind" in response.json()["detail"]
+    listed = await client.get("/v1/memories", params={"kind": "note"})
+    assert listed.status_code == 422
