@@ -22,7 +22,6 @@ from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.backoff import backoff_delay
 from app.consolidate import replay
@@ -115,7 +114,7 @@ async def _settle_failure(resources: Resources, job: Job, ledger: Ledger,
         logger.warning("job %s attempt %d failed (%s); retrying in %.1f s", job.id,
                        job.attempts, detail, delay)
         async with resources.database.session_scope() as session:
-            await record_usage(session, job, ledger)
+            await ledger.charge(session, job)
             await jobs.release(session, job.id, code, detail[:2000],
                                retry_in=timedelta(seconds=delay))
         raise TransientJobError(detail, delay) from error
@@ -126,15 +125,9 @@ async def _settle_failure(resources: Resources, job: Job, ledger: Ledger,
     else:
         logger.warning("job %s failed: %s", job.id, detail)
     async with resources.database.session_scope() as session:
-        await record_usage(session, job, ledger)
+        await ledger.charge(session, job)
         await jobs.fail(session, job.id, code, detail[:2000])
     return jobs.FAILED
-
-
-async def record_usage(session: AsyncSession, job: Job, ledger: Ledger) -> None:
-    await jobs.add_usage(session, job.id, model=ledger.model, calls=ledger.calls,
-                         prompt_tokens=ledger.usage.prompt_tokens,
-                         completion_tokens=ledger.usage.completion_tokens)
 
 
 @asynccontextmanager
