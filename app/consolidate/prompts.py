@@ -115,10 +115,12 @@ Action = Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
 
 
 class Decision(BaseModel):
+    # The memory before the action: a small model that names what the fact is about first
+    # decides better than one that picks an action and then looks for a memory to fit it.
     fact: int = Field(description="Number of the new fact.")
-    action: Action
     memory: int | None = Field(
         description="Number of the existing memory it concerns; null for ADD.")
+    action: Action
     text: str | None = Field(
         max_length=2 * MAX_FACT_CHARS,
         description="For UPDATE: the merged memory text. Otherwise null (the fact is kept).")
@@ -129,13 +131,14 @@ class Decisions(BaseModel):
 
 
 _RESOLVE_SYSTEM = """\
-You keep a memory store correct. For each new fact choose one action:
-SUPERSEDE - memory M was true, but the new fact replaces it: the same person's home, job, \
-partner, plan, state or opinion changed, or M was a mistake. Both cannot be true at once.
-UPDATE - M is the same fact and the new one adds detail; text is the merged sentence.
-NOOP - M already says exactly the same thing.
-ADD - the fact is new: no memory says it, or it is about another thing than M.
-Each fact lists the memories it may concern; a new job never replaces a home.
+You keep a memory store true. Each new fact lists the existing memories it may concern. \
+For each new fact, first pick the memory it is about (or null), then the action:
+SUPERSEDE - the new fact makes that memory false now: a move, a new job, a change of mind, \
+a correction, a state that ended.
+UPDATE - the new fact says the same as that memory with more detail; text is the merged \
+sentence.
+NOOP - the new fact says exactly what that memory says, nothing more.
+ADD - the new fact is about something else (memory null).
 
 Example.
 Existing memories:
@@ -151,11 +154,11 @@ New facts:
 [4] Maya is learning Spanish. - may concern memory 2
 Answer:
 {"decisions": [\
-{"fact": 0, "action": "SUPERSEDE", "memory": 0, "text": null}, \
-{"fact": 1, "action": "SUPERSEDE", "memory": 1, "text": null}, \
-{"fact": 2, "action": "UPDATE", "memory": 2, "text": "Maya likes jazz and blues."}, \
-{"fact": 3, "action": "NOOP", "memory": 3, "text": null}, \
-{"fact": 4, "action": "ADD", "memory": null, "text": null}]}\
+{"fact": 0, "memory": 0, "action": "SUPERSEDE", "text": null}, \
+{"fact": 1, "memory": 1, "action": "SUPERSEDE", "text": null}, \
+{"fact": 2, "memory": 2, "action": "UPDATE", "text": "Maya likes jazz and blues."}, \
+{"fact": 3, "memory": 3, "action": "NOOP", "text": null}, \
+{"fact": 4, "memory": null, "action": "ADD", "text": null}]}\
 """
 
 

@@ -242,6 +242,33 @@ async def test_unfit_decisions_fall_back_to_add(client: httpx.AsyncClient, brain
                                                   "User trains daily"}
 
 
+async def test_a_decision_about_an_unlike_memory_falls_back_to_add(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """A new job never retires a home, whatever the model says: the memory it names must be
+    close enough in meaning to the fact (``resolve.MIN_SIMILARITY``)."""
+    brain.facts = {"I live in Lisbon and I play the cello.": ["Dana lives in Lisbon",
+                                                              "Dana plays the cello"],
+                   "I started working at Equinor as a geologist.": [
+                       "Dana works at Equinor as a geologist"]}
+    brain.decide = rules(("Dana works at Equinor as a geologist", "SUPERSEDE",
+                          "Dana plays the cello"))
+    await consolidate(client, "I live in Lisbon and I play the cello.")
+    job = await consolidate(client, "I started working at Equinor as a geologist.")
+    assert [r["event"] for r in job["results"]] == ["ADD"]
+    assert await texts(client, user_id="u1") == {
+        "Dana lives in Lisbon", "Dana plays the cello", "Dana works at Equinor as a geologist"}
+
+
+async def test_a_fact_like_no_memory_is_added_without_asking(client: httpx.AsyncClient,
+                                                             brain: Brain) -> None:
+    brain.facts = {"I have a parrot.": ["User has a parrot"],
+                   "My favourite number is 7.": ["User's favourite number is 7"]}
+    await consolidate(client, "I have a parrot.")
+    job = await consolidate(client, "My favourite number is 7.")
+    assert [r["event"] for r in job["results"]] == ["ADD"]
+    assert brain.resolve_calls == 0  # nothing similar enough to decide about
+
+
 # -- failures and retries ------------------------------------------------------------------
 
 
@@ -338,11 +365,13 @@ async def test_a_lost_enqueue_is_swept_up(client: httpx.AsyncClient, brain: Brai
 
 async def test_twenty_concurrent_episodes_of_one_scope_make_no_duplicates(
         client: httpx.AsyncClient, brain: Brain, database: Database) -> None:
-    brain.facts = {f"I love sushi ({n}).": [f"User loves sushi, says so for the {n}th time"]
-                   for n in range(20)}
+    # The same fact in six spellings: some repeat word for word, the rest the model calls NOOP.
+    spellings = [f"{who} loves {what}{end}" for who in ("User", "user")
+                 for what, end in (("sushi", ""), ("sushi", "."), ("Sushi", "!"))]
+    brain.facts = {f"I love sushi ({n}).": [spellings[n % len(spellings)]] for n in range(20)}
 
     def decide(fact: int, text: str, seen: Seen) -> dict[str, Any]:
-        sushi = [i for i, memory in enumerate(seen.memories) if "sushi" in memory]
+        sushi = [i for i, memory in enumerate(seen.memories) if "sushi" in memory.lower()]
         if sushi:
             return {"fact": fact, "action": "NOOP", "memory": sushi[0], "text": None}
         return {"fact": fact, "action": "ADD", "memory": None, "text": None}
