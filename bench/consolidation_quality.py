@@ -42,6 +42,7 @@ from bench.managed_server import (
     emit_report,
     machine_info,
     progress,
+    server_env,
     set_progress_label,
 )
 
@@ -346,12 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                    "sessions": args.sessions, "scenarios": args.scenarios,
                    "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
     }
-    env = dict(item.split("=", 1) for item in args.server_env)
-    if args.llm_url:
-        env.setdefault("ANAMNESIS_LLM__BASE_URL", args.llm_url)
-        if args.llm_model:
-            env.setdefault("ANAMNESIS_LLM__MODEL", args.llm_model)
-    server = ManagedServer(args.startup_timeout, args.keep_data, env=env)
+    server = ManagedServer(args.startup_timeout, args.keep_data,
+                           env=server_env(args.server_env, args.llm_url, args.llm_model))
     try:
         server.start()
         api_key = server.create_key(f"bench-quality-{uuid.uuid4().hex[:8]}")

@@ -35,6 +35,7 @@ from bench.managed_server import (
     emit_report,
     machine_info,
     progress,
+    server_env,
     set_progress_label,
 )
 
@@ -249,11 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.base_url:
             base_url, api_key = args.base_url, args.api_key
         else:
-            env = dict(item.split("=", 1) for item in args.server_env)
-            if args.llm_url:
-                env.setdefault("ANAMNESIS_LLM__BASE_URL", args.llm_url)
-                if args.llm_model:
-                    env.setdefault("ANAMNESIS_LLM__MODEL", args.llm_model)
+            env = server_env(args.server_env, args.llm_url, args.llm_model)
             server = ManagedServer(args.startup_timeout, args.keep_data, env=env)
             server.start()
             base_url = server.base_url

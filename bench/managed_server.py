@@ -196,3 +196,15 @@ def emit_report(report: dict[str, Any], out: Path | None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
     print(text)
+
+
+def server_env(items: list[str], llm_url: str | None = None,
+               llm_model: str | None = None) -> dict[str, str]:
+    """A started server's extra environment: ``--server-env KEY=VALUE`` items, and the LLM
+    endpoint a benchmark was pointed at (``--llm-url``/``--llm-model``)."""
+    env = dict(item.split("=", 1) for item in items)
+    if llm_url:
+        env.setdefault("ANAMNESIS_LLM__BASE_URL", llm_url)
+        if llm_model:
+            env.setdefault("ANAMNESIS_LLM__MODEL", llm_model)
+    return env
