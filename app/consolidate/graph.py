@@ -55,6 +55,28 @@ async def extract_graph(llm: LLMClient, context: EpisodeContext, facts: list[Ext
         ExtractedGraph, prompt_version=GRAPH_VERSION)
 
 
+async def replaced_by_relations(store: GraphStore, scope: ProjectScope,
+                                extraction: ExtractedGraph, facts: int
+                                ) -> dict[int, list[uuid.UUID]]:
+    """Fact number → the memories behind the current relations its exclusive relations will
+    retire (same source, same type, another target: "Ravi lives_in Canada" when the fact
+    says "Ravi lives_in Perth"), read from the graph before it is changed. The graph step
+    retires those relations; ``resolve.supersede_replaced`` retires their memories too."""
+    found: dict[int, list[uuid.UUID]] = {}
+    for relation in extraction.relations:
+        kind = relation_type(relation.relation)
+        if not relation.exclusive or kind is None or not 0 <= relation.fact < facts:
+            continue
+        source = await store.entity_named(scope, name_key(relation.source))
+        if source is None:
+            continue
+        target = name_key(relation.target)
+        for current in await store.find_relations(scope, source=source.id, type=kind):
+            if current.memory_id is not None and name_key(current.target_name) != target:
+                found.setdefault(relation.fact, []).append(current.memory_id)
+    return found
+
+
 def payload(extraction: ExtractedGraph, facts: list[ExtractedFact],
             results: list[dict[str, Any]]) -> dict[str, Any]:
     """What ``apply`` needs, JSON: the extraction and, per fact, its memory and whether it

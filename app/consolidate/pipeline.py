@@ -6,7 +6,8 @@ heartbeat and settles it):
 1. *context*  the episode, the scope's previous episodes and the extraction instructions;
 2. *extract*  one LLM call: facts with their source messages and the day they became true;
 3. *resolve*  nearest current memories of the scope, one LLM call: ADD / UPDATE /
-   SUPERSEDE / NOOP per fact;
+   SUPERSEDE / NOOP per fact; a fact whose exclusive relation (lives_in, works_at) replaces
+   a current one in the graph supersedes that relation's memory;
 4. *write*    one transaction: memories, history events, sources, the graph extraction
    (one more LLM call, made before the lock) and the job's result;
 5. *graph*    the extraction applied to the graph store (``replay.apply_extraction``).
@@ -28,7 +29,7 @@ from app.consolidate import graph, replay
 from app.consolidate.context import EpisodeContext, load_context
 from app.consolidate.extract import ExtractedFact, extract
 from app.consolidate.prompts import GRAPH_VERSION, ExtractedGraph
-from app.consolidate.resolve import resolve
+from app.consolidate.resolve import resolve, supersede_replaced
 from app.consolidate.write import write
 from app.errors import LLMError, LLMOutputError, LLMRequestRejected
 from app.llm import Completion, LLMClient, Usage
@@ -96,9 +97,13 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
     entities = (await _extract_graph(llm, context, facts, ledger)
                 if facts and config.extract_graph else None)
     async with jobs.scope_lock(database.engine, context.project_id, context.scope):
+        replaced = {} if entities is None else await graph.replaced_by_relations(
+            resources.graph, context.scope.within(context.project_id), entities, len(facts))
         async with database.session_scope() as session:
             resolution = await resolve(session, embedder, llm, context, facts, vectors,
                                        config.candidates_per_fact)
+            plans = await supersede_replaced(session, embedder, context, resolution.plans,
+                                             replaced)
         ledger.record(resolution.completion)
         cause = Cause(episode_id=context.episode_id, job_id=job.id, model=ledger.model,
                       prompt_version="+".join(v for v in ledger.prompt_versions
@@ -106,7 +111,7 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
         async with database.session_scope() as session:
             if not await jobs.still_ours(session, job):
                 raise LostLease(str(job.id))
-            results = await write(session, context, resolution.plans, cause)
+            results = await write(session, context, plans, cause)
             recorded = None
             if entities is not None:
                 recorded = await graph_records.add_extraction(

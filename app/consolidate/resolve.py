@@ -15,6 +15,7 @@ in Lisbon" may retire the home for the job; what the two say of Dana is too unal
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,3 +208,28 @@ def _keeps_words(old: str, new: str) -> bool:
     def stems(text: str) -> set[str]:
         return {word[:5] for word in re.findall(r"[^\W_]+", text.lower())}
     return stems(old) <= stems(new)
+
+
+async def supersede_replaced(session: AsyncSession, embedder: Embedder, context: EpisodeContext,
+                             plans: list[Plan], replaced: dict[int, list[uuid.UUID]]
+                             ) -> list[Plan]:
+    """A fact the model would ADD becomes a SUPERSEDE of a memory its exclusive relation
+    replaces in the graph (``graph.replaced_by_relations``): the structured extraction saw
+    the change the decision missed. Held to the same likeness as the model's own SUPERSEDE,
+    each memory replaced once."""
+    ids = sorted({memory_id for found in replaced.values() for memory_id in found})
+    current = await memories.live_by_ids(session, context.project_id, ids) if ids else {}
+    claimed = {plan.target.id for plan in plans if plan.target is not None}
+    changed = list(plans)
+    for index, plan in enumerate(plans):
+        targets = [current[m] for m in replaced.get(index, []) if m in current
+                   and m not in claimed and current[m].kind == "fact"]
+        if plan.action != "ADD" or not targets:
+            continue
+        alike = await _predicates_alike(embedder, [(plan.text, t.text) for t in targets])
+        best = max(range(len(targets)), key=lambda i: alike[i])
+        if alike[best] >= MIN_SIMILARITY["SUPERSEDE"]:
+            claimed.add(targets[best].id)
+            changed[index] = Plan(plan.fact, "SUPERSEDE", targets[best], plan.text,
+                                  plan.content_hash, plan.embedding)
+    return changed

@@ -269,6 +269,35 @@ async def test_a_fact_like_no_memory_is_added_without_asking(client: httpx.Async
     assert brain.resolve_calls == 0  # nothing similar enough to decide about
 
 
+async def test_an_exclusive_relation_supersedes_what_the_model_missed(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """The model ADDs "Ravi lives in Perth" next to "Ravi lives in Canada", but the graph step
+    lists lives_in as exclusive: the old home's memory is superseded, not left current."""
+    brain.facts = {"I live in Canada and I play the violin.": ["Ravi lives in Canada",
+                                                               "Ravi plays the violin"],
+                   "We live in Perth now.": ["Ravi lives in Perth now"]}
+    lives = {"Ravi lives in Canada": "Canada", "Ravi lives in Perth now": "Perth"}
+
+    def graph(facts: list[str]) -> dict[str, Any]:
+        places = [(index, lives[fact]) for index, fact in enumerate(facts) if fact in lives]
+        return {"entities": [{"name": "Ravi", "type": "person", "summary": "a violinist"}] +
+                [{"name": place, "type": "place", "summary": "where Ravi lives"}
+                 for _, place in places],
+                "relations": [{"source": "Ravi", "relation": "lives_in", "target": place,
+                               "fact": index, "exclusive": True} for index, place in places]}
+
+    brain.graph = graph  # the decisions stay ADD (the default rules)
+    first = await consolidate(client, "I live in Canada and I play the violin.")
+    canada = next(r for r in first["results"] if r["memory"] == "Ravi lives in Canada")
+    job = await consolidate(client, "We live in Perth now.")
+    [perth] = job["results"]
+    assert (perth["event"], perth["previous_id"]) == ("SUPERSEDE", canada["id"])
+    assert await texts(client, user_id="u1") == {"Ravi lives in Perth now",
+                                                  "Ravi plays the violin"}
+    old = (await client.get(f"/v1/memories/{canada['id']}")).json()
+    assert old["superseded_by"] == perth["id"]
+
+
 # -- failures and retries ------------------------------------------------------------------
 
 
