@@ -8,6 +8,7 @@ imports none of them, only the base modules ``errors``, ``limits`` and ``validat
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 import uuid
 from collections.abc import Sequence
@@ -147,6 +148,17 @@ def normalise(text: str) -> str:
 def content_hash(text: str) -> str:
     """SHA-256 of the normalised text; backs the (project, scope, hash) unique index."""
     return hashlib.sha256(normalise(text).encode()).hexdigest()
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def stems(text: str, shortest: int = 1) -> set[str]:
+    """Crude stems of a text's words of ``shortest`` letters or more (their first five
+    letters, lower case): "sister" and "sister's", "child" and "children" meet; names and
+    numbers stay. Enough to ask whether one short statement holds the words of another, or
+    which message a fact came from, without a language's stemmer."""
+    return {word[:5] for word in _WORD.findall(text.lower()) if len(word) >= shortest}
 
 
 def embedding_text(text: str, metadata: dict[str, object] | None) -> str:

@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="only each conversation's first N sessions (default: all)")
     parser.add_argument("--scenarios", type=int, default=len(SCENARIOS),
                         help=f"knowledge-update scenarios (default all {len(SCENARIOS)})")
+    parser.add_argument("--scenario", action="append", default=[], metavar="NAME",
+                        choices=[case.name for case in SCENARIOS],
+                        help="only these knowledge-update scenarios (repeatable)")
     parser.add_argument("--llm-url", help="OpenAI-compatible …/v1 for the started server "
                         "(default: the server starts its bundled model)")
     parser.add_argument("--llm-model", help="model name for --llm-url")
@@ -296,15 +299,18 @@ async def scenario(client: httpx.AsyncClient, case: Scenario,
                                                        for f in current),
         "duplicates": duplicates // 2,
         "current_facts": [f["memory"] for f in current],
+        "events": [[f"{r['event']}: {r['memory']}" for r in job["results"]] for job in jobs],
     }
 
 
 async def updates(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
     results = []
-    for number, case in enumerate(SCENARIOS[:args.scenarios], 1):
+    cases = [case for case in SCENARIOS if case.name in args.scenario] if args.scenario \
+        else SCENARIOS[:args.scenarios]
+    for number, case in enumerate(cases, 1):
         result = await scenario(client, case, args.job_timeout)
         results.append(result)
-        progress(f"{case.name} ({number}/{args.scenarios}): current first "
+        progress(f"{case.name} ({number}/{len(cases)}): current first "
                  f"{result['current_first']}, old {result['old']}, destroyed "
                  f"{result['wrongly_destroyed']}")
     count = max(1, len(results))
@@ -344,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "config": {"parts": args.part, "conversations": args.conversations,
-                   "sessions": args.sessions, "scenarios": args.scenarios,
+                   "sessions": args.sessions, "scenarios": args.scenario or args.scenarios,
                    "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
     }
     server = ManagedServer(args.startup_timeout, args.keep_data,

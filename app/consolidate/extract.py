@@ -15,7 +15,6 @@ came from and, when they say, the day it became true.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -23,7 +22,7 @@ from datetime import UTC, datetime, time
 from app.consolidate.context import EpisodeContext
 from app.consolidate.dates import resolve_when
 from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
-from app.domain import content_hash, normalise
+from app.domain import content_hash, normalise, stems
 from app.llm import Completion, LLMClient
 
 WINDOW_TURNS = 12
@@ -31,7 +30,6 @@ WINDOW_CHARS = 3000
 CONTEXT_TURNS = 2  # of the previous window (or the previous episode), shown before a window
 TOKENS_PER_TURN = 60  # a reply's budget: facts of a turn are rarely more than two sentences
 MIN_REPLY_TOKENS = 160
-_WORD = re.compile(r"[^\W_]{3,}")
 
 
 @dataclass(frozen=True)
@@ -110,9 +108,9 @@ def cited(text: str, named: Sequence[int], turns: Sequence[Turn],
     messages that do. A fact sharing no word with any message keeps what the model named (or
     the whole window): it came from this conversation, only the pointer is unsure."""
     allowed = [index for index in dict.fromkeys(named) if index in window]
-    speakers = {word for index in window for word in _words(turns[index].speaker)}
-    words = set(_words(text)) - speakers
-    held = {index: set(_words(turns[index].content)) & words for index in window}
+    speakers = {word for index in window for word in stems(turns[index].speaker, 3)}
+    words = stems(text, 3) - speakers
+    held = {index: stems(turns[index].content, 3) & words for index in window}
     holders: dict[str, int] = {}
     for shared in held.values():
         for word in shared:
@@ -139,8 +137,3 @@ def merge(facts: Sequence[ExtractedFact], max_facts: int) -> list[ExtractedFact]
         elif len(merged) < max_facts:
             merged[fact.content_hash] = fact
     return list(merged.values())
-
-
-def _words(text: str) -> list[str]:
-    # Crude stems: "moved"/"moving" and "sister"/"sister's" meet; names and numbers stay.
-    return [word[:6] for word in _WORD.findall(text.lower())]

@@ -33,7 +33,7 @@ from anamnesis import (
     ValidationError,
 )
 
-from tests.consolidate.scripted_brain import Brain, rules
+from tests.consolidate.scripted_brain import Brain, ends
 from tests.scripted_llm import Reply, ScriptedLLM
 
 KeyFactory = Callable[..., Awaitable[str]]
@@ -127,8 +127,7 @@ JAN_2025 = datetime(2025, 1, 1, tzinfo=UTC)
 @pytest.fixture
 def brain(scripted_llm: ScriptedLLM) -> Brain:
     """The server's LLM: extracts FACTS and lets a move to Lisbon supersede living in Porto."""
-    thinking = Brain(facts=FACTS, decide=rules(
-        ("User lives in Lisbon", "SUPERSEDE", "User lives in Porto")))
+    thinking = Brain(facts=FACTS, still_true=ends(("User lives in Lisbon", "User lives in Porto")))
     scripted_llm.responder = thinking
     return thinking
 

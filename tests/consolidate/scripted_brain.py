@@ -1,8 +1,9 @@
 """Deterministic consolidation decisions for the scripted LLM server.
 
-``Brain`` answers the two prompts of the pipeline by reading them as the model would: the
+``Brain`` answers the prompts of the pipeline by reading them as the model would: the
 extraction prompt's numbered messages are looked up in ``facts`` (message text → the facts
-it states), and the resolution prompt's numbered facts and memories go to ``decide``.
+it states), each (fact, memory) pair the resolution prompt asks about goes to ``still_true``,
+and the graph prompt's facts to ``graph``.
 Tests state what a competent model would answer; the server speaks real HTTP, so the
 production client, prompts and parsing all run.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NUMBERED = re.compile(r"^\[(\d+)\] (.*)$")
+CHECKED = re.compile(r"^\[(\d+)\] (.*?)(?: - check memor(?:y|ies) ([\d, ]+))?$")
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,18 @@ class Seen:
     memories: list[str]
 
 
-Decide = Callable[[int, str, Seen], dict[str, Any]]
+StillTrue = Callable[[str, str, Seen], bool]  # (fact, memory, prompt) → still true?
 Graph = Callable[[list[str]], dict[str, Any]]
 
 
 def strip_since(text: str) -> str:
-    """The statement alone: without its "(since …)" and "- may concern …" notes."""
-    text = re.sub(r" - may concern memor(y|ies) [\d, ]+$", "", text)
+    """The statement alone: without its "(since …)" and "- check memories …" notes."""
+    text = re.sub(r" - check memor(y|ies) [\d, ]+$", "", text)
     return re.sub(r" \(since \d{4}-\d{2}-\d{2}\)$", "", text)
 
 
-def add_everything(fact: int, text: str, seen: Seen) -> dict[str, Any]:
-    return {"fact": fact, "action": "ADD", "memory": None, "text": None}
+def all_still_true(fact: str, memory: str, seen: Seen) -> bool:
+    return True
 
 
 def no_graph(facts: list[str]) -> dict[str, Any]:
@@ -54,7 +56,7 @@ def no_graph(facts: list[str]) -> dict[str, Any]:
 @dataclass
 class Brain:
     facts: Mapping[str, Sequence[FactSpec | str]] = field(default_factory=dict)
-    decide: Decide = add_everything
+    still_true: StillTrue = all_still_true
     graph: Graph = no_graph
     extract_calls: int = 0
     resolve_calls: int = 0
@@ -68,7 +70,7 @@ class Brain:
         if schema == "ExtractedFacts":
             self.extract_calls += 1
             return self._extract(prompt)
-        if schema == "Decisions":
+        if schema == "Checks":
             self.resolve_calls += 1
             return self._resolve(prompt)
         if schema == "ExtractedGraph":
@@ -99,23 +101,21 @@ class Brain:
         memories_part, facts_part = prompt.split("\nNew facts", 1)
         memories = [strip_since(m.group(2)) for line in memories_part.splitlines()
                     if (m := NUMBERED.match(line))]
-        facts = [strip_since(m.group(2)) for line in facts_part.splitlines()
-                 if (m := NUMBERED.match(line))]
-        seen = Seen(facts, memories)
+        asked = [(m.group(2), [int(n) for n in re.findall(r"\d+", m.group(3) or "")])
+                 for line in facts_part.splitlines() if (m := CHECKED.match(line))]
+        seen = Seen([strip_since(text) for text, _ in asked], memories)
         self.seen.append(seen)
-        return {"decisions": [self.decide(index, text, seen) for index, text in enumerate(facts)]}
+        return {"checks": [{"fact": fact, "memory": memory,
+                            "still_true": self.still_true(seen.facts[fact], memories[memory],
+                                                          seen)}
+                           for fact, (_, numbers) in enumerate(asked) for memory in numbers]}
 
 
-def rules(*pairs: tuple[str, str, str], merged: Mapping[str, str] | None = None) -> Decide:
-    """Decisions by rule: (fact text, action, memory text it concerns). Facts without a rule
-    are ADDed; ``merged`` gives UPDATE texts by fact text."""
+def ends(*pairs: tuple[str, str]) -> StillTrue:
+    """A model that answers "no longer true" for these (fact text, memory text) pairs and
+    "still true" for every other pair it is asked about."""
 
-    def decide(fact: int, text: str, seen: Seen) -> dict[str, Any]:
-        for fact_text, action, memory_text in pairs:
-            if fact_text == text and memory_text in seen.memories:
-                return {"fact": fact, "action": action,
-                        "memory": seen.memories.index(memory_text),
-                        "text": (merged or {}).get(text)}
-        return add_everything(fact, text, seen)
+    def still_true(fact: str, memory: str, seen: Seen) -> bool:
+        return (fact, memory) not in pairs
 
-    return decide
+    return still_true

@@ -16,7 +16,7 @@ from app.domain import Scope
 from app.store.db import Database
 from app.store.repositories import episodes, jobs
 from tests.conftest import KeyFactory
-from tests.consolidate.scripted_brain import Brain, FactSpec, Seen, rules
+from tests.consolidate.scripted_brain import Brain, FactSpec, Seen, ends
 from tests.scripted_llm import Reply, ScriptedLLM
 
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -79,7 +79,7 @@ async def count(database: Database, sql: str) -> int:
         return int((await connection.execute(sa.text(sql))).scalar_one())
 
 
-# -- the four decisions --------------------------------------------------------------------
+# -- the four outcomes ---------------------------------------------------------------------
 
 
 async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClient,
@@ -119,14 +119,16 @@ async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClie
 
 async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.AsyncClient,
                                                                  brain: Brain) -> None:
+    """A fact that keeps every word of a memory and adds to it, both still true, rewrites the
+    memory in place (no second memory saying half of it)."""
     brain.facts = {"I like coffee.": ["User likes coffee"],
-                   "Espresso is my favourite coffee.": ["User's favourite coffee is espresso"]}
-    brain.decide = rules(("User's favourite coffee is espresso", "UPDATE", "User likes coffee"),
-                         merged={"User's favourite coffee is espresso":
-                                 "User likes coffee, espresso above all"})
+                   "Espresso above all, I like coffee.": [
+                       "User likes coffee, espresso above all"]}
     first = await consolidate(client, "I like coffee.")
     memory_id = first["results"][0]["id"]
-    second = await consolidate(client, "Espresso is my favourite coffee.")
+    second = await consolidate(client, "Espresso above all, I like coffee.")
+    assert brain.seen[-1] == Seen(["User likes coffee, espresso above all"],
+                                  ["User likes coffee"])
     assert second["results"] == [{"id": memory_id,
                                   "memory": "User likes coffee, espresso above all",
                                   "event": "UPDATE", "previous_memory": "User likes coffee",
@@ -137,7 +139,7 @@ async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.A
         ("ADD", None, "User likes coffee"),
         ("UPDATE", "User likes coffee", "User likes coffee, espresso above all")]
     assert events[1]["episode_id"] == second["episode_id"]
-    assert events[1]["prompt_version"] == "extract/v2+resolve/v2"
+    assert events[1]["prompt_version"] == "extract/v2+resolve/v3"
     sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
     assert [s["episode_id"] for s in sources] == [first["episode_id"], second["episode_id"]]
 
@@ -148,7 +150,7 @@ async def test_supersede_keeps_the_past_readable(client: httpx.AsyncClient,
                                                                    "since January 2024")],
                    "I moved to Berlin on 1 May.": [FactSpec("User lives in Berlin",
                                                             "on 1 May")]}
-    brain.decide = rules(("User lives in Berlin", "SUPERSEDE", "User lives in Paris"))
+    brain.still_true = ends(("User lives in Berlin", "User lives in Paris"))
     paris = (await consolidate(client, "I live in Paris since January 2024.",
                                observed_at="2024-01-10T10:00:00Z"))["results"][0]
     second = await consolidate(client, "I moved to Berlin on 1 May.",
@@ -196,10 +198,11 @@ async def test_supersede_keeps_the_past_readable(client: httpx.AsyncClient,
 
 async def test_noop_confirms_without_a_second_memory(client: httpx.AsyncClient,
                                                      brain: Brain) -> None:
+    """A paraphrase of a memory confirms it: the memory gains a source, nothing else
+    changes."""
     brain.facts = {"My dog is called Rex.": ["User has a dog named Rex"],
                    "Rex, my dog, turned five.": ["User's dog is Rex"],
                    "Did I say my dog is called Rex?": ["User has a dog named Rex"]}
-    brain.decide = rules(("User's dog is Rex", "NOOP", "User has a dog named Rex"))
     first = await consolidate(client, "My dog is called Rex.")
     memory_id = first["results"][0]["id"]
     decided = await consolidate(client, "Rex, my dog, turned five.")
@@ -216,6 +219,30 @@ async def test_noop_confirms_without_a_second_memory(client: httpx.AsyncClient,
     assert len(sources) == 3  # every episode that told it
 
 
+async def test_a_fact_saying_less_than_a_memory_confirms_it(client: httpx.AsyncClient,
+                                                            brain: Brain) -> None:
+    brain.facts = {"I'm a geologist at Equinor.": ["User works at Equinor as a geologist"],
+                   "Equinor is where I work.": ["User works at Equinor"]}
+    first = await consolidate(client, "I'm a geologist at Equinor.")
+    job = await consolidate(client, "Equinor is where I work.")
+    assert [(r["event"], r["id"]) for r in job["results"]] == [
+        ("NOOP", first["results"][0]["id"])]
+    assert brain.resolve_calls == 1
+    assert await texts(client, user_id="u1") == {"User works at Equinor as a geologist"}
+
+
+async def test_a_changed_count_is_not_taken_for_the_same_fact(client: httpx.AsyncClient,
+                                                              brain: Brain) -> None:
+    """Near in meaning is not the same: "three children" after "two children", which the
+    model (wrongly) calls both still true, is a new fact, not a NOOP that would drop it."""
+    brain.facts = {"I have two children.": ["Eva has two children"],
+                   "Now I have three children.": ["Eva has three children"]}
+    await consolidate(client, "I have two children.")
+    job = await consolidate(client, "Now I have three children.")
+    assert [r["event"] for r in job["results"]] == ["ADD"]
+    assert brain.resolve_calls == 1
+
+
 async def test_the_model_sees_numbers_never_ids(client: httpx.AsyncClient, brain: Brain,
                                                 scripted_llm: ScriptedLLM) -> None:
     brain.facts = {"I like tea.": ["User likes tea"], "I like green tea.": ["User likes green tea"]}
@@ -227,18 +254,26 @@ async def test_the_model_sees_numbers_never_ids(client: httpx.AsyncClient, brain
             assert not UUID_PATTERN.search(str(message["content"]))
 
 
-async def test_unfit_decisions_fall_back_to_add(client: httpx.AsyncClient, brain: Brain) -> None:
-    brain.facts = {"I run.": ["User runs"], "I run marathons.": ["User runs marathons",
-                                                                 "User trains daily"]}
-
-    def confused(fact: int, text: str, seen: Seen) -> dict[str, Any]:
-        return {"fact": fact, "action": "SUPERSEDE", "memory": 99, "text": None}
-
-    brain.decide = confused
+async def test_unfit_answers_fall_back_to_add(client: httpx.AsyncClient, brain: Brain,
+                                             scripted_llm: ScriptedLLM) -> None:
+    """Checks of pairs that were not asked about (unknown fact or memory numbers) count for
+    nothing: the facts are added."""
+    brain.facts = {"I run.": ["User runs"], "I jog in the park.": ["User jogs in the park",
+                                                                   "User trains daily"]}
     await consolidate(client, "I run.")
-    job = await consolidate(client, "I run marathons.")
+
+    def confused(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "Checks":
+            brain.resolve_calls += 1
+            return {"checks": [{"fact": 7, "memory": 0, "still_true": False},
+                               {"fact": 0, "memory": 99, "still_true": False}]}
+        return brain(body)
+
+    scripted_llm.responder = confused
+    job = await consolidate(client, "I jog in the park.")
+    assert brain.resolve_calls == 1
     assert [r["event"] for r in job["results"]] == ["ADD", "ADD"]
-    assert await texts(client, user_id="u1") == {"User runs", "User runs marathons",
+    assert await texts(client, user_id="u1") == {"User runs", "User jogs in the park",
                                                   "User trains daily"}
 
 
@@ -250,8 +285,8 @@ async def test_a_decision_about_an_unlike_memory_falls_back_to_add(
                                                               "Dana plays the cello"],
                    "I started working at Equinor as a geologist.": [
                        "Dana works at Equinor as a geologist"]}
-    brain.decide = rules(("Dana works at Equinor as a geologist", "SUPERSEDE",
-                          "Dana plays the cello"))
+    brain.still_true = ends(("Dana works at Equinor as a geologist", "Dana plays the cello"),
+                            ("Dana works at Equinor as a geologist", "Dana lives in Lisbon"))
     await consolidate(client, "I live in Lisbon and I play the cello.")
     job = await consolidate(client, "I started working at Equinor as a geologist.")
     assert [r["event"] for r in job["results"]] == ["ADD"]
@@ -286,7 +321,7 @@ async def test_an_exclusive_relation_supersedes_what_the_model_missed(
                 "relations": [{"source": "Ravi", "relation": "lives_in", "target": place,
                                "fact": index, "exclusive": True} for index, place in places]}
 
-    brain.graph = graph  # the decisions stay ADD (the default rules)
+    brain.graph = graph  # the model says the old home is still true
     first = await consolidate(client, "I live in Canada and I play the violin.")
     canada = next(r for r in first["results"] if r["memory"] == "Ravi lives in Canada")
     job = await consolidate(client, "We live in Perth now.")
@@ -394,18 +429,11 @@ async def test_a_lost_enqueue_is_swept_up(client: httpx.AsyncClient, brain: Brai
 
 async def test_twenty_concurrent_episodes_of_one_scope_make_no_duplicates(
         client: httpx.AsyncClient, brain: Brain, database: Database) -> None:
-    # The same fact in six spellings: some repeat word for word, the rest the model calls NOOP.
+    # The same fact in six spellings: some repeat word for word, the rest hold the same words.
     spellings = [f"{who} loves {what}{end}" for who in ("User", "user")
                  for what, end in (("sushi", ""), ("sushi", "."), ("Sushi", "!"))]
     brain.facts = {f"I love sushi ({n}).": [spellings[n % len(spellings)]] for n in range(20)}
 
-    def decide(fact: int, text: str, seen: Seen) -> dict[str, Any]:
-        sushi = [i for i, memory in enumerate(seen.memories) if "sushi" in memory.lower()]
-        if sushi:
-            return {"fact": fact, "action": "NOOP", "memory": sushi[0], "text": None}
-        return {"fact": fact, "action": "ADD", "memory": None, "text": None}
-
-    brain.decide = decide
     responses = await asyncio.gather(*(post(client, said(f"I love sushi ({n})."))
                                        for n in range(20)))
     assert all(response.status_code == 202 for response in responses)

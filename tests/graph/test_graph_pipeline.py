@@ -23,7 +23,7 @@ from app.jobs import runner
 from app.main import create_app
 from app.store.db import Database, migrate
 from tests.conftest import project_key
-from tests.consolidate.scripted_brain import Brain, FactSpec, rules
+from tests.consolidate.scripted_brain import Brain, FactSpec, ends
 from tests.consolidate.test_consolidation_api import consolidate
 from tests.neo4j_server import Neo4jEndpoint
 
@@ -113,7 +113,7 @@ async def three_sessions(client: httpx.AsyncClient,
             FactSpec("Melanie works at Siemens")],
         "I miss the bakeries of Paris.": [FactSpec("User likes the bakeries of Paris")],
     }
-    brain.decide = rules(("Melanie lives in Berlin", "SUPERSEDE", "Melanie lives in Paris"))
+    brain.still_true = ends(("Melanie lives in Berlin", "Melanie lives in Paris"))
     brain.graph = graph_of
     first = await consolidate(client, "My sister Melanie lives in Paris since June 2023.",
                               observed_at="2024-01-10T10:00:00Z")

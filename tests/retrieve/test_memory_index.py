@@ -35,7 +35,7 @@ from app.store.models import Memory
 from app.store.repositories import memories as repository
 from app.store.repositories.memories import NewMemory
 from tests.conftest import project_key
-from tests.consolidate.scripted_brain import Brain, FactSpec, rules
+from tests.consolidate.scripted_brain import Brain, FactSpec, ends
 from tests.consolidate.test_consolidation_api import consolidate
 
 DIM = 384
@@ -212,7 +212,7 @@ async def test_every_kind_of_change_reaches_search(client: httpx.AsyncClient,
                        FactSpec("User lives in Paris", "since January 2023")],
                    "I moved to Berlin in January 2024.": [
                        FactSpec("User lives in Berlin", "in January 2024")]}
-    brain.decide = rules(("User lives in Berlin", "SUPERSEDE", "User lives in Paris"))
+    brain.still_true = ends(("User lives in Berlin", "User lives in Paris"))
     await consolidate(client, "I live in Paris since January 2023.",
                       observed_at="2023-02-01T00:00:00Z")
     await consolidate(client, "I moved to Berlin in January 2024.",

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.store.db import Database
-from tests.consolidate.scripted_brain import Brain, FactSpec, rules
+from tests.consolidate.scripted_brain import Brain, FactSpec
 from tests.scripted_llm import Scriptable, ScriptedLLM
 from tests.workers.conftest import Tenant, WorkerProcess
 
@@ -189,7 +189,6 @@ async def test_concurrent_episodes_of_one_scope_make_one_memory(
         workers_database: Database) -> None:
     fact = "User drinks green tea every morning"
     brain.facts = {"I drink green tea every morning.": [fact]}
-    brain.decide = rules((fact, "NOOP", fact))  # a competent model: already known
 
     job_ids = await asyncio.gather(*(
         post_episode(tenant.http, "I drink green tea every morning.") for _ in range(20)))
