@@ -6,7 +6,8 @@ came from and, when they say, the day it became true.
   shown as context: a small model keeps track of a dozen turns, not of fifty.
 * **Bounded replies.** Each call may write at most a number of tokens proportional to its
   window, so a model that starts copying the conversation is cut early (and re-asked once,
-  by the LLM client) instead of running to the global ``max_tokens``.
+  by the LLM client) instead of running to the global ``max_tokens``; a window that runs
+  away twice is split in two.
 * **Dates in code.** The model copies a fact's time words ("last March"); ``dates`` turns them
   into a day against when the conversation took place.
 * **Citations checked.** A model citing the wrong message, or every message, for one fact is
@@ -15,15 +16,19 @@ came from and, when they say, the day it became true.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 
 from app.consolidate.context import EpisodeContext
 from app.consolidate.dates import resolve_when
 from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
 from app.domain import content_hash, normalise, stems
+from app.errors import LLMOutputError
 from app.llm import Completion, LLMClient
+
+logger = logging.getLogger(__name__)
 
 WINDOW_TURNS = 12
 WINDOW_CHARS = 3000
@@ -59,21 +64,50 @@ def windows(turns: Sequence[Turn]) -> list[list[tuple[int, Turn]]]:
     return found
 
 
-async def extract(llm: LLMClient, context: EpisodeContext, max_facts: int
-                  ) -> tuple[list[ExtractedFact], list[Completion[ExtractedFacts]]]:
-    """The facts of every window, merged; and each window's completion (what it cost)."""
-    completions: list[Completion[ExtractedFacts]] = []
-    facts: list[ExtractedFact] = []
+@dataclass
+class Extraction:
+    facts: list[ExtractedFact]
+    completions: list[Completion[ExtractedFacts]] = field(default_factory=list)
+    failures: list[LLMOutputError] = field(default_factory=list)  # paid for, then split
+
+
+async def extract(llm: LLMClient, context: EpisodeContext, max_facts: int) -> Extraction:
+    """The facts of every window, merged; with what each call cost."""
+    done = Extraction([])
     before = [turn for episode in context.earlier for turn in episode][-CONTEXT_TURNS:]
     for window in windows(context.turns):
+        await _extract_window(llm, context, window, before, done)
+        before = [turn for _, turn in window[-CONTEXT_TURNS:]]
+    done.facts = merge(done.facts, max_facts)
+    return done
+
+
+async def _extract_window(llm: LLMClient, context: EpisodeContext,
+                          window: list[tuple[int, Turn]], before: list[Turn],
+                          done: Extraction) -> None:
+    """One window's facts into ``done``. A window the model ran away on twice (the client
+    re-asks a runaway once) is split in two and each half asked on its own: a small model
+    that starts copying one long message derails the whole window, and only that message's
+    half stays at risk. A single message that still runs away fails the job (retryable; its
+    messages stay searchable)."""
+    try:
         completion = await llm.complete(
             extract_messages(window, context.observed_at, before, context.instructions),
             ExtractedFacts, prompt_version=EXTRACT_VERSION,
             max_tokens=max(MIN_REPLY_TOKENS, TOKENS_PER_TURN * len(window)))
-        completions.append(completion)
-        facts += clean_facts(completion.value, context, [index for index, _ in window])
-        before = [turn for _, turn in window[-CONTEXT_TURNS:]]
-    return merge(facts, max_facts), completions
+    except LLMOutputError as exc:
+        if not exc.truncated or len(window) < 2:
+            raise
+        logger.warning("episode %s: extraction of messages %d-%d ran away, split in two",
+                       context.episode_id, window[0][0], window[-1][0])
+        done.failures.append(exc)
+        half = len(window) // 2
+        await _extract_window(llm, context, window[:half], before, done)
+        await _extract_window(llm, context, window[half:],
+                              [turn for _, turn in window[:half][-CONTEXT_TURNS:]], done)
+        return
+    done.completions.append(completion)
+    done.facts += clean_facts(completion.value, context, [index for index, _ in window])
 
 
 def clean_facts(extracted: ExtractedFacts, context: EpisodeContext,

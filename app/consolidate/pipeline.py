@@ -91,8 +91,11 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
             raise LookupError(f"episode {job.episode_id} of job {job.id} is gone")
         context = await load_context(session, episode, config.context_episodes)
     llm = await resources.llm.client()
-    facts, extraction = await extract(llm, context, config.max_facts)
-    ledger.record(*extraction)
+    extraction = await extract(llm, context, config.max_facts)
+    facts = extraction.facts
+    ledger.record(*extraction.completions)
+    for failure in extraction.failures:
+        ledger.record_failure(failure)
     vectors = await embedder.embed([fact.text for fact in facts]) if facts else []
     entities = (await _extract_graph(llm, context, facts, ledger)
                 if facts and config.extract_graph else None)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -41,15 +41,18 @@ Lap = Callable[[str], None]
 @dataclass(frozen=True)
 class Candidate:
     """What ranking needs of a memory: its exact cosine similarity to the query, since when
-    it holds (``valid_at``, else ``created_at``) and when it stopped (``invalid_at``)."""
+    it holds (``valid_at``, else ``created_at``), when it stopped (``invalid_at``) and its
+    kind."""
 
     similarity: float
     since: datetime
     invalid_at: datetime | None
+    kind: MemoryKind
 
     @classmethod
     def of(cls, memory: Memory, similarity: float) -> Candidate:
-        return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at)
+        return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at,
+                   cast(MemoryKind, memory.kind))
 
 
 @dataclass(frozen=True)

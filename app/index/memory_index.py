@@ -37,7 +37,7 @@ import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import SearchSettings, Settings
-from app.domain import MemoryKind, ProjectScope, Timeline
+from app.domain import KINDS, MemoryKind, ProjectScope, Timeline
 from app.embeddings import Embedder
 from app.index.candidates import (
     Candidate,
@@ -299,8 +299,11 @@ class MemoryIndex:
         scores = (self.vectors.vectors()[slots] @ query).tolist()
         valid = self.state.slots.column("valid")[slots].tolist()
         invalid = self.state.slots.column("invalid")[slots].tolist()
-        return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until))
-                for m, score, since, until in zip(kept, scores, valid, invalid, strict=True)}
+        kinds = self.state.slots.column("kind")[slots].tolist()
+        return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until),
+                             KINDS[kind])
+                for m, score, since, until, kind in zip(kept, scores, valid, invalid, kinds,
+                                                        strict=True)}
 
     async def dense_batched(self, query: npt.NDArray[np.float32], allowed: Slots,
                             n: int) -> Ranked | None:

@@ -116,3 +116,41 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
         ranked.append(Ranked(memory_id, similarity, total, explain))
     ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory_id))
     return ranked
+
+
+def fold(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],
+         cited: dict[uuid.UUID, set[uuid.UUID]]) -> list[Ranked]:
+    """Facts and the messages they were distilled from (``cited``: fact → message ids) take
+    one place in the ranking, the best-ranked one's: a message below a fact that cites it is
+    left out (the fact stands for it), and so is a fact whose every message is already
+    shown above it (it would add no evidence). A distilled fact thus moves its conversation
+    up when it matches the question better, and never pushes out the message that matched
+    it. Each kept memory lists in ``explain["folds"]`` those it stands for."""
+    if not cited:
+        return ranked
+    shown: set[uuid.UUID] = set()  # messages shown, in person or through a fact
+    kept: list[Ranked] = []
+    stands_for: dict[uuid.UUID, list[str]] = {}
+    first_shown: dict[uuid.UUID, uuid.UUID] = {}  # message → the memory that showed it
+    for item in ranked:
+        memory_id = item.memory_id
+        if rows[memory_id].kind == "message":
+            if memory_id in shown:
+                stands_for[first_shown[memory_id]].append(str(memory_id))
+                continue
+            shown.add(memory_id)
+            first_shown[memory_id] = memory_id
+        else:
+            sources = cited.get(memory_id, set())
+            if sources and sources <= shown:
+                stands_for[first_shown[next(iter(sorted(sources)))]].append(str(memory_id))
+                continue
+            for source in sources - shown:
+                first_shown[source] = memory_id
+            shown |= sources
+        stands_for[memory_id] = []
+        kept.append(item)
+    for item in kept:
+        if stands_for[item.memory_id]:
+            item.explain["folds"] = stands_for[item.memory_id]
+    return kept

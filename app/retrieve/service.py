@@ -7,6 +7,8 @@
                  memories one relation away from the entities the query names;
 3. *fuse*        ``fusion.fuse`` over the union: one score per memory, best first, each
                  candidate described by the source (exact cosine similarity, validity);
+                 a distilled fact and the messages it came from then take one place
+                 (``fusion.fold``);
 4. *hydrate*     the winners read from Postgres under the same filters (the truth: a memory
                  changed since the index saw it is passed over), until ``top_k`` are found.
 """
@@ -34,13 +36,18 @@ from app.domain import (
 from app.graph.schemas import RelationRead
 from app.index.candidates import CandidateQuery, CandidateSource
 from app.retrieve.filters import parse_filters
-from app.retrieve.fusion import Ranked, Signal, fuse
+from app.retrieve.fusion import Ranked, Signal, fold, fuse
 from app.retrieve.graph_expansion import hop_memories
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.schemas import SearchHit, SearchRequest, SearchResponse
 from app.store.graph.base import GraphStore
 from app.store.models import Memory
+from app.store.repositories import episodes
 from app.store.repositories import memories as repository
+
+# Facts whose provenance is read to fold them with their messages (``fusion.fold``): those
+# among the first FOLD_DEPTH × top_k ranked, more than hydration reads in all but rare cases.
+FOLD_DEPTH = 4
 
 
 class Stopwatch:
@@ -84,6 +91,11 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
         lexical = Signal(found.lexical, settings.lexical_weight)
         lexical.extra = found.lexical_scores([m for m in rows if m not in lexical.score])
     ranked = fuse(rows, dense, lexical, reached, settings, request.threshold)
+    facts = [r.memory_id for r in ranked[:FOLD_DEPTH * request.top_k]
+             if rows[r.memory_id].kind == "fact"]
+    if facts and len(facts) < len(ranked):  # facts and messages ranked together
+        ranked = fold(ranked, rows, await episodes.cited_messages(session, caller.project_id,
+                                                                  facts))
     watch.lap("fuse")
     memories = await _hydrate(session, caller, ranked, request.top_k, query.tree, seen,
                               found.rows())

@@ -14,7 +14,7 @@ from app.consolidate.dates import resolve_when
 from app.consolidate.extract import TOKENS_PER_TURN, WINDOW_TURNS
 from tests.consolidate.scripted_brain import Brain, FactSpec
 from tests.consolidate.test_consolidation_api import memories
-from tests.scripted_llm import ScriptedLLM
+from tests.scripted_llm import Reply, ScriptedLLM
 
 OBSERVED = "2025-05-10T12:00:00+00:00"
 
@@ -128,3 +128,36 @@ async def test_citations_are_held_to_the_messages_that_say_the_fact(
     assert cited == {"Ines lives in Lisbon.": [2], "Dana has a cat.": [3],
                      "Dana is friendly.": [1]}
 
+
+
+async def test_a_window_that_runs_away_twice_is_split_in_two(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM) -> None:
+    """The model derails on one long message: the whole window runs away, and so does its
+    re-ask; each half is then asked alone, and only the derailing half runs away again until
+    it is the one message. Here that message is read fine alone, and the job succeeds with
+    every fact, each runaway reply counted once."""
+    said = [f"Note {n}: I have a pet number {n}." for n in range(4)]
+    said[1] = "Note 1: " + "I like lists of many things. " * 20
+    brain.facts = {said[0]: ["Dana has pet 0"], said[1]: ["Dana likes lists"],
+                   said[2]: ["Dana has pet 2"], said[3]: ["Dana has pet 3"]}
+
+    def answer(body: dict[str, Any]) -> Reply | dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
+            window = body["messages"][1]["content"].split("Conversation:\n", 1)[1]
+            if window.count("\n[") >= 1 and "I like lists" in window:  # more than one message
+                brain.extract_calls += 1
+                return Reply(content='{"facts": [{"text": "Dana likes', finish_reason="length")
+        return brain(body)
+
+    scripted_llm.responder = answer
+    job = await add(client, [{"role": "user", "content": text, "name": "Dana"}
+                             for text in said])
+    assert job["status"] == "SUCCEEDED", job["error"]
+    assert {m["memory"] for m in await memories(client, user_id="u1")} == {
+        "Dana has pet 0", "Dana likes lists", "Dana has pet 2", "Dana has pet 3"}
+    sizes = [sum(line.startswith("[") for line in b["messages"][1]["content"].splitlines())
+             for b in extraction_prompts(scripted_llm)]
+    # [0-3] twice, [0-1] twice, [0], [1], [2-3]
+    assert sizes == [4, 4, 2, 2, 1, 1, 2]
+    assert job["usage"]["truncated_replies"] == 4
+    assert job["usage"]["llm_calls"] == 7 + 1  # and the graph

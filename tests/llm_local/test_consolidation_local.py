@@ -195,8 +195,10 @@ async def test_a_runaway_is_cut_asked_once_more_and_the_episode_stays(
         local_app: FastAPI, database_factory: Callable[[str], Awaitable[str]],
         embedder: SentenceTransformerEmbedder, llm_data_dir: Path) -> None:
     """A model cut at its token limit is asked again once, shorter, not three times; when
-    that fails too the job fails, and the conversation is still searchable by its messages
-    and can be retried (here by an API with a sane limit, on the same database)."""
+    that fails too the window is split and its first half asked alone (once more, and once
+    again); when the one message left runs away as well the job fails, and the conversation
+    is still searchable by its messages and can be retried (here by an API with a sane
+    limit, on the same database)."""
     settings = local_app.state.resources.settings
     cramped = create_app(settings.model_copy(update={
         "llm": LLMSettings(base_url=None, max_tokens=24)}), embedder=embedder)
@@ -206,8 +208,9 @@ async def test_a_runaway_is_cut_asked_once_more_and_the_episode_stays(
         job = await finished_job(client, response)
         assert job["status"] == "FAILED"
         assert job["error"]["code"] == "llm_bad_output"
-        assert job["usage"]["truncated_replies"] == 2
-        assert job["usage"]["llm_calls"] == 2  # the runaway and its one re-ask
+        # The three messages and their re-ask, then the first message alone and its re-ask.
+        assert job["usage"]["truncated_replies"] == 4
+        assert job["usage"]["llm_calls"] == 4
 
         found = await client.post("/v1/memories/search", json={
             "query": "What is Dana allergic to?", "user_id": "dana", "top_k": 3})

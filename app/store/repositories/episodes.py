@@ -11,10 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from app.domain import Scope
 from app.store.ids import uuid7
-from app.store.models import Episode, MemorySource, Project
+from app.store.models import Episode, Memory, MemorySource, Project
 
 
 @dataclass(frozen=True)
@@ -107,4 +108,26 @@ async def sources(session: AsyncSession, project_id: uuid.UUID,
     found: Sources = {}
     for memory_id, indices, episode in await session.execute(query):
         found.setdefault(memory_id, []).append((episode, list(indices)))
+    return found
+
+
+async def cited_messages(session: AsyncSession, project_id: uuid.UUID,
+                         fact_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, set[uuid.UUID]]:
+    """fact id → the message memories (``kind = 'message'``, not deleted) of the messages it
+    was distilled from: the same episode, a message index the fact cites."""
+    if not fact_ids:
+        return {}
+    fact, message = aliased(MemorySource), aliased(MemorySource)
+    query = (
+        sa.select(fact.memory_id, message.memory_id)
+        .join(message, sa.and_(message.episode_id == fact.episode_id,
+                               message.project_id == fact.project_id,
+                               message.message_indices.overlap(fact.message_indices)))
+        .join(Memory, Memory.id == message.memory_id)
+        .where(fact.project_id == project_id, fact.memory_id.in_(fact_ids),
+               Memory.kind == "message", Memory.deleted_at.is_(None))
+    )
+    found: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for fact_id, message_id in await session.execute(query):
+        found.setdefault(fact_id, set()).add(message_id)
     return found
