@@ -13,7 +13,7 @@ import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from app.errors import ValidationFailed
@@ -169,6 +169,10 @@ def embedding_text(text: str, metadata: dict[str, object] | None) -> str:
     return f"{name}: {text}" if isinstance(name, str) and name.strip() else text
 
 
+# Messages of one scope said at most this far apart are one conversation: the last one said
+# before a message is its context, whichever add brought each (ingest), and earlier episodes
+# are shown to extraction only when they belong to the same conversation (consolidate).
+CONVERSATION_GAP = timedelta(hours=6)
 MAX_CONTEXT_CHARS = 1000
 
 

@@ -1,8 +1,10 @@
 """LoCoMo retrieval recall without an LLM: every turn a memory, every question a search.
 
-Each conversation of the dev split becomes one user; each session one ``infer: false`` add
-(its turns in order, so each memory's context holds the turn before it; ``observed_at`` the
-session's date; per-message metadata ``dia_id``, ``session``, ``speaker``). Every question
+Each conversation of the dev split becomes one user, posted ``infer: false`` two ways
+(``--post``, both by default, each to its own user): ``session``, one add per session (its
+turns in order), and ``message``, one add per turn, as most agents post; ``observed_at`` the
+session's date, per-message metadata ``dia_id``, ``session``, ``speaker``. Either way each
+memory's context holds the turn before it (taken from the scope's history). Every question
 of categories 1 to 4 then searches its own conversation, once per ranking (``dense``,
 ``lexical``, ``hybrid``), and counts as hit at k when the top k turns include one of its
 evidence turns ("any") or all of them ("all"). Overall and per category, for each server
@@ -49,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="server configuration(s) to measure (repeatable; default both)")
     parser.add_argument("--base-url", help="measure a running server instead of starting one")
     parser.add_argument("--api-key", default=os.environ.get("ANAMNESIS_API_KEY"))
+    parser.add_argument("--post", action="append", choices=["session", "message"],
+                        help="how turns are posted: one add per session or per message "
+                        "(repeatable; default both)")
     parser.add_argument("--conversations", type=int, default=None,
                         help="only the first N conversations")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
@@ -61,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.base_url and not args.api_key:
         parser.error("--base-url needs --api-key")
     args.indexes = ["given"] if args.base_url else (args.index or ["memory", "postgres"])
+    args.post = args.post or ["session", "message"]
     return args
 
 
@@ -81,26 +87,31 @@ def message(turn: dict[str, Any], session: int) -> dict[str, Any]:
                          "speaker": turn["speaker"]}}
 
 
-async def ingest(client: httpx.AsyncClient, samples: list[dict[str, Any]],
-                 tag: str) -> tuple[dict[str, str], dict[str, Any]]:
-    """Posts every session; returns memory id → dia_id and the load's numbers."""
+async def ingest(client: httpx.AsyncClient, samples: list[dict[str, Any]], tag: str,
+                 post: str) -> tuple[dict[str, str], dict[str, Any]]:
+    """Posts every session, in one add or one add per turn; returns memory id → dia_id and
+    the load's numbers."""
     turn_of: dict[str, str] = {}
     began = time.perf_counter()
-    turns = 0
+    turns = adds = 0
     for sample in samples:
         user = f"{sample['sample_id']}-{tag}"
         for number, when, turns_ in sessions(sample):
-            body = {"messages": [message(t, number) for t in turns_], "user_id": user,
-                    "infer": False, "observed_at": when.isoformat(),
-                    "metadata": {"source": "locomo", "session_date": when.date().isoformat()}}
-            response = await client.post("/v1/memories", json=body)
-            response.raise_for_status()
-            for turn, result in zip(turns_, response.json()["results"], strict=True):
-                turn_of.setdefault(result["id"], turn["dia_id"])
+            batches = [turns_] if post == "session" else [[turn] for turn in turns_]
+            for batch in batches:
+                body = {"messages": [message(t, number) for t in batch], "user_id": user,
+                        "infer": False, "observed_at": when.isoformat(),
+                        "metadata": {"source": "locomo",
+                                     "session_date": when.date().isoformat()}}
+                response = await client.post("/v1/memories", json=body)
+                response.raise_for_status()
+                adds += 1
+                for turn, result in zip(batch, response.json()["results"], strict=True):
+                    turn_of.setdefault(result["id"], turn["dia_id"])
             turns += len(turns_)
     wall = time.perf_counter() - began
-    return turn_of, {"turns": turns, "memories": len(turn_of), "wall_s": round(wall, 1),
-                     "turns_per_s": round(turns / wall, 1)}
+    return turn_of, {"turns": turns, "adds": adds, "memories": len(turn_of),
+                     "wall_s": round(wall, 1), "turns_per_s": round(turns / wall, 1)}
 
 
 def table(rows: list[tuple[int, dict[int, tuple[bool, bool]]]]) -> dict[str, Any]:
@@ -143,19 +154,23 @@ async def ask(client: httpx.AsyncClient, samples: list[dict[str, Any]], tag: str
 
 
 async def measure(base_url: str, api_key: str, samples: list[dict[str, Any]],
-                  trust_env: bool) -> dict[str, Any]:
-    tag = uuid.uuid4().hex[:8]
+                  trust_env: bool, posts: list[str]) -> dict[str, Any]:
+    measured: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=base_url, trust_env=trust_env,
                                  headers={"Authorization": f"Bearer {api_key}"},
                                  timeout=httpx.Timeout(120.0, connect=10.0)) as client:
-        turn_of, load = await ingest(client, samples, tag)
-        progress(f"ingested {load['turns']} turns in {load['wall_s']}s; asking")
-        # one unmeasured search per ranking, so the first measured one is warm
-        for ranking in RANKINGS:
-            await client.post("/v1/memories/search", json={
-                "query": "warm up", "user_id": f"{samples[0]['sample_id']}-{tag}",
-                "ranking": ranking})
-        return {"load": load, "rankings": await ask(client, samples, tag, turn_of)}
+        for post in posts:
+            tag = uuid.uuid4().hex[:8]
+            turn_of, load = await ingest(client, samples, tag, post)
+            progress(f"posted by {post}: {load['turns']} turns in {load['wall_s']}s; asking")
+            # one unmeasured search per ranking, so the first measured one is warm
+            for ranking in RANKINGS:
+                await client.post("/v1/memories/search", json={
+                    "query": "warm up", "user_id": f"{samples[0]['sample_id']}-{tag}",
+                    "ranking": ranking})
+            measured[post] = {"load": load,
+                              "rankings": await ask(client, samples, tag, turn_of)}
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,14 +184,15 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"data": str(args.data), "conversations": [s["sample_id"] for s in samples],
                    "questions": sum(1 for s in samples for q in s["qa"]
                                     if q.get("category") in CATEGORIES and q.get("evidence")),
-                   "ks": KS, "server_env": args.server_env},
+                   "ks": KS, "posts": args.post, "server_env": args.server_env},
         "reference_recall@10_any": REFERENCE,
         "indexes": {},
     }
     for index in args.indexes:
         began = time.perf_counter()
         if index == "given":
-            result = asyncio.run(measure(args.base_url, args.api_key, samples, True))
+            result = asyncio.run(measure(args.base_url, args.api_key, samples, True,
+                                         args.post))
         else:
             env = dict(item.split("=", 1) for item in args.server_env)
             env["ANAMNESIS_SEARCH__INDEX"] = index
@@ -184,15 +200,19 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 server.start()
                 key = server.create_key(f"locomo-{index}")
-                result = asyncio.run(measure(server.base_url, key, samples, False))
+                result = asyncio.run(measure(server.base_url, key, samples, False, args.post))
             finally:
                 server.stop()
-        result["duration_s"] = round(time.perf_counter() - began, 1)
-        report["indexes"][index] = result
+        report["indexes"][index] = {"posts": result,
+                                    "duration_s": round(time.perf_counter() - began, 1)}
     report["summary_recall@10_any"] = {
-        index: {ranking: r["rankings"][ranking]["overall"]["recall@10"]["any"]
-                for ranking in RANKINGS}
-        for index, r in report["indexes"].items()}
+        index: {post: {ranking: r["rankings"][ranking]["overall"]["recall@10"]["any"]
+                       for ranking in RANKINGS} for post, r in found["posts"].items()}
+        for index, found in report["indexes"].items()}
+    report["summary_search_p50_ms"] = {
+        index: {post: {ranking: r["rankings"][ranking]["search_latency"].get("p50_ms")
+                       for ranking in RANKINGS} for post, r in found["posts"].items()}
+        for index, found in report["indexes"].items()}
     emit_report(report, args.out)
     return 0
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.consolidate.prompts import Turn
-from app.domain import Scope
+from app.domain import CONVERSATION_GAP, Scope
 from app.store.models import Episode
 from app.store.repositories import episodes
 
@@ -36,8 +36,13 @@ def turns_of(episode: Episode) -> list[Turn]:
 
 async def load_context(session: AsyncSession, episode: Episode,
                        earlier_episodes: int) -> EpisodeContext:
-    """Project instructions come first, then the call's own, so the call can refine them."""
-    earlier = await episodes.preceding(session, episode, earlier_episodes)
+    """Earlier episodes of the scope count only when they continue the same conversation
+    (``CONVERSATION_GAP``): a small model shown last month's chat as context extracts from
+    it again instead of from the new one. Project instructions come first, then the call's
+    own, so the call can refine them."""
+    earlier = [previous for previous in
+               await episodes.preceding(session, episode, earlier_episodes)
+               if episode.observed_at - previous.observed_at <= CONVERSATION_GAP]
     instructions = [text for text in (
         await episodes.project_instructions(session, episode.project_id),
         episode.instructions,

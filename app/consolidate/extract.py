@@ -107,19 +107,27 @@ async def _extract_window(llm: LLMClient, context: EpisodeContext,
                               [turn for _, turn in window[:half][-CONTEXT_TURNS:]], done)
         return
     done.completions.append(completion)
-    done.facts += clean_facts(completion.value, context, [index for index, _ in window])
+    done.facts += clean_facts(completion.value, context, [index for index, _ in window], before)
 
 
-def clean_facts(extracted: ExtractedFacts, context: EpisodeContext,
-                window: Sequence[int]) -> list[ExtractedFact]:
+def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequence[int],
+                before: Sequence[Turn] = ()) -> list[ExtractedFact]:
     """What the model said of one window, made safe to store: texts normalised, citations
     kept to the window's messages and checked (``cited``), time words the window contains
-    turned into a day no later than the conversation."""
+    turned into a day no later than the conversation. A fact whose words are only in what
+    was said before the window (shown as context) is dropped: a small model copies facts
+    out of the context, which were extracted when it was new."""
     found = []
     said = " ".join(" ".join(context.turns[index].content.split()) for index in window).lower()
+    speakers = {word for index in window for word in stems(context.turns[index].speaker, 3)}
+    in_window = stems(said, 3)
+    in_context = stems(" ".join(turn.content for turn in before), 3)
     for fact in extracted.facts:
         text = normalise(fact.text)
         if not text:
+            continue
+        words = stems(text, 3) - speakers
+        if words and not words & in_window and words & in_context:
             continue
         indices = cited(text, fact.source_messages, context.turns, window)
         valid_at, stated = context.observed_at, False

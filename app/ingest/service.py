@@ -16,7 +16,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import Caller
-from app.domain import Scope, content_hash, embedding_text, lexical_context, normalise
+from app.domain import (
+    CONVERSATION_GAP,
+    Scope,
+    content_hash,
+    embedding_text,
+    lexical_context,
+    normalise,
+)
 from app.embeddings import Embedder
 from app.errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from app.ingest.schemas import AddedMemory, AddResponse, MemoryCreate
@@ -60,6 +67,7 @@ class Replayed:
 
 
 AddOutcome = Stored | Accepted | Replayed
+
 
 
 async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller: Caller,
@@ -131,11 +139,17 @@ async def _store_conversation(session: AsyncSession, embedder: Embedder, caller:
     if not said:
         raise ValidationFailed("messages: every message is empty")
     scope = Scope(body.user_id, body.agent_id, body.run_id)
+    observed_at = body.observed_at or datetime.now(UTC)
+    # The turn before the first message, when this add continues a conversation of the scope
+    # (one message per add, as most agents post): its context is then what it would be had
+    # the whole conversation come in one add.
+    earlier = await repository.last_message(session, caller.project_id, scope, observed_at,
+                                            CONVERSATION_GAP)
     episode = await episodes.add(
         session, caller.project_id, scope,
         messages=[message.model_dump(exclude_none=True) for message in body.messages],
         metadata=body.metadata or {}, instructions=body.instructions, idempotency_key=key,
-        observed_at=body.observed_at or datetime.now(UTC), expires_at=body.expires_at)
+        observed_at=observed_at, expires_at=body.expires_at)
     items = []
     for index, text in said:
         message = body.messages[index]
@@ -146,7 +160,10 @@ async def _store_conversation(session: AsyncSession, embedder: Embedder, caller:
         around = [message.name or ""]
         if index > 0:
             before = body.messages[index - 1]
-            around.append(f"{before.name}: {before.content}" if before.name else before.content)
+            around.append(_said(before.name, before.content))
+        elif earlier is not None:
+            name = earlier.metadata_.get("name")
+            around.append(_said(name if isinstance(name, str) else None, earlier.text))
         items.append(NewMemory(text, content_hash(text), metadata, [], body.expires_at,
                                body.observed_at, lexical_context(around, body.observed_at)))
     vectors = await embedder.embed([embedding_text(item.text, item.metadata) for item in items])
@@ -161,3 +178,7 @@ async def _store_conversation(session: AsyncSession, embedder: Embedder, caller:
         for memory_id, item in zip(ids, items, strict=True)
     ], actor_key_id=caller.key_id, request_id=caller.request_id)
     return episode, [(memory_id, text) for memory_id, (_, text) in zip(ids, said, strict=True)]
+
+
+def _said(name: str | None, text: str) -> str:
+    return f"{name}: {text}" if name else text

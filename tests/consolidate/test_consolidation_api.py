@@ -499,13 +499,13 @@ async def test_earlier_episodes_and_instructions_reach_the_prompt(
     assert project.json()["instructions"] == "Keep pets only."
     assert (await client.get("/v1/project")).json()["instructions"] == "Keep pets only."
     await consolidate(client, "I adopted a cat.", observed_at="2025-03-01T09:00:00Z")
-    await consolidate(client, "She is called Miso.", observed_at="2025-03-02T09:00:00Z",
+    await consolidate(client, "She is called Miso.", observed_at="2025-03-01T09:05:00Z",
                       instructions="Name animals by name.")
     extraction = [r for r in scripted_llm.requests
                   if r.body["response_format"]["json_schema"]["name"] == "ExtractedFacts"][-1]
     system, user = extraction.messages[0]["content"], extraction.messages[1]["content"]
     assert system.index("Keep pets only.") < system.index("Name animals by name.")
-    assert "Conversation date: 2025-03-02" in user
+    assert "Conversation date: 2025-03-01" in user
     assert "Said before (context only, do not extract):\nUser: I adopted a cat." in user
     assert "[0] User: She is called Miso." in user
     cleared = await client.patch("/v1/project", json={"instructions": None})

@@ -161,3 +161,40 @@ async def test_a_window_that_runs_away_twice_is_split_in_two(
     assert sizes == [4, 4, 2, 2, 1, 1, 2]
     assert job["usage"]["truncated_replies"] == 4
     assert job["usage"]["llm_calls"] == 7 + 1  # and the graph
+
+
+async def test_facts_copied_from_the_context_are_dropped(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM) -> None:
+    """The episode before, an hour earlier, is shown as context; a small model extracts
+    from it again. What only the context says is not stored twice (nor cited to the new
+    messages); a conversation two days later is read without that context."""
+    brain.facts = {"I work at Google.": ["Priya works at Google"],
+                   "I joined Spotify!": ["Priya joined Spotify."]}
+
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body["messages"][1]["content"]
+        if body["response_format"]["json_schema"]["name"] == "ExtractedFacts" \
+                and "Said before" in prompt:
+            return {"facts": [{"text": "Priya works at Google.", "source_messages": [0],
+                               "when": None},
+                              {"text": "Priya joined Spotify.", "source_messages": [0],
+                               "when": None}]}
+        return brain(body)
+
+    scripted_llm.responder = answer
+    for text, at in (("I work at Google.", "2025-05-10T12:00:00+00:00"),
+                     ("I joined Spotify.", "2025-05-10T13:00:00+00:00"),
+                     ("I joined Spotify!", "2025-05-12T13:00:00+00:00")):
+        response = await client.post("/v1/memories", json={
+            "messages": [{"role": "user", "content": text, "name": "Priya"}],
+            "user_id": "u1", "observed_at": at, "wait": True})
+        assert response.json()["status"] == "SUCCEEDED"
+    prompts = [b["messages"][1]["content"] for b in extraction_prompts(scripted_llm)]
+    assert "Said before (context only, do not extract):\nPriya: I work at Google." in prompts[1]
+    assert "Said before" not in prompts[2]
+    google = [m for m in await memories(client, user_id="u1")
+              if m["memory"] == "Priya works at Google"]
+    detail = (await client.get(f"/v1/memories/{google[0]['id']}")).json()
+    assert len(detail["sources"]) == 1  # told once, not confirmed by the next episode
+    assert "Priya joined Spotify." in {m["memory"] for m in
+                                       await memories(client, user_id="u1")}

@@ -191,9 +191,11 @@ async def test_every_kind_of_change_reaches_search(client: httpx.AsyncClient,
         return [hit["memory"] for hit in response.json()["results"]]
 
     ids = []
-    for text in ("I keep my bicycle in the garage.", "My favourite tea is oolong."):
-        added = await client.post("/v1/memories", json={  # apart: no context of each other
-            "user_id": "u1", "infer": False, "messages": [{"role": "user", "content": text}]})
+    for day, text in enumerate(("I keep my bicycle in the garage.",
+                                "My favourite tea is oolong."), 1):
+        added = await client.post("/v1/memories", json={  # days apart: not each other's context
+            "user_id": "u1", "infer": False, "messages": [{"role": "user", "content": text}],
+            "observed_at": f"2024-05-{day:02d}T12:00:00Z"})
         assert added.status_code == 201
         ids.append(added.json()["results"][0]["id"])
     bike, tea = ids
@@ -274,9 +276,10 @@ HYBRID_SET = [
 
 
 async def test_hybrid_finds_what_each_signal_alone_misses(client: httpx.AsyncClient) -> None:
-    for text in HYBRID_SET:  # one add each: no memory is another's context
+    for day, text in enumerate(HYBRID_SET, 1):  # days apart: no memory is another's context
         added = await client.post("/v1/memories", json={
-            "user_id": "u1", "infer": False, "messages": [{"role": "user", "content": text}]})
+            "user_id": "u1", "infer": False, "messages": [{"role": "user", "content": text}],
+            "observed_at": f"2024-05-{day:02d}T12:00:00Z"})
         assert added.status_code == 201
 
     async def top(query: str, ranking: str, k: int) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -140,6 +140,21 @@ async def insert_messages(session: AsyncSession, project_id: uuid.UUID, scope: S
     if rows:
         await session.execute(insert(Memory).values(rows))
     return ids
+
+
+async def last_message(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+                       at: datetime, within: timedelta) -> Memory | None:
+    """The scope's message said last at or before ``at``, if said no earlier than ``within``
+    before it (the turn an agent's next message answers, whichever add call brought it)."""
+    said = sa.func.coalesce(Memory.valid_at, Memory.created_at)
+    query = (
+        sa.select(Memory)
+        .where(Memory.project_id == project_id, *_exact_scope(scope), Memory.kind == "message",
+               Memory.deleted_at.is_(None), said <= at, said >= at - within)
+        .order_by(said.desc(), Memory.id.desc())
+        .limit(1)
+    )
+    return (await session.scalars(query)).first()
 
 
 async def insert_or_find(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
