@@ -716,7 +716,8 @@ def run_naive(episodes: list[Episode], llm_url: str, llm_model: str,
             try:
                 response = client.post("/chat/completions", json={
                     "model": llm_model, "temperature": 0.0, "max_tokens": 1024,
-                    "messages": extract_messages(turns, episode.observed_at, [], []),
+                    "messages": extract_messages(list(enumerate(turns)), episode.observed_at,
+                                                 [], []),
                     "response_format": schema})
                 response.raise_for_status()
             except httpx.HTTPError as exc:

@@ -61,15 +61,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     device = torch.device("cuda")
     report["device"] = torch.cuda.get_device_name(0)
+    has_faiss = False
     try:
         import faiss
 
         gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         report["faiss"] = {"version": faiss.__version__, "gpus": gpus}
+        has_faiss = True
     except ImportError:
-        faiss, gpus = None, 0
+        gpus = 0
         report["faiss"] = {"error": "faiss is not installed"}
-    if faiss is not None and gpus == 0:
+    if has_faiss and gpus == 0:
         report["faiss"]["note"] = ("this faiss has no GPU support (install faiss-gpu-cu12); "
                                    "only the torch reference is measured")
     rows = []
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         base = torch.randn(size, DIM, device=device, generator=generator, dtype=torch.float16)
         base = torch.nn.functional.normalize(base, dim=1)
         indexes: dict[str, Any] = {}
-        if faiss is not None and gpus > 0:
+        if has_faiss and gpus > 0:
             resources = faiss.StandardGpuResources()
             host = base.float().cpu().numpy()
             for name, fp16 in (("faiss_flat_fp32", False), ("faiss_flat_fp16", True)):

@@ -82,7 +82,7 @@ class Plan:
 @dataclass(frozen=True)
 class Resolution:
     plans: list[Plan]
-    completion: Completion[Decisions] | None
+    completion: Completion[Checks] | None
     prompt_version: str | None
 
 
@@ -213,7 +213,7 @@ def _after_common_start(a: str, b: str) -> tuple[str, str]:
 
 
 def _word_key(word: str) -> str:
-    word = word.lower().replace("’", "'").rstrip(".,;:!?")
+    word = word.lower().replace("\u2019", "'").rstrip(".,;:!?")
     return word.removesuffix("'s").rstrip("'")
 
 

@@ -46,7 +46,7 @@ from app.store.repositories import episodes
 from app.store.repositories import memories as repository
 
 # Facts whose provenance is read to fold them with their messages (``fusion.fold``): those
-# among the first FOLD_DEPTH × top_k ranked, more than hydration reads in all but rare cases.
+# among the first FOLD_DEPTH * top_k ranked, more than hydration reads in all but rare cases.
 FOLD_DEPTH = 4
 
 
