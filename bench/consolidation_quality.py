@@ -4,13 +4,14 @@ OpenAI-compatible endpoint with ``--llm-url``.
 Two parts (``--part``, both by default), against one started server:
 
 * ``locomo``: whole sessions of a few LoCoMo dev conversations are posted in order
-  (``infer: true``, one add per session, each message with its speaker's name and LoCoMo
-  ``dia_id``). Per episode: seconds from the 202 until the messages are found by a search
-  and until the job finished (facts and graph written), LLM calls and tokens. Then every
-  question of categories 1 to 4 searches its conversation three ways: facts only, messages
-  only, both fused (the default search). A message stands for its own turn; a fact for the
-  turns its ``sources`` cite. Evidence recall@k ("any" evidence turn in the top k), facts per
-  user turn, entities and relations per session, share of jobs that SUCCEEDED.
+  (``infer: true``, one add per session, or per ``--episode-turns`` turns, each message
+  with its speaker's name and LoCoMo ``dia_id``). Per episode: seconds from the 202 until
+  the messages are found by a search and until the job finished (facts and graph written),
+  LLM calls and tokens. Then every question of categories 1 to 4 searches its conversation
+  three ways: facts only, messages only, both fused (the default search). A message stands
+  for its own turn; a fact for the turns its ``sources`` cite. Evidence recall@k ("any"
+  evidence turn in the top k), facts per user turn, entities and relations per session,
+  share of jobs that SUCCEEDED.
 * ``updates``: the knowledge-update suite (``bench.knowledge_updates``): after each
   scenario's conversations, whether the current answer ranks first among facts, whether the
   old fact was superseded (not deleted, not still current), whether the unrelated fact
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="locomo_dev.json (default $LOCOMO_DEV)")
     parser.add_argument("--conversations", type=int, default=2,
                         help="LoCoMo conversations, each with all its sessions (default 2)")
+    parser.add_argument("--episode-turns", type=int, default=WHOLE_SESSION,
+                        help="turns per posted episode (default: a whole session per add)")
     parser.add_argument("--sessions", type=int, default=None,
                         help="only each conversation's first N sessions (default: all)")
     parser.add_argument("--scenarios", type=int, default=len(SCENARIOS),
@@ -155,7 +158,7 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
     graph = {"entities": 0, "relations": 0}
     sessions = 0
     for sample in samples:
-        episodes = [e for e in conversation_episodes(sample, WHOLE_SESSION)
+        episodes = [e for e in conversation_episodes(sample, args.episode_turns)
                     if args.sessions is None or e.session <= args.sessions]
         user_id = f"{sample['sample_id']}-{uuid.uuid4().hex[:6]}"
         turns_of: dict[str, list[str]] = {}
@@ -350,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "config": {"parts": args.part, "conversations": args.conversations,
+                   "episode_turns": args.episode_turns,
                    "sessions": args.sessions, "scenarios": args.scenario or args.scenarios,
                    "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
     }
