@@ -51,14 +51,15 @@ Action = Literal["ADD", "UPDATE", "SUPERSEDE", "NOOP"]
 # How alike (``_predicates_alike``: all-MiniLM-L6-v2, the common subject set aside) a fact
 # must be to a memory for each outcome. Measured on pairs like the knowledge-update suite's:
 # one changing fact ("moved to Elm Road" / "lives at Baker Street", "leg healed" / "is on
-# crutches", "gave up coffee" / "loves coffee") 0.4-0.9, unrelated facts of one person
-# ("works at Equinor" / "lives in Lisbon", "quit Deloitte" / "runs marathons", "joined
-# Spotify" / "husband is called Arjun") 0.0-0.21. A NOOP drops the new fact, so it needs the
+# crutches", "gave up coffee" / "loves coffee", "joined Spotify as a software engineer" /
+# "works at Google") 0.24-0.9, unrelated facts of one person ("works at Equinor" / "lives in
+# Lisbon", "quit Deloitte" / "runs marathons", "joined Spotify" / "husband is called Arjun")
+# 0.0-0.21: a SUPERSEDE needs what lies between. A NOOP drops the new fact, so it needs the
 # most: paraphrases ("dog is Rex" / "has a dog named Rex", "has a job at Equinor" / "works
 # at Equinor") 0.88-0.91, while "married Anna" / "girlfriend is Anna" is 0.74 and "three
 # children" / "two children" 0.66, neither the same. An UPDATE or a NOOP by words (one text
 # holds every word of the other) only needs the two to be about the same thing.
-MIN_SIMILARITY = {"NOOP": 0.85, "WORDS": 0.5, "SUPERSEDE": 0.25}
+MIN_SIMILARITY = {"NOOP": 0.85, "WORDS": 0.5, "SUPERSEDE": 0.22}
 # Memories less similar than this to a fact are not checked with it: a fact with none is an
 # ADD without asking.
 CANDIDATE_FLOOR = 0.4
