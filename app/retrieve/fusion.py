@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from app.config import SearchSettings
@@ -61,6 +61,7 @@ class Ranked:
     similarity: float
     score: float
     explain: dict[str, object]
+    folds: tuple[uuid.UUID, ...] = ()  # memories it stands for (``fold``)
 
 
 def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
@@ -130,27 +131,26 @@ def fold(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],
         return ranked
     shown: set[uuid.UUID] = set()  # messages shown, in person or through a fact
     kept: list[Ranked] = []
-    stands_for: dict[uuid.UUID, list[str]] = {}
+    stands_for: dict[uuid.UUID, list[uuid.UUID]] = {}
     first_shown: dict[uuid.UUID, uuid.UUID] = {}  # message → the memory that showed it
     for item in ranked:
         memory_id = item.memory_id
         if rows[memory_id].kind == "message":
             if memory_id in shown:
-                stands_for[first_shown[memory_id]].append(str(memory_id))
+                stands_for[first_shown[memory_id]].append(memory_id)
                 continue
             shown.add(memory_id)
             first_shown[memory_id] = memory_id
         else:
             sources = cited.get(memory_id, set())
             if sources and sources <= shown:
-                stands_for[first_shown[next(iter(sorted(sources)))]].append(str(memory_id))
+                stands_for[first_shown[min(sources)]].append(memory_id)
                 continue
             for source in sources - shown:
                 first_shown[source] = memory_id
             shown |= sources
         stands_for[memory_id] = []
         kept.append(item)
-    for item in kept:
-        if stands_for[item.memory_id]:
-            item.explain["folds"] = stands_for[item.memory_id]
-    return kept
+    return [replace(item, folds=tuple(folded),
+                    explain={**item.explain, "folds": [str(m) for m in folded]})
+            if (folded := stands_for[item.memory_id]) else item for item in kept]

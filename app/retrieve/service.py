@@ -105,7 +105,8 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     watch.lap("hydrate")
     relations = None
     if "relations" in request.include:
-        relations = await _relations_among(graph, asked, seen, [r.memory_id for r in ranked])
+        relations = await _relations_among(graph, asked, seen, [
+            m for r in ranked for m in (r.memory_id, *r.folds)])
         watch.lap("relations")
     return SearchResponse(results=hits, relations=relations)
 
