@@ -348,9 +348,12 @@ async def test_add_infers_by_default_and_wait_for_job_follows_it(
     assert await sdk.get_job(job.id) == finished
     hits = await sdk.search("What music does the user like?", user_id=user, filters=ONLY_FACTS)
     assert [(hit.id, hit.memory) for hit in hits] == [(finished.results[0].id, "User likes jazz")]
+    # Both kinds by default, the fact standing for the message it came from.
     said = await sdk.search("What music does the user like?", user_id=user)
-    assert {(hit.memory, hit.kind) for hit in said} >= {("User likes jazz", "fact"),
-                                                         ("I like jazz", "message")}
+    assert [(hit.memory, hit.kind) for hit in said] == [("User likes jazz", "fact")]
+    messages = await sdk.search("What music does the user like?", user_id=user,
+                                filters={"kind": "message"})
+    assert [(hit.memory, hit.kind) for hit in messages] == [("I like jazz", "message")]
     assert brain.extract_calls == 1
 
 
