@@ -25,7 +25,7 @@ from app.consolidate.context import EpisodeContext
 from app.consolidate.dates import resolve_when
 from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
 from app.domain import content_hash, normalise, stems
-from app.errors import LLMOutputError
+from app.errors import LLMError, LLMOutputError
 from app.llm import Completion, LLMClient
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,22 @@ async def extract(llm: LLMClient, context: EpisodeContext, max_facts: int) -> Ex
     """The facts of every window, merged; with what each call cost."""
     done = Extraction([])
     before = [turn for episode in context.earlier for turn in episode][-CONTEXT_TURNS:]
-    for window in windows(context.turns):
-        await _extract_window(llm, context, window, before, done)
-        before = [turn for _, turn in window[-CONTEXT_TURNS:]]
+    try:
+        for window in windows(context.turns):
+            await _extract_window(llm, context, window, before, done)
+            before = [turn for _, turn in window[-CONTEXT_TURNS:]]
+    except LLMError as exc:  # the job fails: it is charged for every call made, not the last
+        for completion in done.completions:
+            exc.prompt_tokens += completion.usage.prompt_tokens
+            exc.completion_tokens += completion.usage.completion_tokens
+            exc.replies += completion.attempts
+            exc.truncated += completion.truncated
+        for failure in done.failures:
+            exc.prompt_tokens += failure.prompt_tokens
+            exc.completion_tokens += failure.completion_tokens
+            exc.replies += failure.replies
+            exc.truncated += failure.truncated
+        raise
     done.facts = merge(done.facts, max_facts)
     return done
 

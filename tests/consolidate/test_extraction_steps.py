@@ -198,3 +198,20 @@ async def test_facts_copied_from_the_context_are_dropped(
     assert len(detail["sources"]) == 1  # told once, not confirmed by the next episode
     assert "Priya joined Spotify." in {m["memory"] for m in
                                        await memories(client, user_id="u1")}
+
+
+async def test_a_message_that_runs_away_alone_fails_the_job_charged_for_every_call(
+        client: httpx.AsyncClient, scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.responder = lambda body: Reply(content='{"facts": [{"text": "Dana',
+                                                finish_reason="length")
+    response = await client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "I like lists.", "name": "Dana"},
+                     {"role": "user", "content": "Many lists.", "name": "Dana"}],
+        "user_id": "u1", "observed_at": OBSERVED, "wait": True})
+    job = response.json()
+    assert (job["status"], job["error"]["code"]) == ("FAILED", "llm_bad_output")
+    # Both messages and their re-ask, then the first alone and its re-ask.
+    assert (job["usage"]["llm_calls"], job["usage"]["truncated_replies"]) == (4, 4)
+    assert len(extraction_prompts(scripted_llm)) == 4
+    found = await client.post("/v1/memories/search", json={"query": "lists", "user_id": "u1"})
+    assert {hit["memory"] for hit in found.json()["results"]} == {"I like lists.", "Many lists."}
