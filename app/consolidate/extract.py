@@ -129,10 +129,15 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
     kept to the window's messages and checked (``cited``), time words the window contains
     turned into a day no later than the conversation. A fact whose words are only in what
     was said before the window (shown as context) is dropped: a small model copies facts
-    out of the context, which were extracted when it was new."""
+    out of the context, which were extracted when it was new. So is a fact about an unnamed
+    assistant (the agent itself: "Assistant thanks Hana."): memories are of the people it
+    talks with, and what it said stays searchable as messages."""
     found = []
     said = " ".join(" ".join(context.turns[index].content.split()) for index in window).lower()
     speakers = {word for index in window for word in stems(context.turns[index].speaker, 3)}
+    agents = {turn.speaker.lower() for index in window
+              if (turn := context.turns[index]).role == "assistant"
+              and not (turn.name or "").strip()}
     in_window = stems(said, 3)
     in_context = stems(" ".join(turn.content for turn in before), 3)
     for fact in extracted.facts:
@@ -141,6 +146,8 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
             continue
         words = stems(text, 3) - speakers
         if words and not words & in_window and words & in_context:
+            continue
+        if _subject(text) in agents:
             continue
         indices = cited(text, fact.source_messages, context.turns, window)
         valid_at, stated = context.observed_at, False
@@ -152,6 +159,12 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
             valid_at, stated = datetime.combine(day, time(), tzinfo=UTC), True
         found.append(ExtractedFact(text, content_hash(text), indices, valid_at, stated))
     return found
+
+
+def _subject(text: str) -> str:
+    """The word a fact starts with, lower case, without a possessive ("Assistant's" → …)."""
+    first = text.split(maxsplit=1)[0].lower().replace("\u2019", "'").rstrip(".,;:!?")
+    return first.removesuffix("'s").rstrip("'")
 
 
 def cited(text: str, named: Sequence[int], turns: Sequence[Turn],

@@ -215,3 +215,34 @@ async def test_a_message_that_runs_away_alone_fails_the_job_charged_for_every_ca
     assert len(extraction_prompts(scripted_llm)) == 4
     found = await client.post("/v1/memories/search", json={"query": "lists", "user_id": "u1"})
     assert {hit["memory"] for hit in found.json()["results"]} == {"I like lists.", "Many lists."}
+
+
+async def test_facts_about_an_unnamed_assistant_are_not_kept(
+        client: httpx.AsyncClient, scripted_llm: ScriptedLLM, brain: Brain) -> None:
+    """The agent's own "Thanks for telling me" is no fact about anyone; a named assistant
+    (a person in the chat, as in LoCoMo) is."""
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
+            prompt = body["messages"][1]["content"]
+            agent = "Assistant" if "Assistant:" in prompt else "Melanie"
+            return {"facts": [{"text": "Hana is healthy again.", "source_messages": [0],
+                               "when": None},
+                              {"text": f"{agent} thanks Hana.", "source_messages": [1],
+                               "when": None},
+                              {"text": f"{agent}'s reply was kind.", "source_messages": [1],
+                               "when": None}]}
+        return brain(body)
+
+    scripted_llm.responder = answer
+    for user, name in (("u1", None), ("u2", "Melanie")):
+        assistant = {"role": "assistant", "content": "Thanks for telling me."}
+        if name:
+            assistant["name"] = name
+        response = await client.post("/v1/memories", json={
+            "messages": [{"role": "user", "content": "I'm healthy again.", "name": "Hana"},
+                         assistant], "user_id": user, "observed_at": OBSERVED, "wait": True})
+        assert response.json()["status"] == "SUCCEEDED"
+    assert {m["memory"] for m in await memories(client, user_id="u1")} == {
+        "Hana is healthy again."}
+    assert {m["memory"] for m in await memories(client, user_id="u2")} == {
+        "Hana is healthy again.", "Melanie thanks Hana.", "Melanie's reply was kind."}
