@@ -161,6 +161,13 @@ def stems(text: str, shortest: int = 1) -> set[str]:
     return {word[:5] for word in _WORD.findall(text.lower()) if len(word) >= shortest}
 
 
+def word_key(word: str) -> str:
+    """A word as statements compare it: lower case, without trailing marks or a possessive
+    ("Priya's" and "Priya." are "priya")."""
+    word = word.lower().replace("\u2019", "'").rstrip(".,;:!?")
+    return word.removesuffix("'s").rstrip("'")
+
+
 def embedding_text(text: str, metadata: dict[str, object] | None) -> str:
     """What a memory's vector is made from: its text, said by its speaker when one is known
     (a message's ``name``): "Caroline: I went to the support group" is found by a question

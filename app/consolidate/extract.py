@@ -24,7 +24,7 @@ from datetime import UTC, datetime, time
 from app.consolidate.context import EpisodeContext
 from app.consolidate.dates import resolve_when
 from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
-from app.domain import content_hash, normalise, stems
+from app.domain import content_hash, normalise, stems, word_key
 from app.errors import LLMError, LLMOutputError
 from app.llm import Completion, LLMClient
 
@@ -147,7 +147,7 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
         words = stems(text, 3) - speakers
         if words and not words & in_window and words & in_context:
             continue
-        if _subject(text) in agents:
+        if word_key(text.split(maxsplit=1)[0]) in agents:
             continue
         indices = cited(text, fact.source_messages, context.turns, window)
         valid_at, stated = context.observed_at, False
@@ -159,12 +159,6 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
             valid_at, stated = datetime.combine(day, time(), tzinfo=UTC), True
         found.append(ExtractedFact(text, content_hash(text), indices, valid_at, stated))
     return found
-
-
-def _subject(text: str) -> str:
-    """The word a fact starts with, lower case, without a possessive ("Assistant's" → …)."""
-    first = text.split(maxsplit=1)[0].lower().replace("\u2019", "'").rstrip(".,;:!?")
-    return first.removesuffix("'s").rstrip("'")
 
 
 def cited(text: str, named: Sequence[int], turns: Sequence[Turn],

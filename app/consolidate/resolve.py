@@ -40,7 +40,7 @@ from app.consolidate.prompts import (
     NewFact,
     resolve_messages,
 )
-from app.domain import stems
+from app.domain import stems, word_key
 from app.embeddings import Embedder
 from app.llm import Completion, LLMClient
 from app.store.models import Memory
@@ -213,14 +213,9 @@ def _after_common_start(a: str, b: str) -> tuple[str, str]:
     left, right = a.split(), b.split()
     shared = 0
     while shared < min(len(left), len(right)) - 1 and \
-            _word_key(left[shared]) == _word_key(right[shared]):
+            word_key(left[shared]) == word_key(right[shared]):
         shared += 1
     return " ".join(left[shared:]), " ".join(right[shared:])
-
-
-def _word_key(word: str) -> str:
-    word = word.lower().replace("\u2019", "'").rstrip(".,;:!?")
-    return word.removesuffix("'s").rstrip("'")
 
 
 async def supersede_replaced(session: AsyncSession, embedder: Embedder, context: EpisodeContext,
