@@ -132,6 +132,15 @@ class SearchSettings(BaseModel):
     lexical_weight: float = Field(default=0.5, ge=0.0, le=10.0)
     graph_weight: float = Field(default=1.0, ge=0.0, le=10.0,
                                 description="Added for a memory the graph reached.")
+    date_weight: float = Field(
+        default=0.5, ge=0.0, le=10.0, description="Added for a memory said or true within "
+        'the period a query names ("in May 2023", "last June").')
+    conversation_weight: float = Field(
+        default=0.3, ge=0.0, le=10.0, description="Share of the best score among the "
+        "candidates of a message's conversation that the message gains.")
+    neighbour_weight: float = Field(
+        default=0.2, ge=0.0, le=10.0, description="Share of its better neighbouring turn's "
+        "score that a message gains.")
     recency_weight: float = Field(default=0.0, ge=0.0, le=10.0,
                                   description="Weight of exp(-age / recency_half_life_days).")
     recency_half_life_days: float = Field(default=30.0, gt=0)

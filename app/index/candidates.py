@@ -41,18 +41,21 @@ Lap = Callable[[str], None]
 @dataclass(frozen=True)
 class Candidate:
     """What ranking needs of a memory: its exact cosine similarity to the query, since when
-    it holds (``valid_at``, else ``created_at``), when it stopped (``invalid_at``) and its
-    kind."""
+    it holds (``valid_at``, else ``created_at``), when it stopped (``invalid_at``), its
+    kind, and for a message its conversation (an identity, only compared: the id or the
+    index's code for it) and its turn there."""
 
     similarity: float
     since: datetime
     invalid_at: datetime | None
     kind: MemoryKind
+    conversation: uuid.UUID | int | None = None
+    turn: int | None = None
 
     @classmethod
     def of(cls, memory: Memory, similarity: float) -> Candidate:
         return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at,
-                   cast(MemoryKind, memory.kind))
+                   cast(MemoryKind, memory.kind), memory.conversation_id, memory.turn)
 
 
 @dataclass(frozen=True)

@@ -300,10 +300,13 @@ class MemoryIndex:
         valid = self.state.slots.column("valid")[slots].tolist()
         invalid = self.state.slots.column("invalid")[slots].tolist()
         kinds = self.state.slots.column("kind")[slots].tolist()
+        conversations = self.state.slots.column("conversation")[slots].tolist()
+        turns = self.state.slots.column("turn")[slots].tolist()
         return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until),
-                             KINDS[kind])
-                for m, score, since, until, kind in zip(kept, scores, valid, invalid, kinds,
-                                                        strict=True)}
+                             KINDS[kind], None if conversation < 0 else conversation,
+                             None if conversation < 0 else turn)
+                for m, score, since, until, kind, conversation, turn in zip(
+                    kept, scores, valid, invalid, kinds, conversations, turns, strict=True)}
 
     async def dense_batched(self, query: npt.NDArray[np.float32], allowed: Slots,
                             n: int) -> Ranked | None:

@@ -49,6 +49,7 @@ class SlotTable:
             "project": Column(np.int32, -1), "valid": Column(np.int64, 0),
             "invalid": Column(np.int64, NEVER), "expires": Column(np.int64, NEVER),
             "alive": Column(np.bool_, False), "kind": Column(np.int8, -1),
+            "conversation": Column(np.int32, -1), "turn": Column(np.int32, -1),
             **{f"scope.{name}": Column(np.int32, -1) for name in SCOPE_FIELDS},
         }
         self.postings: dict[tuple[int, int], list[int]] = {}  # (project, -1 | user) → slots
@@ -82,6 +83,9 @@ class SlotTable:
             self.column(f"scope.{name}")[slot] = -1 if value is None else self.code(value)
         self.set_times(slot, row)
         self.column("kind")[slot] = KINDS.index(row.kind)
+        if row.conversation_id is not None and row.turn is not None:
+            self.column("conversation")[slot] = self.code(str(row.conversation_id))
+            self.column("turn")[slot] = row.turn
         self.column("alive")[slot] = True
         self._post(slot)
         return project

@@ -22,7 +22,9 @@ from app.index.vectors import VectorIndex
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 3  # 2: one state object (slots, lexical, cursor); 3: slots hold the kind
+# 2: one state object (slots, lexical, cursor); 3: slots hold the kind; 4: and the
+# conversation and turn
+FORMAT = 4
 
 
 def write_snapshot(folder: Path, vectors: VectorIndex, state: dict[str, Any],

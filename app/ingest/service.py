@@ -150,8 +150,13 @@ async def _store_conversation(session: AsyncSession, embedder: Embedder, caller:
         messages=[message.model_dump(exclude_none=True) for message in body.messages],
         metadata=body.metadata or {}, instructions=body.instructions, idempotency_key=key,
         observed_at=observed_at, expires_at=body.expires_at)
+    # The conversation goes on when this add follows the scope's last message closely enough:
+    # its turns are then numbered on from there, as if they had come in one add.
+    conversation, first_turn = episode.id, 0
+    if earlier is not None and earlier.conversation_id is not None and earlier.turn is not None:
+        conversation, first_turn = earlier.conversation_id, earlier.turn + 1
     items = []
-    for index, text in said:
+    for turn, (index, text) in enumerate(said, first_turn):
         message = body.messages[index]
         metadata = {**(body.metadata or {}), **(message.metadata or {}),
                     "role": message.role, "message_index": index}
@@ -165,7 +170,8 @@ async def _store_conversation(session: AsyncSession, embedder: Embedder, caller:
             name = earlier.metadata_.get("name")
             around.append(_said(name if isinstance(name, str) else None, earlier.text))
         items.append(NewMemory(text, content_hash(text), metadata, [], body.expires_at,
-                               body.observed_at, lexical_context(around, body.observed_at)))
+                               body.observed_at, lexical_context(around, body.observed_at),
+                               conversation, turn))
     vectors = await embedder.embed([embedding_text(item.text, item.metadata) for item in items])
     ids = await repository.insert_messages(
         session, caller.project_id, scope,

@@ -6,9 +6,14 @@ settings' weights. A candidate one signal did not list is scored on it all the s
 exact cosine similarity always (hydration computes it), its BM25 where the index can say,
 else 0 (below every listed one). Normalising over the union rather than over each
 signal's own list: LoCoMo dev recall@10 0.75 → 0.80. On top: a bonus for memories the
-graph reached (whose z-scores are not taken below 0), a recency term, and a penalty for
-memories no longer true (visible with ``as_of`` or ``include_superseded``). Weights were
-tuned on the LoCoMo dev split (``bench.locomo_recall``).
+graph reached (whose z-scores are not taken below 0), a bonus for memories said or true in
+the period the query names ("in May 2023", ``dates.query_period``), a recency term, and a
+penalty for
+memories no longer true (visible with ``as_of`` or ``include_superseded``). Then turns of
+one conversation lend each other score: each gains a share of the best score among the
+candidates of its conversation (the exchange that answers a question tends to hold more
+than the one line that matches it) and of its better neighbouring turn (an answer follows
+its question). Weights were tuned on the LoCoMo dev split (``bench.locomo_recall``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from datetime import UTC, datetime
 
 from app.config import SearchSettings
 from app.index.candidates import Candidate
+from app.retrieve.dates import Period
 
 DAY_S = 86_400.0
 
@@ -66,7 +72,7 @@ class Ranked:
 
 def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
          graph: Sequence[uuid.UUID], settings: SearchSettings, threshold: float | None,
-         now: datetime | None = None) -> list[Ranked]:
+         now: datetime | None = None, period: Period | None = None) -> list[Ranked]:
     """``rows``: every candidate that matches the search. Returns them all, best first,
     those under ``threshold`` left out. With one of dense and lexical, its raw score is the
     base (so a dense search scores by cosine); with both, their weighted z-scores, and
@@ -104,6 +110,10 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
             total += settings.graph_weight
         explain["graph"] = {"reached": memory_id in reached,
                             "bonus": settings.graph_weight if memory_id in reached else 0.0}
+        if both and period is not None:
+            dated = settings.date_weight if period.holds(row.since) else 0.0
+            total += dated
+            explain["date"] = dated
         if both and settings.recency_weight:
             age_days = max(0.0, (now - row.since).total_seconds() / DAY_S)
             recency = settings.recency_weight * math.exp(-age_days /
@@ -113,10 +123,49 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
         if both and row.invalid_at is not None and row.invalid_at <= now:
             total -= settings.superseded_penalty
             explain["superseded_penalty"] = settings.superseded_penalty
-        explain["fused"] = round(total, 4)
         ranked.append(Ranked(memory_id, similarity, total, explain))
+    if both:
+        ranked = _lend_within_conversations(ranked, rows, settings)
+    for item in ranked:
+        item.explain["fused"] = round(item.score, 4)
     ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory_id))
     return ranked
+
+
+def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],
+                               settings: SearchSettings) -> list[Ranked]:
+    """Each candidate gains ``conversation_weight`` times the best score among the
+    candidates of its conversation (its own when it has none: a fact, or a message alone)
+    and ``neighbour_weight`` times the better of its neighbouring turns' scores, a
+    neighbour that is no candidate counting as the lowest candidate score. Memories
+    outside any conversation gain from their own score only, so among themselves their
+    order stays as it was."""
+    if not ranked or not (settings.conversation_weight or settings.neighbour_weight):
+        return ranked
+    best: dict[object, float] = {}
+    at: dict[tuple[object, int], float] = {}
+    for item in ranked:
+        row = rows[item.memory_id]
+        if row.conversation is not None and row.turn is not None:
+            key = row.conversation
+            best[key] = max(best.get(key, -math.inf), item.score)
+            at[(key, row.turn)] = item.score
+    lowest = min(item.score for item in ranked)
+    lent = []
+    for item in ranked:
+        row = rows[item.memory_id]
+        if row.conversation is not None and row.turn is not None:
+            peak = best[row.conversation]
+            neighbour = max(at.get((row.conversation, row.turn - 1), lowest),
+                            at.get((row.conversation, row.turn + 1), lowest))
+        else:
+            peak, neighbour = item.score, lowest
+        gain = settings.conversation_weight * peak + settings.neighbour_weight * neighbour
+        explain = {**item.explain, "conversation": {"best": round(peak, 4),
+                                                    "neighbour": round(neighbour, 4),
+                                                    "gain": round(gain, 4)}}
+        lent.append(replace(item, score=item.score + gain, explain=explain))
+    return lent
 
 
 def fold(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],

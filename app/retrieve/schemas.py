@@ -35,9 +35,11 @@ class SearchRequest(BaseModel):
     graph: bool = Field(default=False,
                         description="Also take memories linked to entities one relation away "
                         "from the entities the query names (multi-hop questions).")
-    include: list[Literal["relations"]] = Field(
-        default_factory=list, max_length=1,
-        description='"relations": add the current relations among the hits\' entities.')
+    include: list[Literal["relations", "context"]] = Field(
+        default_factory=list, max_length=2,
+        description='"relations": add the current relations among the hits\' entities; '
+        '"context": give each hit the exchange it belongs to (a message: the turns next '
+        'to it in its conversation; a fact: the messages it was distilled from).')
     ranking: Literal["hybrid", "dense", "lexical"] | None = Field(
         default=None, description="hybrid: meaning and words fused; dense: cosine similarity "
         "only; lexical: BM25 only. Default: the server's search.ranking (hybrid).")
@@ -54,7 +56,11 @@ class SearchHit(MemoryRead):
     explain: dict[str, Any] | None = Field(
         default=None, description='With "explain": per signal (dense, lexical, graph) its '
         "rank among that signal's candidates, score and z-score; the recency term, the "
-        "superseded penalty and the fused score.")
+        "superseded penalty, what its conversation lent it and the fused score.")
+    context: list[MemoryRead] | None = Field(
+        default=None, description='With "include": ["context"]: the messages around the '
+        "hit, in the order said (a message: the turns just before and after it in its "
+        "conversation; a fact: the messages it was distilled from).")
 
 
 class SearchResponse(BaseModel):

@@ -35,6 +35,8 @@ from app.domain import (
 )
 from app.graph.schemas import RelationRead
 from app.index.candidates import CandidateQuery, CandidateSource
+from app.memories.schemas import MemoryRead
+from app.retrieve.dates import query_period
 from app.retrieve.filters import parse_filters
 from app.retrieve.fusion import Ranked, Signal, fold, fuse
 from app.retrieve.graph_expansion import hop_memories
@@ -90,7 +92,8 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     if found.lexical is not None:
         lexical = Signal(found.lexical, settings.lexical_weight)
         lexical.extra = found.lexical_scores([m for m in rows if m not in lexical.score])
-    ranked = fuse(rows, dense, lexical, reached, settings, request.threshold)
+    ranked = fuse(rows, dense, lexical, reached, settings, request.threshold,
+                  period=query_period(request.query))
     facts = [r.memory_id for r in ranked[:FOLD_DEPTH * request.top_k]
              if rows[r.memory_id].kind == "fact"]
     if facts and len(facts) < len(ranked):  # facts and messages ranked together
@@ -103,6 +106,11 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     hits = [SearchHit.of(memories[r.memory_id], score=r.score, similarity=r.similarity,
                          explain=r.explain if request.explain else None) for r in ranked]
     watch.lap("hydrate")
+    if "context" in request.include:
+        around = await _exchanges(session, caller, [memories[r.memory_id] for r in ranked],
+                                  seen)
+        hits = [hit.model_copy(update={"context": around.get(hit.id, [])}) for hit in hits]
+        watch.lap("context")
     relations = None
     if "relations" in request.include:
         relations = await _relations_among(graph, asked, seen, [
@@ -153,6 +161,35 @@ def _fold(tree: Filter | None, asked: ProjectScope
             return asked, None, tree
     ordered = None if kinds is None else tuple(kind for kind in KINDS if kind in kinds)
     return Scope(**folded).within(asked.project_id), ordered, None
+
+
+# Turns on each side of a message hit that ``include: ["context"]`` returns with it.
+CONTEXT_TURNS = 1
+
+
+async def _exchanges(session: AsyncSession, caller: Caller, hits: list[Memory],
+                     seen: Timeline) -> dict[uuid.UUID, list[MemoryRead]]:
+    """Per hit, the messages around it: a message's neighbouring turns in its conversation,
+    a fact's source messages; each as visible at ``seen``, in the order said."""
+    places = {m.id: (m.conversation_id, m.turn) for m in hits
+              if m.conversation_id is not None and m.turn is not None}
+    turns = await repository.turns_around(session, caller.project_id,
+                                          list(places.values()), CONTEXT_TURNS, seen)
+    around: dict[uuid.UUID, list[MemoryRead]] = {}
+    for hit, (conversation, turn) in places.items():
+        around[hit] = [MemoryRead.of(m) for m in turns
+                       if m.id != hit and m.conversation_id == conversation
+                       and m.turn is not None and abs(m.turn - turn) <= CONTEXT_TURNS]
+    facts = [m.id for m in hits if m.kind == "fact"]
+    cited = await episodes.cited_messages(session, caller.project_id, facts)
+    sources = await repository.matching(
+        session, caller.project_id, list({m for ids in cited.values() for m in ids}), None,
+        seen)
+    for fact in facts:
+        said = sorted((sources[m] for m in cited.get(fact, ()) if m in sources),
+                      key=lambda m: (m.valid_at or m.created_at, m.turn or 0, m.id))
+        around[fact] = [MemoryRead.of(m) for m in said]
+    return around
 
 
 async def _relations_among(graph: GraphStore, scope: ProjectScope, seen: Timeline,

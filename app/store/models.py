@@ -82,6 +82,8 @@ class Memory(Base):
         Index("ix_memories_superseded_by", "superseded_by",
               postgresql_where=sql_text("superseded_by IS NOT NULL")),
         Index("ix_memories_lexical", "lexical", postgresql_using="gin"),
+        Index("ix_memories_conversation_turn", "project_id", "conversation_id", "turn",
+              postgresql_where=sql_text("conversation_id IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid7)
@@ -106,6 +108,9 @@ class Memory(Base):
     invalid_at: Mapped[datetime | None]
     superseded_by: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("memories.id", ondelete="SET NULL"))
+    # A message's conversation and its place in it (migration 0008); facts have none.
+    conversation_id: Mapped[uuid.UUID | None]
+    turn: Mapped[int | None]
     # Words around the memory that help find it (see migration 0006); the lexical index only.
     context: Mapped[str | None] = mapped_column(Text)
     lexical: Mapped[Any] = mapped_column(

@@ -1,9 +1,11 @@
 """A message's context (the turn before it, the day, the speaker: what its lexical entry holds
-besides its words) comes from the scope's history, not from the add call that brought it:
-most agents post one exchange at a time."""
+besides its words) and its place in the conversation (which conversation, which turn) come
+from the scope's history, not from the add call that brought it: most agents post one
+exchange at a time."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -28,11 +30,18 @@ def message(name: str, text: str) -> dict[str, Any]:
 
 
 async def contexts(database: Database, user_id: str) -> list[tuple[str, str | None]]:
+    return [(text, context) for text, context, _, _ in await places(database, user_id)]
+
+
+async def places(database: Database, user_id: str
+                 ) -> list[tuple[str, str | None, uuid.UUID | None, int | None]]:
+    """(text, context, conversation id, turn) of the user's messages, in the order stored."""
     async with database.engine.connect() as connection:
         rows = await connection.execute(sa.text(
-            "SELECT text, context FROM memories WHERE user_id = :user AND kind = 'message' "
-            "ORDER BY id"), {"user": user_id})
-        return [(text, context) for text, context in rows]
+            "SELECT text, context, conversation_id, turn FROM memories "
+            "WHERE user_id = :user AND kind = 'message' ORDER BY id"), {"user": user_id})
+        return [(text, context, conversation, turn)
+                for text, context, conversation, turn in rows]
 
 
 async def ranking(client: httpx.AsyncClient, user_id: str, query: str) -> list[str]:
@@ -56,6 +65,10 @@ async def test_posted_by_message_or_by_session_the_context_is_the_same(
 
     by_session = await contexts(database, "by-session")
     assert by_session == await contexts(database, "by-message")
+    for user_id in ("by-session", "by-message"):
+        rows = await places(database, user_id)
+        assert [turn for *_, turn in rows] == list(range(len(SAID)))
+        assert len({conversation for _, _, conversation, _ in rows}) == 1
     assert by_session[2][1] == ("8 May 2023\nCaroline\n"
                                 "Melanie: How was it? Did you meet anyone new?")
     for question in QUESTIONS:
@@ -79,5 +92,8 @@ async def test_a_later_conversation_does_not_take_the_last_one_as_context(
         "observed_at": "2023-05-08T15:00:00Z"})
     assert hours_later.status_code == 201, hours_later.text
     assert (await contexts(database, "u-later"))[1][1] == "11 May 2023\nMelanie"
+    later, other = await places(database, "u-later"), await places(database, "u-other")
+    assert later[1][2] != later[0][2] and later[1][3] == 0  # a new conversation
+    assert other[1][2] == other[0][2] and other[1][3] == 1  # the same one, going on
     assert (await contexts(database, "u-other"))[1][1] == (
         "8 May 2023\nMelanie\nCaroline: I went to the LGBTQ support group yesterday.")

@@ -36,12 +36,14 @@ class IndexRow:
     invalid_at: datetime | None
     expires_at: datetime | None
     deleted: bool
+    conversation_id: uuid.UUID | None = None
+    turn: int | None = None
 
 
 _COLUMNS = (Memory.id, Memory.project_id, Memory.user_id, Memory.agent_id, Memory.run_id,
             Memory.kind, Memory.text, Memory.context, Memory.content_hash, Memory.embedding,
             Memory.created_at, Memory.valid_at, Memory.invalid_at, Memory.expires_at,
-            Memory.deleted_at.is_not(None))
+            Memory.deleted_at.is_not(None), Memory.conversation_id, Memory.turn)
 
 
 def _rows(result: sa.Result[tuple[object, ...]]) -> list[IndexRow]:

@@ -39,6 +39,8 @@ class NewMemory:
     expires_at: datetime | None = None
     valid_at: datetime | None = None
     context: str | None = None
+    conversation_id: uuid.UUID | None = None  # messages only (migration 0008)
+    turn: int | None = None
 
 
 def live() -> ColumnElement[bool]:
@@ -135,7 +137,8 @@ async def insert_messages(session: AsyncSession, project_id: uuid.UUID, scope: S
              "agent_id": scope.agent_id, "run_id": scope.run_id, "text": item.text,
              "content_hash": item.content_hash, "metadata": item.metadata,
              "embedding": item.embedding, "expires_at": item.expires_at,
-             "valid_at": item.valid_at, "context": item.context, "kind": "message"}
+             "valid_at": item.valid_at, "context": item.context, "kind": "message",
+             "conversation_id": item.conversation_id, "turn": item.turn}
             for memory_id, item in zip(ids, items, strict=True)]
     if rows:
         await session.execute(insert(Memory).values(rows))
@@ -297,6 +300,24 @@ async def matching(session: AsyncSession, project_id: uuid.UUID, ids: Sequence[u
     query = (sa.select(Memory).options(defer(Memory.embedding))
              .where(Memory.id.in_(ids), *_searchable(project_id, filter_tree, timeline)))
     return {memory.id: memory for memory in (await session.scalars(query)).all()}
+
+
+async def turns_around(session: AsyncSession, project_id: uuid.UUID,
+                       places: Sequence[tuple[uuid.UUID, int]], radius: int,
+                       timeline: Timeline) -> list[Memory]:
+    """The messages within ``radius`` turns of each (conversation, turn) place, the places'
+    own included, as far as they are visible at ``timeline``; in conversation and turn
+    order."""
+    if not places:
+        return []
+    near = [sa.and_(Memory.conversation_id == conversation,
+                    Memory.turn.between(turn - radius, turn + radius))
+            for conversation, turn in dict.fromkeys(places)]
+    query = (sa.select(Memory).options(defer(Memory.embedding))
+             .where(Memory.project_id == project_id, Memory.kind == "message",
+                    sa.or_(*near), visible(timeline))
+             .order_by(Memory.conversation_id, Memory.turn, Memory.id))
+    return list((await session.scalars(query)).all())
 
 
 async def lexical_nearest(session: AsyncSession, project_id: uuid.UUID, text: str,
