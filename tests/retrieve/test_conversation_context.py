@@ -93,7 +93,9 @@ async def test_a_later_conversation_does_not_take_the_last_one_as_context(
     assert hours_later.status_code == 201, hours_later.text
     assert (await contexts(database, "u-later"))[1][1] == "11 May 2023\nMelanie"
     later, other = await places(database, "u-later"), await places(database, "u-other")
-    assert later[1][2] != later[0][2] and later[1][3] == 0  # a new conversation
-    assert other[1][2] == other[0][2] and other[1][3] == 1  # the same one, going on
+    assert later[1][2] != later[0][2]
+    assert later[1][3] == 0
+    assert other[1][2] == other[0][2]
+    assert other[1][3] == 1
     assert (await contexts(database, "u-other"))[1][1] == (
         "8 May 2023\nMelanie\nCaroline: I went to the LGBTQ support group yesterday.")

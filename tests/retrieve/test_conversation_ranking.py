@@ -1,0 +1,152 @@
+"""Episode-aware ranking on both candidate sources: turns of one conversation lend each other
+score, a query that names a period finds what was said then, and ``include: ["context"]``
+gives a hit the exchange it belongs to. Each compared with the same server whose weight for
+that signal is 0 (what ranking was before it), on the same data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from app.config import SearchSettings, Settings
+from app.embeddings import SentenceTransformerEmbedder
+from app.main import create_app
+from tests.conftest import KeyFactory
+from tests.consolidate.scripted_brain import Brain
+
+Clients = dict[str, httpx.AsyncClient]
+
+
+@pytest.fixture(scope="module", params=["memory", "postgres"])
+async def apps(request: pytest.FixtureRequest, settings: Settings,
+               embedder: SentenceTransformerEmbedder,
+               app: FastAPI) -> AsyncIterator[dict[str, FastAPI]]:
+    """On the suite's database, searching through the index named by the parameter: the
+    default ranking ("on"), and the same without conversations and dates ("off")."""
+    index = request.param
+    off = {"conversation_weight": 0.0, "neighbour_weight": 0.0, "date_weight": 0.0}
+    made: dict[str, FastAPI] = {}
+    for name, weights in (("on", {}), ("off", off)):
+        own = settings.model_copy(update={
+            "search": SearchSettings(index=index, **weights),
+            "data_dir": settings.data_dir / f"conversation-{index}-{name}"})
+        made[name] = create_app(own, embedder=embedder)
+    async with made["on"].router.lifespan_context(made["on"]), \
+            made["off"].router.lifespan_context(made["off"]):
+        yield made
+
+
+@pytest.fixture
+async def clients(apps: dict[str, FastAPI], api_key_factory: KeyFactory
+                  ) -> AsyncIterator[Clients]:
+    key = await api_key_factory()
+    opened = {name: httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
+                                      base_url="http://test",
+                                      headers={"Authorization": f"Bearer {key}"})
+              for name, application in apps.items()}
+    try:
+        yield opened
+    finally:
+        for client in opened.values():
+            await client.aclose()
+
+
+def said(name: str, text: str) -> dict[str, Any]:
+    return {"role": "user", "name": name, "content": text}
+
+
+async def post(client: httpx.AsyncClient, day: str, *turns: tuple[str, str],
+               one_by_one: bool = False) -> None:
+    batches = [[turn] for turn in turns] if one_by_one else [list(turns)]
+    for batch in batches:
+        response = await client.post("/v1/memories", json={
+            "messages": [said(*turn) for turn in batch], "user_id": "u1", "infer": False,
+            "observed_at": day})
+        assert response.status_code == 201, response.text
+
+
+async def search(client: httpx.AsyncClient, query: str, **fields: Any) -> list[dict[str, Any]]:
+    response = await client.post("/v1/memories/search",
+                                 json={"query": query, "user_id": "u1", **fields})
+    assert response.status_code == 200, response.text
+    hits: list[dict[str, Any]] = response.json()["results"]
+    return hits
+
+
+async def top(client: httpx.AsyncClient, query: str, k: int) -> list[str]:
+    return [hit["memory"] for hit in await search(client, query, top_k=k)]
+
+
+PAINTING = [("Melanie", "Guess what I finally finished painting last weekend?"),
+            ("Caroline", "No idea, tell me!"),
+            ("Melanie", "A sunrise over the lake, all orange and deep purple."),
+            ("Caroline", "Gorgeous. You should hang it in the hallway.")]
+ELSEWHERE = [
+    ("2023-03-02T10:00:00Z", [("Melanie", "Painting with my kids is the best part of my week."),
+                              ("Caroline", "Kids love messy art.")]),
+    ("2023-03-09T10:00:00Z", [("Melanie", "I bought new brushes for painting."),
+                              ("Caroline", "Which brand?")]),
+    ("2023-03-16T10:00:00Z", [("Melanie", "My painting class was cancelled again."),
+                              ("Caroline", "That is annoying.")]),
+    ("2023-03-23T10:00:00Z", [("Melanie", "I watched a documentary about painters."),
+                              ("Caroline", "Was it any good?")]),
+]
+
+
+@pytest.mark.parametrize("one_by_one", [False, True], ids=["by-session", "by-message"])
+async def test_an_answer_borrows_the_score_of_the_question_it_answers(
+        clients: Clients, one_by_one: bool) -> None:
+    for day, turns in ELSEWHERE:
+        await post(clients["on"], day, *turns, one_by_one=one_by_one)
+    await post(clients["on"], "2023-03-30T10:00:00Z", *PAINTING, one_by_one=one_by_one)
+    answer = PAINTING[2][1]
+    question = "What did Melanie finish painting?"
+    on, off = await top(clients["on"], question, 10), await top(clients["off"], question, 10)
+    assert on.index(answer) + 3 <= off.index(answer), (on, off)
+    [hit] = [h for h in await search(clients["on"], question, explain=True)
+             if h["memory"] == answer]
+    lent = hit["explain"]["conversation"]
+    assert lent["best"] > lent["neighbour"]
+    assert lent["gain"] > 0
+
+
+async def test_a_dated_question_finds_what_was_said_then(clients: Clients) -> None:
+    """Asked "three weeks ago", of meals said a week apart: no word of the question tells
+    them apart (their contexts hold their dates, not "ago"), the period does."""
+    today = datetime.now(UTC).replace(hour=19, minute=0, second=0, microsecond=0)
+    meals = [f"I cooked {dish} for the family tonight."
+             for dish in ("chili", "mushroom risotto", "lentil soup", "pancakes", "lasagna")]
+    for weeks, meal in enumerate(meals):
+        when = today - timedelta(weeks=weeks)
+        await post(clients["on"], when.isoformat(), ("Maria", meal))
+    question = "What did Maria cook for her family three weeks ago?"
+    assert (await top(clients["on"], question, 1)) == [meals[3]]
+    assert (await top(clients["off"], question, 1)) != [meals[3]]
+    [hit] = await search(clients["on"], question, top_k=1, explain=True)
+    assert hit["explain"]["date"] == SearchSettings().date_weight
+
+
+async def test_a_hit_comes_with_its_exchange(clients: Clients, brain: Brain) -> None:
+    await post(clients["on"], "2023-03-30T10:00:00Z", *PAINTING[:2])
+    await post(clients["on"], "2023-03-30T10:05:00Z", *PAINTING[2:])  # the same conversation
+    [hit] = await search(clients["on"], PAINTING[2][1], top_k=1, include=["context"])
+    assert hit["memory"] == PAINTING[2][1]
+    assert [m["memory"] for m in hit["context"]] == [PAINTING[1][1], PAINTING[3][1]]
+    first = await search(clients["on"], PAINTING[0][1], top_k=1, include=["context"])
+    assert [m["memory"] for m in first[0]["context"]] == [PAINTING[1][1]]
+    assert (await search(clients["on"], PAINTING[0][1], top_k=1))[0]["context"] is None
+
+    brain.facts = {"I moved to Oslo for a job at Equinor.": ["Dana works at Equinor"]}
+    response = await clients["on"].post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "I moved to Oslo for a job at Equinor.",
+                      "name": "Dana"}], "user_id": "u1", "wait": True})
+    assert response.json()["status"] == "SUCCEEDED", response.json()
+    [fact] = await search(clients["on"], "Where does Dana work?", top_k=1,
+                          include=["context"], filters={"kind": "fact"})
+    assert fact["memory"] == "Dana works at Equinor"
+    assert [m["memory"] for m in fact["context"]] == ["I moved to Oslo for a job at Equinor."]
