@@ -178,6 +178,11 @@ async def test_add_verbatim_then_search_ranks_it_first(sdk: Facade, user: str) -
         assert hit.explain["dense"]["score"] == pytest.approx(hit.similarity)
     words = await sdk.search("bicycle", user_id=user, top_k=3, ranking="lexical")
     assert [hit.memory for hit in words] == ["I cycle to work on a red bicycle"]
+    # Added one by one, the three are one conversation: a hit comes with its neighbours.
+    [middle] = await sdk.search("favourite city", user_id=user, top_k=1, context=True)
+    assert middle.context is not None
+    assert [m.memory for m in middle.context] == ["I am allergic to peanuts",
+                                                  "I cycle to work on a red bicycle"]
 
 
 async def test_search_is_scoped_and_filtered(sdk: Facade, user: str) -> None:

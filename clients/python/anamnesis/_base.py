@@ -257,6 +257,7 @@ class BaseClient:
         ranking: Ranking | None = None,
         graph: bool = False,
         explain: bool = False,
+        context: bool = False,
     ) -> Call[list[SearchHit]]:
         body: dict[str, Any] = {"query": query, "top_k": top_k}
         if ranking is not None:
@@ -265,6 +266,8 @@ class BaseClient:
             body["graph"] = True
         if explain:
             body["explain"] = True
+        if context:
+            body["include"] = ["context"]
         if filters is not None:
             body["filters"] = dict(filters)
         if threshold is not None:

@@ -179,6 +179,7 @@ class Anamnesis(BaseClient):
         ranking: Ranking | None = None,
         graph: bool = False,
         explain: bool = False,
+        context: bool = False,
     ) -> list[SearchHit]:
         """Up to ``top_k`` memories most relevant to ``query``, best first.
 
@@ -188,13 +189,14 @@ class Anamnesis(BaseClient):
         malformed ``filters`` raises :class:`InvalidFilterError`. ``ranking``: ``"hybrid"``
         (meaning and words; the server's default), ``"dense"`` or ``"lexical"``; ``graph``
         adds memories one relation away from the entities the query names; ``explain`` fills
-        each hit's ``explain`` with the ranks and scores behind its ``score``.
+        each hit's ``explain`` with the ranks and scores behind its ``score``; ``context``
+        each hit's ``context`` with the exchange it belongs to.
         """
         return self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
             as_of=as_of, include_superseded=include_superseded,
-            ranking=ranking, graph=graph, explain=explain,
+            ranking=ranking, graph=graph, explain=explain, context=context,
         ))
 
     def get(self, memory_id: str) -> MemoryDetail:
@@ -425,13 +427,14 @@ class AsyncAnamnesis(BaseClient):
         ranking: Ranking | None = None,
         graph: bool = False,
         explain: bool = False,
+        context: bool = False,
     ) -> list[SearchHit]:
         """See :meth:`Anamnesis.search`."""
         return await self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
             as_of=as_of, include_superseded=include_superseded,
-            ranking=ranking, graph=graph, explain=explain,
+            ranking=ranking, graph=graph, explain=explain, context=context,
         ))
 
     async def get(self, memory_id: str) -> MemoryDetail:

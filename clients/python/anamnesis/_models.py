@@ -163,11 +163,13 @@ class MemoryDetail(Memory):
 class SearchHit(Memory):
     """A memory returned by ``search``: ``score`` is what the results are ordered by (higher
     first), ``similarity`` its cosine similarity to the query, ``explain`` (when asked for)
-    the ranks and scores per signal behind ``score``."""
+    the ranks and scores per signal behind ``score``, ``context`` (when asked for) the
+    messages around it: a message's neighbouring turns, a fact's source messages."""
 
     score: float
     similarity: float | None = None
     explain: dict[str, Any] | None = None
+    context: list[Memory] | None = None
 
 
 class HistoryEvent(_Response):
