@@ -66,6 +66,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def migrate_command(settings: Settings, revision: str, down: bool) -> int:
+    from app.embeddings import model_identity
     from app.store.db import downgrade, migrate, resolve_url
 
     url, embedded = resolve_url(settings)
@@ -73,7 +74,8 @@ def migrate_command(settings: Settings, revision: str, down: bool) -> int:
         if down:
             downgrade(url, settings.embedding.dimension, revision)
         else:
-            migrate(url, settings.embedding.dimension, revision)
+            migrate(url, settings.embedding.dimension, revision,
+                    model_identity(settings.embedding.model))
     finally:
         if embedded is not None:
             embedded.stop()

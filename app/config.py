@@ -36,7 +36,8 @@ class DatabaseSettings(BaseModel):
 class EmbeddingSettings(BaseModel):
     model: str | None = Field(
         default=None,
-        description="Path or name of a sentence-transformers model; unset: all-MiniLM-L6-v2.",
+        description="all-MiniLM-L6-v2 (unset: the default) or all-mpnet-base-v2, both shipped "
+        "inside PyPI packages, or the folder of another sentence-transformers model.",
     )
     dimension: int = Field(
         default=384, ge=8, le=16000, description="Vector size of new databases; checked at start."

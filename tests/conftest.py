@@ -103,8 +103,9 @@ async def database_url(database_factory: Callable[[str], Awaitable[str]]) -> str
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder.load(EmbeddingSettings())
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder.load(EmbeddingSettings(),
+                                            tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")

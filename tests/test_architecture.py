@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("resources", ("app.resources",)),
     ("index", ("app.index",)),
     ("store and models", ("app.store", "app.embeddings", "app.llm", "app.llm_output",
-                          "app.local_llm")),
+                          "app.local_llm", "app.bundled")),
     ("vocabulary", ("app.domain", "app.config", "app.errors", "app.limits", "app.validation",
                     "app.backoff")),
 ]

@@ -6,6 +6,8 @@ async def test_health_and_ready(anonymous: httpx.AsyncClient) -> None:
     ready = await anonymous.get("/ready")
     assert ready.status_code == 200
     assert ready.json()["embedding_dimension"] == 384
+    # the model by its name: no path of the server's disk in a response
+    assert ready.json()["embedding_model"] == "all-MiniLM-L6-v2"
 
 
 async def test_add_then_search(client: httpx.AsyncClient) -> None:

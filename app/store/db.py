@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.config import Settings
+from app.embeddings import DEFAULT_MODEL, model_identity
 from app.store.embedded_postgres import EmbeddedPostgres
 
 logger = logging.getLogger(__name__)
@@ -50,20 +51,26 @@ async def commit(session: AsyncSession) -> None:
 
 
 class SchemaMismatch(RuntimeError):
-    """The database was made for another embedding size; the message says how to fix it."""
+    """The database was made for another embedding model or size; the message says how to
+    fix it."""
 
 
-def alembic_config(url: str, embedding_dimension: int) -> Config:
+def alembic_config(url: str, embedding_dimension: int,
+                   embedding_model: str = DEFAULT_MODEL) -> Config:
+    """``embedding_dimension``: the vector size of a new database; ``embedding_model``: the
+    identity its vectors (those stored before migration 0009 too) are recorded with."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = url
     config.attributes["embedding_dimension"] = embedding_dimension
+    config.attributes["embedding_model"] = embedding_model
     return config
 
 
-def migrate(url: str, embedding_dimension: int, revision: str = "head") -> None:
+def migrate(url: str, embedding_dimension: int, revision: str = "head",
+            embedding_model: str = DEFAULT_MODEL) -> None:
     """Upgrade to ``revision`` (blocking; Alembic's env runs its own event loop)."""
-    command.upgrade(alembic_config(url, embedding_dimension), revision)
+    command.upgrade(alembic_config(url, embedding_dimension, embedding_model), revision)
 
 
 def downgrade(url: str, embedding_dimension: int, revision: str) -> None:
@@ -100,6 +107,14 @@ class Database:
             value = result.scalar_one_or_none()
         return None if value is None or value < 0 else int(value)
 
+    async def foreign_embedding_model(self, identity: str) -> str | None:
+        """The model of some stored vector that ``identity`` did not make, if any."""
+        async with self.engine.connect() as connection:
+            result = await connection.execute(text(
+                "SELECT embedding_model FROM memories WHERE embedding_model <> :model LIMIT 1"
+            ), {"model": identity})
+            return result.scalar_one_or_none()
+
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -122,12 +137,18 @@ def resolve_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
 
 
 async def open_database(settings: Settings, *, migrate_schema: bool) -> Database:
+    """Connections name the configured embedding model (``anamnesis.embedding_model``):
+    what each vector they write is recorded as made by (migration 0009)."""
     url, embedded = await asyncio.to_thread(resolve_url, settings)
+    identity = model_identity(settings.embedding.model)
     try:
         if migrate_schema:
-            await asyncio.to_thread(migrate, url, settings.embedding.dimension)
-        engine = create_async_engine(url, pool_size=settings.db.pool_size,
-                                     max_overflow=settings.db.max_overflow, pool_pre_ping=True)
+            await asyncio.to_thread(migrate, url, settings.embedding.dimension, "head",
+                                    identity)
+        engine = create_async_engine(
+            url, pool_size=settings.db.pool_size, max_overflow=settings.db.max_overflow,
+            pool_pre_ping=True,
+            connect_args={"server_settings": {"anamnesis.embedding_model": identity}})
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -135,7 +156,9 @@ async def open_database(settings: Settings, *, migrate_schema: bool) -> Database
     return Database(engine, async_sessionmaker(engine, expire_on_commit=False), url, embedded)
 
 
-async def check_embedding_dimension(database: Database, model_dimension: int) -> None:
+async def check_embedding_space(database: Database, identity: str,
+                                model_dimension: int) -> None:
+    """The configured model is the one the stored vectors were made by, at their size."""
     stored = await database.embedding_dimension()
     if stored is None:
         raise SchemaMismatch("the database has no memories table: run `anamnesis migrate`")
@@ -144,4 +167,11 @@ async def check_embedding_dimension(database: Database, model_dimension: int) ->
             f"the embedding model produces {model_dimension}-d vectors but the database stores "
             f"{stored}-d vectors; use a {stored}-d model, or a new database created with "
             f"ANAMNESIS_EMBEDDING__DIMENSION={model_dimension}"
+        )
+    foreign = await database.foreign_embedding_model(identity)
+    if foreign is not None:
+        raise SchemaMismatch(
+            f"the database holds vectors made by {foreign}, not by the configured "
+            f"{identity}: vectors of two models do not compare; configure {foreign} "
+            "(ANAMNESIS_EMBEDDING__MODEL), or start a new database for this one"
         )

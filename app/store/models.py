@@ -100,6 +100,8 @@ class Memory(Base):
         "metadata", JSONB, server_default=sql_text("'{}'::jsonb")
     )
     embedding: Mapped[list[float]] = mapped_column(Vector())
+    # The model the vector was made by, stamped from the connection (migration 0009).
+    embedding_model: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
     deleted_at: Mapped[datetime | None]

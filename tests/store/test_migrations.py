@@ -58,6 +58,49 @@ async def test_start_refuses_model_of_other_dimension(
             pass
 
 
+async def test_each_vector_records_its_model_and_start_refuses_another(
+        database_factory: Callable[[str], Awaitable[str]], tmp_path: Path,
+        embedder: SentenceTransformerEmbedder) -> None:
+    url = await database_factory("anamnesis_models")
+    await asyncio.to_thread(migrate, url, 384)
+    connection = await asyncpg.connect(plain_dsn(url))
+    try:
+        project = await connection.fetchval(
+            "INSERT INTO projects (id, name) VALUES (gen_random_uuid(), 'p') RETURNING id")
+        insert = ("INSERT INTO memories (id, project_id, text, content_hash, embedding) "
+                  "VALUES (gen_random_uuid(), $1, 'hi', 'h', $2) RETURNING id")
+        vector = "[" + ",".join(["0.1"] * 384) + "]"
+        with pytest.raises(asyncpg.RaiseError, match="names no embedding model"):
+            await connection.fetchval(insert, project, vector)
+        await connection.execute("SET anamnesis.embedding_model = 'all-MiniLM-L6-v2'")
+        memory = await connection.fetchval(insert, project, vector)
+        assert await connection.fetchval(
+            "SELECT embedding_model FROM memories WHERE id = $1", memory) == "all-MiniLM-L6-v2"
+
+        settings = Settings(data_dir=tmp_path, db=DatabaseSettings(url=url,
+                                                                   migrate_on_start=False))
+        app = create_app(settings, embedder=embedder)
+        async with app.router.lifespan_context(app):  # the stored vectors are its model's
+            ready = await app.state.resources.database.foreign_embedding_model(
+                embedder.model_name)
+            assert ready is None
+
+        # A vector rewritten by a process of another model records that model; a server of
+        # the first one then refuses to mix them.
+        await connection.execute("SET anamnesis.embedding_model = 'other-model'")
+        await connection.execute("UPDATE memories SET embedding = $2 WHERE id = $1", memory,
+                                 vector)
+        assert await connection.fetchval(
+            "SELECT embedding_model FROM memories WHERE id = $1", memory) == "other-model"
+    finally:
+        await connection.close()
+    app = create_app(settings, embedder=embedder)
+    with pytest.raises(SchemaMismatch, match="made by other-model, not by the configured "
+                                             "all-MiniLM-L6-v2"):
+        async with app.router.lifespan_context(app):
+            pass
+
+
 async def test_start_migrates_a_new_database(
         database_factory: Callable[[str], Awaitable[str]], tmp_path: Path,
         embedder: SentenceTransformerEmbedder) -> None:
