@@ -9,7 +9,8 @@ of categories 1 to 4 then searches its own conversation, once per ranking (``den
 ``lexical``, ``hybrid``), and counts as hit at k when the top k turns include one of its
 evidence turns ("any") or all of them ("all"). Overall and per category, for each server
 configuration asked for (``--index memory`` the in-process FAISS + BM25, ``--index postgres``
-pgvector + Postgres full-text), side by side in one run. Prints JSON on stdout.
+pgvector + Postgres full-text) and embedding model asked for (``--embedder``), side by side
+in one run. Prints JSON on stdout.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from app.embeddings import DEFAULT_MODEL, MINILM, MPNET, model_identity
 from bench.consolidation import default_data_path, session_time
 from bench.http_load import latency_summary
 from bench.managed_server import (
@@ -40,6 +42,7 @@ from bench.managed_server import (
 KS = (1, 5, 10, 20)
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}
 RANKINGS = ("dense", "lexical", "hybrid")
+DIMENSIONS = {MINILM: 384, MPNET: 768}
 # Measured by the issue's author over the same turns (all-MiniLM-L6-v2, plain BM25).
 REFERENCE = {"dense": 0.537, "bm25": 0.567, "rrf_dense_bm25": 0.627}
 
@@ -54,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--post", action="append", choices=["session", "message"],
                         help="how turns are posted: one add per session or per message "
                         "(repeatable; default both)")
+    parser.add_argument("--embedder", action="append", metavar="MODEL[=DIM]",
+                        help="embedding model(s) to measure, each on its own server "
+                        "(repeatable): all-MiniLM-L6-v2 (the default), all-mpnet-base-v2, or "
+                        "a model folder with its dimension")
     parser.add_argument("--conversations", type=int, default=None,
                         help="only the first N conversations")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
@@ -67,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--base-url needs --api-key")
     args.indexes = ["given"] if args.base_url else (args.index or ["memory", "postgres"])
     args.post = args.post or ["session", "message"]
+    args.embedder = args.embedder or [DEFAULT_MODEL]
     return args
 
 
@@ -188,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         "reference_recall@10_any": REFERENCE,
         "indexes": {},
     }
-    for index in args.indexes:
+    configurations = [(index, None) for index in args.indexes] if args.base_url else [
+        (index, model) for model in args.embedder for index in args.indexes]
+    for index, model in configurations:
         began = time.perf_counter()
         if index == "given":
             result = asyncio.run(measure(args.base_url, args.api_key, samples, True,
@@ -196,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             env = dict(item.split("=", 1) for item in args.server_env)
             env["ANAMNESIS_SEARCH__INDEX"] = index
+            if model != DEFAULT_MODEL:
+                name, _, dimension = str(model).partition("=")
+                env["ANAMNESIS_EMBEDDING__MODEL"] = name
+                env["ANAMNESIS_EMBEDDING__DIMENSION"] = dimension or str(DIMENSIONS[name])
+                index = f"{index}+{model_identity(name)}"
             server = ManagedServer(args.startup_timeout, args.keep_data, env=env)
             try:
                 server.start()
