@@ -143,12 +143,47 @@ async def _reindex(settings: Settings) -> int:
               file=sys.stderr)
         return 1
     began = time.perf_counter()
-    async with open_resources(settings, migrate=True, index="rebuild") as resources:
+    async with open_resources(settings, migrate=True, index="rebuild",
+                              follow=False) as resources:
         index = resources.index
         assert index is not None
     print(f"search index rebuilt: {index.live} memories, {index.vectors.kind} index, change "
           f"log position {index.position}, {time.perf_counter() - began:.1f}s; snapshot in "
           f"{index.snapshot_dir}")
+    return 0
+
+
+async def _switch_model(settings: Settings, model: str) -> int:
+    """Every stored vector made again by ``model``, while the service runs on the old ones
+    (``app.index.reembed``); running processes follow."""
+    from app.embeddings import model_identity
+    from app.index.reembed import reembed
+    from app.resources import load_embedder
+    from app.store.db import open_database
+    from app.store.graph import open_graph_store
+
+    target = settings.model_copy(update={
+        "embedding": settings.embedding.model_copy(update={"model": model})})
+    embedder = await load_embedder(target, None)
+    database = await open_database(target, migrate_schema=True)
+    try:
+        graph = await open_graph_store(target, database)
+        try:
+            receipt = await reembed(database, graph, embedder, model,
+                                    hnsw_m=settings.search.hnsw_m,
+                                    hnsw_ef_construction=settings.search.hnsw_ef_construction)
+        finally:
+            await graph.aclose()
+    finally:
+        await database.aclose()
+        await embedder.aclose()
+    if receipt is None:
+        print(f"the stored vectors are already {model_identity(model)}'s")
+        return 0
+    print(f"switched from {receipt.from_model} to {receipt.to_model}: {receipt.memories} "
+          f"memories ({receipt.embedded} vectors made), {receipt.entities} entities, "
+          f"{receipt.seconds:.1f}s. Running processes have moved to it; start new ones with "
+          f"ANAMNESIS_EMBEDDING__MODEL={model}")
     return 0
 
 
@@ -181,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="rebuild a project's graph from Postgres into the configured store")
     rebuild.add_argument("--project", required=True, help="project name")
 
-    commands.add_parser("reindex", help="rebuild the search index snapshot from Postgres")
+    reindex = commands.add_parser(
+        "reindex", help="rebuild the search index snapshot from Postgres, or with --model "
+        "switch every stored vector to another embedding model while the service runs")
+    reindex.add_argument("--model", help="all-MiniLM-L6-v2, all-mpnet-base-v2 or a "
+                         "sentence-transformers folder")
 
     keys_parser = commands.add_parser("keys", help="manage API keys")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
@@ -208,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "graph":
         return asyncio.run(_graph(settings, args))
     if args.command == "reindex":
+        if args.model:
+            return asyncio.run(_switch_model(settings, args.model))
         return asyncio.run(_reindex(settings))
     return asyncio.run(_keys(settings, args))
 

@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Caller, KeyTouches, authenticate, key_from_headers
 from app.config import Settings
 from app.embeddings import Embedder
-from app.index.candidates import CandidateSource
 from app.jobs.queue import JobQueue
 from app.resources import Resources
 from app.retrieve.query_embeddings import QueryEmbeddings
@@ -27,14 +26,12 @@ class ApiResources(Resources):
     key_touches: KeyTouches
     queue: JobQueue
     queries: QueryEmbeddings
-    search: CandidateSource
 
     @classmethod
     def of(cls, core: Resources, *, key_touches: KeyTouches, queue: JobQueue,
            queries: QueryEmbeddings) -> ApiResources:
         opened = {field.name: getattr(core, field.name) for field in fields(core)}
-        return cls(**opened, key_touches=key_touches, queue=queue, queries=queries,
-                   search=core.candidates)
+        return cls(**opened, key_touches=key_touches, queue=queue, queries=queries)
 
 
 def get_resources(request: Request) -> ApiResources:
@@ -74,12 +71,6 @@ def get_graph(resources: ResourcesDep) -> GraphStore:
 
 GraphDep = Annotated[GraphStore, Depends(get_graph)]
 
-
-def get_search(resources: ResourcesDep) -> CandidateSource:
-    return resources.search
-
-
-SearchSourceDep = Annotated[CandidateSource, Depends(get_search)]
 
 
 def get_queries(resources: ResourcesDep) -> QueryEmbeddings:

@@ -128,12 +128,20 @@ def install_error_handlers(app: FastAPI) -> None:
 def install_database_error_handler(app: FastAPI) -> None:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+    from app.store.db import model_switched
+
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
         if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
             logger.warning("database unavailable: %s", exc.__class__.__name__)
             return envelope(_request_id(request), 503, "unavailable",
                             "the database is unavailable; retry shortly")
+        if model_switched(exc):
+            logger.info("a write of the old embedding model refused during a switch")
+            refused = envelope(_request_id(request), 503, "embedding_model_switching",
+                               "the embedding model is being switched; retry shortly")
+            refused.headers["Retry-After"] = "1"
+            return refused
         logger.exception("database error in %s %s", request.method, request.url.path)
         return envelope(_request_id(request), 500, "internal_error",
                         "internal error; the request id identifies it in the server log")

@@ -10,10 +10,11 @@ when a later resource fails to open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from app.config import Settings
@@ -21,6 +22,7 @@ from app.embeddings import Embedder, SentenceTransformerEmbedder, model_identity
 from app.errors import LLMError
 from app.index.candidates import CandidateSource, PostgresCandidates
 from app.index.memory_index import MemoryIndex, open_memory_index
+from app.index.switch import EmbeddingWatch, SwitchingEmbedder
 from app.llm import LLMClient, OpenAICompatibleClient
 from app.local_llm import LocalLLM, LocalLLMError
 from app.store.db import Database, check_embedding_space, open_database
@@ -80,12 +82,52 @@ class Resources:
     embedder: Embedder
     graph: GraphStore
     llm: LLMEndpoint
-    index: MemoryIndex | None = None  # the API's in-process search index
+    # The API's in-process search index, replaced when the embedding model switches (shared
+    # by every copy of these resources).
+    search_index: SearchIndex = field(default_factory=lambda: SearchIndex())
+    watch: EmbeddingWatch | None = None
+
+    @property
+    def index(self) -> MemoryIndex | None:
+        return self.search_index.current
 
     @property
     def candidates(self) -> CandidateSource:
-        """Where searches take their candidates: the in-process index, else Postgres."""
-        return self.index if self.index is not None else PostgresCandidates()
+        """Where searches take their candidates: the in-process index, else Postgres (also
+        while the index is built again for a new embedding model)."""
+        index = self.index
+        return index if index is not None else PostgresCandidates()
+
+
+@dataclass
+class SearchIndex:
+    """The in-process index: None where search goes to Postgres, or while it is built."""
+
+    current: MemoryIndex | None = None
+    building: asyncio.Task[None] | None = None
+
+    async def rebuild(self, settings: Settings, database: Database, embedder: Embedder) -> None:
+        """Drops the index and builds it again, in the background, for ``embedder``'s model
+        (its snapshot is of the old one: read from Postgres)."""
+        old, self.current = self.current, None
+        if old is None:
+            return
+        await old.aclose(save=False)
+        if self.building is not None:
+            self.building.cancel()
+
+        async def build() -> None:
+            self.current = await open_memory_index(settings, database, embedder)
+
+        self.building = asyncio.create_task(build(), name="memory-index-rebuild")
+
+    async def aclose(self) -> None:
+        if self.building is not None:
+            self.building.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.building
+        if self.current is not None:
+            await self.current.aclose()
 
 
 IndexMode = Literal["none", "serve", "rebuild"]
@@ -94,11 +136,13 @@ IndexMode = Literal["none", "serve", "rebuild"]
 @asynccontextmanager
 async def open_resources(settings: Settings, *, migrate: bool = False,
                          embedder: Embedder | None = None,
-                         index: IndexMode = "none") -> AsyncIterator[Resources]:
+                         index: IndexMode = "none",
+                         follow: bool = True) -> AsyncIterator[Resources]:
     """Opens every resource, yields them, closes them. ``embedder`` shares a model the
     caller already holds (it is not closed here); ``index``: ``serve`` loads the
     search index and keeps it current, ``rebuild`` makes it again from Postgres (and saves
-    it on close)."""
+    it on close); ``follow``: switch to a new embedding model when the database does
+    (``app.index.switch``)."""
     async with AsyncExitStack() as stack:
         database = await open_database(settings, migrate_schema=migrate)
         stack.push_async_callback(database.aclose)
@@ -106,20 +150,41 @@ async def open_resources(settings: Settings, *, migrate: bool = False,
                 settings.embedding.model):
             raise ValueError(f"the embedder given is {embedder.model_name}, the settings name "
                              f"{model_identity(settings.embedding.model)}")
-        if embedder is None:
-            embedder = await asyncio.to_thread(SentenceTransformerEmbedder.load,
-                                               settings.embedding, settings.data_dir / "models")
-            stack.push_async_callback(embedder.aclose)
-        await check_embedding_space(database, embedder.model_name, embedder.dimension)
+        switching = SwitchingEmbedder(embedder) if embedder is not None else None
+        if switching is None:
+            loaded = await load_embedder(settings, None)
+            switching = SwitchingEmbedder(loaded, owned=[loaded])
+        stack.push_async_callback(switching.aclose)
+        await check_embedding_space(database, switching.model_name, switching.dimension)
         graph = await open_graph_store(settings, database)
         stack.push_async_callback(graph.aclose)
         endpoint = LLMEndpoint(settings)
         stack.push_async_callback(endpoint.aclose)
-        memory_index = None
+        search_index = SearchIndex()
+        stack.push_async_callback(search_index.aclose)
         if index != "none":
-            memory_index = await open_memory_index(settings, database, embedder,
-                                                   rebuild=index == "rebuild")
-            if memory_index is not None:
-                stack.push_async_callback(memory_index.aclose)
-        yield Resources(settings=settings, database=database, embedder=embedder, graph=graph,
-                        llm=endpoint, index=memory_index)
+            search_index.current = await open_memory_index(settings, database, switching,
+                                                           rebuild=index == "rebuild")
+        watch = None
+        if follow:
+            async def load(model: str) -> Embedder:
+                return await load_embedder(settings, model)
+
+            async def moved() -> None:
+                await search_index.rebuild(settings, database, switching)
+
+            watch = EmbeddingWatch(database, switching, load, moved,
+                                   settings.search.poll_interval_s)
+            await watch.start()
+            stack.push_async_callback(watch.aclose)
+        yield Resources(settings=settings, database=database, embedder=switching, graph=graph,
+                        llm=endpoint, search_index=search_index, watch=watch)
+
+
+async def load_embedder(settings: Settings, model: str | None) -> Embedder:
+    """The embedding model ``model`` names (a bundled name or a folder), else the
+    configured one, loaded in a thread."""
+    chosen = settings.embedding if model is None else settings.embedding.model_copy(
+        update={"model": model})
+    return await asyncio.to_thread(SentenceTransformerEmbedder.load, chosen,
+                                   settings.data_dir / "models")

@@ -140,7 +140,8 @@ async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
     for (key, item), vector in zip(fresh, vectors, strict=True):
         kind = entity_type(str(item.get("type", "other")))
         match = None
-        for candidate, score in await store.similar_entities(scope, vector, 5):
+        for candidate, score in await store.similar_entities(scope, vector, 5,
+                                                             embedder.model_name):
             if candidate.id in {e.id for e in new} or (candidate.id, key) in refused:
                 continue
             if score >= SAME_ENTITY_SIMILARITY or (
@@ -156,7 +157,8 @@ async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
             id=entity_id(scope, key), project_id=scope.project_id, user_id=scope.user_id,
             agent_id=scope.agent_id, run_id=scope.run_id, name=str(item["name"])[:255],
             type=kind, summary=str(item.get("summary", ""))[:300], embedding=vector,
-            created_at=observed_at, updated_at=observed_at)
+            created_at=observed_at, updated_at=observed_at,
+            embedding_model=embedder.model_name)
         new.append(record)
         mentioned[key] = record
     await store.put_entities(new)

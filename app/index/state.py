@@ -46,7 +46,9 @@ class IndexState:
             self.kill(memory_id)
         added: list[IndexRow] = []
         for row in rows:
-            if row.deleted:
+            if row.deleted or len(row.embedding) != self.vectors.dimension:
+                # (a vector of another size: the embedding model was switched, and this
+                # index is about to be built again for the new one)
                 self.kill(row.id)
             elif self.slots.unchanged(row):  # superseded, expired…: same words, same vector
                 self.slots.set_times(self.slots.slot_of[row.id], row)

@@ -15,14 +15,16 @@ class QueryEmbeddings:
     def __init__(self, embedder: Embedder, size: int):
         self.embedder = embedder
         self.size = size
-        self._cache: OrderedDict[str, npt.NDArray[np.float32]] = OrderedDict()
+        # Keyed by model and text: after a switch of model, no vector of the old one.
+        self._cache: OrderedDict[tuple[str, str], npt.NDArray[np.float32]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     async def get(self, text: str) -> npt.NDArray[np.float32]:
-        cached = self._cache.get(text)
+        key = (self.embedder.model_name, text)
+        cached = self._cache.get(key)
         if cached is not None:
-            self._cache.move_to_end(text)
+            self._cache.move_to_end(key)
             self.hits += 1
             return cached
         self.misses += 1
@@ -30,7 +32,7 @@ class QueryEmbeddings:
         array = np.asarray(vector, dtype=np.float32)
         array.setflags(write=False)
         if self.size:
-            self._cache[text] = array
+            self._cache[key] = array
             while len(self._cache) > self.size:
                 self._cache.popitem(last=False)
         return array

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,6 +52,26 @@ async def commit(session: AsyncSession) -> None:
             logger.exception("after-commit hook failed; the job sweeper will pick the work up")
 
 
+# Raised by the vector trigger (migration 0010) for a vector of a model the space left.
+MODEL_SWITCHED = "AN001"
+
+
+def model_switched(exc: DBAPIError) -> bool:
+    """The statement carried a vector of the model the database just switched away from,
+    or met the new ones before its process moved (``met_switched_vectors``)."""
+    return getattr(exc.orig, "sqlstate", None) == MODEL_SWITCHED or met_switched_vectors(exc)
+
+
+def met_switched_vectors(exc: DBAPIError) -> bool:
+    """What a statement meets just after a switch of embedding model, before its process
+    moved: a vector of the old size compared with stored ones of the new, or written into
+    their column (pgvector), or a statement prepared before the column changed type
+    (asyncpg)."""
+    text = str(exc.orig)
+    return any(sign in text for sign in ("different vector dimensions", "dimensions, not",
+                                         "cached statement plan is invalid"))
+
+
 class SchemaMismatch(RuntimeError):
     """The database was made for another embedding model or size; the message says how to
     fix it."""
@@ -85,6 +107,15 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     url: str
     embedded: EmbeddedPostgres | None = None
+    # What the connections name as their embedding model (``anamnesis.embedding_model``):
+    # read as each one opens, so a switch takes effect on the connections opened after it.
+    embedding_identity: str = DEFAULT_MODEL
+
+    async def name_embedding_model(self, identity: str) -> None:
+        """Connections from now on name ``identity``; those open are closed (each as it is
+        given back), so no vector of the old model is written through them."""
+        self.embedding_identity = identity
+        await self.engine.dispose()
 
     @asynccontextmanager
     async def session_scope(self) -> AsyncIterator[AsyncSession]:
@@ -107,12 +138,10 @@ class Database:
             value = result.scalar_one_or_none()
         return None if value is None or value < 0 else int(value)
 
-    async def foreign_embedding_model(self, identity: str) -> str | None:
-        """The model of some stored vector that ``identity`` did not make, if any."""
+    async def embedding_model(self) -> str | None:
+        """The model the stored vectors are of (``embedding_space``, migration 0010)."""
         async with self.engine.connect() as connection:
-            result = await connection.execute(text(
-                "SELECT embedding_model FROM memories WHERE embedding_model <> :model LIMIT 1"
-            ), {"model": identity})
+            result = await connection.execute(text("SELECT model FROM embedding_space"))
             return result.scalar_one_or_none()
 
     async def ping(self) -> None:
@@ -147,13 +176,21 @@ async def open_database(settings: Settings, *, migrate_schema: bool) -> Database
                                     identity)
         engine = create_async_engine(
             url, pool_size=settings.db.pool_size, max_overflow=settings.db.max_overflow,
-            pool_pre_ping=True,
-            connect_args={"server_settings": {"anamnesis.embedding_model": identity}})
+            pool_pre_ping=True)
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
         raise
-    return Database(engine, async_sessionmaker(engine, expire_on_commit=False), url, embedded)
+    database = Database(engine, async_sessionmaker(engine, expire_on_commit=False), url,
+                        embedded, identity)
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def name_the_model(dialect: object, record: object, cargs: object,
+                       cparams: dict[str, Any]) -> None:
+        cparams.setdefault("server_settings", {})[
+            "anamnesis.embedding_model"] = database.embedding_identity
+
+    return database
 
 
 async def check_embedding_space(database: Database, identity: str,
@@ -168,10 +205,11 @@ async def check_embedding_space(database: Database, identity: str,
             f"{stored}-d vectors; use a {stored}-d model, or a new database created with "
             f"ANAMNESIS_EMBEDDING__DIMENSION={model_dimension}"
         )
-    foreign = await database.foreign_embedding_model(identity)
-    if foreign is not None:
+    stored_model = await database.embedding_model()
+    if stored_model != identity:
         raise SchemaMismatch(
-            f"the database holds vectors made by {foreign}, not by the configured "
-            f"{identity}: vectors of two models do not compare; configure {foreign} "
-            "(ANAMNESIS_EMBEDDING__MODEL), or start a new database for this one"
+            f"the database holds vectors of {stored_model}, not of the configured "
+            f"{identity}: vectors of two models do not compare; configure {stored_model} "
+            f"(ANAMNESIS_EMBEDDING__MODEL), or switch the database to {identity} with "
+            f"`anamnesis reindex --model {identity}`"
         )

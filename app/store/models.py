@@ -9,6 +9,7 @@ from typing import Any
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    CheckConstraint,
     Computed,
     DateTime,
     ForeignKey,
@@ -118,6 +119,33 @@ class Memory(Base):
     lexical: Mapped[Any] = mapped_column(
         TSVECTOR, Computed("to_tsvector('english'::regconfig, text || ' ' || "
                            "coalesce(context, ''))", persisted=True), deferred=True)
+
+
+class EmbeddingSpace(Base):
+    """One row: the model every stored vector is of (migration 0010); a switch under way
+    names the next one."""
+
+    __tablename__ = "embedding_space"
+    __table_args__ = (CheckConstraint("id", name="embedding_space_one_row"),)
+
+    id: Mapped[bool] = mapped_column(primary_key=True, server_default=sql_text("true"))
+    model: Mapped[str] = mapped_column(Text)
+    dimension: Mapped[int]
+    generation: Mapped[int] = mapped_column(server_default="0")
+    next_model: Mapped[str | None] = mapped_column(Text)
+
+
+class MemoryVectorNext(Base):
+    """A memory's vector by the model a switch goes to, made from the memory as it was at
+    ``source_updated_at``."""
+
+    __tablename__ = "memory_vectors_next"
+
+    memory_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str] = mapped_column(Text)
+    source_updated_at: Mapped[datetime]
+    embedding: Mapped[list[float]] = mapped_column(Vector())
 
 
 class MemoryChange(Base):
@@ -268,6 +296,7 @@ class Entity(Base):
     type: Mapped[str] = mapped_column(String(32))
     summary: Mapped[str] = mapped_column(Text, server_default="")
     embedding: Mapped[list[float]] = mapped_column(Vector())
+    embedding_model: Mapped[str] = mapped_column(Text)  # the model of the vector (0010)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 

@@ -28,6 +28,7 @@ from tests.neo4j_server import Neo4jEndpoint
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 DIMENSION = 384
+MODEL = "all-MiniLM-L6-v2"
 
 StoreFactory = Callable[[], GraphStore]
 
@@ -70,7 +71,7 @@ def entity(scope: ProjectScope, name: str, *, kind: str = "person", summary: str
     return EntityRecord(id=uuid7(), project_id=scope.project_id, user_id=scope.user_id,
                         agent_id=scope.agent_id, run_id=scope.run_id, name=name, type=kind,
                         summary=summary, embedding=vector or unit(1.0), created_at=T0,
-                        updated_at=T0)
+                        updated_at=T0, embedding_model=MODEL)
 
 
 def relation(source: EntityRecord, kind: str, target: EntityRecord, *,
@@ -130,7 +131,7 @@ async def test_scopes_and_projects_never_meet(store: GraphStore, database: Datab
     assert [e.id for e in await store.find_entities(other)] == [a3.id]
     assert await store.get_entity(theirs, a1.id) is None
     assert (await store.entity_named(u2, "alice") or a1).id == a2.id
-    assert [e.id for e, _ in await store.similar_entities(other, unit(1.0), 10)] == [a3.id]
+    assert [e.id for e, _ in await store.similar_entities(other, unit(1.0), 10, MODEL)] == [a3.id]
     assert await store.find_relations(u2) == []
     assert await store.find_relations(other) == []
     assert await store.neighbors(theirs, a1.id, 3) == []
@@ -151,9 +152,28 @@ async def test_similarity_ranks_entities_of_the_exact_scope(store: GraphStore,
     mountain = entity(scope, "Mount Fuji", kind="place", vector=unit(0.0, 1.0))
     elsewhere = entity(wider, "Mel", vector=unit(1.0, 0.1))
     await store.put_entities([mel, mountain, elsewhere])
-    ranked = await store.similar_entities(scope, unit(1.0, 0.12), 5)
+    ranked = await store.similar_entities(scope, unit(1.0, 0.12), 5, MODEL)
     assert [e.id for e, _ in ranked] == [mel.id, mountain.id]
     assert ranked[0][1] > 0.99 > ranked[1][1]
+
+
+async def test_entities_are_re_embedded_for_another_model(store: GraphStore,
+                                                         database: Database) -> None:
+    """After a switch of embedding model (``reindex --model``), each entity's vector is made
+    again; until then an entity is not compared with vectors of the other model."""
+    scope = ProjectScope(await project(database), user_id="u1")
+    ada = entity(scope, "Ada", vector=unit(1.0))
+    await store.put_entities([ada])
+    assert await store.similar_entities(scope, unit(1.0), 5, "next-model") == []
+    listed: list[tuple[uuid.UUID, str]] = []
+    while batch := await store.entities_to_embed("next-model", 100):
+        listed += batch
+        await store.set_entity_embeddings("next-model", {i: unit(0.0, 1.0) for i, _ in batch})
+    assert (ada.id, "Ada") in listed
+    [(found, score)] = await store.similar_entities(scope, unit(0.0, 1.0), 5, "next-model")
+    assert (found.id, found.embedding_model) == (ada.id, "next-model")
+    assert score > 0.99
+    assert await store.similar_entities(scope, unit(1.0), 5, MODEL) == []
 
 
 async def test_relations_are_read_as_of_a_time(store: GraphStore, database: Database) -> None:
@@ -279,7 +299,7 @@ async def test_exact_reads_take_unset_ids_as_unset(store: GraphStore,
 
     for scope, expected in ((everyone, shared), (u1, mine), (u1_r1, run), (u2_r1, theirs)):
         assert (await store.entity_named(scope, "ada") or shared).id == expected.id
-        assert [e.id for e, _ in await store.similar_entities(scope, unit(1.0), 10)] == [
+        assert [e.id for e, _ in await store.similar_entities(scope, unit(1.0), 10, MODEL)] == [
             expected.id]
     assert await store.entity_named(ProjectScope(pid, run_id="r1"), "ada") is None
     assert await store.entity_named(ProjectScope(pid, user_id="u2"), "ada") is None
@@ -399,11 +419,11 @@ async def test_similarity_ties_by_id_and_limit(store: GraphStore, database: Data
     twins = [entity(scope, name, vector=unit(0.3, 0.7)) for name in ("Twin A", "Twin B")]
     far = entity(scope, "Far", vector=unit(-1.0))
     await store.put_entities([far, *reversed(twins)])
-    ranked = await store.similar_entities(scope, unit(0.3, 0.7), 10)
+    ranked = await store.similar_entities(scope, unit(0.3, 0.7), 10, MODEL)
     assert [e.id for e, _ in ranked] == [twins[0].id, twins[1].id, far.id]
     assert ranked[0][1] == pytest.approx(1.0, abs=1e-6)
     assert ranked[2][1] == pytest.approx(-0.3 / math.sqrt(0.58), abs=1e-6)
-    assert [e.id for e, _ in await store.similar_entities(scope, unit(0.3, 0.7), 1)] == [
+    assert [e.id for e, _ in await store.similar_entities(scope, unit(0.3, 0.7), 1, MODEL)] == [
         twins[0].id]
 
 

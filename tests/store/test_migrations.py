@@ -81,21 +81,20 @@ async def test_each_vector_records_its_model_and_start_refuses_another(
                                                                    migrate_on_start=False))
         app = create_app(settings, embedder=embedder)
         async with app.router.lifespan_context(app):  # the stored vectors are its model's
-            ready = await app.state.resources.database.foreign_embedding_model(
-                embedder.model_name)
-            assert ready is None
+            assert app.state.resources.embedder.model_name == "all-MiniLM-L6-v2"
 
-        # A vector rewritten by a process of another model records that model; a server of
-        # the first one then refuses to mix them.
+        # A process of another model cannot write a vector into this space...
         await connection.execute("SET anamnesis.embedding_model = 'other-model'")
-        await connection.execute("UPDATE memories SET embedding = $2 WHERE id = $1", memory,
-                                 vector)
-        assert await connection.fetchval(
-            "SELECT embedding_model FROM memories WHERE id = $1", memory) == "other-model"
+        with pytest.raises(asyncpg.PostgresError, match="switched") as refused:
+            await connection.execute("UPDATE memories SET embedding = $2 WHERE id = $1",
+                                     memory, vector)
+        assert refused.value.sqlstate == "AN001"
+        # ...and once the space is another model's, a server of the first refuses to start.
+        await connection.execute("UPDATE embedding_space SET model = 'other-model'")
     finally:
         await connection.close()
     app = create_app(settings, embedder=embedder)
-    with pytest.raises(SchemaMismatch, match="made by other-model, not by the configured "
+    with pytest.raises(SchemaMismatch, match="vectors of other-model, not of the configured "
                                              "all-MiniLM-L6-v2"):
         async with app.router.lifespan_context(app):
             pass

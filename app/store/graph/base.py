@@ -59,6 +59,7 @@ class EntityRecord:
     embedding: list[float] = field(repr=False)
     created_at: datetime
     updated_at: datetime
+    embedding_model: str  # the model of ``embedding`` ("" where a graph never recorded one)
 
     @property
     def key(self) -> str:
@@ -122,8 +123,18 @@ class GraphStore(Protocol):
         ...
 
     async def similar_entities(self, scope: ProjectScope, embedding: list[float],
-                               limit: int) -> list[tuple[EntityRecord, float]]:
-        """Entities of exactly this scope by cosine similarity, highest first."""
+                               limit: int, model: str) -> list[tuple[EntityRecord, float]]:
+        """Entities of exactly this scope whose vector is of ``model`` (or of no recorded
+        model), by cosine similarity to ``embedding``, highest first."""
+        ...
+
+    async def entities_to_embed(self, model: str, limit: int) -> list[tuple[uuid.UUID, str]]:
+        """(id, name) of entities, any project's, whose vector is not of ``model``."""
+        ...
+
+    async def set_entity_embeddings(self, model: str,
+                                    vectors: dict[uuid.UUID, list[float]]) -> None:
+        """Each entity's vector, now of ``model`` (re-embedding after a model switch)."""
         ...
 
     async def find_relations(self, scope: ProjectScope, *, source: uuid.UUID | None = None,

@@ -201,6 +201,23 @@ class Neo4jGraphStore:
             {**params, "limit": limit})
         return [entity_record(row["e"]) for row in rows]
 
+    async def entities_to_embed(self, model: str, limit: int) -> list[tuple[uuid.UUID, str]]:
+        rows = await self._query(
+            "MATCH (e:Entity) WHERE coalesce(e.embedding_model, '') <> $model "
+            "RETURN e.id AS id, e.name AS name ORDER BY e.id LIMIT $limit",
+            {"model": model, "limit": limit})
+        return [(uuid.UUID(row["id"]), str(row["name"])) for row in rows]
+
+    async def set_entity_embeddings(self, model: str,
+                                    vectors: dict[uuid.UUID, list[float]]) -> None:
+        if not vectors:
+            return
+        await self._query(
+            "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) "
+            "SET e.embedding = row.embedding, e.embedding_model = $model",
+            {"model": model, "rows": [{"id": str(entity_id), "embedding": [float(x) for x in v]}
+                                      for entity_id, v in vectors.items()]}, write=True)
+
     async def entity_named(self, scope: ProjectScope, key: str) -> EntityRecord | None:
         where, params = scope_clause("e", scope, exact=True)
         rows = await self._query(
@@ -209,16 +226,19 @@ class Neo4jGraphStore:
         return entity_record(rows[0]["e"]) if rows else None
 
     async def similar_entities(self, scope: ProjectScope, embedding: list[float],
-                               limit: int) -> list[tuple[EntityRecord, float]]:
+                               limit: int, model: str) -> list[tuple[EntityRecord, float]]:
         # Exact search over the scope (scopes are small): Neo4j ranks, in single precision;
         # the scores returned are recomputed here in double, as plain cosine (-1..1).
+        # Entities written before models were recorded have none: of the model then in use.
         where, params = scope_clause("e", scope, exact=True)
         rows = await self._query(
             f"MATCH (e:Entity) WHERE {where} "
+            "AND coalesce(e.embedding_model, $model) = $model "
             "WITH e, vector.similarity.cosine(e.embedding, $embedding) AS similarity "
             "RETURN e {.*} AS e ORDER BY similarity IS NULL, similarity DESC, e.id "
             "LIMIT $limit",
-            {**params, "embedding": [float(x) for x in embedding], "limit": limit})
+            {**params, "embedding": [float(x) for x in embedding], "limit": limit,
+             "model": model})
         scored = [(record, cosine(record.embedding, embedding))
                   for record in (entity_record(row["e"]) for row in rows)]
         scored.sort(key=lambda pair: (math.isnan(pair[1]),

@@ -89,7 +89,8 @@ def entity_record(props: Mapping[str, Any]) -> EntityRecord:
                         summary=props["summary"],
                         embedding=[float(x) for x in props["embedding"]],
                         created_at=native_time(props["created_at"]),
-                        updated_at=native_time(props["updated_at"]))
+                        updated_at=native_time(props["updated_at"]),
+                        embedding_model=props.get("embedding_model") or "")
 
 
 def relation_record(props: Mapping[str, Any], source_id: str, target_id: str) -> RelationRecord:
@@ -149,6 +150,7 @@ def entity_row(e: EntityRecord) -> Row:
                         "created_at": to_utc(e.created_at)},
             "updated": {"name": e.name, "name_key": name_key(e.name), "type": e.type,
                         "summary": e.summary, "embedding": [float(x) for x in e.embedding],
+                        "embedding_model": e.embedding_model,
                         "updated_at": to_utc(e.updated_at)}}
 
 

@@ -21,7 +21,8 @@ def _entity(row: Entity) -> EntityRecord:
     return EntityRecord(id=row.id, project_id=row.project_id, user_id=row.user_id,
                         agent_id=row.agent_id, run_id=row.run_id, name=row.name, type=row.type,
                         summary=row.summary, embedding=[float(x) for x in row.embedding],
-                        created_at=row.created_at, updated_at=row.updated_at)
+                        created_at=row.created_at, updated_at=row.updated_at,
+                        embedding_model=row.embedding_model)
 
 
 def _relation(row: Relation) -> RelationRecord:
@@ -73,14 +74,15 @@ class PostgresGraphStore:
             {"id": e.id, "project_id": e.project_id, "user_id": e.user_id,
              "agent_id": e.agent_id, "run_id": e.run_id, "name": e.name,
              "name_key": name_key(e.name), "type": e.type, "summary": e.summary,
-             "embedding": e.embedding, "created_at": e.created_at, "updated_at": e.updated_at}
+             "embedding": e.embedding, "embedding_model": e.embedding_model,
+             "created_at": e.created_at, "updated_at": e.updated_at}
             for e in entities
         ])
         excluded = statement.excluded
         statement = statement.on_conflict_do_update(index_elements=[Entity.id], set_={
             "name": excluded.name, "name_key": excluded.name_key, "type": excluded.type,
             "summary": excluded.summary, "embedding": excluded.embedding,
-            "updated_at": excluded.updated_at,
+            "embedding_model": excluded.embedding_model, "updated_at": excluded.updated_at,
         }, where=Entity.project_id == excluded.project_id)
         async with self.database.session_scope() as session:
             await session.execute(statement)
@@ -144,13 +146,29 @@ class PostgresGraphStore:
         return _entity(row) if row is not None else None
 
     async def similar_entities(self, scope: ProjectScope, embedding: list[float],
-                               limit: int) -> list[tuple[EntityRecord, float]]:
+                               limit: int, model: str) -> list[tuple[EntityRecord, float]]:
         distance = Entity.embedding.cosine_distance(embedding)
-        query = (sa.select(Entity, distance).where(*_scope(Entity, scope, exact=True))
+        query = (sa.select(Entity, distance)
+                 .where(*_scope(Entity, scope, exact=True), Entity.embedding_model == model)
                  .order_by(distance, Entity.id).limit(limit))
         async with self.database.session_scope() as session:
             rows = (await session.execute(query)).all()
         return [(_entity(row), 1.0 - float(dist)) for row, dist in rows]
+
+    async def entities_to_embed(self, model: str, limit: int) -> list[tuple[uuid.UUID, str]]:
+        query = (sa.select(Entity.id, Entity.name).where(Entity.embedding_model != model)
+                 .order_by(Entity.id).limit(limit))
+        async with self.database.session_scope() as session:
+            return [(entity_id, name) for entity_id, name in await session.execute(query)]
+
+    async def set_entity_embeddings(self, model: str,
+                                    vectors: dict[uuid.UUID, list[float]]) -> None:
+        if not vectors:
+            return
+        async with self.database.session_scope() as session:
+            await session.execute(sa.update(Entity), [
+                {"id": entity_id, "embedding": vector, "embedding_model": model}
+                for entity_id, vector in vectors.items()])
 
     async def find_relations(self, scope: ProjectScope, *, source: uuid.UUID | None = None,
                              target: uuid.UUID | None = None, type: str | None = None,
