@@ -199,12 +199,6 @@ async def check_embedding_space(database: Database, identity: str,
     stored = await database.embedding_dimension()
     if stored is None:
         raise SchemaMismatch("the database has no memories table: run `anamnesis migrate`")
-    if stored != model_dimension:
-        raise SchemaMismatch(
-            f"the embedding model produces {model_dimension}-d vectors but the database stores "
-            f"{stored}-d vectors; use a {stored}-d model, or a new database created with "
-            f"ANAMNESIS_EMBEDDING__DIMENSION={model_dimension}"
-        )
     stored_model = await database.embedding_model()
     if stored_model != identity:
         raise SchemaMismatch(
@@ -212,4 +206,10 @@ async def check_embedding_space(database: Database, identity: str,
             f"{identity}: vectors of two models do not compare; configure {stored_model} "
             f"(ANAMNESIS_EMBEDDING__MODEL), or switch the database to {identity} with "
             f"`anamnesis reindex --model {identity}`"
+        )
+    if stored != model_dimension:
+        raise SchemaMismatch(
+            f"the embedding model produces {model_dimension}-d vectors but the database stores "
+            f"{stored}-d vectors; use a {stored}-d model, or a new database created with "
+            f"ANAMNESIS_EMBEDDING__DIMENSION={model_dimension}"
         )

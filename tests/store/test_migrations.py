@@ -87,8 +87,10 @@ async def test_each_vector_records_its_model_and_start_refuses_another(
         await connection.execute("SET anamnesis.embedding_model = 'other-model'")
         with pytest.raises(asyncpg.PostgresError, match="switched") as refused:
             await connection.execute("UPDATE memories SET embedding = $2 WHERE id = $1",
-                                     memory, vector)
+                                     memory, vector.replace("0.1", "0.2"))
         assert refused.value.sqlstate == "AN001"
+        # (what it writes besides a vector is not its model's business)
+        await connection.execute("UPDATE memories SET text = 'hello' WHERE id = $1", memory)
         # ...and once the space is another model's, a server of the first refuses to start.
         await connection.execute("UPDATE embedding_space SET model = 'other-model'")
     finally:
