@@ -412,6 +412,39 @@ UNSTORABLE = [
                  id="infinity-in-filter"),
     pytest.param("GET", "/v1/memories?user_id=a%00b", None, id="nul-in-list-user-id"),
     pytest.param("DELETE", "/v1/memories?user_id=a%00b", None, id="nul-in-delete-scope"),
+    # Lone surrogates (half of a UTF-16 pair): JSON can carry them, UTF-8 cannot.
+    pytest.param("POST", "/v1/memories",
+                 json.dumps({"messages": [{"role": "user", "content": "a\ud800b"}],
+                             "user_id": "u1", "infer": False}), id="surrogate-in-content"),
+    pytest.param("POST", "/v1/memories/search",
+                 json.dumps({"query": "q", "filters": {"metadata.\udfff": 1}}),
+                 id="surrogate-in-filter-key"),
+    pytest.param("POST", "/v1/memories/search",
+                 json.dumps({"query": "q", "filters": {"metadata.k": "\ud800"}}),
+                 id="surrogate-in-filter-value"),
+    pytest.param("PATCH", "/v1/memories/{first}", json.dumps({"metadata": {"k": "\ud800"}}),
+                 id="surrogate-in-metadata"),
+    pytest.param("GET", "/v1/relations?type=%00", None, id="nul-in-relation-type"),
+    # Timestamps that leave years 1..9999 once in UTC.
+    pytest.param("POST", "/v1/memories/search",
+                 json.dumps({"query": "q", "as_of": "9999-12-31T23:00:00-14:00"}),
+                 id="search-as-of-past-9999"),
+    pytest.param("GET", "/v1/memories?as_of=0001-01-01T01:00:00%2B14:00", None,
+                 id="list-as-of-before-year-1"),
+    pytest.param("GET", "/v1/relations?as_of=9999-12-31T23:00:00-14:00", None,
+                 id="relations-as-of-past-9999"),
+    pytest.param("POST", "/v1/memories",
+                 json.dumps({"messages": [{"role": "user", "content": "hi"}], "user_id": "u1",
+                             "infer": False, "observed_at": "0001-01-01T00:00:00+14:00"}),
+                 id="observed-at-before-year-1"),
+    pytest.param("POST", "/v1/memories",
+                 json.dumps({"messages": [{"role": "user", "content": "hi"}], "user_id": "u1",
+                             "infer": False, "expires_at": "9999-12-31T23:59:00-14:00"}),
+                 id="expires-at-past-9999"),
+    # JSON nested past MAX_JSON_DEPTH (once stored, 300 deep broke every read of it).
+    *[pytest.param("PATCH", "/v1/memories/{first}",
+                   '{"metadata": ' + '{"k": ' * depth + "1" + "}" * depth + "}",
+                   id=f"metadata-{depth}-deep") for depth in (33, 300)],
 ]
 
 
@@ -428,6 +461,20 @@ async def test_unstorable_input_is_422_not_500(client: httpx.AsyncClient, databa
     assert response.status_code == 422, response.text
     assert_envelope(response, 422, response.json()["error"])
     assert response.json()["error"] in {"validation_error", "invalid_filter"}
+    assert await total_rows(database) == rows
+    assert await stored(client) == seeded
+
+
+async def test_json_past_the_parser_s_depth_is_400(client: httpx.AsyncClient,
+                                                   database: Database,
+                                                   seeded: list[dict[str, Any]]) -> None:
+    """So deep the JSON parser itself gives up: a 400 in the envelope, nothing stored."""
+    rows = await total_rows(database)
+    depth = 5000
+    response = await client.patch(
+        f"/v1/memories/{seeded[0]['id']}", headers={"Content-Type": "application/json"},
+        content=('{"metadata": ' + '{"k": ' * depth + "1" + "}" * depth + "}").encode())
+    assert_envelope(response, 400, "bad_request")
     assert await total_rows(database) == rows
     assert await stored(client) == seeded
 

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -22,12 +21,12 @@ from app.graph.schemas import (
     UnmergeRequest,
 )
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
-from app.validation import OptionalStorableStr
+from app.validation import OptionalStorableStr, OptionalTimestamp
 
 router = APIRouter(prefix="/v1", tags=["graph"])
 
 ScopeQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
-AsOf = Annotated[datetime | None, Query(description="What held then.")]
+AsOf = Annotated[OptionalTimestamp, Query(description="What held then.")]
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 
 
@@ -83,7 +82,7 @@ async def list_relations(
     graph: GraphDep, caller: CallerDep,
     user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
     source: uuid.UUID | None = None, target: uuid.UUID | None = None,
-    type: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    type: Annotated[OptionalStorableStr, Query(min_length=1, max_length=64)] = None,
     as_of: AsOf = None, include_invalid: bool = False, limit: Limit = 100,
 ) -> RelationsRead:
     """Current relations by default; ``as_of`` for the past, ``include_invalid`` for all."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,7 +15,7 @@ from app.limits import (
     MAX_MESSAGES_PER_ADD,
 )
 from app.memories.schemas import check_metadata
-from app.validation import OptionalStorableStr, StorableStr
+from app.validation import OptionalStorableStr, OptionalTimestamp, StorableStr
 
 ScopeId = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
 
@@ -45,9 +44,9 @@ class MemoryCreate(BaseModel):
     infer: bool = Field(default=True, description="Distil with the LLM (true) or store verbatim.")
     idempotency_key: OptionalStorableStr = Field(default=None, min_length=1,
                                         max_length=MAX_IDEMPOTENCY_KEY_CHARS)
-    expires_at: datetime | None = Field(default=None,
+    expires_at: OptionalTimestamp = Field(default=None,
                                         description="After this time the memories are gone.")
-    observed_at: datetime | None = Field(
+    observed_at: OptionalTimestamp = Field(
         default=None,
         description="When the conversation took place. infer=true: relative dates in it are "
         "read against this; the message memories hold from then (valid_at). Default: now. "
@@ -61,13 +60,6 @@ class MemoryCreate(BaseModel):
         "instead of at once with 202.")
 
     _metadata = field_validator("metadata")(check_metadata)
-
-    @field_validator("observed_at", "expires_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
 
     @model_validator(mode="after")
     def _needs_scope(self) -> MemoryCreate:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -20,7 +19,7 @@ from app.memories.schemas import (
     MemoryUpdate,
     ScopeDeleted,
 )
-from app.validation import OptionalStorableStr
+from app.validation import OptionalStorableStr, OptionalTimestamp
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
 
@@ -32,8 +31,8 @@ async def list_memories(
     session: SessionDep, caller: CallerDep,
     user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
-    cursor: Annotated[str | None, Query(max_length=64)] = None,
-    as_of: Annotated[datetime | None, Query(description="What was true then.")] = None,
+    cursor: Annotated[OptionalStorableStr, Query(max_length=64)] = None,
+    as_of: Annotated[OptionalTimestamp, Query(description="What was true then.")] = None,
     include_superseded: Annotated[bool, Query(description="Superseded ones too.")] = False,
     kind: Annotated[MemoryKind | None, Query(description="Only messages, or only facts.")] = None,
 ) -> MemoryPage:

@@ -23,7 +23,7 @@ from typing import Any
 from app.domain import KINDS, OPERATORS, All, Any_, Condition, Filter, Not
 from app.errors import InvalidFilter
 from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
-from app.validation import json_problem
+from app.validation import json_problem, text_problem
 
 ID_FIELDS = frozenset({"user_id", "agent_id", "run_id"})
 KIND_OPERATORS = frozenset({"eq", "ne", "in", "nin"})
@@ -104,8 +104,9 @@ def _is_operator_object(value: Mapping[str, Any]) -> bool:
 
 
 def _field(key: str, where: str) -> tuple[str, tuple[str, ...]]:
-    if "\x00" in key:
-        raise InvalidFilter(f"{where}: filter keys must not contain NUL characters")
+    problem = text_problem(key)
+    if problem:
+        raise InvalidFilter(f"{where}: filter keys {problem}")
     if key in ID_FIELDS or key in TIME_FIELDS or key == "kind":
         return key, ()
     if key.startswith("metadata."):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.graph.schemas import RelationRead
 from app.limits import MAX_ID_CHARS, MAX_QUERY_CHARS, MAX_TOP_K
 from app.memories.schemas import MemoryRead
-from app.validation import OptionalStorableStr, StorableStr
+from app.validation import OptionalStorableStr, OptionalTimestamp, StorableStr
 
 
 class SearchRequest(BaseModel):
@@ -28,7 +27,7 @@ class SearchRequest(BaseModel):
     user_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     agent_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
     run_id: OptionalStorableStr = Field(default=None, min_length=1, max_length=MAX_ID_CHARS)
-    as_of: datetime | None = Field(default=None,
+    as_of: OptionalTimestamp = Field(default=None,
                                    description="Search what was true at this time.")
     include_superseded: bool = Field(default=False,
                                      description="Search superseded memories too.")
