@@ -256,3 +256,19 @@ async def test_a_second_key_of_a_project_sees_that_project_only(
                                  headers={"X-API-Key": second_key_a}) as again:
         assert await listed(again) == list(reversed(a.ids))
         assert_not_found(await again.get(f"/v1/memories/{b.ids[0]}"))
+
+
+async def test_one_project_cannot_tell_what_another_searched(
+        tenants: tuple[Tenant, Tenant], app: FastAPI) -> None:
+    """The query-embedding cache is per project: B's first search of the words A just searched
+    is embedded afresh (as slow as any new question), so its timing says nothing of A."""
+    a, b = tenants
+    queries = app.state.resources.queries
+    words = f"what does alice keep in the shed {id(queries)}"
+    for client, hit in ((a.client, False), (a.client, True), (b.client, False),
+                        (b.client, True)):
+        hits, misses = queries.hits, queries.misses
+        response = await client.post("/v1/memories/search",
+                                     json={"query": words, "user_id": "alice"})
+        assert response.status_code == 200, response.text
+        assert (queries.hits - hits, queries.misses - misses) == ((1, 0) if hit else (0, 1))
