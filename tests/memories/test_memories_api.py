@@ -491,6 +491,21 @@ async def test_delete_scope(client: httpx.AsyncClient) -> None:
     assert [m["id"] for m in await list_all(client)] == list(reversed(bob))
 
 
+async def test_deleting_a_large_scope_succeeds(client: httpx.AsyncClient) -> None:
+    """2,000 memories: their ids and DELETE events bound one parameter each passed Postgres'
+    32,767 parameters a statement (from about 1,930), so such a user could never be deleted."""
+    for start in range(0, 2000, 200):
+        response = await client.post("/v1/memories", json={
+            "messages": [{"role": "user", "content": f"note {i}"}
+                         for i in range(start, start + 200)],
+            "user_id": "many", "infer": False})
+        assert response.status_code == 201, response.text
+    response = await client.delete("/v1/memories", params={"user_id": "many"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"deleted": 2000}
+    assert await list_all(client, user_id="many") == []
+
+
 async def test_delete_scope_combines_scope_ids(client: httpx.AsyncClient) -> None:
     keep = await add_one(client, "one", user_id="alice", run_id="r1")
     await add_one(client, "two", user_id="alice", run_id="r2")

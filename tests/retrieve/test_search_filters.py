@@ -690,3 +690,19 @@ async def test_values_postgres_cannot_take_are_refused_not_500(client: httpx.Asy
     assert await found(client, {"updated_at": {"gte": "9999-12-31T23:59:59.999999Z"}},
                        names) == set()
     assert await found(client, {"metadata.n": {"lt": 10**30}}, names) == {"kept"}
+
+
+async def test_the_largest_filter_the_api_takes_fits_one_statement(
+        client: httpx.AsyncClient) -> None:
+    """100 conditions of 1,000 values each (the limits) would be 200,000 parameters bound one
+    per value, past Postgres' 32,767: each list is one array parameter instead."""
+    ids = await add(client, ["Large filter target.", "Large filter other."], user_id="big",
+                    metadata={"k0": "v999", "tag": "x"})
+    lists = [{f"metadata.k{i}": {"in": [f"v{j}" for j in range(1000)]}} for i in range(1, 99)]
+    filters = {"AND": [{"metadata.k0": {"in": [f"v{j}" for j in range(1000)]}},
+                       {"user_id": {"in": ["big", *(f"u{j}" for j in range(999))]}},
+                       {"OR": [*lists]}]}
+    assert await search(client, filters) == []  # no memory has k1..k98
+    others = {"metadata.tag": {"nin": [f"y{j}" for j in range(1000)]}}
+    hits = await search(client, {"AND": [filters["AND"][0], filters["AND"][1], others]})
+    assert sorted(hit["id"] for hit in hits) == sorted(ids)

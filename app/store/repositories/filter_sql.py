@@ -5,16 +5,19 @@ memory without the key satisfies ``NOT {eq}``, never silently neither. Elsewhere
 already acts as false, and leaves stay bare so Postgres can use the scope and metadata
 indexes for them — unless ``two_valued`` asks for COALESCE everywhere, which also hides those
 indexes from the planner (the vector search uses that to stay on its HNSW index).
-``ne``/``nin`` match a missing key by construction. Values are always bound parameters.
+``ne``/``nin`` match a missing key by construction. Values are always bound parameters, and
+a list is one array parameter, not one per value: Postgres takes at most 32,767 parameters a
+statement, which 100 conditions of 1,000 values each would pass.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.domain import All, Any_, Condition, Filter, Not
@@ -41,6 +44,14 @@ def compile_filter(tree: Filter, *, two_valued: bool = False) -> ColumnElement[b
     return sa.func.coalesce(expression, sa.false()) if two_valued else expression
 
 
+def any_of(column: Any, values: Sequence[Any], item: Any) -> ColumnElement[bool]:
+    """``column = ANY(:values)``: one array parameter of ``item``-typed values, however
+    many."""
+    array = sa.cast(sa.literal(list(values), ARRAY(item)), ARRAY(item))
+    matches: ColumnElement[bool] = column == sa.any_(array)
+    return matches
+
+
 def _like_pattern(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
@@ -63,9 +74,10 @@ def _column(condition: Condition) -> ColumnElement[bool]:
         case "lte":
             return column <= value  # type: ignore[no-any-return]
         case "in":
-            return column.in_(value)  # type: ignore[no-any-return]
+            return any_of(column, value, column.type)
         case "nin":
-            return sa.or_(column.is_(None), column.not_in(value))
+            return sa.or_(column.is_(None), sa.not_(sa.func.coalesce(
+                any_of(column, value, column.type), sa.false())))
         case "contains":
             return column.like(_like_pattern(value), escape="\\")  # type: ignore[no-any-return]
         case "icontains":
@@ -96,18 +108,23 @@ def _metadata(condition: Condition) -> ColumnElement[bool]:
             nested = {key: nested}
         return sa.and_(Memory.metadata_.bool_op("@>")(_json(nested)), exact)
 
+    def one_of(items: list[Any]) -> ColumnElement[bool]:
+        # Each value as JSON text, the lot one text[] parameter compared as jsonb.
+        texts = sa.cast(sa.literal([json.dumps(i) for i in items], ARRAY(sa.Text)),
+                        ARRAY(sa.Text))
+        return node == sa.any_(sa.cast(texts, ARRAY(JSONB)))
+
     match condition.op:
         case "eq":
             return equal(value)
         case "ne":
             return sa.not_(sa.func.coalesce(equal(value), sa.false()))
         case "in":
-            return sa.or_(*(equal(item) for item in value)) if value else sa.false()
+            return one_of(value) if value else sa.false()
         case "nin":
             if not value:
                 return sa.true()
-            return sa.not_(sa.func.coalesce(sa.or_(*(equal(item) for item in value)),
-                                            sa.false()))
+            return sa.not_(sa.func.coalesce(one_of(value), sa.false()))
         case "gt" | "gte" | "lt" | "lte":
             expected = "string" if isinstance(value, str) else "number"
             operator = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[condition.op]

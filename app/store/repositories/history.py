@@ -43,7 +43,9 @@ async def add_events(session: AsyncSession, project_id: uuid.UUID,
                      request_id: str | None) -> None:
     if not events:
         return
-    await session.execute(sa.insert(MemoryEvent).values([
+    # One row of parameters per event (executemany): a VALUES list of them all would pass
+    # Postgres' 32,767 parameters from about 1,900 events (deleting a large scope).
+    await session.execute(sa.insert(MemoryEvent), [
         {
             "id": uuid7(), "project_id": project_id, "memory_id": event.memory_id,
             "event": event.event, "old_text": event.old_text, "new_text": event.new_text,
@@ -58,7 +60,7 @@ async def add_events(session: AsyncSession, project_id: uuid.UUID,
             "decision": event.decision, "related_memory_id": event.related_memory_id,
         }
         for event in events
-    ]))
+    ])
 
 
 async def history(session: AsyncSession, project_id: uuid.UUID,

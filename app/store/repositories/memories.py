@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -17,7 +18,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.domain import CURRENT, Filter, MemoryKind, Scope, Timeline
 from app.store.ids import uuid7
 from app.store.models import Memory
-from app.store.repositories.filter_sql import compile_filter
+from app.store.repositories.filter_sql import any_of, compile_filter
 
 # pgvector's HNSW candidate list; iterative scans keep going past it under filters.
 MIN_EF_SEARCH = 64
@@ -380,7 +381,7 @@ async def superseded_ids(session: AsyncSession, project_id: uuid.UUID,
 async def soft_delete(session: AsyncSession, project_id: uuid.UUID,
                       ids: Sequence[uuid.UUID]) -> None:
     await session.execute(sa.update(Memory).where(
-        Memory.project_id == project_id, Memory.id.in_(ids)
+        Memory.project_id == project_id, any_of(Memory.id, ids, PgUUID(as_uuid=True))
     ).values(deleted_at=sa.func.now(), updated_at=sa.func.now()))
 
 
