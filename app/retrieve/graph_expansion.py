@@ -9,27 +9,19 @@ are left to the vector search, which finds them by their own words.
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from app.domain import ProjectScope, Timeline
-from app.store.graph.base import GraphStore, name_key
+from app.store.graph.base import GraphStore
 
-_WORD = re.compile(r"\w{2,}")
 MAX_NAMED = 10
 MAX_CANDIDATES = 200
 
 
 async def named_entities(graph: GraphStore, scope: ProjectScope, query: str) -> list[uuid.UUID]:
-    words = f" {name_key(query)} "
-    found: dict[uuid.UUID, None] = {}
-    for token in dict.fromkeys(_WORD.findall(name_key(query))):
-        for entity in await graph.find_entities(scope, name=token, limit=50):
-            if f" {entity.key} " in words:
-                found[entity.id] = None
-        if len(found) >= MAX_NAMED:
-            break
-    return list(found)[:MAX_NAMED]
+    """One lookup whatever the query's length (it was one per word: an 8,000-character query
+    made some 2,000)."""
+    return [entity.id for entity in await graph.entities_named_in(scope, query, MAX_NAMED)]
 
 
 async def hop_memories(graph: GraphStore, scope: ProjectScope, query: str,

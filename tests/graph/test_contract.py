@@ -157,6 +157,24 @@ async def test_similarity_ranks_entities_of_the_exact_scope(store: GraphStore,
     assert ranked[0][1] > 0.99 > ranked[1][1]
 
 
+async def test_the_entities_a_text_names_come_in_one_lookup(store: GraphStore,
+                                                            database: Database) -> None:
+    """Whole names only, longest first, the scope's and its sub-scopes', however long the
+    text (search's graph expansion looked up each word of the query once)."""
+    scope = ProjectScope(await project(database), user_id="u1")
+    narrower = ProjectScope(scope.project_id, user_id="u1", run_id="r1")
+    melanie, fuji = entity(scope, "Melanie"), entity(scope, "Mount Fuji", kind="place")
+    mel, fujiko = entity(narrower, "Mel"), entity(scope, "Fujiko")
+    elsewhere = entity(ProjectScope(scope.project_id, user_id="u2"), "Melanie")
+    await store.put_entities([melanie, fuji, mel, fujiko, elsewhere])
+    filler = " ".join(f"word{i}" for i in range(1200))  # about 8,000 characters
+    text = f"{filler} Did MELANIE climb mount   fuji with Mel, or Fuji alone? {filler}"
+    found = await store.entities_named_in(scope, text, 10)
+    assert [e.id for e in found] == [fuji.id, melanie.id, mel.id]
+    assert [e.id for e in await store.entities_named_in(scope, text, 1)] == [fuji.id]
+    assert await store.entities_named_in(scope, "nobody here", 10) == []
+
+
 async def test_entities_are_re_embedded_for_another_model(store: GraphStore,
                                                          database: Database) -> None:
     """After a switch of embedding model (``reindex --model``), each entity's vector is made

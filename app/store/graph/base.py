@@ -122,6 +122,13 @@ class GraphStore(Protocol):
         """The entity of exactly this scope whose ``name_key`` is ``key``."""
         ...
 
+    async def entities_named_in(self, scope: ProjectScope, text: str,
+                                limit: int) -> list[EntityRecord]:
+        """Up to ``limit`` entities of the scope (sub-scopes included) whose whole name
+        appears in ``text`` (as ``name_key`` words), longest names first: one lookup
+        however long the text."""
+        ...
+
     async def similar_entities(self, scope: ProjectScope, embedding: list[float],
                                limit: int, model: str) -> list[tuple[EntityRecord, float]]:
         """Entities of exactly this scope whose vector is of ``model`` (or of no recorded

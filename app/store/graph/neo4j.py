@@ -201,6 +201,16 @@ class Neo4jGraphStore:
             {**params, "limit": limit})
         return [entity_record(row["e"]) for row in rows]
 
+    async def entities_named_in(self, scope: ProjectScope, text: str,
+                                limit: int) -> list[EntityRecord]:
+        where, params = scope_clause("e", scope, exact=False)
+        rows = await self._query(
+            f"MATCH (e:Entity) WHERE {where} AND e.name_key <> '' "
+            "AND $padded CONTAINS (' ' + e.name_key + ' ') "
+            "RETURN e {.*} AS e ORDER BY size(e.name_key) DESC, e.id LIMIT $limit",
+            {**params, "padded": f" {name_key(text)} ", "limit": limit})
+        return [entity_record(row["e"]) for row in rows]
+
     async def entities_to_embed(self, model: str, limit: int) -> list[tuple[uuid.UUID, str]]:
         rows = await self._query(
             "MATCH (e:Entity) WHERE coalesce(e.embedding_model, '') <> $model "

@@ -138,6 +138,17 @@ class PostgresGraphStore:
             rows = (await session.scalars(query.order_by(Entity.id).limit(limit))).all()
         return [_entity(row) for row in rows]
 
+    async def entities_named_in(self, scope: ProjectScope, text: str,
+                                limit: int) -> list[EntityRecord]:
+        padded = f" {name_key(text)} "
+        query = (sa.select(Entity)
+                 .where(*_scope(Entity, scope, exact=False), Entity.name_key != "",
+                        sa.func.strpos(padded, " " + Entity.name_key + " ") > 0)
+                 .order_by(sa.func.length(Entity.name_key).desc(), Entity.id).limit(limit))
+        async with self.database.session_scope() as session:
+            rows = (await session.scalars(query)).all()
+        return [_entity(row) for row in rows]
+
     async def entity_named(self, scope: ProjectScope, key: str) -> EntityRecord | None:
         query = sa.select(Entity).where(*_scope(Entity, scope, exact=True),
                                         Entity.name_key == key)
