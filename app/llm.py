@@ -261,7 +261,9 @@ class OpenAICompatibleClient:
             except httpx.TimeoutException:
                 failure = f"no answer within {self.timeout_s:g} s"
             except httpx.TransportError as exc:
-                failure = f"connection failed ({type(exc).__name__}: {exc})"
+                # The class only: the text names hosts and addresses, and this message is
+                # shown to tenants (a job's error); the log below has the endpoint.
+                failure = f"connection failed ({type(exc).__name__})"
             else:
                 if response.is_success:
                     reply = self._read_reply(response)
@@ -273,8 +275,10 @@ class OpenAICompatibleClient:
                     wait = retry_after_s(response.headers)
                     rate_limited = response.status_code == 429
                 else:
+                    logger.warning("LLM endpoint %s refused a request with HTTP %d",
+                                   self.base_url, response.status_code)
                     raise LLMRequestRejected(
-                        f"LLM endpoint {self.base_url} refused the request with HTTP "
+                        f"the LLM endpoint refused the request with HTTP "
                         f"{response.status_code}: {self._error_text(response)}",
                         prompt_tokens=spent.prompt_tokens,
                         completion_tokens=spent.completion_tokens,
@@ -286,8 +290,10 @@ class OpenAICompatibleClient:
                            attempt, self.max_attempts, self.base_url, failure, delay)
             await asyncio.sleep(delay)
         error = LLMRateLimited if rate_limited else LLMUnavailable
+        logger.warning("LLM endpoint %s failed after %d attempt(s): %s", self.base_url,
+                       attempt, failure)
         raise error(
-            f"LLM endpoint {self.base_url} failed after {attempt} attempt(s): {failure}",
+            f"the LLM endpoint failed after {attempt} attempt(s): {failure}",
             retry_after_s=wait, prompt_tokens=spent.prompt_tokens,
             completion_tokens=spent.completion_tokens,
         )

@@ -58,7 +58,8 @@ class LLMEndpoint:
                 base_url = await asyncio.to_thread(self._local.start)
             except LocalLLMError as exc:
                 self._local = None
-                raise LLMError(f"the bundled LLM could not start: {exc}; set "
+                logger.error("the bundled LLM could not start: %s", exc)
+                raise LLMError("the bundled LLM could not start (the server log says why); set "
                                "ANAMNESIS_LLM__BASE_URL to use another") from exc
             # One local server answers one request at a time on a few cores: a call may
             # wait behind another job's before it starts.

@@ -105,7 +105,10 @@ async def _settle_failure(resources: Resources, job: Job, ledger: Ledger,
                           error: Exception) -> str:
     config = resources.settings.consolidation
     code = getattr(error, "code", None) or "internal_error"
-    detail = f"{type(error).__name__}: {error}" if code == "internal_error" else str(error)
+    # An unexpected error's text can hold anything (paths, SQL, addresses): the log has it,
+    # the tenant gets its kind.
+    detail = (f"internal error ({type(error).__name__}); the server log has the details"
+              if code == "internal_error" else str(error))
     transient = is_transient(error)
     final = job.attempts > config.max_retries
     if transient and not final:

@@ -406,6 +406,17 @@ async def test_llm_outage_that_lasts_fails_the_job(client: httpx.AsyncClient,
     assert job["status"] == "FAILED"
     assert job["error"]["code"] == "llm_unavailable"
     assert "gave up after 3 attempts" in job["error"]["detail"]  # 1 + max_retries=2
+    # The endpoint's address is the operator's business, not the tenant's.
+    assert scripted_llm.base_url.split("//")[1].split("/")[0] not in str(job["error"])
+
+
+async def test_a_refused_llm_request_tells_the_tenant_no_address(
+        client: httpx.AsyncClient, scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.responder = lambda body: Reply.error(400, "unknown model")
+    job = await finished(client, (await post(client, said("I row."))).json()["job_id"])
+    assert job["error"]["code"] == "llm_request_rejected"
+    assert job["error"]["detail"] == ("the LLM endpoint refused the request with HTTP 400: "
+                                      "unknown model")
 
 
 async def test_a_lost_enqueue_is_swept_up(client: httpx.AsyncClient, brain: Brain,
