@@ -17,6 +17,7 @@ project and gets the same graph:
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
@@ -100,9 +101,11 @@ class Applied:
 
 
 def entity_id(scope: ProjectScope, key: str) -> uuid.UUID:
-    """The same name in the same scope is the same entity, in every store and every rebuild."""
-    return uuid.uuid5(_NAMESPACE, "\x1f".join((str(scope.project_id), scope.user_id or "",
-                                              scope.agent_id or "", scope.run_id or "", key)))
+    """The same name in the same scope is the same entity, in every store and every rebuild.
+    The parts are hashed as a JSON list: joined with a separator, ids that contain it could
+    make two scopes one ("a\x1fb" + "" and "a" + "b")."""
+    return uuid.uuid5(_NAMESPACE, json.dumps([str(scope.project_id), scope.user_id,
+                                              scope.agent_id, scope.run_id, key]))
 
 
 def compatible(a: str, b: str) -> bool:

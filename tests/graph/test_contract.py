@@ -238,6 +238,21 @@ async def test_neighbours_up_to_depth_three(store: GraphStore, database: Databas
     assert [e.name for e, _ in back] == ["D"]
 
 
+async def test_a_dense_neighbourhood_is_walked_once_per_node(store: GraphStore,
+                                                             database: Database) -> None:
+    """Everyone knows everyone: walking paths (degree ** depth) would make ~1.6 million rows
+    at depth 3; each entity is reached once, at its nearest distance."""
+    scope = ProjectScope(await project(database), user_id="u1")
+    people = [entity(scope, f"P{i}") for i in range(118)]
+    await store.put_entities(people)
+    pairs = [(a, b) for i, a in enumerate(people) for b in people[i + 1:]]
+    for start in range(0, len(pairs), 500):
+        await store.put_relations([relation(a, "knows", b) for a, b in pairs[start:start + 500]])
+    found = await store.neighbors(scope.project_id, people[0].id, 3)
+    assert sorted((e.name, hops) for e, hops in found) == sorted(
+        (p.name, 1) for p in people[1:])
+
+
 async def test_deletions_propagate(store: GraphStore, database: Database) -> None:
     pid = await project(database)
     u1, u2 = ProjectScope(pid, user_id="u1"), ProjectScope(pid, user_id="u2")

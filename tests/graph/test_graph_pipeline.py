@@ -17,7 +17,9 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app.config import Neo4jSettings, Settings
+from app.consolidate.graph import entity_id
 from app.consolidate.replay import rebuild_graph
+from app.domain import ProjectScope
 from app.embeddings import SentenceTransformerEmbedder
 from app.jobs import runner
 from app.main import create_app
@@ -375,3 +377,14 @@ async def test_the_sweep_applies_an_extraction_left_unapplied(client: httpx.Asyn
         assert pending.scalar_one() == 0
     await runner.sweep(resources, enqueue)
     assert len((await client.get("/v1/entities")).json()["results"]) == 1
+
+
+def test_scope_ids_with_a_separator_in_them_stay_two_scopes() -> None:
+    """Entity ids hash the scope's ids and the name; joined with a separator, ids holding it
+    made two scopes one."""
+    project = uuid.uuid4()
+    one = ProjectScope(project, user_id="a\x1fb", agent_id="c")
+    other = ProjectScope(project, user_id="a", agent_id="b\x1fc")
+    assert entity_id(one, "ines") != entity_id(other, "ines")
+    assert entity_id(one, "ines") == entity_id(
+        ProjectScope(project, user_id="a\x1fb", agent_id="c"), "ines")

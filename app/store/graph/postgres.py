@@ -210,7 +210,9 @@ class PostgresGraphStore:
         walk = sa.select(sa.literal(entity_id, sa.Uuid).label("node"),
                          sa.literal(0).label("hops")).cte("walk", recursive=True)
         step = walk.alias()
-        walk = walk.union_all(
+        # UNION, not UNION ALL: a (node, hops) row reached twice is walked once, so a dense
+        # graph costs nodes x depth rows, not paths (which grow as degree ** depth).
+        walk = walk.union(
             sa.select(edges.c.b, step.c.hops + 1)
             .join(edges, edges.c.a == step.c.node)
             .where(step.c.hops < depth)
