@@ -18,6 +18,11 @@ class DatabaseSettings(BaseModel):
     )
     pool_size: int = Field(default=10, ge=1, le=200)
     max_overflow: int = Field(default=10, ge=0, le=200)
+    pool_timeout_s: float = Field(default=30.0, gt=0, le=600,
+                                  description="How long a request waits for a connection.")
+    graph_pool_size: int = Field(
+        default=5, ge=1, le=200, description="Connections of the Postgres graph store's own "
+        "pool (a request holding one of the main pool may wait on it; never the reverse).")
     migrate_on_start: bool = True
 
     @field_validator("url")

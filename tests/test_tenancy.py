@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.config import Settings
+from app.embeddings import SentenceTransformerEmbedder
+from app.main import create_app
 from app.store.db import Database
 
 KeyFactory = Callable[..., Awaitable[str]]
@@ -272,3 +276,30 @@ async def test_one_project_cannot_tell_what_another_searched(
                                      json={"query": words, "user_id": "alice"})
         assert response.status_code == 200, response.text
         assert (queries.hits - hits, queries.misses - misses) == ((1, 0) if hit else (0, 1))
+
+
+async def test_graph_searches_cannot_exhaust_the_pool(
+        settings: Settings, embedder: SentenceTransformerEmbedder,
+        api_key_factory: KeyFactory) -> None:
+    """Each graph search holds a connection of the main pool and reads the graph through
+    another. From one pool, a burst of them held every connection while each waited for a
+    second: all stalled until the pool's timeout and answered 500, and every other project's
+    requests with them. The graph store has a pool of its own, so the burst goes through."""
+    tight = settings.model_copy(update={
+        "db": settings.db.model_copy(update={"pool_size": 2, "max_overflow": 0,
+                                             "pool_timeout_s": 5.0, "graph_pool_size": 2}),
+        "data_dir": settings.data_dir / "tight-pool"})
+    application = create_app(tight, embedder=embedder)
+    key_a, key_b = await api_key_factory("burst-a"), await api_key_factory("burst-b")
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                     headers={"Authorization": f"Bearer {key_a}"}) as a, \
+                httpx.AsyncClient(transport=transport, base_url="http://test",
+                                  headers={"Authorization": f"Bearer {key_b}"}) as b:
+            await _add(a, "Melanie works at Siemens.", user_id="alice")
+            burst = [a.post("/v1/memories/search", json={
+                "query": f"Where does Melanie work? {i}", "user_id": "alice", "graph": True})
+                for i in range(12)]
+            answers = await asyncio.gather(*burst, b.get("/v1/memories"))
+    assert [r.status_code for r in answers] == [200] * 13

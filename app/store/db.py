@@ -144,6 +144,17 @@ class Database:
             result = await connection.execute(text("SELECT model FROM embedding_space"))
             return result.scalar_one_or_none()
 
+    def companion(self, pool_size: int, pool_timeout_s: float) -> Database:
+        """Another pool on the same database, for a store that requests call while holding a
+        connection of this one: if both drew from one pool, a burst of such requests would
+        hold every connection while each waited for a second (a deadlock until the pool's
+        timeout, stalling every other project's requests too). Its connections are never
+        held while waiting for this pool's, so waits on it always end."""
+        engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=0,
+                                     pool_timeout=pool_timeout_s, pool_pre_ping=True)
+        return Database(engine, async_sessionmaker(engine, expire_on_commit=False), self.url,
+                        None, self.embedding_identity)
+
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
@@ -176,7 +187,7 @@ async def open_database(settings: Settings, *, migrate_schema: bool) -> Database
                                     identity)
         engine = create_async_engine(
             url, pool_size=settings.db.pool_size, max_overflow=settings.db.max_overflow,
-            pool_pre_ping=True)
+            pool_timeout=settings.db.pool_timeout_s, pool_pre_ping=True)
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

@@ -54,7 +54,7 @@ async def store(request: pytest.FixtureRequest, database: Database,
                 endpoint.url, auth=(endpoint.user, endpoint.password)) as driver:
             await driver.execute_query("MATCH (n) WHERE n:Entity OR n:Memory DETACH DELETE n")
     else:
-        graph = PostgresGraphStore(database)
+        graph = PostgresGraphStore(database.companion(2, 30.0))
         await graph.setup()
     yield graph
     await graph.aclose()

@@ -15,7 +15,8 @@ async def open_graph_store(settings: Settings, database: Database) -> GraphStore
 
         store = Neo4jGraphStore.from_settings(settings.neo4j)
     else:
-        store = PostgresGraphStore(database)
+        store = PostgresGraphStore(database.companion(settings.db.graph_pool_size,
+                                                      settings.db.pool_timeout_s))
     try:
         await store.setup()
     except BaseException:

@@ -64,7 +64,8 @@ class PostgresGraphStore:
         """The tables come with the migrations."""
 
     async def aclose(self) -> None:
-        """The database belongs to whoever built it."""
+        """Closes its pool (``Database.companion``); the database server is not its own."""
+        await self.database.engine.dispose()
 
     async def put_entities(self, entities: Sequence[EntityRecord]) -> None:
         entities = list({e.id: e for e in entities}.values())  # one row per id, the last
