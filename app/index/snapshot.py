@@ -33,11 +33,15 @@ def write_snapshot(folder: Path, vectors: VectorIndex, state: dict[str, Any],
     ``writer`` tells apart two indexes of one database saving at once."""
     temporary = folder.with_name(f"{folder.name}.tmp-{writer}")
     shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
+    # Owner-only: the snapshot holds every memory's words and vector.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary.mkdir(mode=0o700)
     vectors.save(temporary / "vectors.faiss")
     with open(temporary / "state.pickle", "wb") as handle:
         pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
     (temporary / "meta.json").write_text(json.dumps({"format": FORMAT, **meta}))
+    for written in temporary.iterdir():
+        written.chmod(0o600)
     previous = folder.with_name(f"{folder.name}.old-{writer}")
     shutil.rmtree(previous, ignore_errors=True)
     if folder.exists():
@@ -62,7 +66,8 @@ def read_snapshot(folder: Path, dimension: int, model: str, settings: SearchSett
         vectors = VectorIndex.load(folder / "vectors.faiss", dimension, settings)
         with open(folder / "state.pickle", "rb") as handle:
             state = pickle.load(handle)  # noqa: S301 - our own file, in our data folder
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        logger.warning("memory index snapshot unreadable (%s); rebuilding", exc)
+    except Exception as exc:  # a snapshot is a cache: whatever is wrong with it, rebuild
+        logger.warning("memory index snapshot unreadable (%s: %s); rebuilding",
+                       type(exc).__name__, exc)
         return None
     return vectors, state, meta

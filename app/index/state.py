@@ -4,6 +4,7 @@ anew, and what a catch-up changes, each in one place."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,8 @@ from app.index.slots import SlotTable
 from app.index.snapshot import read_snapshot, write_snapshot
 from app.index.vectors import VectorIndex
 from app.store.repositories.changes import IndexRow
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,6 +103,15 @@ class IndexState:
         if found is None:
             return None
         vectors, state, _ = found
+        try:
+            return cls._of(vectors, state)
+        except Exception as exc:  # a snapshot of another shape: rebuilt, as an unreadable one
+            logger.warning("memory index snapshot does not fit (%s: %s); rebuilding",
+                           type(exc).__name__, exc)
+            return None
+
+    @classmethod
+    def _of(cls, vectors: VectorIndex, state: dict[str, Any]) -> IndexState:
         return cls(vectors, LexicalIndex.from_state(state["lexical"]),
                    SlotTable.from_state(state["slots"]),
                    ChangeCursor.from_state(state["cursor"], time.monotonic()), state["dead"])
