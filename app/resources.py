@@ -145,7 +145,10 @@ async def open_resources(settings: Settings, *, migrate: bool = False,
     it on close); ``follow``: switch to a new embedding model when the database does
     (``app.index.switch``)."""
     async with AsyncExitStack() as stack:
-        database = await open_database(settings, migrate_schema=migrate)
+        # The API (the one process that serves its index) adopts a bundled Postgres whose
+        # owner died, so a crash does not leave a server running until reboot.
+        database = await open_database(settings, migrate_schema=migrate,
+                                       adopt=index == "serve")
         stack.push_async_callback(database.aclose)
         if embedder is not None and embedder.model_name != model_identity(
                 settings.embedding.model):

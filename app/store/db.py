@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -165,21 +166,24 @@ class Database:
             await asyncio.to_thread(self.embedded.stop)
 
 
-def resolve_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """The configured URL, or the bundled server's (started or attached to; blocking)."""
+def resolve_url(settings: Settings, *, adopt: bool = False) -> tuple[str, EmbeddedPostgres | None]:
+    """The configured URL, or the bundled server's (started or attached to; blocking).
+    ``adopt``: own a bundled server whose owner died (the API, a long-lived process)."""
     if settings.db.url:
         return settings.db.url, None
     embedded = EmbeddedPostgres(settings.data_dir)
-    server = embedded.ensure_running()
+    server = embedded.ensure_running(adopt=adopt)
     logger.info("using bundled Postgres on %s:%d (data in %s)", server.host, server.port,
                 embedded.pgdata)
     return server.url(), embedded
 
 
-async def open_database(settings: Settings, *, migrate_schema: bool) -> Database:
+async def open_database(settings: Settings, *, migrate_schema: bool,
+                        adopt: bool = False) -> Database:
     """Connections name the configured embedding model (``anamnesis.embedding_model``):
     what each vector they write is recorded as made by (migration 0009)."""
-    url, embedded = await asyncio.to_thread(resolve_url, settings)
+    url, embedded = await asyncio.to_thread(functools.partial(resolve_url, settings,
+                                                              adopt=adopt))
     identity = model_identity(settings.embedding.model)
     try:
         if migrate_schema:

@@ -2,7 +2,10 @@
 
 One data directory holds one cluster. Whoever finds it stopped starts it (on a free localhost
 port, TCP with a generated password) and owns it; anyone else attaches to the running server,
-so ``anamnesis serve`` and ``anamnesis keys create`` can share one cluster. Postgres refuses to
+so ``anamnesis serve`` and ``anamnesis keys create`` can share one cluster. The owner's pid is
+kept beside it (``postgres.owner``): a server whose owner died without stopping it (kill -9)
+is an orphan, and an opener that may adopt (the API) becomes its owner and stops it when it
+stops, instead of leaving it running until reboot. Postgres refuses to
 run as root, so under root the server runs as an unprivileged system user, from a copy of the
 binaries that user can read.
 """
@@ -99,12 +102,14 @@ class EmbeddedPostgres:
         else:
             self.pgdata = self.data_dir / "postgres"
         self.password_file = self.data_dir / "postgres.password"
+        self.owner_file = self.data_dir / "postgres.owner"
         self._server: RunningServer | None = None
 
     # -- public -------------------------------------------------------------------------
 
-    def ensure_running(self) -> RunningServer:
-        """Start the cluster (initialising it on first use) or attach to it if it runs."""
+    def ensure_running(self, *, adopt: bool = False) -> RunningServer:
+        """Start the cluster (initialising it on first use) or attach to it if it runs;
+        ``adopt``: own a running server whose owner is dead."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         with self._lock():
@@ -117,6 +122,11 @@ class EmbeddedPostgres:
                 owned = port is None
                 if port is None:
                     port = self._start(bindir)
+                elif adopt and not self._owner_alive():
+                    logger.warning("adopting the bundled Postgres its owner left running")
+                    owned = True
+            if owned:
+                self.owner_file.write_text(f"{os.getpid()}\n")
             password = self.password_file.read_text().strip()
             self._server = RunningServer(self.host, port, SUPERUSER, password, owned)
             return self._server
@@ -127,9 +137,24 @@ class EmbeddedPostgres:
             return
         self._run([str(self._bindir() / "pg_ctl"), "-D", str(self.pgdata), "stop", "-m", "fast",
                    "-w", "-t", "60"], as_pg_user=True, check=False)
+        self.owner_file.unlink(missing_ok=True)
         self._server = None
 
     # -- steps --------------------------------------------------------------------------
+
+    def _owner_alive(self) -> bool:
+        """Whether the process that owns the running server still lives."""
+        try:
+            pid = int(self.owner_file.read_text().strip())
+        except (OSError, ValueError):
+            return False  # started before owners were recorded, or by hand: nobody's
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # alive, another user's
+        return True
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

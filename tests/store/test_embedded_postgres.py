@@ -1,6 +1,9 @@
 """The bundled server: first start initialises and owns it, a second opener attaches."""
 
 import asyncio
+import functools
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +53,33 @@ async def test_start_attach_stop_restart(home: Path) -> None:
         assert await _vector_distance(third.url()) == 1.0
     finally:
         await asyncio.to_thread(again.stop)
+
+
+async def test_a_server_whose_owner_died_is_adopted_by_the_api(home: Path) -> None:
+    """The owner is killed (no clean stop): its server runs on. A passer-by (a CLI command)
+    attaches and leaves it be; the API adopts it and stops it when it stops."""
+    started = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-c",
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from app.store.embedded_postgres import EmbeddedPostgres\n"
+        "EmbeddedPostgres(Path(sys.argv[1])).ensure_running()\n"
+        "os.kill(os.getpid(), 9)\n", str(home / "data")], check=False)
+    assert started.returncode == -9
+    passer_by = EmbeddedPostgres(home / "data")
+    attached = await asyncio.to_thread(passer_by.ensure_running)
+    assert not attached.owned
+    await asyncio.to_thread(passer_by.stop)
+    assert await _vector_distance(attached.url()) == 1.0  # still running
+
+    api = EmbeddedPostgres(home / "data")
+    adopted = await asyncio.to_thread(functools.partial(api.ensure_running, adopt=True))
+    assert (adopted.port, adopted.owned) == (attached.port, True)
+    guest = EmbeddedPostgres(home / "data")  # the adopter lives: no one else adopts
+    assert not (await asyncio.to_thread(functools.partial(guest.ensure_running,
+                                                          adopt=True))).owned
+    await asyncio.to_thread(api.stop)
+    assert not (api.pgdata / "postmaster.pid").exists()
 
 
 async def test_private_data_folder_under_root_moves_the_cluster(home: Path) -> None:
