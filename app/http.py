@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import AnamnesisError
+from app.auth import key_from_headers
+from app.errors import AnamnesisError, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (the client's ``X-Request-ID`` if sane) and caps its body.
+    """Gives every request an id (the client's ``X-Request-ID`` if sane), turns away a
+    request to the API that carries no key before its body is read (the key itself is
+    checked by the route's dependency), and caps the body.
 
     The cap is checked against ``Content-Length`` up front and against the bytes actually
     received, so a chunked upload cannot slip past it.
@@ -54,6 +57,13 @@ class RequestContextMiddleware:
         supplied = headers.get(REQUEST_ID_HEADER.lower(), "")
         request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        if scope["path"].startswith("/v1/"):
+            try:
+                key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
+            except Unauthorized as exc:
+                await envelope(request_id, exc.status_code, exc.code, exc.detail)(
+                    scope, receive, send)
+                return
         too_large = envelope(request_id, 413, "payload_too_large",
                              f"request body larger than {self.max_body_bytes} bytes")
         length = headers.get("content-length")

@@ -102,6 +102,20 @@ async def test_missing_key_is_401_on_every_endpoint(anonymous: httpx.AsyncClient
     assert await stored(client) == seeded
 
 
+@pytest.mark.parametrize(("body", "headers"), [
+    (b"{not json", {}),
+    (b'{"messages": 5}', {}),
+    (b"x" * 64, {"Content-Length": str(64 * 1024 * 1024)}),
+])
+async def test_no_key_is_401_before_the_body_is_read(anonymous: httpx.AsyncClient,
+                                                     body: bytes,
+                                                     headers: dict[str, str]) -> None:
+    """Without a key the body is not read: a bad or huge one is still a 401, not 422/413."""
+    response = await anonymous.post("/v1/memories", content=body,
+                                     headers={"Content-Type": "application/json", **headers})
+    assert_envelope(response, 401, "unauthorized")
+
+
 @pytest.mark.parametrize("key", [
     "anm_deadbeef_" + "x" * 43,
     "not-a-key",
@@ -205,7 +219,9 @@ async def test_unknown_memory_is_404(client: httpx.AsyncClient,
 async def test_unknown_route_is_404(client: httpx.AsyncClient, anonymous: httpx.AsyncClient,
                                     path: str) -> None:
     assert_envelope(await client.get(path), 404, "not_found")
-    assert_envelope(await anonymous.get(path), 404, "not_found")
+    # Under /v1/ a request without a key is turned away before routing: 401, not 404.
+    anonymous_status = (401, "unauthorized") if path.startswith("/v1/") else (404, "not_found")
+    assert_envelope(await anonymous.get(path), *anonymous_status)
 
 
 async def test_wrong_method_is_405(client: httpx.AsyncClient,
@@ -232,12 +248,14 @@ async def test_body_over_limit_with_content_length_is_413(
         database: Database, seeded: list[dict[str, Any]]) -> None:
     rows = await total_rows(database)
     payload = oversized_add(settings)
-    for http in (client, anonymous):
-        response = await http.post("/v1/memories", content=payload,
-                                   headers={"Content-Type": "application/json"})
-        assert "content-length" in {k.lower() for k in response.request.headers}
-        detail = assert_envelope(response, 413, "payload_too_large")
-        assert str(settings.api.max_body_bytes) in detail
+    response = await client.post("/v1/memories", content=payload,
+                                 headers={"Content-Type": "application/json"})
+    assert "content-length" in {k.lower() for k in response.request.headers}
+    detail = assert_envelope(response, 413, "payload_too_large")
+    assert str(settings.api.max_body_bytes) in detail
+    anonymous_response = await anonymous.post("/v1/memories", content=payload,
+                                              headers={"Content-Type": "application/json"})
+    assert_envelope(anonymous_response, 401, "unauthorized")  # no key: the body is not read
     assert await total_rows(database) == rows
     assert await stored(client) == seeded
 
