@@ -23,6 +23,9 @@ class DatabaseSettings(BaseModel):
     graph_pool_size: int = Field(
         default=5, ge=1, le=200, description="Connections of the Postgres graph store's own "
         "pool (a request holding one of the main pool may wait on it; never the reverse).")
+    index_pool_size: int = Field(
+        default=2, ge=1, le=200, description="Connections of the in-process search index's "
+        "own pool (it reads the change log during searches that hold a main-pool one).")
     migrate_on_start: bool = True
 
     @field_validator("url")

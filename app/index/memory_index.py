@@ -70,16 +70,25 @@ async def open_memory_index(settings: Settings, database: Database, embedder: Em
     async with database.session_scope() as session:
         identity = await changes.database_identity(session)
     folder = (settings.search.snapshot_dir or settings.data_dir / "index") / identity
-    index = MemoryIndex(database, embedder.dimension, embedder.model_name, settings.search,
-                        folder)
-    await index.start(rebuild=rebuild, poll=not rebuild)
+    # Its own pool: every search catches the index up first, inside a request that holds a
+    # connection of the main pool; from that pool too, a burst of searches deadlocked it.
+    pool = database.companion(settings.db.index_pool_size, settings.db.pool_timeout_s)
+    index = MemoryIndex(pool, embedder.dimension, embedder.model_name, settings.search, folder,
+                        own_pool=True)
+    try:
+        await index.start(rebuild=rebuild, poll=not rebuild)
+    except BaseException:
+        await pool.engine.dispose()
+        raise
     return index
 
 
 class MemoryIndex:
     def __init__(self, database: Database, dimension: int, model: str,
-                 settings: SearchSettings, snapshot_dir: Path | None):
+                 settings: SearchSettings, snapshot_dir: Path | None, *,
+                 own_pool: bool = False):
         self.database = database
+        self.own_pool = own_pool  # ``database`` is a pool of its own, closed with the index
         self.dimension = dimension
         self.model = model
         self.settings = settings
@@ -130,6 +139,8 @@ class MemoryIndex:
         if save and self.snapshot_dir is not None:
             async with self._lock:
                 await asyncio.to_thread(self.save)
+        if self.own_pool:
+            await self.database.engine.dispose()
 
     async def grow(self) -> None:
         """Past ``flat_max`` vectors, an HNSW index is built in a thread (searches go on
