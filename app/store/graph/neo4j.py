@@ -39,7 +39,9 @@ from app.store.graph.base import (
 )
 from app.store.graph.neo4j_cypher import (
     ALREADY_THERE,
+    ENTITIES_TO_EMBED,
     SCHEMA,
+    SET_EMBEDDINGS,
     TYPE_LABELS,
     Row,
     cosine,
@@ -212,21 +214,15 @@ class Neo4jGraphStore:
         return [entity_record(row["e"]) for row in rows]
 
     async def entities_to_embed(self, model: str, limit: int) -> list[tuple[uuid.UUID, str]]:
-        rows = await self._query(
-            "MATCH (e:Entity) WHERE coalesce(e.embedding_model, '') <> $model "
-            "RETURN e.id AS id, e.name AS name ORDER BY e.id LIMIT $limit",
-            {"model": model, "limit": limit})
+        rows = await self._query(ENTITIES_TO_EMBED, {"model": model, "limit": limit})
         return [(uuid.UUID(row["id"]), str(row["name"])) for row in rows]
 
     async def set_entity_embeddings(self, model: str,
                                     vectors: dict[uuid.UUID, list[float]]) -> None:
-        if not vectors:
-            return
-        await self._query(
-            "UNWIND $rows AS row MATCH (e:Entity {id: row.id}) "
-            "SET e.embedding = row.embedding, e.embedding_model = $model",
-            {"model": model, "rows": [{"id": str(entity_id), "embedding": [float(x) for x in v]}
-                                      for entity_id, v in vectors.items()]}, write=True)
+        if vectors:
+            await self._query(SET_EMBEDDINGS, {"model": model, "rows": [
+                {"id": str(entity_id), "embedding": [float(x) for x in vector]}
+                for entity_id, vector in vectors.items()]}, write=True)
 
     async def entity_named(self, scope: ProjectScope, key: str) -> EntityRecord | None:
         where, params = scope_clause("e", scope, exact=True)

@@ -171,3 +171,9 @@ def relation_row(r: RelationRecord) -> Row:
 async def fetch_rows(tx: AsyncManagedTransaction, query: str, params: Row) -> list[Row]:
     result = await tx.run(query, params)
     return [record.data() async for record in result]
+
+# Re-embedding entities after a switch of embedding model (``app.index.reembed``).
+ENTITIES_TO_EMBED = ("MATCH (e:Entity) WHERE coalesce(e.embedding_model, '') <> $model "
+                     "RETURN e.id AS id, e.name AS name ORDER BY e.id LIMIT $limit")
+SET_EMBEDDINGS = ("UNWIND $rows AS row MATCH (e:Entity {id: row.id}) "
+                  "SET e.embedding = row.embedding, e.embedding_model = $model")
