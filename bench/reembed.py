@@ -78,7 +78,7 @@ class Searcher:
                  turn_of: dict[str, str]):
         self.client, self.questions, self.turn_of = client, questions, turn_of
         self.phase = "before"
-        self.records: dict[str, list[tuple[float, int, bool]]] = {}
+        self.records: dict[str, list[tuple[float, int | str, bool]]] = {}
         self.running = True
 
     async def run(self) -> None:
@@ -88,8 +88,13 @@ class Searcher:
             position += 1
             phase = self.phase
             began = time.perf_counter()
-            response = await self.client.post("/v1/memories/search", json={
-                "query": question, "user_id": user, "top_k": 10})
+            try:
+                response = await self.client.post("/v1/memories/search", json={
+                    "query": question, "user_id": user, "top_k": 10})
+            except httpx.TransportError as exc:  # counted, not fatal: the report says how many
+                self.records.setdefault(phase, []).append(
+                    (time.perf_counter() - began, type(exc).__name__, False))
+                continue
             seconds = time.perf_counter() - began
             found = False
             if response.status_code == 200:
@@ -100,6 +105,7 @@ class Searcher:
     def summary(self) -> dict[str, Any]:
         return {phase: {"searches": len(rows),
                         "errors": sum(1 for _, status, _ in rows if status != 200),
+                        "error_kinds": sorted({str(s) for _, s, _ in rows if s != 200}),
                         "recall@10_any": round(sum(f for _, _, f in rows) / len(rows), 3),
                         "latency": latency_summary([s for s, _, _ in rows])}
                 for phase, rows in self.records.items()}
@@ -107,9 +113,11 @@ class Searcher:
 
 async def measure(server: ManagedServer, key: str, samples: list[dict[str, Any]],
                   model: str) -> dict[str, Any]:
+    # Idle connections expire before the server's keep-alive (5 s) closes them under us.
     async with httpx.AsyncClient(base_url=server.base_url, trust_env=False,
                                  headers={"Authorization": f"Bearer {key}"},
-                                 timeout=httpx.Timeout(300.0, connect=10.0)) as client:
+                                 timeout=httpx.Timeout(300.0, connect=10.0),
+                                 limits=httpx.Limits(keepalive_expiry=2.0)) as client:
         began = time.perf_counter()
         turn_of, questions = await post(client, samples)
         progress(f"posted {len(turn_of)} turns in {time.perf_counter() - began:.0f}s")
