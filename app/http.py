@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,23 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
                415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited"}
+
+
+class ErrorBody(BaseModel):
+    """The one shape of every error response (``envelope``)."""
+
+    error: str = Field(description="A stable code: unauthorized, not_found, validation_error…")
+    detail: str = Field(description="What went wrong, for a person.")
+    request_id: str = Field(description="Also in the X-Request-ID header.")
+
+
+# What the OpenAPI schema says every operation may answer besides its success: the envelope.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in ((401, "No key, or not a valid one"),
+                                (404, "Not found in the key's project"),
+                                (409, "Conflict"), (413, "Body too large"),
+                                (422, "Invalid request"), (503, "Unavailable, retry"))}
 
 
 def envelope(request_id: str, status: int, code: str, detail: str) -> JSONResponse:

@@ -17,6 +17,7 @@ from app.deps import ApiResources, ResourcesDep
 from app.embeddings import Embedder
 from app.graph.router import router as graph_router
 from app.http import (
+    ERROR_RESPONSES,
     RequestContextMiddleware,
     install_database_error_handler,
     install_error_handlers,
@@ -73,12 +74,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
     install_error_handlers(app)
     install_database_error_handler(app)
-    app.include_router(ingest_router)
-    app.include_router(retrieve_router)
-    app.include_router(memories_router)
-    app.include_router(jobs_router)
-    app.include_router(projects_router)
-    app.include_router(graph_router)
+    app.include_router(ingest_router, responses=ERROR_RESPONSES)
+    app.include_router(retrieve_router, responses=ERROR_RESPONSES)
+    app.include_router(memories_router, responses=ERROR_RESPONSES)
+    app.include_router(jobs_router, responses=ERROR_RESPONSES)
+    app.include_router(projects_router, responses=ERROR_RESPONSES)
+    app.include_router(graph_router, responses=ERROR_RESPONSES)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -1,8 +1,9 @@
 """Input Postgres (or Python) cannot store or compute with, rejected up front as 422, by the
 same types on every route: text with NUL characters or lone surrogates (half of a UTF-16
 pair, which UTF-8 cannot encode), JSON with non-finite numbers or nested past
-``MAX_JSON_DEPTH``, and timestamps that leave years 1 to 9999 once put in UTC (year 9999 at
--14:00 is year 10000 there)."""
+``MAX_JSON_DEPTH``, and timestamps outside years 1000 to 9998 in UTC: Python's datetime
+ends at years 1 and 9999, and the service computes with the times it is given (the turn said
+up to six hours before, a date said "last year"), so a margin keeps every sum in range."""
 
 from __future__ import annotations
 
@@ -60,13 +61,20 @@ def json_problem(value: Any, depth: int = 0) -> str | None:
     return None
 
 
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+RANGE_PROBLEM = "timestamp out of range: years 1000 to 9998 in UTC"
+
+
 def in_range(value: datetime) -> datetime:
-    """The moment with a time zone (none: UTC), if it is within years 1 to 9999 in UTC."""
+    """The moment with a time zone (none: UTC), if it is within years 1000 to 9998 in UTC."""
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     try:
-        aware.astimezone(UTC)
+        instant = aware.astimezone(UTC)
     except OverflowError:
-        raise ValueError("timestamp out of range: years 1 to 9999 in UTC") from None
+        raise ValueError(RANGE_PROBLEM) from None
+    if not EARLIEST <= instant <= LATEST:
+        raise ValueError(RANGE_PROBLEM)
     return aware
 
 

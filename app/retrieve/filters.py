@@ -23,7 +23,7 @@ from typing import Any
 from app.domain import KINDS, OPERATORS, All, Any_, Condition, Filter, Not
 from app.errors import InvalidFilter
 from app.limits import MAX_FILTER_CONDITIONS, MAX_FILTER_DEPTH
-from app.validation import json_problem, text_problem
+from app.validation import in_range, json_problem, text_problem
 
 ID_FIELDS = frozenset({"user_id", "agent_id", "run_id"})
 KIND_OPERATORS = frozenset({"eq", "ne", "in", "nin"})
@@ -191,11 +191,10 @@ def _timestamp(value: Any, where: str) -> datetime:
     except ValueError:
         raise InvalidFilter(f"{where}: {value!r} is not an ISO 8601 timestamp") from None
     try:
-        # In UTC, so an instant past year 1..9999 there (e.g. year 1 at +14:00) is refused
-        # here rather than failing in the database driver.
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-    except OverflowError:
-        raise InvalidFilter(f"{where}: {value!r} is out of range in UTC") from None
+        # The range every timestamp the API takes keeps to (``app.validation``).
+        return in_range(parsed).astimezone(UTC)
+    except ValueError as exc:
+        raise InvalidFilter(f"{where}: {value!r}: {exc}") from None
 
 
 def _type_name(value: Any) -> str:
