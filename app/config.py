@@ -201,6 +201,8 @@ class ApiSettings(BaseModel):
     key_touch_interval_s: float = Field(
         default=60.0, ge=0, description="How often an API key's last_used_at is refreshed."
     )
+    metrics: bool = Field(default=True, description="Serve /metrics (Prometheus text, every "
+                          "project's aggregates: expose it to operators only).")
 
 
 class Settings(BaseSettings):

@@ -9,7 +9,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.auth import KeyTouches
 from app.config import Settings
@@ -27,6 +28,7 @@ from app.jobs.inprocess import InProcessQueue
 from app.jobs.queue import CeleryQueue, JobQueue
 from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
+from app.metrics import Metrics, MetricsMiddleware
 from app.projects.router import router as projects_router
 from app.resources import Resources, open_resources
 from app.retrieve.query_embeddings import QueryEmbeddings
@@ -72,6 +74,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         lifespan=lifespan,
     )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    metrics = Metrics()
+    if settings.api.metrics:
+        app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times everything
     install_error_handlers(app)
     install_database_error_handler(app)
     app.include_router(ingest_router, responses=ERROR_RESPONSES)
@@ -85,6 +90,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     async def health() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
+
+    if settings.api.metrics:
+        @app.get("/metrics", tags=["ops"], include_in_schema=False)
+        async def prometheus(resources: ResourcesDep) -> Response:
+            """Prometheus text format (``app.metrics``); aggregates of every project."""
+            return Response(await metrics.render(resources), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/ready", tags=["ops"], response_model=None)
     async def ready(resources: ResourcesDep) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -157,3 +158,31 @@ async def scope_lock(engine: AsyncEngine, project_id: uuid.UUID,
     async with engine.connect() as connection, connection.begin():
         await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
         yield
+
+
+@dataclass(frozen=True)
+class JobTotals:
+    """Every project's jobs together, for ``/metrics``: how many per status, and what their
+    LLM calls cost."""
+
+    by_status: dict[str, int]
+    llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    truncated_replies: int
+    llm_failures: int  # failed jobs whose error came from the LLM
+
+
+async def totals(session: AsyncSession) -> JobTotals:
+    query = sa.select(
+        Job.status, sa.func.count(), sa.func.coalesce(sa.func.sum(Job.llm_calls), 0),
+        sa.func.coalesce(sa.func.sum(Job.prompt_tokens), 0),
+        sa.func.coalesce(sa.func.sum(Job.completion_tokens), 0),
+        sa.func.coalesce(sa.func.sum(Job.truncated_replies), 0),
+        sa.func.count().filter(Job.error_code.like("llm\\_%")),
+    ).group_by(Job.status)
+    rows = (await session.execute(query)).all()
+    by_status = {status: 0 for status in (PENDING, RUNNING, SUCCEEDED, FAILED)}
+    by_status |= {status: int(count) for status, count, *_ in rows}
+    sums = [sum(int(row[i]) for row in rows) for i in range(2, 7)]
+    return JobTotals(by_status, *sums)
