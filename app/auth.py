@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.store.repositories import keys as key_repository
 
 KEY_PREFIX = "anm"
+# What a key may do. read: list, get, search; write: add, change and erase memories, retry
+# jobs, change the graph; admin: the project's extraction instructions, and its keys.
+SCOPES = ("read", "write", "admin")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,12 @@ class Caller:
     project_id: uuid.UUID
     key_id: uuid.UUID
     request_id: str
+    scopes: frozenset[str] = frozenset(SCOPES)
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            held = ", ".join(sorted(self.scopes))
+            raise Forbidden(f"this API key may not {scope} (its scopes: {held})")
 
 
 @dataclass(frozen=True)
@@ -81,4 +90,5 @@ async def authenticate(session: AsyncSession, plaintext: str, touches: KeyTouche
         raise Unauthorized("invalid or revoked API key")
     if touches.due(key.id):
         await key_repository.touch_key(session, key.id)
-    return Caller(project_id=key.project_id, key_id=key.id, request_id=request_id)
+    return Caller(project_id=key.project_id, key_id=key.id, request_id=request_id,
+                  scopes=frozenset(key.scopes))

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from app.auth import SCOPES
 from app.config import Settings
 
 WORKER_APP = "workers.celery_app"
@@ -95,7 +96,8 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                 project = await repository.get_or_create_project(session, args.project)
                 new = generate_key()
                 await repository.add_key(session, project_id=project.id, prefix=new.prefix,
-                                         key_hash=new.key_hash, name=args.name)
+                                         key_hash=new.key_hash, name=args.name,
+                                         scopes=args.scopes)
                 print(new.plaintext)
                 print(f"key {new.prefix} for project {project.name!r}; it is shown only once",
                       file=sys.stderr)
@@ -104,6 +106,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
                     state = "revoked" if key.revoked_at else "active"
                     used = key.last_used_at.isoformat() if key.last_used_at else "never"
                     print(f"{key.prefix}\t{project_name}\t{key.name or '-'}\t{state}\t"
+                          f"{','.join(key.scopes)}\t"
                           f"created {key.created_at.isoformat()}\tlast used {used}")
             elif args.keys_command == "revoke":
                 if not await repository.revoke_key(session, args.prefix):
@@ -227,11 +230,21 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_commands.add_parser("create", help="create a key (printed once, on stdout)")
     create.add_argument("--project", required=True, help="project name (created if new)")
     create.add_argument("--name", help="a label for the key")
+    create.add_argument("--scopes", type=_scopes, default=list(SCOPES),
+                        help="what the key may do, comma-separated: read, write, admin "
+                        "(default: all three)")
     listing = keys_commands.add_parser("list", help="list keys (prefixes only)")
     listing.add_argument("--project")
     revoke = keys_commands.add_parser("revoke", help="revoke a key by its prefix")
     revoke.add_argument("prefix")
     return parser
+
+
+def _scopes(value: str) -> list[str]:
+    scopes = sorted({part.strip() for part in value.split(",") if part.strip()})
+    if not scopes or set(scopes) - set(SCOPES):
+        raise argparse.ArgumentTypeError(f"scopes are some of {', '.join(SCOPES)}")
+    return scopes
 
 
 def main(argv: Sequence[str] | None = None) -> int:

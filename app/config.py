@@ -184,6 +184,9 @@ class SearchSettings(BaseModel):
                                    "sweep; an index snapshot older is rebuilt, not caught up.")
     snapshot_every: int = Field(default=50_000, ge=1,
                                 description="Changes after which the index is saved again.")
+    erase_snapshot_s: float = Field(
+        default=5.0, ge=0, description="After memories are erased, the index is compacted and "
+        "saved again within this many seconds, so no snapshot keeps their words or vectors.")
     gpu: Literal["auto", "off"] = Field(
         default="auto", description="auto: the FAISS index lives on a GPU when the installed "
         "faiss has GPU support and one is visible.")
@@ -203,6 +206,9 @@ class ApiSettings(BaseModel):
     )
     metrics: bool = Field(default=True, description="Serve /metrics (Prometheus text, every "
                           "project's aggregates: expose it to operators only).")
+    idempotency_hours: float = Field(
+        default=24.0, gt=0, description="How long the answer to a request sent with an "
+        "idempotency key is kept for its retries; the sweep prunes older ones.")
 
 
 class Settings(BaseSettings):

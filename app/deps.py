@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import Caller, KeyTouches, authenticate, key_from_headers
 from app.config import Settings
 from app.embeddings import Embedder
+from app.index.memory_index import MemoryIndex
 from app.jobs.queue import JobQueue
 from app.resources import Resources
 from app.retrieve.query_embeddings import QueryEmbeddings
@@ -73,6 +74,13 @@ GraphDep = Annotated[GraphStore, Depends(get_graph)]
 
 
 
+def get_index(resources: ResourcesDep) -> MemoryIndex | None:
+    return resources.search_index.current
+
+
+IndexDep = Annotated[MemoryIndex | None, Depends(get_index)]
+
+
 def get_queries(resources: ResourcesDep) -> QueryEmbeddings:
     return resources.queries
 
@@ -102,7 +110,7 @@ def get_request_id(request: Request) -> str:
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 
-async def get_caller(
+async def get_key(
     session: SessionDep,
     resources: ResourcesDep,
     request_id: RequestIdDep,
@@ -113,4 +121,22 @@ async def get_caller(
     return await authenticate(session, plaintext, resources.key_touches, request_id)
 
 
+def get_caller(caller: Annotated[Caller, Depends(get_key)]) -> Caller:
+    """A key that may read."""
+    caller.require("read")
+    return caller
+
+
+def get_writer(caller: Annotated[Caller, Depends(get_key)]) -> Caller:
+    caller.require("write")
+    return caller
+
+
+def get_admin(caller: Annotated[Caller, Depends(get_key)]) -> Caller:
+    caller.require("admin")
+    return caller
+
+
 CallerDep = Annotated[Caller, Depends(get_caller)]
+WriterDep = Annotated[Caller, Depends(get_writer)]
+AdminDep = Annotated[Caller, Depends(get_admin)]

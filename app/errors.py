@@ -18,6 +18,13 @@ class Unauthorized(AnamnesisError):
     code = "unauthorized"
 
 
+class Forbidden(AnamnesisError):
+    """The key is valid but its scopes do not allow this."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(AnamnesisError):
     status_code = 404
     code = "not_found"

@@ -38,6 +38,7 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in ((401, "No key, or not a valid one"),
+                                (403, "The key's scopes do not allow this"),
                                 (404, "Not found in the key's project"),
                                 (409, "Conflict"), (413, "Body too large"),
                                 (422, "Invalid request"), (503, "Unavailable, retry"))}

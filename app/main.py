@@ -28,7 +28,9 @@ from app.jobs.inprocess import InProcessQueue
 from app.jobs.queue import CeleryQueue, JobQueue
 from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
+from app.memories.router import users as users_router
 from app.metrics import Metrics, MetricsMiddleware
+from app.projects.router import keys as keys_router
 from app.projects.router import router as projects_router
 from app.resources import Resources, open_resources
 from app.retrieve.query_embeddings import QueryEmbeddings
@@ -82,8 +84,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(ingest_router, responses=ERROR_RESPONSES)
     app.include_router(retrieve_router, responses=ERROR_RESPONSES)
     app.include_router(memories_router, responses=ERROR_RESPONSES)
+    app.include_router(users_router, responses=ERROR_RESPONSES)
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
     app.include_router(projects_router, responses=ERROR_RESPONSES)
+    app.include_router(keys_router, responses=ERROR_RESPONSES)
     app.include_router(graph_router, responses=ERROR_RESPONSES)
 
     @app.get("/health", tags=["ops"])

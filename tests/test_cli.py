@@ -52,6 +52,22 @@ async def test_keys_create_list_revoke(cli_env: None, app: FastAPI,
         assert await _run("keys", "revoke", prefix) == 1
 
 
+async def test_keys_create_with_scopes(cli_env: None, app: FastAPI,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert await _run("keys", "create", "--project", "acme", "--scopes", "read") == 0
+    headers = {"Authorization": f"Bearer {capsys.readouterr().out.strip()}"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test", headers=headers) as http:
+        assert (await http.get("/v1/memories")).status_code == 200
+        added = await http.post("/v1/memories", json={
+            "messages": [{"role": "user", "content": "hi"}], "user_id": "u1", "infer": False})
+        assert added.status_code == 403
+    assert await _run("keys", "list", "--project", "acme") == 0
+    assert "\tread\t" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        await _run("keys", "create", "--project", "acme", "--scopes", "read,root")
+
+
 async def test_migrate_is_idempotent(cli_env: None,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert await _run("migrate") == 0

@@ -153,8 +153,7 @@ async def test_deleted_memory_of_other_project_stays_hidden(
     assert (await b.client.delete(f"/v1/memories/{b.ids[0]}")).status_code == 200
     assert_not_found(await a.client.get(f"/v1/memories/{b.ids[0]}/history"))
     assert_not_found(await a.client.get(f"/v1/memories/{b.ids[0]}"))
-    events = (await b.client.get(f"/v1/memories/{b.ids[0]}/history")).json()["results"]
-    assert [e["event"] for e in events] == ["ADD", "DELETE"]
+    assert_not_found(await b.client.get(f"/v1/memories/{b.ids[0]}/history"))
 
 
 async def test_delete_scope_stays_in_its_project(tenants: tuple[Tenant, Tenant]) -> None:
@@ -162,14 +161,14 @@ async def test_delete_scope_stays_in_its_project(tenants: tuple[Tenant, Tenant])
     b_before = await snapshot(b)
     response = await a.client.delete("/v1/memories", params={"user_id": "alice"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"deleted": len(a.ids)}
+    assert response.json()["deleted"] == len(a.ids)
     assert await listed(a.client) == []
     assert await listed(b.client, user_id="alice") == list(reversed(b.ids))
     assert await snapshot(b) == b_before
     assert sorted(await searched(b.client, "Alice", user_id="alice")) == sorted(b.ids)
 
     for params in ({"agent_id": "helper"}, {"run_id": "run-1"}):
-        assert (await a.client.delete("/v1/memories", params=params)).json() == {"deleted": 0}
+        assert (await a.client.delete("/v1/memories", params=params)).json()["deleted"] == 0
     assert await snapshot(b) == b_before
 
 
@@ -247,7 +246,7 @@ async def test_filters_and_query_cannot_choose_the_project(
     assert await listed(a.client, project_id=other_project) == list(reversed(a.ids))
     deleted = await a.client.delete("/v1/memories",
                                     params={"user_id": "alice", "project_id": other_project})
-    assert deleted.json() == {"deleted": len(a.ids)}
+    assert deleted.json()["deleted"] == len(a.ids)
     assert await listed(b.client) == list(reversed(b.ids))
 
 

@@ -123,7 +123,8 @@ async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
                 observed_at: datetime, *, gone: frozenset[uuid.UUID] = frozenset(),
                 refused: frozenset[tuple[uuid.UUID, str]] = frozenset()) -> Applied:
     """``gone``: memories deleted since (a rebuild): what they stated is left out, as
-    ``detach_memories`` removed it, but the retirements they caused still happen.
+    ``detach_memories`` removed it, but the retirements they caused still happen; so for a
+    fact marked ``erased`` (its text and memory id taken out of the log by an erase).
     ``refused``: (entity id, name key) merges a user undid: that name stays its own entity."""
     facts: list[dict[str, Any]] = data.get("facts", [])
     mentioned: dict[str, EntityRecord] = {}
@@ -187,7 +188,7 @@ async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
             for old in current:
                 ended = valid_at if valid_at > old.valid_at else max(old.valid_at, observed_at)
                 retired.append(RelationRecord(**{**old.__dict__, "invalid_at": ended}))
-        if memory_id is not None and memory_id in gone:
+        if (memory_id is not None and memory_id in gone) or (fact and fact.get("erased")):
             continue
         relations.append(RelationRecord(
             id=uuid.uuid5(extraction_id, str(index)), project_id=scope.project_id,

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import CallerDep, DatabaseDep, EmbedderDep, GraphDep, SessionDep
+from app.deps import CallerDep, DatabaseDep, EmbedderDep, GraphDep, SessionDep, WriterDep
 from app.domain import Scope
 from app.graph import service
 from app.graph.schemas import (
@@ -62,7 +62,7 @@ async def entity_neighbors(entity_id: uuid.UUID, graph: GraphDep, caller: Caller
 
 @router.delete("/entities/{entity_id}", response_model=EntityDeleted)
 async def delete_entity(entity_id: uuid.UUID, database: DatabaseDep, graph: GraphDep,
-                        caller: CallerDep) -> EntityDeleted:
+                        caller: WriterDep) -> EntityDeleted:
     """Removes the entity and its relations; the memories stay."""
     await service.delete(database, graph, caller, entity_id)
     return EntityDeleted(id=entity_id)
@@ -71,7 +71,7 @@ async def delete_entity(entity_id: uuid.UUID, database: DatabaseDep, graph: Grap
 @router.post("/entities/{entity_id}/unmerge", response_model=Unmerged)
 async def unmerge_entity(entity_id: uuid.UUID, body: UnmergeRequest, database: DatabaseDep,
                          graph: GraphDep, embedder: EmbedderDep,
-                         caller: CallerDep) -> Unmerged:
+                         caller: WriterDep) -> Unmerged:
     """Undoes the merge of ``alias`` into the entity (one of its ``aliases``): the alias
     becomes an entity of its own, with what named it, and is not merged back later."""
     return await service.unmerge(database, graph, embedder, caller, entity_id, body.alias)

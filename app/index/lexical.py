@@ -160,22 +160,30 @@ class LexicalIndex:
 
     def renumbered(self, old: npt.NDArray[np.int64]) -> LexicalIndex:
         """The same documents with slot ``old[i]`` moved to ``i`` (compaction); slots not
-        in ``old`` are dropped."""
+        in ``old`` are dropped, and so are the words only they held: nothing of a deleted
+        memory survives a compaction."""
         mapping = np.full(max(self._lengths.size, int(old.max(initial=-1)) + 1), -1, np.int64)
         mapping[old] = np.arange(len(old))
         index = LexicalIndex()
-        index._term_ids = dict(self._term_ids)
-        for slots, freqs in zip(self._slots, self._freqs, strict=True):
+        terms = np.full(len(self._slots), -1, np.int64)  # old term id → new, or -1
+        for term, (slots, freqs) in enumerate(zip(self._slots, self._freqs, strict=True)):
             moved = mapping[slots.view()]
             keep = moved >= 0
+            if not keep.any():
+                continue
+            terms[term] = len(index._slots)
             index._slots.append(Column(np.int64, data=moved[keep]))
             index._freqs.append(Column(np.float32, data=freqs.view()[keep].copy()))
+        index._term_ids = {word: int(terms[term]) for word, term in self._term_ids.items()
+                           if terms[term] >= 0}
         index._lengths = Column(np.float32, data=self._lengths.view()[old].copy())
-        index._doc_terms = {int(mapping[s]): t for s, t in self._doc_terms.items()}
+        index._doc_terms = {int(mapping[s]): terms[t].astype(np.int32)
+                            for s, t in self._doc_terms.items()}
         index._project_of = {int(mapping[s]): p for s, p in self._project_of.items()}
-        index._docs = defaultdict(int, self._docs)
-        index._total_length = defaultdict(float, self._total_length)
-        index._df = defaultdict(int, self._df)
+        index._docs = defaultdict(int, {p: n for p, n in self._docs.items() if n > 0})
+        index._total_length = defaultdict(float, {p: self._total_length[p] for p in index._docs})
+        index._df = defaultdict(int, {(p, int(terms[t])): n for (p, t), n in self._df.items()
+                                      if n > 0 and terms[t] >= 0})
         return index
 
     # -- snapshot --------------------------------------------------------------------------

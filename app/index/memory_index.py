@@ -29,7 +29,6 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import SearchSettings, Settings
-from app.domain import KINDS, MemoryKind, ProjectScope, Timeline
+from app.domain import MemoryKind, ProjectScope, Timeline
 from app.embeddings import Embedder
 from app.index.candidates import (
     Candidate,
@@ -48,7 +47,7 @@ from app.index.candidates import (
     Ranked,
 )
 from app.index.cursor import ChangeCursor
-from app.index.slots import NEVER, Slots
+from app.index.slots import Slots
 from app.index.state import IndexState
 from app.index.vectors import Batcher, VectorIndex
 from app.store.db import Database
@@ -98,6 +97,7 @@ class MemoryIndex:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._since_snapshot = 0
+        self._erased_at: float | None = None  # the first erasure the snapshot still holds
         self._last_catch_up = 0.0
         self._batcher = Batcher(lambda queries, k: self.state.vectors.search_all(queries, k),
                                 settings.batch_window_ms / 1000)
@@ -156,7 +156,10 @@ class MemoryIndex:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
                 await self.catch_up()
-                if self._since_snapshot >= self.settings.snapshot_every:
+                if self._erased_at is not None and \
+                        time.monotonic() - self._erased_at >= self.settings.erase_snapshot_s:
+                    await self.forget_erased()
+                elif self._since_snapshot >= self.settings.snapshot_every:
                     async with self._lock:
                         await asyncio.to_thread(self.save)
                 await self.grow()
@@ -195,6 +198,18 @@ class MemoryIndex:
             logger.info("memory index compacted to %d memories in %.1fs", self.live,
                         time.perf_counter() - began)
 
+    async def forget_erased(self) -> None:
+        """Erased memories leave the process (their words, vectors and scope names) and the
+        snapshot: compacted, then saved."""
+        async with self._lock:
+            self._erased_at = None
+            self.state = await asyncio.to_thread(self.state.compacted, self.dimension)
+            await asyncio.to_thread(self.save)
+
+    def holding(self, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """Those of ``ids`` the index holds."""
+        return [memory_id for memory_id, _ in self.state.slots.slots(ids)]
+
     # -- catching up -----------------------------------------------------------------------
 
     async def catch_up_fully(self) -> None:
@@ -230,7 +245,10 @@ class MemoryIndex:
             rows = await changes.memories(session, list(dict.fromkeys(m for _, m in fresh)))
         present = {memory_id for _, memory_id in fresh}
         read = {row.id for row in rows}
-        self.state.apply(rows, erased=[m for m in present if m not in read])
+        erased = [m for m in present if m not in read]
+        if self._erased_at is None and self.holding(erased):
+            self._erased_at = now
+        self.state.apply(rows, erased=erased)
         cursor.advance(found, late, now, self.settings.gap_timeout_s)
         self._since_snapshot += len(fresh)
         more = len(found) >= BATCH
@@ -298,26 +316,7 @@ class MemoryIndex:
 
     def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
                  allowed: Slots) -> dict[uuid.UUID, Candidate]:
-        """Of these memories, those among ``allowed``, with their cosine similarity to
-        ``query`` and their validity, as the index holds them."""
-        pairs = self.state.slots.slots(ids)
-        if not pairs:
-            return {}
-        slots = np.asarray([s for _, s in pairs], dtype=np.int64)
-        keep = np.isin(slots, allowed)
-        slots = slots[keep]
-        kept = [m for (m, _), k in zip(pairs, keep.tolist(), strict=True) if k]
-        scores = (self.vectors.vectors()[slots] @ query).tolist()
-        valid = self.state.slots.column("valid")[slots].tolist()
-        invalid = self.state.slots.column("invalid")[slots].tolist()
-        kinds = self.state.slots.column("kind")[slots].tolist()
-        conversations = self.state.slots.column("conversation")[slots].tolist()
-        turns = self.state.slots.column("turn")[slots].tolist()
-        return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until),
-                             KINDS[kind], None if conversation < 0 else conversation,
-                             None if conversation < 0 else turn)
-                for m, score, since, until, kind, conversation, turn in zip(
-                    kept, scores, valid, invalid, kinds, conversations, turns, strict=True)}
+        return self.state.describe(query, ids, allowed)
 
     async def dense_batched(self, query: npt.NDArray[np.float32], allowed: Slots,
                             n: int) -> Ranked | None:
@@ -385,6 +384,3 @@ class _FromIndex:
     def rows(self) -> dict[uuid.UUID, Memory]:
         return {}  # ranked on what the index holds: only the winners are read from Postgres
 
-
-def _moment(milliseconds: int) -> datetime:
-    return datetime.fromtimestamp(milliseconds / 1000, UTC)

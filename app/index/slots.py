@@ -39,12 +39,19 @@ def digest(row: IndexRow) -> int:
     return hash((row.content_hash, row.context))
 
 
+# The columns holding codes of names (``SlotTable.code``).
+_CODED = ("project", "conversation", *(f"scope.{name}" for name in SCOPE_FIELDS))
+
+
 class SlotTable:
     def __init__(self) -> None:
         self.ids: list[uuid.UUID] = []
         self.slot_of: dict[uuid.UUID, int] = {}  # live memories only
         self.digest: dict[int, int] = {}  # live slot → what was indexed
         self.codes: dict[str, int] = {}
+        # Codes are never reused while a slot may hold one: a compaction drops the names no
+        # live slot uses (an erased user's id leaves memory and the next snapshot).
+        self.next_code = 0
         self.columns: dict[str, Column] = {
             "project": Column(np.int32, -1), "valid": Column(np.int64, 0),
             "invalid": Column(np.int64, NEVER), "expires": Column(np.int64, NEVER),
@@ -106,7 +113,8 @@ class SlotTable:
     def code(self, value: str) -> int:
         code = self.codes.get(value)
         if code is None:
-            code = self.codes[value] = len(self.codes)
+            code = self.codes[value] = self.next_code
+            self.next_code += 1
         return code
 
     def _post(self, slot: int) -> None:
@@ -179,6 +187,7 @@ class SlotTable:
         table = cls()
         table.ids, table.slot_of, table.digest = state["ids"], state["slot_of"], state["digest"]
         table.codes, table.postings = state["codes"], state["postings"]
+        table.next_code = max(table.codes.values(), default=-1) + 1
         for name, column in table.columns.items():
             table.columns[name] = Column(column.data.dtype, column.fill,
                                          data=state["columns"][name])
@@ -191,7 +200,10 @@ class SlotTable:
     def renumbered(self, old: Slots) -> SlotTable:
         """The table of slots ``old`` (sorted), slot ``old[i]`` moved to ``i``."""
         table = SlotTable()
-        table.codes = dict(self.codes)
+        used = set().union(*(np.unique(self.column(name)[old]).tolist()
+                             for name in _CODED)) if len(old) else set()
+        table.codes = {name: code for name, code in self.codes.items() if code in used}
+        table.next_code = self.next_code
         table.ids = [self.ids[slot] for slot in old.tolist()]
         table.slot_of = {memory_id: new for new, memory_id in enumerate(table.ids)}
         table.digest = {new: self.digest[slot] for new, slot in enumerate(old.tolist())}

@@ -9,16 +9,19 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from app.config import SearchSettings
-from app.domain import lexical_text
+from app.domain import KINDS, lexical_text
+from app.index.candidates import Candidate
 from app.index.cursor import ChangeCursor
 from app.index.lexical import LexicalIndex
-from app.index.slots import SlotTable
+from app.index.slots import NEVER, Slots, SlotTable
 from app.index.snapshot import read_snapshot, write_snapshot
 from app.index.vectors import VectorIndex
 from app.store.repositories.changes import IndexRow
@@ -76,6 +79,29 @@ class IndexState:
         self.vectors.vectors()[slot] = 0.0
         self.dead += 1
 
+    def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
+                 allowed: Slots) -> dict[uuid.UUID, Candidate]:
+        """Of these memories, those among ``allowed``, with their cosine similarity to
+        ``query`` and their validity, as the index holds them."""
+        pairs = self.slots.slots(ids)
+        if not pairs:
+            return {}
+        slots = np.asarray([s for _, s in pairs], dtype=np.int64)
+        keep = np.isin(slots, allowed)
+        slots = slots[keep]
+        kept = [m for (m, _), k in zip(pairs, keep.tolist(), strict=True) if k]
+        scores = (self.vectors.vectors()[slots] @ query).tolist()
+        valid = self.slots.column("valid")[slots].tolist()
+        invalid = self.slots.column("invalid")[slots].tolist()
+        kinds = self.slots.column("kind")[slots].tolist()
+        conversations = self.slots.column("conversation")[slots].tolist()
+        turns = self.slots.column("turn")[slots].tolist()
+        return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until),
+                             KINDS[kind], None if conversation < 0 else conversation,
+                             None if conversation < 0 else turn)
+                for m, score, since, until, kind, conversation, turn in zip(
+                    kept, scores, valid, invalid, kinds, conversations, turns, strict=True)}
+
     def compacted(self, dimension: int) -> IndexState:
         """A new state of the live slots only, renumbered densely (dead ones dropped from
         FAISS and BM25). Reads this one and changes nothing in it, so it can run in a thread
@@ -115,3 +141,7 @@ class IndexState:
         return cls(vectors, LexicalIndex.from_state(state["lexical"]),
                    SlotTable.from_state(state["slots"]),
                    ChangeCursor.from_state(state["cursor"], time.monotonic()), state["dead"])
+
+
+def _moment(milliseconds: int) -> datetime:
+    return datetime.fromtimestamp(milliseconds / 1000, UTC)

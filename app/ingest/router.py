@@ -6,12 +6,12 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
 from app.deps import (
-    CallerDep,
     DatabaseDep,
     EmbedderDep,
     QueueDep,
     SessionDep,
     SettingsDep,
+    WriterDep,
 )
 from app.ingest import service
 from app.ingest.schemas import AddResponse, MemoryCreate
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/memories", tags=["memories"])
                         200: {"model": JobRead}})
 async def add_memories(
     body: MemoryCreate, session: SessionDep, embedder: EmbedderDep, queue: QueueDep,
-    database: DatabaseDep, settings: SettingsDep, caller: CallerDep,
+    database: DatabaseDep, settings: SettingsDep, caller: WriterDep,
     idempotency_key: Annotated[OptionalStorableStr, Header(max_length=255)] = None,
 ) -> Any:
     """Store messages. ``infer=true`` (default): kept as an episode and consolidated by the

@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.auth import Caller
-from app.deps import CallerDep, QueueDep, SessionDep
+from app.deps import CallerDep, QueueDep, SessionDep, WriterDep
 from app.jobs import service
 from app.jobs.schemas import JobRead
 from app.store.db import Database
@@ -23,7 +23,7 @@ async def get_job(job_id: uuid.UUID, session: SessionDep, caller: CallerDep) -> 
 
 @router.post("/{job_id}/retry", response_model=JobRead, status_code=202)
 async def retry_job(job_id: uuid.UUID, session: SessionDep, queue: QueueDep,
-                    caller: CallerDep) -> JobRead:
+                    caller: WriterDep) -> JobRead:
     """Run a FAILED job again from its stored episode (409 for any other status)."""
     return JobRead.of(await service.retry(session, queue, caller, job_id))
 

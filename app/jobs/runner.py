@@ -31,7 +31,7 @@ from app.index.maintenance import prune_change_log
 from app.resources import Resources
 from app.store.db import Database
 from app.store.models import Job
-from app.store.repositories import jobs
+from app.store.repositories import idempotency, jobs
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ async def run_job(resources: Resources, job_id: uuid.UUID) -> str | None:
 async def sweep(resources: Resources, enqueue: Enqueue) -> list[uuid.UUID]:
     """Hands jobs that went quiet back to the queue: PENDING too long (their message was
     lost) or RUNNING with a stale heartbeat (their worker died). Returns their ids. Then
-    applies graph extractions whose projection failed, and prunes the change log."""
+    applies graph extractions whose projection failed, and prunes the change log and the
+    stored answers of idempotent requests past their retry window."""
     database, config = resources.database, resources.settings.consolidation
     async with database.session_scope() as session:
         stale = list(await jobs.stale(
@@ -85,6 +86,8 @@ async def sweep(resources: Resources, enqueue: Enqueue) -> list[uuid.UUID]:
     await replay.reapply_unapplied(database, resources.graph, resources.embedder,
                                    grace=timedelta(seconds=config.lease_s))
     await prune_change_log(database, resources.settings.search)
+    async with database.session_scope() as session:
+        await idempotency.prune(session, timedelta(hours=resources.settings.api.idempotency_hours))
     return stale
 
 

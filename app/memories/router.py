@@ -3,12 +3,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
-from app.deps import CallerDep, EmbedderDep, GraphDep, SessionDep
+from app.deps import CallerDep, DatabaseDep, EmbedderDep, GraphDep, IndexDep, SessionDep, WriterDep
 from app.domain import Condition, MemoryKind, Scope, Timeline
 from app.limits import MAX_ID_CHARS, MAX_PAGE_SIZE
-from app.memories import service
+from app.memories import erase, service
 from app.memories.schemas import (
     HistoryEventRead,
     HistoryRead,
@@ -18,10 +18,12 @@ from app.memories.schemas import (
     MemoryRead,
     MemoryUpdate,
     ScopeDeleted,
+    UserErased,
 )
-from app.validation import OptionalStorableStr, OptionalTimestamp
+from app.validation import OptionalStorableStr, OptionalTimestamp, StorableStr
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
+users = APIRouter(prefix="/v1/users", tags=["memories"])
 
 ScopeQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
 
@@ -46,12 +48,14 @@ async def list_memories(
 
 @router.delete("", response_model=ScopeDeleted)
 async def delete_scope(
-    session: SessionDep, graph: GraphDep, caller: CallerDep,
+    database: DatabaseDep, graph: GraphDep, index: IndexDep, caller: WriterDep,
     user_id: ScopeQuery = None, agent_id: ScopeQuery = None, run_id: ScopeQuery = None,
 ) -> ScopeDeleted:
-    """Delete every live memory of a scope (at least one scope id is required)."""
-    count = await service.delete_scope(session, graph, caller, Scope(user_id, agent_id, run_id))
-    return ScopeDeleted(deleted=count)
+    """Erase everything of a scope (at least one scope id; an unset one matches any): its
+    memories in every state, their history, its conversations, jobs and graph."""
+    receipt = await erase.erase_scope(database, graph, index, caller,
+                                      Scope(user_id, agent_id, run_id))
+    return ScopeDeleted(deleted=receipt.memories, erased=receipt)
 
 
 @router.get("/{memory_id}", response_model=MemoryDetail)
@@ -63,17 +67,30 @@ async def get_memory(memory_id: uuid.UUID, session: SessionDep,
 
 @router.patch("/{memory_id}", response_model=MemoryDetail)
 async def update_memory(memory_id: uuid.UUID, body: MemoryUpdate, session: SessionDep,
-                        embedder: EmbedderDep, caller: CallerDep) -> MemoryDetail:
+                        embedder: EmbedderDep, caller: WriterDep) -> MemoryDetail:
     """Change text (re-embedded) and/or replace metadata; the old values go to history."""
     memory = await service.update(session, embedder, caller, memory_id, body)
     return await service.get(session, caller, memory.id)
 
 
 @router.delete("/{memory_id}", response_model=MemoryDeleted)
-async def delete_memory(memory_id: uuid.UUID, session: SessionDep, graph: GraphDep,
-                        caller: CallerDep) -> MemoryDeleted:
-    await service.delete(session, graph, caller, memory_id)
-    return MemoryDeleted(id=memory_id)
+async def delete_memory(memory_id: uuid.UUID, database: DatabaseDep, graph: GraphDep,
+                        index: IndexDep, caller: WriterDep) -> MemoryDeleted:
+    """Erase the memory and every copy of its words (its history; a message's text in its
+    conversation; search context, job results and graph built from it)."""
+    receipt = await erase.erase_memory(database, graph, index, caller, memory_id)
+    return MemoryDeleted(id=memory_id, erased=receipt)
+
+
+@users.delete("/{user_id}", response_model=UserErased)
+async def erase_user(user_id: Annotated[StorableStr, Path(min_length=1,
+                                                          max_length=MAX_ID_CHARS)],
+                     database: DatabaseDep, graph: GraphDep, index: IndexDep,
+                     caller: WriterDep) -> UserErased:
+    """Erase everything of a user, with every agent and run: memories, history,
+    conversations, jobs, graph, stored answers."""
+    receipt = await erase.erase_scope(database, graph, index, caller, Scope(user_id=user_id))
+    return UserErased(user_id=user_id, deleted=receipt.memories, erased=receipt)
 
 
 @router.get("/{memory_id}/history", response_model=HistoryRead)

@@ -99,19 +99,52 @@ class MemoryUpdate(BaseModel):
     _metadata = field_validator("metadata")(check_metadata)
 
 
+class ErasureReceipt(BaseModel):
+    """What an erase removed or rewrote, per store. Erased data is gone, not hidden: no list,
+    search, history or graph read returns it, and no backup of ours keeps it."""
+
+    memories: int = Field(description="Memory rows, with their vectors.")
+    history_events: int = Field(description="History events of those memories.")
+    episodes: int = Field(description="Conversations as sent (scope and user erases).")
+    messages_redacted: int = Field(description="Messages emptied in the conversations they "
+                                               "were sent in (an erased message memory).")
+    contexts_rewritten: int = Field(description="Other memories whose search context quoted "
+                                                "the erased words.")
+    jobs: int = Field(description="Consolidation jobs of erased conversations.")
+    job_results_rewritten: int = Field(description="Jobs whose results named an erased "
+                                                   "memory.")
+    graph_extractions: int = Field(description="Entries of the graph step's log.")
+    entity_merges: int = Field(description="Recorded merges of entity names.")
+    idempotency_records: int = Field(description="Stored answers to idempotent requests.")
+    graph_entities: int = Field(description="Entities removed from the graph store.")
+    graph_relations: int = Field(description="Relations removed from the graph store.")
+    search_index: int = Field(description="Entries this server's search index dropped before "
+                                          "answering (every server's index drops them as it "
+                                          "reads the change log, and rewrites its snapshot "
+                                          "soon after).")
+
+
 class MemoryDeleted(BaseModel):
     id: uuid.UUID
     deleted: Literal[True] = True
+    erased: ErasureReceipt
 
 
 class ScopeDeleted(BaseModel):
-    deleted: int
+    deleted: int = Field(description="Memories erased.")
+    erased: ErasureReceipt
+
+
+class UserErased(BaseModel):
+    user_id: str
+    deleted: int = Field(description="Memories erased.")
+    erased: ErasureReceipt
 
 
 class HistoryEventRead(BaseModel):
     id: uuid.UUID
     memory_id: uuid.UUID
-    event: Literal["ADD", "UPDATE", "DELETE", "SUPERSEDE"]
+    event: Literal["ADD", "UPDATE", "SUPERSEDE"]
     old_memory: str | None
     new_memory: str | None
     old_metadata: dict[str, Any] | None

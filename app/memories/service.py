@@ -15,7 +15,6 @@ from app.domain import (
     CURRENT,
     EVERY,
     Filter,
-    ProjectScope,
     Scope,
     Timeline,
     content_hash,
@@ -25,11 +24,8 @@ from app.domain import (
 from app.embeddings import Embedder
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
-from app.store.db import after_commit
-from app.store.graph.base import GraphStore
 from app.store.models import Memory, MemoryEvent
 from app.store.repositories import episodes
-from app.store.repositories import graph as graph_records
 from app.store.repositories import history as events
 from app.store.repositories import memories as repository
 from app.store.repositories.history import EventRecord
@@ -111,48 +107,9 @@ async def update(session: AsyncSession, embedder: Embedder, caller: Caller,
     return memory
 
 
-async def delete(session: AsyncSession, graph: GraphStore, caller: Caller,
-                 memory_id: uuid.UUID) -> None:
-    """The memory, and its place in the graph once the deletion is committed."""
-    memory = await repository.get(session, caller.project_id, memory_id, for_update=True,
-                                  timeline=EVERY)
-    if memory is None:
-        raise _not_found(memory_id)
-    await _delete(session, caller, [memory])
-
-    async def detach() -> None:
-        await graph.detach_memories(caller.project_id, [memory_id])
-
-    after_commit(session, detach)
-
-
-async def delete_scope(session: AsyncSession, graph: GraphStore, caller: Caller,
-                       scope: Scope) -> int:
-    """Every memory of the scope, and the scope's graph once that is committed."""
-    if scope.is_empty():
-        raise ValidationFailed("give at least one of user_id, agent_id, run_id to delete a scope")
-    memories = await repository.live_in_scope(session, caller.project_id, scope)
-    await _delete(session, caller, memories)
-    await graph_records.forget_scope(session, caller.project_id, scope)
-
-    async def forget() -> None:
-        await graph.delete_scope(ProjectScope(caller.project_id, scope.user_id, scope.agent_id,
-                                            scope.run_id))
-
-    after_commit(session, forget)
-    return len(memories)
-
-
-async def _delete(session: AsyncSession, caller: Caller, memories: Sequence[Memory]) -> None:
-    await repository.soft_delete(session, caller.project_id, [m.id for m in memories])
-    await events.add_events(session, caller.project_id, [
-        EventRecord(m.id, "DELETE", m.text, None, m.metadata_, None) for m in memories
-    ], actor_key_id=caller.key_id, request_id=caller.request_id)
-
-
 async def history(session: AsyncSession, caller: Caller,
                   memory_id: uuid.UUID) -> Sequence[MemoryEvent]:
-    """Oldest first; deleted memories keep their history (the DELETE event is last)."""
+    """Oldest first; an erased memory has none (it is not found)."""
     if not await repository.exists_any(session, caller.project_id, memory_id):
         raise _not_found(memory_id)
     return await events.history(session, caller.project_id, memory_id)

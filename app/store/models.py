@@ -56,6 +56,9 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    # What the key may do: read, write, admin (migration 0012).
+    scopes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(16)), server_default=sql_text("'{read,write,admin}'"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]

@@ -285,8 +285,8 @@ async def test_delete(sdk: Facade, user: str) -> None:
     assert raised.value.request_id
     with pytest.raises(NotFoundError):
         await sdk.delete(memory_id)
-    events = await sdk.history(memory_id)
-    assert [event.event for event in events] == ["ADD", "DELETE"]
+    with pytest.raises(NotFoundError):
+        await sdk.history(memory_id)
 
 
 async def test_delete_all_returns_count(sdk: Facade, user: str) -> None:
@@ -299,6 +299,22 @@ async def test_delete_all_returns_count(sdk: Facade, user: str) -> None:
     assert await sdk.get_all(user_id=user) == []
     assert [memory.id for memory in await sdk.get_all(user_id=f"{user}-other")] == [keeper]
     assert await sdk.delete_all(user_id=user) == 0
+
+
+async def test_delete_user_erases_every_agent_and_run(sdk: Facade, user: str) -> None:
+    await _add_one(sdk, "Alone", user)
+    await _add_one(sdk, "With an agent", user, agent_id="helper")
+    keeper = await _add_one(sdk, "Someone else's", f"{user}/other")
+
+    assert await sdk.delete_user(user) == 2
+
+    assert await sdk.get_all(user_id=user) == []
+    assert [memory.id for memory in await sdk.get_all(user_id=f"{user}/other")] == [keeper]
+    assert await sdk.delete_user(user) == 0
+    sdk.requests.clear()
+    with pytest.raises(ValueError):
+        await sdk.delete_user("")
+    assert sdk.requests == []
 
 
 async def test_delete_all_needs_a_scope_before_sending(sdk: Facade) -> None:

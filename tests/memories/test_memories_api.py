@@ -440,7 +440,13 @@ async def test_delete_memory(client: httpx.AsyncClient) -> None:
 
     response = await client.delete(f"/v1/memories/{doomed}")
     assert response.status_code == 200, response.text
-    assert response.json() == {"id": doomed, "deleted": True}
+    body = response.json()
+    assert (body["id"], body["deleted"]) == (doomed, True)
+    # The memory, its ADD event, its message in the conversation it came in and the search
+    # context of the next message of that conversation (``kept``, posted right after).
+    assert {k: v for k, v in body["erased"].items() if v} == {
+        "memories": 1, "history_events": 1, "messages_redacted": 1, "contexts_rewritten": 1,
+        "search_index": 1}
 
     assert_error(await client.get(f"/v1/memories/{doomed}"), 404, "not_found")
     assert [m["id"] for m in await list_all(client)] == [kept]
@@ -448,7 +454,7 @@ async def test_delete_memory(client: httpx.AsyncClient) -> None:
     assert_error(await client.delete(f"/v1/memories/{doomed}"), 404, "not_found")
     assert_error(await client.patch(f"/v1/memories/{doomed}", json={"text": "x"}), 404,
                  "not_found")
-    assert [e["event"] for e in await history(client, doomed)] == ["ADD", "DELETE"]
+    assert_error(await client.get(f"/v1/memories/{doomed}/history"), 404, "not_found")
 
 
 async def test_readding_deleted_text_makes_a_new_memory(client: httpx.AsyncClient) -> None:
@@ -474,20 +480,23 @@ async def test_delete_scope(client: httpx.AsyncClient) -> None:
 
     response = await client.delete("/v1/memories", params={"user_id": "alice"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"deleted": 3}
+    assert response.json()["deleted"] == 3
+    assert {k: v for k, v in response.json()["erased"].items() if v} == {
+        "memories": 3, "history_events": 3, "episodes": 3, "search_index": 3}
 
     assert await list_all(client, user_id="alice") == []
     assert [m["id"] for m in await list_all(client)] == [agent_only, *reversed(bob)]
     for memory_id in alice:
         assert_error(await client.get(f"/v1/memories/{memory_id}"), 404, "not_found")
-        assert [e["event"] for e in await history(client, memory_id)] == ["ADD", "DELETE"]
+        assert_error(await client.get(f"/v1/memories/{memory_id}/history"), 404, "not_found")
     assert not {h["id"] for h in await search(client, "alice fact", top_k=50)} & set(alice)
 
     again = await client.delete("/v1/memories", params={"user_id": "alice"})
-    assert again.json() == {"deleted": 0}
+    assert again.json()["deleted"] == 0
+    assert not any(again.json()["erased"].values())
 
     by_agent = await client.delete("/v1/memories", params={"agent_id": "a1"})
-    assert by_agent.json() == {"deleted": 1}
+    assert by_agent.json()["deleted"] == 1
     assert [m["id"] for m in await list_all(client)] == list(reversed(bob))
 
 
@@ -502,7 +511,7 @@ async def test_deleting_a_large_scope_succeeds(client: httpx.AsyncClient) -> Non
         assert response.status_code == 201, response.text
     response = await client.delete("/v1/memories", params={"user_id": "many"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"deleted": 2000}
+    assert response.json()["deleted"] == 2000
     assert await list_all(client, user_id="many") == []
 
 
@@ -510,7 +519,7 @@ async def test_delete_scope_combines_scope_ids(client: httpx.AsyncClient) -> Non
     keep = await add_one(client, "one", user_id="alice", run_id="r1")
     await add_one(client, "two", user_id="alice", run_id="r2")
     response = await client.delete("/v1/memories", params={"user_id": "alice", "run_id": "r2"})
-    assert response.json() == {"deleted": 1}
+    assert response.json()["deleted"] == 1
     assert [m["id"] for m in await list_all(client)] == [keep]
 
 
@@ -537,26 +546,19 @@ async def test_history_records_every_change(client: httpx.AsyncClient) -> None:
     assert patched.status_code == 200, patched.text
     patch_request = patched.headers["x-request-id"]
 
-    deleted = await client.delete(f"/v1/memories/{memory_id}",
-                                  headers={"X-Request-ID": "client-chosen.id:42"})
-    assert deleted.status_code == 200, deleted.text
-    assert deleted.headers["x-request-id"] == "client-chosen.id:42"
-
     events = await history(client, memory_id)
-    assert [e["event"] for e in events] == ["ADD", "UPDATE", "DELETE"]
+    assert [e["event"] for e in events] == ["ADD", "UPDATE"]
     added_metadata = {"topic": "hobby", "role": "user", "message_index": 0}
     assert [(e["old_memory"], e["new_memory"], e["old_metadata"], e["new_metadata"])
             for e in events] == [
         (None, "Wants to learn to surf.", None, added_metadata),
         ("Wants to learn to surf.", "Learned to surf in Peniche.", added_metadata,
          {"topic": "sport"}),
-        ("Learned to surf in Peniche.", None, {"topic": "sport"}, None),
     ]
-    assert [e["request_id"] for e in events] == [add_request, patch_request,
-                                                 "client-chosen.id:42"]
+    assert [e["request_id"] for e in events] == [add_request, patch_request]
     assert len({add_request, patch_request}) == 2
     assert all(e["memory_id"] == memory_id for e in events)
-    assert len({e["id"] for e in events}) == 3
+    assert len({e["id"] for e in events}) == 2
     assert events[0]["actor_key_id"] is not None
     assert {e["actor_key_id"] for e in events} == {events[0]["actor_key_id"]}
     created = [timestamp(e["created_at"]) for e in events]
@@ -571,6 +573,17 @@ async def test_history_metadata_only_update(client: httpx.AsyncClient) -> None:
     assert update["old_memory"] == update["new_memory"] == "Reads science fiction."
     assert update["old_metadata"] == {"role": "user", "message_index": 0}
     assert update["new_metadata"] == {"genre": "scifi"}
+
+
+async def test_an_erased_memory_has_no_history(client: httpx.AsyncClient) -> None:
+    memory_id = await add_one(client, "Wants to learn to surf.")
+    await client.patch(f"/v1/memories/{memory_id}", json={"text": "Surfs in Peniche."})
+    deleted = await client.delete(f"/v1/memories/{memory_id}",
+                                  headers={"X-Request-ID": "client-chosen.id:42"})
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.headers["x-request-id"] == "client-chosen.id:42"
+    assert deleted.json()["erased"]["history_events"] == 2
+    assert_error(await client.get(f"/v1/memories/{memory_id}/history"), 404, "not_found")
 
 
 async def test_history_of_unknown_memory_is_404(client: httpx.AsyncClient) -> None:
@@ -707,13 +720,13 @@ async def test_expired_memory_is_not_listed_or_searchable(client: httpx.AsyncCli
     assert_error(await client.get(f"/v1/memories/{expired}"), 404, "not_found")
     assert_error(await client.patch(f"/v1/memories/{expired}", json={"text": "x"}), 404,
                  "not_found")
-    assert (await client.delete("/v1/memories", params={"user_id": "u1"})).json() == {
-        "deleted": 1}
-
     # Its text is free again: adding it makes a fresh, live memory.
     again = await add_one(client, "Enjoys kayaking on lakes.")
     assert again != expired
-    assert [m["id"] for m in await list_all(client)] == [again]
+    assert {m["id"] for m in await list_all(client)} == {live, again}
+    # Erasing the scope erases the expired one too.
+    assert (await client.delete("/v1/memories", params={"user_id": "u1"})).json()[
+        "deleted"] == 3
 
 
 async def test_future_expiry_is_visible_until_then(client: httpx.AsyncClient) -> None:

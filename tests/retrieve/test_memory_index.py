@@ -103,7 +103,7 @@ async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
         await repository.update_content(session, changed, text="memory number zero rewritten",
                                         content_hash=content_hash("zero rewritten"),
                                         embedding=unit(rng, 1)[0].tolist(), metadata=None)
-        await repository.soft_delete(session, project, [ids[1], added[0]])
+        await session.execute(sa.delete(Memory).where(Memory.id.in_([ids[1], added[0]])))
         old = await repository.get(session, project, ids[2], for_update=True)
         assert old is not None
         await repository.supersede(session, old, by=ids[3], invalid_at=datetime.now(UTC))

@@ -89,6 +89,14 @@ class RelationRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class GraphErasure:
+    """What a deletion removed from the graph."""
+
+    entities: int = 0
+    relations: int = 0
+
+
 class GraphStore(Protocol):
     async def setup(self) -> None:
         """Constraints and indexes, created idempotently."""
@@ -173,11 +181,13 @@ class GraphStore(Protocol):
         ...
 
     async def detach_memories(self, project_id: uuid.UUID,
-                              memory_ids: Sequence[uuid.UUID]) -> None:
-        """Forget the memories' links, and the relations they carried."""
+                              memory_ids: Sequence[uuid.UUID]) -> GraphErasure:
+        """Forget the memories' links and the relations they carried, then the entities they
+        mentioned (or that ended those relations) left with no link and no relation: the
+        graph keeps nothing read only from them."""
         ...
 
-    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> None:
+    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> GraphErasure:
         """Every entity and relation of the scope: None ids match any, or with ``exact``
         only None."""
         ...

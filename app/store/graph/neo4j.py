@@ -32,8 +32,10 @@ from neo4j.exceptions import ClientError, ServiceUnavailable, SessionExpired, Tr
 from app.config import Neo4jSettings
 from app.domain import CURRENT, ProjectScope, Timeline
 from app.errors import Unavailable
+from app.store.graph import neo4j_cypher as cypher
 from app.store.graph.base import (
     EntityRecord,
+    GraphErasure,
     RelationRecord,
     name_key,
 )
@@ -351,49 +353,46 @@ class Neo4jGraphStore:
                     "DETACH DELETE e RETURN memories", params)
             if not deleted:
                 return False
-            await _drop_unlinked(tx, str(project_id), deleted[0]["memories"])
+            await cypher.drop_unlinked(tx, str(project_id), deleted[0]["memories"])
             return True
 
         return await self._transaction(work, write=True)
 
     async def detach_memories(self, project_id: uuid.UUID,
-                              memory_ids: Sequence[uuid.UUID]) -> None:
+                              memory_ids: Sequence[uuid.UUID]) -> GraphErasure:
         params = {"project_id": str(project_id), "ids": [str(m) for m in memory_ids]}
         if not params["ids"]:
-            return
+            return GraphErasure()
 
-        async def work(tx: AsyncManagedTransaction) -> None:
-            await fetch_rows(tx, "MATCH (m:Memory) "
-                             "WHERE m.project_id = $project_id AND m.id IN $ids "
-                             "DETACH DELETE m", params)
-            await fetch_rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
-                             "WHERE s.project_id = $project_id AND r.project_id = $project_id "
-                             "AND r.memory_id IN $ids DELETE r", params)
+        async def work(tx: AsyncManagedTransaction) -> GraphErasure:
+            mentioned = await fetch_rows(tx, cypher.MENTIONED_BY, params)
+            await fetch_rows(tx, cypher.DROP_MEMORIES, params)
+            ends = await fetch_rows(tx, cypher.DROP_RELATIONS_OF_MEMORIES, params)
+            touched = {row["id"] for row in mentioned}
+            touched.update(row[end] for row in ends for end in ("source", "target"))
+            orphans = await fetch_rows(tx, cypher.DROP_ORPHANS, {"project_id": params["project_id"],
+                                                          "touched": sorted(touched)})
+            return GraphErasure(entities=orphans[0]["n"], relations=len(ends))
 
-        await self._transaction(work, write=True)
+        return await self._transaction(work, write=True)
 
-    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> None:
+    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> GraphErasure:
         # Relations carry the scope ids but not the scope key; a scope's relations join two
         # entities of that scope, so "exactly this scope" is read off their source.
         relations, params = scope_clause("s" if exact else "r", scope, exact=exact)
         entities, _ = scope_clause("e", scope, exact=exact)
 
-        async def work(tx: AsyncManagedTransaction) -> None:
-            await fetch_rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
-                             f"WHERE s.project_id = $project_id AND {relations} DELETE r", params)
-            await fetch_rows(tx, f"MATCH (e:Entity) WHERE {entities} DETACH DELETE e", params)
-            await _drop_unlinked(tx, params["project_id"], None)
+        async def work(tx: AsyncManagedTransaction) -> GraphErasure:
+            gone = await fetch_rows(tx, "MATCH (s:Entity)-[r]->(:Entity) "
+                                    f"WHERE s.project_id = $project_id AND {relations} "
+                                    "DELETE r RETURN count(*) AS n", params)
+            dropped = await fetch_rows(tx, f"MATCH (e:Entity) WHERE {entities} "
+                                       "DETACH DELETE e RETURN count(*) AS n", params)
+            await cypher.drop_unlinked(tx, params["project_id"], None)
+            return GraphErasure(entities=dropped[0]["n"], relations=gone[0]["n"])
 
-        await self._transaction(work, write=True)
+        return await self._transaction(work, write=True)
 
     async def clear_project(self, project_id: uuid.UUID) -> None:
         await self.delete_scope(ProjectScope(project_id))
 
-
-async def _drop_unlinked(tx: AsyncManagedTransaction, project_id: str,
-                         memory_ids: list[str] | None) -> None:
-    """Memory nodes of the project (of these ids, or all) that no longer link anything."""
-    where = "" if memory_ids is None else "AND m.id IN $ids "
-    await fetch_rows(tx, "MATCH (m:Memory) WHERE m.project_id = $project_id "
-                     f"{where}AND NOT EXISTS {{ (m)--() }} DELETE m",
-                     {"project_id": project_id, "ids": memory_ids or []})

@@ -177,3 +177,25 @@ ENTITIES_TO_EMBED = ("MATCH (e:Entity) WHERE coalesce(e.embedding_model, '') <> 
                      "RETURN e.id AS id, e.name AS name ORDER BY e.id LIMIT $limit")
 SET_EMBEDDINGS = ("UNWIND $rows AS row MATCH (e:Entity {id: row.id}) "
                   "SET e.embedding = row.embedding, e.embedding_model = $model")
+
+# Erasing memories (``detach_memories``): the entities they mention, their nodes, the relations
+# they carried (with both ends), then those entities left with no relationship at all.
+MENTIONED_BY = ("MATCH (m:Memory)-[:MENTIONS]->(e:Entity) "
+                "WHERE m.project_id = $project_id AND m.id IN $ids RETURN DISTINCT e.id AS id")
+DROP_MEMORIES = ("MATCH (m:Memory) WHERE m.project_id = $project_id AND m.id IN $ids "
+                 "DETACH DELETE m")
+DROP_RELATIONS_OF_MEMORIES = (
+    "MATCH (s:Entity)-[r]->(t:Entity) "
+    "WHERE s.project_id = $project_id AND r.project_id = $project_id AND r.memory_id IN $ids "
+    "WITH r, s.id AS source, t.id AS target DELETE r RETURN source, target")
+DROP_ORPHANS = ("MATCH (e:Entity) WHERE e.project_id = $project_id AND e.id IN $touched "
+                "AND NOT EXISTS { (e)--() } DELETE e RETURN count(*) AS n")
+
+
+async def drop_unlinked(tx: AsyncManagedTransaction, project_id: str,
+                        memory_ids: list[str] | None) -> None:
+    """Memory nodes of the project (of these ids, or all) that no longer link anything."""
+    where = "" if memory_ids is None else "AND m.id IN $ids "
+    await fetch_rows(tx, "MATCH (m:Memory) WHERE m.project_id = $project_id "
+                     f"{where}AND NOT EXISTS {{ (m)--() }} DELETE m",
+                     {"project_id": project_id, "ids": memory_ids or []})

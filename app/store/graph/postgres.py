@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.sql.elements import ColumnElement
 
 from app.domain import CURRENT, ProjectScope, Timeline
 from app.store.db import Database
-from app.store.graph.base import EntityRecord, RelationRecord, name_key
+from app.store.graph.base import EntityRecord, GraphErasure, RelationRecord, name_key
 from app.store.models import Entity, EntityMemory, Relation
+from app.store.repositories.filter_sql import any_of
+
+_UUIDS = PgUUID(as_uuid=True)
+
+
+def _count(result: sa.Result[Any]) -> int:
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _entity(row: Entity) -> EntityRecord:
@@ -259,17 +268,33 @@ class PostgresGraphStore:
             return (await session.execute(statement)).first() is not None
 
     async def detach_memories(self, project_id: uuid.UUID,
-                              memory_ids: Sequence[uuid.UUID]) -> None:
+                              memory_ids: Sequence[uuid.UUID]) -> GraphErasure:
+        if not memory_ids:
+            return GraphErasure()
         async with self.database.session_scope() as session:
-            await session.execute(sa.delete(EntityMemory).where(
-                EntityMemory.project_id == project_id, EntityMemory.memory_id.in_(memory_ids)))
-            await session.execute(sa.delete(Relation).where(
-                Relation.project_id == project_id, Relation.memory_id.in_(memory_ids)))
+            touched = set((await session.scalars(sa.delete(EntityMemory).where(
+                EntityMemory.project_id == project_id,
+                any_of(EntityMemory.memory_id, memory_ids, _UUIDS)
+            ).returning(EntityMemory.entity_id))).all())
+            ends = (await session.execute(sa.delete(Relation).where(
+                Relation.project_id == project_id, any_of(Relation.memory_id, memory_ids, _UUIDS)
+            ).returning(Relation.source_id, Relation.target_id))).all()
+            touched.update(entity for pair in ends for entity in pair)
+            linked = sa.select(EntityMemory.entity_id).where(EntityMemory.entity_id == Entity.id)
+            related = sa.select(Relation.id).where(
+                sa.or_(Relation.source_id == Entity.id, Relation.target_id == Entity.id))
+            orphans = (await session.scalars(sa.delete(Entity).where(
+                Entity.project_id == project_id, any_of(Entity.id, list(touched), _UUIDS),
+                ~linked.exists(), ~related.exists()).returning(Entity.id))).all()
+        return GraphErasure(entities=len(orphans), relations=len(ends))
 
-    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> None:
+    async def delete_scope(self, scope: ProjectScope, *, exact: bool = False) -> GraphErasure:
         async with self.database.session_scope() as session:
-            await session.execute(sa.delete(Relation).where(*_scope(Relation, scope, exact=exact)))
-            await session.execute(sa.delete(Entity).where(*_scope(Entity, scope, exact=exact)))
+            relations = await session.execute(
+                sa.delete(Relation).where(*_scope(Relation, scope, exact=exact)))
+            entities = await session.execute(
+                sa.delete(Entity).where(*_scope(Entity, scope, exact=exact)))
+        return GraphErasure(entities=_count(entities), relations=_count(relations))
 
     async def clear_project(self, project_id: uuid.UUID) -> None:
         await self.delete_scope(ProjectScope(project_id))

@@ -138,22 +138,12 @@ async def add_entity_deletion(session: AsyncSession, project_id: uuid.UUID,
     await session.flush()
 
 
-async def forget_scope(session: AsyncSession, project_id: uuid.UUID, scope: Scope) -> None:
-    """The scope's extractions go with its memories: nothing to rebuild them from."""
-    query = sa.delete(GraphExtraction).where(GraphExtraction.project_id == project_id)
-    for column, value in ((GraphExtraction.user_id, scope.user_id),
-                          (GraphExtraction.agent_id, scope.agent_id),
-                          (GraphExtraction.run_id, scope.run_id)):
-        if value is not None:
-            query = query.where(column == value)
-    await session.execute(query)
-
-
 async def deleted_memories(session: AsyncSession, project_id: uuid.UUID,
                            memory_ids: Sequence[uuid.UUID]) -> frozenset[uuid.UUID]:
+    """Those of ``memory_ids`` erased (or archived) since."""
     if not memory_ids:
         return frozenset()
     query = sa.select(Memory.id).where(Memory.project_id == project_id,
                                        Memory.id.in_(memory_ids),
-                                       Memory.deleted_at.is_not(None))
-    return frozenset((await session.scalars(query)).all())
+                                       Memory.deleted_at.is_(None))
+    return frozenset(memory_ids) - frozenset((await session.scalars(query)).all())

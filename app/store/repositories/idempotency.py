@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,3 +40,10 @@ async def complete(session: AsyncSession, project_id: uuid.UUID, key: str, statu
         .where(IdempotencyRecord.project_id == project_id, IdempotencyRecord.key == key)
         .values(status_code=status_code, response=response)
     )
+
+
+async def prune(session: AsyncSession, older_than: timedelta) -> int:
+    """Forgets the answers older than ``older_than`` (a retry that late is a new request)."""
+    result = await session.execute(sa.delete(IdempotencyRecord).where(
+        IdempotencyRecord.created_at < sa.func.now() - older_than))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

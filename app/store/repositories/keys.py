@@ -24,8 +24,10 @@ async def get_or_create_project(session: AsyncSession, name: str) -> Project:
 
 
 async def add_key(session: AsyncSession, *, project_id: uuid.UUID, prefix: str,
-                  key_hash: bytes, name: str | None) -> ApiKey:
-    key = ApiKey(id=uuid7(), project_id=project_id, prefix=prefix, key_hash=key_hash, name=name)
+                  key_hash: bytes, name: str | None,
+                  scopes: Sequence[str] = ("read", "write", "admin")) -> ApiKey:
+    key = ApiKey(id=uuid7(), project_id=project_id, prefix=prefix, key_hash=key_hash, name=name,
+                 scopes=list(scopes))
     session.add(key)
     await session.flush()
     return key
@@ -52,10 +54,19 @@ async def list_keys(session: AsyncSession,
     return [(key, name) for key, name in (await session.execute(query)).all()]
 
 
-async def revoke_key(session: AsyncSession, prefix: str, at: datetime | None = None) -> bool:
+async def project_keys(session: AsyncSession, project_id: uuid.UUID) -> Sequence[ApiKey]:
+    query = (sa.select(ApiKey).where(ApiKey.project_id == project_id)
+             .order_by(ApiKey.created_at, ApiKey.id))
+    return (await session.scalars(query)).all()
+
+
+async def revoke_key(session: AsyncSession, prefix: str, at: datetime | None = None, *,
+                     project_id: uuid.UUID | None = None) -> bool:
+    """Revokes the active key with this prefix (of ``project_id`` only, when given)."""
+    owned = [] if project_id is None else [ApiKey.project_id == project_id]
     result = await session.execute(
         sa.update(ApiKey)
-        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+        .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None), *owned)
         .values(revoked_at=at or sa.func.now())
         .returning(ApiKey.id)
     )

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
@@ -18,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from app.domain import CURRENT, Filter, MemoryKind, Scope, Timeline
 from app.store.ids import uuid7
 from app.store.models import Memory
-from app.store.repositories.filter_sql import any_of, compile_filter
+from app.store.repositories.filter_sql import compile_filter
 
 # pgvector's HNSW candidate list; iterative scans keep going past it under filters.
 MIN_EF_SEARCH = 64
@@ -376,19 +375,3 @@ async def superseded_ids(session: AsyncSession, project_id: uuid.UUID,
                                         Memory.deleted_at.is_(None))
              .order_by(Memory.id))
     return list((await session.scalars(query)).all())
-
-
-async def soft_delete(session: AsyncSession, project_id: uuid.UUID,
-                      ids: Sequence[uuid.UUID]) -> None:
-    await session.execute(sa.update(Memory).where(
-        Memory.project_id == project_id, any_of(Memory.id, ids, PgUUID(as_uuid=True))
-    ).values(deleted_at=sa.func.now(), updated_at=sa.func.now()))
-
-
-async def live_in_scope(session: AsyncSession, project_id: uuid.UUID,
-                        scope: Scope) -> Sequence[Memory]:
-    """Every memory of the scope not yet deleted, superseded ones included."""
-    query = (sa.select(Memory).where(Memory.project_id == project_id,
-                                     visible(Timeline(include_superseded=True)),
-                                     *_scope_clauses(scope)).with_for_update())
-    return (await session.scalars(query)).all()

@@ -335,6 +335,13 @@ class BaseClient:
         parse = Deleted.model_validate
         return Call("DELETE", MEMORIES, lambda b: parse(b).deleted, params=dict(scope))
 
+    def _delete_user_call(self, user_id: str) -> Call[int]:
+        if not user_id:
+            raise ValueError("delete_user needs a user_id")
+        parse = Deleted.model_validate
+        return Call("DELETE", f"/v1/users/{quote(user_id, safe='')}",
+                    lambda b: parse(b).deleted)
+
     def _history_call(self, memory_id: str) -> Call[list[HistoryEvent]]:
         parse = Results[HistoryEvent].model_validate
         return Call("GET", _memory_path(memory_id, "/history"), lambda b: parse(b).results)

@@ -239,17 +239,24 @@ class Anamnesis(BaseClient):
         return self._send(self._update_call(memory_id, text=text, metadata=metadata))
 
     def delete(self, memory_id: str) -> None:
-        """Delete one memory; :class:`NotFoundError` if absent or already deleted."""
+        """Erase one memory and every copy of its words (history included);
+        :class:`NotFoundError` if absent or already erased."""
         self._send(self._delete_call(memory_id))
 
     def delete_all(
         self, *, user_id: str | None = None, agent_id: str | None = None, run_id: str | None = None
     ) -> int:
-        """Delete every memory in the scope (at least one id required) and return the count."""
+        """Erase everything of the scope (at least one id required: memories, history,
+        conversations, graph) and return how many memories went."""
         return self._send(self._delete_all_call(user_id, agent_id, run_id))
 
+    def delete_user(self, user_id: str) -> int:
+        """Erase everything of a user, across agents and runs; returns how many memories
+        went."""
+        return self._send(self._delete_user_call(user_id))
+
     def history(self, memory_id: str) -> list[HistoryEvent]:
-        """The memory's change events, oldest first (kept after the memory is deleted)."""
+        """The memory's change events, oldest first (an erased memory has none)."""
         return self._send(self._history_call(memory_id))
 
     def get_job(self, job_id: str) -> Job:
@@ -480,6 +487,10 @@ class AsyncAnamnesis(BaseClient):
     ) -> int:
         """See :meth:`Anamnesis.delete_all`."""
         return await self._send(self._delete_all_call(user_id, agent_id, run_id))
+
+    async def delete_user(self, user_id: str) -> int:
+        """See :meth:`Anamnesis.delete_user`."""
+        return await self._send(self._delete_user_call(user_id))
 
     async def history(self, memory_id: str) -> list[HistoryEvent]:
         """See :meth:`Anamnesis.history`."""

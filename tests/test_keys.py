@@ -1,0 +1,86 @@
+"""Keys with scopes: read, write, admin; admin keys make, list and revoke the project's keys
+over the API, as the CLI does."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import KeyFactory
+
+
+def keyed(app: FastAPI, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                             headers={"Authorization": f"Bearer {key}"})
+
+
+async def make_key(client: httpx.AsyncClient, *scopes: str) -> str:
+    response = await client.post("/v1/keys", json={"name": "+".join(scopes),
+                                                   "scopes": list(scopes)})
+    assert response.status_code == 201, response.text
+    assert response.json()["scopes"] == list(scopes)
+    return str(response.json()["key"])
+
+
+REQUESTS: dict[str, tuple[str, str, object]] = {
+    "add": ("POST", "/v1/memories", {"messages": [{"role": "user", "content": "Likes tea."}],
+                                     "user_id": "u1", "infer": False}),
+    "search": ("POST", "/v1/memories/search", {"query": "tea", "user_id": "u1"}),
+    "list": ("GET", "/v1/memories?user_id=u1", None),
+    "instruct": ("PATCH", "/v1/project", {"instructions": "Only keep food preferences."}),
+    "keys": ("GET", "/v1/keys", None),
+}
+
+
+@pytest.mark.parametrize(("scopes", "allowed"), [
+    (("read",), {"search", "list"}),
+    (("write",), {"add"}),
+    (("read", "write"), {"add", "search", "list"}),
+    (("admin",), {"instruct", "keys"}),
+])
+async def test_a_key_does_what_its_scopes_allow(app: FastAPI, client: httpx.AsyncClient,
+                                                scopes: tuple[str, ...],
+                                                allowed: set[str]) -> None:
+    async with keyed(app, await make_key(client, *scopes)) as scoped:
+        for name, (method, path, body) in REQUESTS.items():
+            response = await scoped.request(method, path, json=body)
+            if name in allowed:
+                assert response.status_code < 300, (scopes, path, response.text)
+            else:
+                assert response.status_code == 403, (scopes, path, response.text)
+                assert response.json()["error"] == "forbidden"
+    project = (await client.get("/v1/project")).json()
+    assert (project["instructions"] is not None) == ("instruct" in allowed)
+
+
+async def test_an_admin_key_lists_and_revokes_its_projects_keys(
+        app: FastAPI, client: httpx.AsyncClient, api_key_factory: KeyFactory) -> None:
+    reader = await make_key(client, "read")
+    listed = (await client.get("/v1/keys")).json()["results"]
+    assert [k["scopes"] for k in listed] == [["read", "write", "admin"], ["read"]]
+    assert all("key" not in k for k in listed)
+    prefix = reader.split("_")[1]
+    assert listed[1]["prefix"] == prefix
+
+    async with keyed(app, await api_key_factory("another project")) as other:
+        assert (await other.delete(f"/v1/keys/{prefix}")).status_code == 404
+        assert prefix not in {k["prefix"] for k in (await other.get("/v1/keys")).json()[
+            "results"]}
+
+    async with keyed(app, reader) as read_only:
+        assert (await read_only.get("/v1/memories?user_id=u1")).status_code == 200
+        revoked = await client.delete(f"/v1/keys/{prefix}")
+        assert revoked.json() == {"prefix": prefix, "revoked": True}
+        assert (await read_only.get("/v1/memories?user_id=u1")).status_code == 401
+    assert (await client.delete(f"/v1/keys/{prefix}")).status_code == 404
+    assert (await client.get("/v1/keys")).json()["results"][1]["revoked_at"] is not None
+
+
+@pytest.mark.parametrize("body", [{"scopes": []}, {"scopes": ["root"]},
+                                  {"scopes": ["read"], "owner": "x"}])
+async def test_a_key_needs_known_scopes(client: httpx.AsyncClient,
+                                        body: dict[str, object]) -> None:
+    response = await client.post("/v1/keys", json=body)
+    assert response.status_code == 422, response.text
+    assert len((await client.get("/v1/keys")).json()["results"]) == 1
