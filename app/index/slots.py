@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from app.domain import KINDS, SCOPE_FIELDS, MemoryKind, ProjectScope, Timeline
 from app.index.columns import Column
+from app.index.saved import Saved
 from app.store.repositories.changes import IndexRow
 
 NEVER = np.iinfo(np.int64).max
@@ -169,20 +170,65 @@ class SlotTable:
 
     # -- snapshot and compaction -----------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        return {"ids": self.ids, "slot_of": self.slot_of, "digest": self.digest,
-                "codes": self.codes, "postings": self.postings,
-                "columns": {name: column.copy() for name, column in self.columns.items()}}
+    def saved(self) -> Saved:
+        """The table as arrays, one row per slot: ids (16 bytes each), digests (0 on dead
+        slots) and every column; the codes in code order. ``slot_of`` and ``postings``
+        follow from those, so they are made again on load rather than stored."""
+        ids = np.frombuffer(b"".join(memory_id.bytes for memory_id in self.ids),
+                            dtype=np.uint8).reshape(-1, 16)
+        digests = np.zeros(len(self.ids), dtype=np.int64)
+        digests[np.fromiter(self.digest, np.int64, len(self.digest))] = np.fromiter(
+            self.digest.values(), np.int64, len(self.digest))
+        codes = sorted(self.codes, key=self.codes.__getitem__)
+        return Saved({"codes": codes}, {
+            "ids": ids, "digest": digests,
+            **{f"column.{name}": column.copy() for name, column in self.columns.items()}})
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> SlotTable:
+    def from_saved(cls, saved: Saved) -> SlotTable:
+        """The table ``saved`` holds; raises ``ValueError`` on anything missing, of another
+        type or shape, or pointing nowhere."""
         table = cls()
-        table.ids, table.slot_of, table.digest = state["ids"], state["slot_of"], state["digest"]
-        table.codes, table.postings = state["codes"], state["postings"]
+        codes = saved.strings("codes")
+        table.codes = {value: code for code, value in enumerate(codes)}
+        if len(table.codes) != len(codes):
+            raise ValueError("snapshot codes repeat")
+        raw = saved.array("ids", np.uint8, (None, 16)).tobytes()
+        table.ids = [uuid.UUID(bytes=raw[at:at + 16]) for at in range(0, len(raw), 16)]
+        coded = {"project", "conversation", *(f"scope.{n}" for n in SCOPE_FIELDS)}
         for name, column in table.columns.items():
-            table.columns[name] = Column(column.data.dtype, column.fill,
-                                         data=state["columns"][name])
+            bounds = (-1, len(codes)) if name in coded else (
+                (-1, len(KINDS)) if name == "kind" else None)
+            data = saved.array(f"column.{name}", column.data.dtype, (len(table.ids),), bounds)
+            table.columns[name] = Column(column.data.dtype, column.fill, data=data)
+        live = np.flatnonzero(table.column("alive"))
+        table.slot_of = {table.ids[slot]: slot for slot in live.tolist()}
+        if len(table.slot_of) != len(live):
+            raise ValueError("snapshot has a memory in two live slots")
+        digests = saved.array("digest", np.int64, (len(table.ids),))
+        table.digest = dict(zip(live.tolist(), digests[live].tolist(), strict=True))
+        table._post_every()
         return table
+
+    def _post_every(self) -> None:
+        """``postings`` of every slot at once: what ``_post`` makes one slot at a time (slots
+        ascending in each list), sorted by numpy rather than appended in Python."""
+        self.postings, self._posting_arrays = {}, {}
+        slots = np.arange(len(self.ids), dtype=np.int64)
+        project = self.column("project").astype(np.int64)
+        user = self.column("scope.user_id").astype(np.int64)
+        has_user = user >= 0
+        for first, second, members in (
+                (project, np.full(len(slots), -1, np.int64), slots),
+                (project[has_user], user[has_user], slots[has_user])):
+            if not members.size:
+                continue
+            order = np.lexsort((members, second, first))
+            first, second, members = first[order], second[order], members[order]
+            cuts = np.flatnonzero((np.diff(first) != 0) | (np.diff(second) != 0)) + 1
+            starts = np.concatenate(([0], cuts)).tolist()
+            for start, group in zip(starts, np.split(members, cuts), strict=True):
+                self.postings[(int(first[start]), int(second[start]))] = group.tolist()
 
     def live_slots(self) -> Slots:
         """The live slots, in slot order (what a compaction keeps)."""
