@@ -9,6 +9,8 @@ comparisons over the slots of a project (or of one of its users: a posting list 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,8 +38,12 @@ def epoch_ms(value: datetime | None) -> int:
 
 
 def digest(row: IndexRow) -> int:
-    """What decides whether a changed memory needs a new slot: its words and context."""
-    return hash((row.content_hash, row.context))
+    """What decides whether a changed memory needs a new slot: its words and context, as a
+    signed 64-bit number that is the same in every process (snapshots keep it; ``hash`` of
+    a string differs per process)."""
+    words = json.dumps([row.content_hash, row.context]).encode()
+    return int.from_bytes(hashlib.blake2b(words, digest_size=8).digest(), "little",
+                          signed=True)
 
 
 class SlotTable:

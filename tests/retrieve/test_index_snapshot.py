@@ -2,7 +2,8 @@
 with no pickle written or ever read (an old pickled snapshot, or a pickle planted in its
 place, is rebuilt from Postgres and never run), and whatever is damaged in it (truncated,
 garbage, a key missing, another type, dtype or shape, arrays that disagree) rebuilt from
-Postgres rather than loaded. That a restart from a snapshot searches as a fresh build does:
+Postgres rather than loaded; the slot digests it keeps mean the same in the next process.
+That a restart from a snapshot searches as a fresh build does:
 ``test_memory_index``."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import logging
 import os
 import pickle
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -235,3 +238,25 @@ async def test_a_pickle_in_the_snapshot_is_never_unpickled(database: Database,
     assert load(folder) is None
     await restarts_as_a_fresh_build(database, project, folder)
     assert not marker.exists()
+
+
+DIGEST = """
+import uuid
+from datetime import UTC, datetime
+from app.index.slots import digest
+from app.store.repositories.changes import IndexRow
+print(digest(IndexRow(uuid.UUID(int=1), uuid.UUID(int=2), "u1", None, None, "fact", "text",
+                      "the context", "a content hash", [], datetime.now(UTC), None, None, None,
+                      False)))
+"""
+
+
+def test_the_digest_a_snapshot_keeps_is_the_same_in_every_process() -> None:
+    """A slot's digest (are these the words it holds?) is saved; read back by another
+    process it must still say yes, or every change of times only (superseded, expired)
+    after a restart would move a memory to a new slot. Python's ``hash`` of a string
+    differs per process."""
+    found = {subprocess.run([sys.executable, "-c", DIGEST], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+             for seed in ("1", "2")}
+    assert len(found) == 1
