@@ -9,5 +9,6 @@ change log Postgres writes, and the one entry point retrieval asks for candidate
 ``vectors``     FAISS (the one module importing it; the GPU copy and micro-batching)
 ``lexical``     BM25 over text and context
 ``snapshot``    the on-disk format, written whole and swapped in
+``saved``       what each part keeps in a snapshot (arrays and JSON, no pickle), checked on load
 ``maintenance`` change-log pruning
 """

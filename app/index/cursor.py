@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any
+
+from app.index.saved import Saved
 
 LATE_FOR_S = 3600.0  # how long a hole in the change log is checked again
 BUILD_LOOKBACK = 10_000  # holes below a full build's position that are still checked
@@ -69,15 +70,16 @@ class ChangeCursor:
         other.ahead, other.holes, other.late = set(self.ahead), dict(self.holes), dict(self.late)
         return other
 
-    def state(self) -> dict[str, Any]:
-        return {"position": self.position, "ahead": self.ahead, "holes": list(self.holes),
-                "late": list(self.late)}
+    def saved(self) -> Saved:
+        """The position and the sequence numbers (a few: the holes' clocks are not kept)."""
+        return Saved({"position": self.position, "ahead": sorted(self.ahead),
+                      "holes": list(self.holes), "late": list(self.late)})
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], now: float) -> ChangeCursor:
+    def from_saved(cls, saved: Saved, now: float) -> ChangeCursor:
         """Monotonic clocks do not survive a restart: every hole counts from ``now``."""
-        cursor = cls(int(state["position"]))
-        cursor.ahead = set(state["ahead"])
-        cursor.holes = dict.fromkeys(state["holes"], now)
-        cursor.late = dict.fromkeys(state["late"], now)
+        cursor = cls(saved.integer("position"))
+        cursor.ahead = set(saved.integers("ahead"))
+        cursor.holes = dict.fromkeys(saved.integers("holes"), now)
+        cursor.late = dict.fromkeys(saved.integers("late"), now)
         return cursor

@@ -13,13 +13,14 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from itertools import pairwise
 
 import numpy as np
 import numpy.typing as npt
 import snowballstemmer
 
 from app.index.columns import Column
+from app.index.saved import Saved
 
 K1 = 1.2
 B = 0.75
@@ -188,24 +189,96 @@ class LexicalIndex:
 
     # -- snapshot --------------------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        return {"terms": self._term_ids,
-                "slots": [g.view().copy() for g in self._slots],
-                "freqs": [g.view().copy() for g in self._freqs],
-                "lengths": self._lengths.view().copy(), "doc_terms": self._doc_terms,
-                "project_of": self._project_of, "docs": dict(self._docs),
-                "total_length": dict(self._total_length), "df": dict(self._df)}
+    @property
+    def size(self) -> int:
+        """Slots seen (live or not): one past the highest."""
+        return self._lengths.size
+
+    def documents(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The slots whose documents count (not removed), ascending, and their projects."""
+        slots = np.fromiter(self._project_of, np.int64, len(self._project_of))
+        projects = np.fromiter(self._project_of.values(), np.int64, len(self._project_of))
+        order = np.argsort(slots)
+        return slots[order], projects[order]
+
+    def saved(self) -> Saved:
+        """The postings as one flat array of slots and one of frequencies, term ``t``'s at
+        ``offsets[t]:offsets[t + 1]``; each slot's length; the live documents and their
+        projects; the terms in id order. Each document's terms and the per-project
+        statistics follow from those, so they are made again on load rather than stored."""
+        offsets = np.zeros(len(self._slots) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter((c.size for c in self._slots), np.int64, len(self._slots)),
+                  out=offsets[1:])
+        live = np.fromiter(self._project_of, np.int64, len(self._project_of))
+        projects = np.fromiter(self._project_of.values(), np.int64, len(self._project_of))
+        return Saved({"terms": sorted(self._term_ids, key=self._term_ids.__getitem__)}, {
+            "offsets": offsets,
+            "slots": np.concatenate([c.view() for c in self._slots] or [np.empty(0, np.int64)]),
+            "freqs": np.concatenate([c.view() for c in self._freqs]
+                                    or [np.empty(0, np.float32)]),
+            "lengths": self._lengths.copy(), "live": live, "projects": projects})
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> LexicalIndex:
+    def from_saved(cls, saved: Saved) -> LexicalIndex:
+        """The index ``saved`` holds; raises ``ValueError`` on anything missing, of another
+        type or shape, or inconsistent (a posting past the last slot, postings out of order,
+        a document counted twice)."""
         index = cls()
-        index._term_ids = state["terms"]
-        index._slots = [Column(np.int64, data=a) for a in state["slots"]]
-        index._freqs = [Column(np.float32, data=a) for a in state["freqs"]]
-        index._lengths = Column(np.float32, data=state["lengths"])
-        index._doc_terms = state["doc_terms"]
-        index._project_of = state["project_of"]
-        index._docs = defaultdict(int, state["docs"])
-        index._total_length = defaultdict(float, state["total_length"])
-        index._df = defaultdict(int, state["df"])
+        terms = saved.strings("terms")
+        index._term_ids = {term: number for number, term in enumerate(terms)}
+        if len(index._term_ids) != len(terms):
+            raise ValueError("snapshot terms repeat")
+        lengths = saved.array("lengths", np.float32, (None,))
+        slots = saved.array("slots", np.int64, (None,), within=(0, len(lengths)))
+        freqs = saved.array("freqs", np.float32, (len(slots),))
+        offsets = saved.array("offsets", np.int64, (len(terms) + 1,))
+        live = saved.array("live", np.int64, (None,), within=(0, len(lengths)))
+        # (bounded, so that a project code times the number of terms stays in an int64)
+        projects = saved.array("projects", np.int64, (len(live),),
+                               within=(0, np.iinfo(np.int32).max))
+        sizes = np.diff(offsets)
+        if offsets[0] != 0 or offsets[-1] != len(slots) or (sizes < 0).any():
+            raise ValueError("snapshot posting offsets do not cover the postings")
+        if not (np.all(freqs >= 1) and np.all(lengths >= 0) and np.isfinite(lengths).all()):
+            raise ValueError("snapshot frequencies or lengths out of range")
+        term_of = np.repeat(np.arange(len(terms), dtype=np.int64), sizes)
+        # Each term's slots strictly ascending (``scores_at`` searches them in halves).
+        if (np.diff(term_of * max(len(lengths), 1) + slots) <= 0).any():
+            raise ValueError("snapshot postings out of order")
+        bounds = list(pairwise(offsets.tolist()))
+        index._slots = [Column(np.int64, data=slots[a:b]) for a, b in bounds]
+        index._freqs = [Column(np.float32, data=freqs[a:b]) for a, b in bounds]
+        index._lengths = Column(np.float32, data=lengths)
+        index._project_of = dict(zip(live.tolist(), projects.tolist(), strict=True))
+        if len(index._project_of) != len(live):
+            raise ValueError("snapshot counts a document twice")
+        index._count(live, projects, slots, term_of)
         return index
+
+    def _count(self, live: npt.NDArray[np.int64], projects: npt.NDArray[np.int64],
+               slots: npt.NDArray[np.int64], term_of: npt.NDArray[np.int64]) -> None:
+        """Each live document's terms (those whose postings hold its slot) and the
+        per-project statistics, as ``add`` and ``remove`` would have left them (minus the
+        entries counted down to 0, which read the same)."""
+        project_at = np.full(self._lengths.size, -1, dtype=np.int64)
+        project_at[live] = projects
+        holds = project_at[slots] >= 0
+        order = np.argsort(slots[holds], kind="stable")
+        doc_slots = slots[holds][order]
+        doc_terms = term_of[holds][order].astype(np.int32)
+        ordered = np.sort(live)
+        starts = np.searchsorted(doc_slots, ordered, side="left").tolist()
+        ends = np.searchsorted(doc_slots, ordered, side="right").tolist()
+        self._doc_terms = {slot: doc_terms[a:b]
+                           for slot, a, b in zip(ordered.tolist(), starts, ends, strict=True)}
+        present, which = np.unique(projects, return_inverse=True)
+        docs = np.bincount(which, minlength=len(present))
+        length = np.bincount(which, weights=self._lengths.view()[live].astype(np.float64),
+                             minlength=len(present))
+        self._docs = defaultdict(int, zip(present.tolist(), docs.tolist(), strict=True))
+        self._total_length = defaultdict(float, zip(present.tolist(), length.tolist(),
+                                                    strict=True))
+        width = max(len(self._slots), 1)
+        pairs, counts = np.unique(project_at[doc_slots] * width + doc_terms, return_counts=True)
+        keys = zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True)
+        self._df = defaultdict(int, zip(keys, counts.tolist(), strict=True))

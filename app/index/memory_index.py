@@ -136,7 +136,9 @@ class MemoryIndex:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if save and self.snapshot_dir is not None:
+        if save and self._erased_at is not None:
+            await self.forget_erased()  # not even a last snapshot keeps erased words
+        elif save and self.snapshot_dir is not None:
             async with self._lock:
                 await asyncio.to_thread(self.save)
         if self.own_pool:

@@ -9,6 +9,8 @@ comparisons over the slots of a project (or of one of its users: a posting list 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ import numpy.typing as npt
 
 from app.domain import KINDS, SCOPE_FIELDS, MemoryKind, ProjectScope, Timeline
 from app.index.columns import Column
+from app.index.saved import Saved
 from app.store.repositories.changes import IndexRow
 
 NEVER = np.iinfo(np.int64).max
@@ -35,8 +38,12 @@ def epoch_ms(value: datetime | None) -> int:
 
 
 def digest(row: IndexRow) -> int:
-    """What decides whether a changed memory needs a new slot: its words and context."""
-    return hash((row.content_hash, row.context))
+    """What decides whether a changed memory needs a new slot: its words and context, as a
+    signed 64-bit number that is the same in every process (snapshots keep it; ``hash`` of
+    a string differs per process)."""
+    words = json.dumps([row.content_hash, row.context]).encode()
+    return int.from_bytes(hashlib.blake2b(words, digest_size=8).digest(), "little",
+                          signed=True)
 
 
 # The columns holding codes of names (``SlotTable.code``).
@@ -177,21 +184,67 @@ class SlotTable:
 
     # -- snapshot and compaction -----------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        return {"ids": self.ids, "slot_of": self.slot_of, "digest": self.digest,
-                "codes": self.codes, "postings": self.postings,
-                "columns": {name: column.copy() for name, column in self.columns.items()}}
+    def saved(self) -> Saved:
+        """The table as arrays, one row per slot: ids (16 bytes each), digests (0 on dead
+        slots) and every column; the codes (names and numbers). ``slot_of`` and ``postings``
+        follow from those, so they are made again on load rather than stored."""
+        ids = np.frombuffer(b"".join(memory_id.bytes for memory_id in self.ids),
+                            dtype=np.uint8).reshape(-1, 16)
+        digests = np.zeros(len(self.ids), dtype=np.int64)
+        digests[np.fromiter(self.digest, np.int64, len(self.digest))] = np.fromiter(
+            self.digest.values(), np.int64, len(self.digest))
+        codes = sorted(self.codes, key=self.codes.__getitem__)
+        # With their numbers: a compaction leaves gaps where names no slot used were.
+        return Saved({"codes": codes, "code_numbers": [self.codes[c] for c in codes]}, {
+            "ids": ids, "digest": digests,
+            **{f"column.{name}": column.copy() for name, column in self.columns.items()}})
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> SlotTable:
+    def from_saved(cls, saved: Saved) -> SlotTable:
+        """The table ``saved`` holds; raises ``ValueError`` on anything missing, of another
+        type or shape, or pointing nowhere."""
         table = cls()
-        table.ids, table.slot_of, table.digest = state["ids"], state["slot_of"], state["digest"]
-        table.codes, table.postings = state["codes"], state["postings"]
-        table.next_code = max(table.codes.values(), default=-1) + 1
+        codes, numbers = saved.strings("codes"), saved.integers("code_numbers")
+        table.codes = dict(zip(codes, numbers, strict=True))
+        if len(table.codes) != len(codes) or len(set(numbers)) != len(numbers) \
+                or min(numbers, default=0) < 0:
+            raise ValueError("snapshot codes repeat or are negative")
+        table.next_code = max(numbers, default=-1) + 1
+        raw = saved.array("ids", np.uint8, (None, 16)).tobytes()
+        table.ids = [uuid.UUID(bytes=raw[at:at + 16]) for at in range(0, len(raw), 16)]
         for name, column in table.columns.items():
-            table.columns[name] = Column(column.data.dtype, column.fill,
-                                         data=state["columns"][name])
+            bounds = (-1, table.next_code) if name in _CODED else (
+                (-1, len(KINDS)) if name == "kind" else None)
+            data = saved.array(f"column.{name}", column.data.dtype, (len(table.ids),), bounds)
+            table.columns[name] = Column(column.data.dtype, column.fill, data=data)
+        live = np.flatnonzero(table.column("alive"))
+        table.slot_of = {table.ids[slot]: slot for slot in live.tolist()}
+        if len(table.slot_of) != len(live):
+            raise ValueError("snapshot has a memory in two live slots")
+        digests = saved.array("digest", np.int64, (len(table.ids),))
+        table.digest = dict(zip(live.tolist(), digests[live].tolist(), strict=True))
+        table._post_every()
         return table
+
+    def _post_every(self) -> None:
+        """``postings`` of every slot at once: what ``_post`` makes one slot at a time (slots
+        ascending in each list), sorted by numpy rather than appended in Python."""
+        self.postings, self._posting_arrays = {}, {}
+        slots = np.arange(len(self.ids), dtype=np.int64)
+        project = self.column("project").astype(np.int64)
+        user = self.column("scope.user_id").astype(np.int64)
+        has_user = user >= 0
+        for first, second, members in (
+                (project, np.full(len(slots), -1, np.int64), slots),
+                (project[has_user], user[has_user], slots[has_user])):
+            if not members.size:
+                continue
+            order = np.lexsort((members, second, first))
+            first, second, members = first[order], second[order], members[order]
+            cuts = np.flatnonzero((np.diff(first) != 0) | (np.diff(second) != 0)) + 1
+            starts = np.concatenate(([0], cuts)).tolist()
+            for start, group in zip(starts, np.split(members, cuts), strict=True):
+                self.postings[(int(first[start]), int(second[start]))] = group.tolist()
 
     def live_slots(self) -> Slots:
         """The live slots, in slot order (what a compaction keeps)."""

@@ -21,6 +21,7 @@ from app.domain import KINDS, lexical_text
 from app.index.candidates import Candidate
 from app.index.cursor import ChangeCursor
 from app.index.lexical import LexicalIndex
+from app.index.saved import Saved
 from app.index.slots import NEVER, Slots, SlotTable
 from app.index.snapshot import read_snapshot, write_snapshot
 from app.index.vectors import VectorIndex
@@ -116,8 +117,8 @@ class IndexState:
     # -- snapshot --------------------------------------------------------------------------
 
     def save(self, folder: Path, meta: dict[str, Any], writer: str) -> None:
-        state = {"slots": self.slots.state(), "lexical": self.lexical.state(),
-                 "cursor": self.cursor.state(), "dead": self.dead}
+        state = Saved.of({"slots": self.slots.saved(), "lexical": self.lexical.saved(),
+                          "cursor": self.cursor.saved()}, dead=self.dead)
         write_snapshot(folder, self.vectors, state, {**meta, "position": self.cursor.position,
                                                      "size": self.vectors.size,
                                                      "live": self.live}, writer)
@@ -137,10 +138,25 @@ class IndexState:
             return None
 
     @classmethod
-    def _of(cls, vectors: VectorIndex, state: dict[str, Any]) -> IndexState:
-        return cls(vectors, LexicalIndex.from_state(state["lexical"]),
-                   SlotTable.from_state(state["slots"]),
-                   ChangeCursor.from_state(state["cursor"], time.monotonic()), state["dead"])
+    def _of(cls, vectors: VectorIndex, state: Saved) -> IndexState:
+        """The state ``state`` holds, checked to agree with itself: as many slots in the
+        table, the words and the vectors, and the same ones live, of the same projects, in the
+        table and the words (each part checks its own arrays)."""
+        slots = SlotTable.from_saved(state.part("slots"))
+        lexical = LexicalIndex.from_saved(state.part("lexical"))
+        if not len(slots.ids) == lexical.size == vectors.size:
+            raise ValueError(f"snapshot slots disagree: {len(slots.ids)} in the table, "
+                             f"{lexical.size} in the words, {vectors.size} vectors")
+        documents, projects = lexical.documents()
+        live = slots.live_slots()
+        if not (np.array_equal(live, documents)
+                and np.array_equal(slots.column("project")[live], projects)):
+            raise ValueError("snapshot slots disagree on which are live, or their projects")
+        dead = state.integer("dead")
+        if dead < 0:
+            raise ValueError("snapshot counts fewer than no dead slots")
+        return cls(vectors, lexical, slots,
+                   ChangeCursor.from_saved(state.part("cursor"), time.monotonic()), dead)
 
 
 def _moment(milliseconds: int) -> datetime:

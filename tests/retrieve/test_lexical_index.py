@@ -3,12 +3,15 @@ scoring (every allowed slot, or a few given ones) agreeing, before and after com
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import random
 
 import numpy as np
 
 from app.index.lexical import K1, B, LexicalIndex, tokenize
+from app.index.saved import Saved
 
 WORDS = ("apple", "banana", "cherry", "ferry", "harbour", "lisbon", "tokyo", "piano", "cello",
          "hiking", "sailing", "ramen", "paella", "climbing", "novel", "garden")
@@ -76,3 +79,46 @@ def test_scoring_a_few_slots_agrees_after_compaction() -> None:
     slots = np.arange(size - 1, -1, -3, dtype=np.int64)  # any order, as fusion asks
     assert np.allclose(compacted.scores_at(2, query, slots), every[slots], rtol=1e-6)
     assert every.any()
+
+
+def read_back(index: LexicalIndex) -> LexicalIndex:
+    """The index through a snapshot's files: its arrays through ``.npz``, the rest JSON."""
+    saved = index.saved()
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=False, **saved.arrays)
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    return LexicalIndex.from_saved(Saved(json.loads(json.dumps(saved.values)), arrays))
+
+
+def test_read_back_from_a_snapshot_it_scores_and_counts_on_the_same() -> None:
+    """Each document's terms and the per-project statistics are not stored but made again
+    on load: the scores agree, and so they do after more documents come and go (what
+    ``remove`` counts down must be what ``add`` counted)."""
+    texts = corpus(4, 250)
+    index = LexicalIndex()
+    for slot, (project, text) in enumerate(texts[:200]):
+        index.add(slot, project, text)
+    for slot in range(0, 200, 6):
+        index.remove(slot)
+    loaded = read_back(index)
+    queries = ("Sailing to Lisbon on the ferry", "ramen paella tokyo", "a cello in the garden")
+
+    def agree() -> None:
+        allowed = np.ones(250, dtype=bool)
+        for project in (1, 2):
+            for query in queries:
+                assert np.array_equal(loaded.scores(project, query, allowed),
+                                      index.scores(project, query, allowed))
+    agree()
+    for both in (index, loaded):
+        for slot in range(1, 200, 5):
+            both.remove(slot)
+        for slot, (project, text) in enumerate(texts[200:], 200):
+            both.add(slot, project, text)
+    agree()
+    for ours, theirs in zip(read_back(loaded).documents(), index.documents(), strict=True):
+        assert np.array_equal(ours, theirs)
+    empty = read_back(LexicalIndex())
+    assert empty.scores(1, "ferry", np.ones(3, dtype=bool)).tolist() == [0.0] * 3

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -145,43 +144,6 @@ async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
                 searches(restarted, project, query, "memory topic 3")) == before
     finally:
         await restarted.aclose(save=False)
-        await fresh.aclose(save=False)
-
-
-@pytest.mark.parametrize("damage", ["state", "meta", "vectors", "shape"])
-async def test_a_damaged_snapshot_is_rebuilt_not_fatal(database: Database, project: uuid.UUID,
-                                                       tmp_path: Path, damage: str) -> None:
-    """The snapshot is owner-only (it holds every memory's words and vectors); one that
-    cannot be read, or reads as something else, is rebuilt from Postgres at start."""
-    rng = np.random.default_rng(11)
-    settings = SearchSettings(poll_interval_s=60)
-    await insert(database, project, "u1", [f"kept memory {i}" for i in range(12)],
-                 unit(rng, 12))
-    folder = tmp_path / "snap"
-    first = MemoryIndex(database, DIM, "test-model", settings, folder)
-    await first.start()
-    await first.aclose()
-    assert folder.stat().st_mode & 0o777 == 0o700
-    assert {f.name: f.stat().st_mode & 0o777 for f in folder.iterdir()} == {
-        "vectors.faiss": 0o600, "state.pickle": 0o600, "meta.json": 0o600}
-    match damage:
-        case "state":
-            (folder / "state.pickle").write_bytes(b"\x80\x05garbage")
-        case "meta":
-            (folder / "meta.json").write_text("{not json")
-        case "vectors":
-            (folder / "vectors.faiss").write_bytes(b"\x00" * 64)
-        case "shape":  # readable, but not an index state
-            (folder / "state.pickle").write_bytes(pickle.dumps({"slots": [], "lexical": 1}))
-    again = MemoryIndex(database, DIM, "test-model", settings, folder)
-    await again.start()
-    fresh = MemoryIndex(database, DIM, "test-model", settings, None)
-    await fresh.start()
-    try:
-        assert state(again, project) == state(fresh, project)
-        assert len(state(again, project)) == 12
-    finally:
-        await again.aclose(save=False)
         await fresh.aclose(save=False)
 
 
