@@ -217,6 +217,9 @@ class Settings(BaseSettings):
         description="Where the embedded database and local state live.",
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: a line for a person at a terminal; json: one JSON "
+        "object per line (ts, level, logger, message, request_id, job_id) for a log pipeline.")
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
