@@ -231,7 +231,9 @@ class Settings(BaseSettings):
 
 
 def offline_model_environment() -> None:
-    """Keep Hugging Face libraries from reaching for the network: models load from disk."""
+    """Keep Hugging Face libraries from reaching for the network (models load from disk) and
+    from drawing progress bars in the log. Read when they are imported: call it first."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
