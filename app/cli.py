@@ -10,16 +10,11 @@ import time
 from collections.abc import Sequence
 
 from app.auth import SCOPES
-from app.config import Settings
+from app.config import Settings, offline_model_environment
+from app.logs import configure_logging
 
 WORKER_APP = "workers.celery_app"
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Alembic announces each plugin at INFO; only migrations that actually run are news.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)
 
 
 def serve(settings: Settings, host: str | None, port: int | None) -> int:
@@ -30,10 +25,17 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    print(f"Anamnesis on http://{display_host}:{port}  (API docs: /docs)", flush=True)
-    print("Create an API key:  anamnesis keys create --project <name>", flush=True)
+    for line in (f"Anamnesis on http://{display_host}:{port}  (API docs: /docs)",
+                 "Create an API key:  anamnesis keys create --project <name>"):
+        if settings.log_format == "json":  # a log pipeline reads every line as JSON
+            logger.info("%s", line)
+        else:
+            print(line, flush=True)
+    # log_config=None: uvicorn's lines go through the service's handler (its format, the
+    # request ids); its own access log is off, it writes the raw path and query string
+    # (the app's ``app.access`` lines name the route template instead).
     uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower(),
-                proxy_headers=True)
+                proxy_headers=True, log_config=None, access_log=False)
     return 0
 
 
@@ -44,6 +46,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     # Imported once here, before the prefork pool forks: each pool process then starts in
     # about a second instead of re-importing torch (12-25 s on a busy 2-core machine).
+    offline_model_environment()
     import sentence_transformers  # noqa: F401
     from celery.bin.celery import celery
     from click.exceptions import Exit
@@ -54,6 +57,8 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     # reverse (``celery -A workers.celery_app worker`` is the same command).
     argv = ["-A", WORKER_APP, "worker", "--loglevel", settings.log_level.upper(), "--queues", QUEUE,
             "--pool", args.pool, "--concurrency", str(args.concurrency)]
+    if settings.log_format == "json":
+        argv.insert(2, "--quiet")  # no plain-text banner among the JSON lines
     if args.beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", "--schedule", str(settings.data_dir / "celerybeat-schedule")]
@@ -250,7 +255,7 @@ def _scopes(value: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
-    _configure_logging(settings)
+    configure_logging(settings)
     if args.command == "serve":
         return serve(settings, args.host, args.port)
     if args.command == "worker":

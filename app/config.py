@@ -223,6 +223,9 @@ class Settings(BaseSettings):
         description="Where the embedded database and local state live.",
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: a line for a person at a terminal; json: one JSON "
+        "object per line (ts, level, logger, message, request_id, job_id) for a log pipeline.")
     db: DatabaseSettings = Field(default_factory=DatabaseSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
@@ -234,7 +237,9 @@ class Settings(BaseSettings):
 
 
 def offline_model_environment() -> None:
-    """Keep Hugging Face libraries from reaching for the network: models load from disk."""
+    """Keep Hugging Face libraries from reaching for the network (models load from disk) and
+    from drawing progress bars in the log. Read when they are imported: call it first."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib.metadata
 import logging
 import os
@@ -162,7 +163,10 @@ class SentenceTransformerEmbedder:
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
             self._queue = asyncio.Queue()
-            self._worker = asyncio.create_task(self._drain(), name="embedder-batcher")
+            # It serves every caller after this one: started in an empty context, its lines
+            # (and the model library's) carry no one request's or job's id (``app.logs``).
+            self._worker = asyncio.create_task(self._drain(), name="embedder-batcher",
+                                               context=contextvars.Context())
         assert self._queue is not None
         future: asyncio.Future[list[list[float]]] = loop.create_future()
         await self._queue.put(_Pending(list(texts), future))

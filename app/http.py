@@ -1,9 +1,10 @@
-"""HTTP edge: request ids, the body size limit, and the one error envelope."""
+"""HTTP edge: request ids, the body size limit, the access log, and the one error envelope."""
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from typing import Any
 
@@ -16,8 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import key_from_headers
 from app.errors import AnamnesisError, Unauthorized
+from app.logs import request_context
 
 logger = logging.getLogger(__name__)
+# One line per request at INFO: method, route template, status, time, request id. Never the
+# path (ids), the query string or the body (what a client sent).
+access_logger = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -56,9 +61,10 @@ class _BodyTooLarge(StarletteHTTPException):
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (the client's ``X-Request-ID`` if sane), turns away a
-    request to the API that carries no key before its body is read (the key itself is
-    checked by the route's dependency), and caps the body.
+    """Gives every request an id (the client's ``X-Request-ID`` if sane), bound for the log
+    (``app.logs``) while the request is served, turns away a request to the API that carries
+    no key before its body is read (the key itself is checked by the route's dependency),
+    caps the body, and writes the access log line.
 
     The cap is checked against ``Content-Length`` up front and against the bytes actually
     received, so a chunked upload cannot slip past it.
@@ -76,6 +82,28 @@ class RequestContextMiddleware:
         supplied = headers.get(REQUEST_ID_HEADER.lower(), "")
         request_id = supplied if _VALID_REQUEST_ID.match(supplied) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        began = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped, the error handler answers
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        with request_context(request_id):
+            try:
+                await self._serve(scope, receive, observed_send, headers, request_id)
+            finally:
+                milliseconds = round((time.perf_counter() - began) * 1000, 1)
+                route = route_template(scope)
+                access_logger.info("%s %s %d %.1f ms", scope["method"], route, status,
+                                   milliseconds, extra={"method": scope["method"],
+                                                        "route": route, "status": status,
+                                                        "duration_ms": milliseconds})
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send,
+                     headers: dict[str, str], request_id: str) -> None:
         if scope["path"].startswith("/v1/"):
             try:
                 key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
@@ -120,6 +148,13 @@ class RequestContextMiddleware:
                 await too_large(scope, receive, send)
 
 
+def route_template(scope: Scope) -> str:
+    """The path template of the route that served the request (``/v1/memories/{memory_id}``),
+    never the path itself (ids, and what a client typed), or ``unmatched``."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
+
+
 def _request_id(request: Request) -> str:
     return getattr(request.state, "request_id", None) or uuid.uuid4().hex
 
@@ -149,8 +184,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error in %s %s", request.method, request.url.path)
-        return envelope(_request_id(request), 500, "internal_error",
+        # Starlette calls this outside the middleware, where the request id is unbound again:
+        # bound here, the traceback's line carries the id the client's envelope names.
+        request_id = _request_id(request)
+        with request_context(request_id):
+            logger.exception("unhandled error in %s %s", request.method,
+                             route_template(request.scope))
+        return envelope(request_id, 500, "internal_error",
                         "internal error; the request id identifies it in the server log")
 
 
@@ -171,6 +211,7 @@ def install_database_error_handler(app: FastAPI) -> None:
                                "the embedding model is being switched; retry shortly")
             refused.headers["Retry-After"] = "1"
             return refused
-        logger.exception("database error in %s %s", request.method, request.url.path)
+        logger.exception("database error in %s %s", request.method,
+                         route_template(request.scope))
         return envelope(_request_id(request), 500, "internal_error",
                         "internal error; the request id identifies it in the server log")

@@ -39,6 +39,7 @@ from app.errors import (
     LLMUnavailable,
 )
 from app.llm_output import describe_errors, parse_output, response_format
+from app.logs import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class OpenAICompatibleClient:
         if max_attempts < 1 or max_output_retries < 0:
             raise ValueError("max_attempts must be >= 1 and max_output_retries >= 0")
         self.base_url = base_url.rstrip("/")
+        # What the log and repr show: a password in the URL (https://user:pass@host) is not.
+        self.endpoint = redact_url(self.base_url)
         self.model = model
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
@@ -186,7 +189,7 @@ class OpenAICompatibleClient:
         )
 
     def __repr__(self) -> str:
-        return f"OpenAICompatibleClient(base_url={self.base_url!r}, model={self.model!r})"
+        return f"OpenAICompatibleClient(base_url={self.endpoint!r}, model={self.model!r})"
 
     @property
     def model_name(self) -> str:
@@ -276,7 +279,7 @@ class OpenAICompatibleClient:
                     rate_limited = response.status_code == 429
                 else:
                     logger.warning("LLM endpoint %s refused a request with HTTP %d",
-                                   self.base_url, response.status_code)
+                                   self.endpoint, response.status_code)
                     raise LLMRequestRejected(
                         f"the LLM endpoint refused the request with HTTP "
                         f"{response.status_code}: {self._error_text(response)}",
@@ -287,10 +290,10 @@ class OpenAICompatibleClient:
                 break
             delay = wait if wait is not None else self._backoff(attempt)
             logger.warning("LLM request %d/%d to %s failed (%s); retrying in %.2f s",
-                           attempt, self.max_attempts, self.base_url, failure, delay)
+                           attempt, self.max_attempts, self.endpoint, failure, delay)
             await asyncio.sleep(delay)
         error = LLMRateLimited if rate_limited else LLMUnavailable
-        logger.warning("LLM endpoint %s failed after %d attempt(s): %s", self.base_url,
+        logger.warning("LLM endpoint %s failed after %d attempt(s): %s", self.endpoint,
                        attempt, failure)
         raise error(
             f"the LLM endpoint failed after {attempt} attempt(s): {failure}",

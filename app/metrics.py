@@ -10,6 +10,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.http import route_template
 from app.resources import Resources
 from app.store.repositories import changes, jobs
 
@@ -89,5 +90,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, counted_send)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe(scope["method"], route, status, time.perf_counter() - began)
+            self.metrics.observe(scope["method"], route_template(scope), status,
+                                 time.perf_counter() - began)

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("store and models", ("app.store", "app.embeddings", "app.llm", "app.llm_output",
                           "app.local_llm", "app.bundled")),
     ("vocabulary", ("app.domain", "app.config", "app.errors", "app.limits", "app.validation",
-                    "app.backoff")),
+                    "app.backoff", "app.logs")),
 ]
 
 

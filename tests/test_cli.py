@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import logging
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,8 +21,17 @@ from app.store.models import Memory
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, clean: None) -> None:
+def cli_env(monkeypatch: pytest.MonkeyPatch, database_url: str, clean: None) -> Iterator[None]:
     monkeypatch.setenv("ANAMNESIS_DB__URL", database_url)
+    # ``main`` sets up the process's logging as it does from a shell: a handler on the
+    # stderr of the moment (the test's capture, closed after it). Undone after each test.
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 async def _run(*argv: str) -> int:

@@ -28,6 +28,7 @@ from app.consolidate import replay
 from app.consolidate.pipeline import Ledger, LostLease, consolidate_episode
 from app.errors import LLMError, LLMUnavailable
 from app.index.maintenance import prune_change_log
+from app.logs import job_context
 from app.resources import Resources
 from app.store.db import Database
 from app.store.models import Job
@@ -49,7 +50,13 @@ class TransientJobError(Exception):
 
 async def run_job(resources: Resources, job_id: uuid.UUID) -> str | None:
     """Runs the job if it can be claimed; returns its final status, or None when it was not
-    this call's to run (finished already, or running elsewhere)."""
+    this call's to run (finished already, or running elsewhere). Lines logged meanwhile carry
+    the job's id (``app.logs``)."""
+    with job_context(str(job_id)):
+        return await _run_job(resources, job_id)
+
+
+async def _run_job(resources: Resources, job_id: uuid.UUID) -> str | None:
     config = resources.settings.consolidation
     database = resources.database
     async with database.session_scope() as session:

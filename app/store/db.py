@@ -152,7 +152,8 @@ class Database:
         timeout, stalling every other project's requests too). Its connections are never
         held while waiting for this pool's, so waits on it always end."""
         engine = create_async_engine(self.url, pool_size=pool_size, max_overflow=0,
-                                     pool_timeout=pool_timeout_s, pool_pre_ping=True)
+                                     pool_timeout=pool_timeout_s, pool_pre_ping=True,
+                                     hide_parameters=True)
         return Database(engine, async_sessionmaker(engine, expire_on_commit=False), self.url,
                         None, self.embedding_identity)
 
@@ -191,7 +192,10 @@ async def open_database(settings: Settings, *, migrate_schema: bool,
                                     identity)
         engine = create_async_engine(
             url, pool_size=settings.db.pool_size, max_overflow=settings.db.max_overflow,
-            pool_timeout=settings.db.pool_timeout_s, pool_pre_ping=True)
+            pool_timeout=settings.db.pool_timeout_s, pool_pre_ping=True,
+            # A failed statement's error (logged with its traceback) shows the SQL but not
+            # the values bound to it: those are messages, memories and queries.
+            hide_parameters=True)
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
