@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Forbidden, Unauthorized
+from app.store.db import Database
 from app.store.repositories import keys as key_repository
+from app.throttle import Throttle
 
 KEY_PREFIX = "anm"
 # What a key may do. read: list, get, search; write: add, change and erase memories, retry
@@ -92,3 +94,20 @@ async def authenticate(session: AsyncSession, plaintext: str, touches: KeyTouche
         await key_repository.touch_key(session, key.id)
     return Caller(project_id=key.project_id, key_id=key.id, request_id=request_id,
                   scopes=frozenset(key.scopes))
+
+
+class Gatekeeper:
+    """Checks a request's key in a short transaction of its own (so the request's body is
+    not read for a caller who may not send one, and no connection is held across it), then
+    counts the request against the key's and the project's rates."""
+
+    def __init__(self, database: Database, touches: KeyTouches, throttle: Throttle) -> None:
+        self.database = database
+        self.touches = touches
+        self.throttle = throttle
+
+    async def admit(self, plaintext: str, request_id: str) -> Caller:
+        async with self.database.session_scope() as session:
+            caller = await authenticate(session, plaintext, self.touches, request_id)
+        await self.throttle.admit(caller.project_id, caller.key_id)
+        return caller

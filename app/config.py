@@ -195,6 +195,23 @@ class SearchSettings(BaseModel):
                                    "go to the index as one batch.")
 
 
+class LimitSettings(BaseModel):
+    """Rate limits and quotas: none unless set (``app.throttle``)."""
+
+    key_requests: int | None = Field(
+        default=None, ge=1, description="Requests one API key may make in any window_s "
+        "seconds; more get 429 with Retry-After. Counted in Redis when ANAMNESIS_REDIS__URL is "
+        "set (every replica together), else per process.")
+    project_requests: int | None = Field(
+        default=None, ge=1, description="Requests all the keys of one project may make in any "
+        "window_s seconds.")
+    window_s: int = Field(default=1, ge=1, le=86400,
+                          description="The moving window the request limits count over.")
+    project_llm_tokens_per_day: int | None = Field(
+        default=None, ge=1, description="LLM tokens a project's consolidation may spend in any "
+        "24 hours; past it, infer=true adds get 429 quota_exceeded (infer=false still works).")
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8420, ge=0, le=65535)
@@ -231,6 +248,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)

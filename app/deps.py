@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import Caller, KeyTouches, authenticate, key_from_headers
+from app.auth import Caller, Gatekeeper
 from app.config import Settings
 from app.embeddings import Embedder
 from app.index.memory_index import MemoryIndex
@@ -18,21 +18,22 @@ from app.resources import Resources
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.store.db import Database
 from app.store.graph.base import GraphStore
+from app.throttle import Throttle
 
 
 @dataclass(kw_only=True)
 class ApiResources(Resources):
     """What the lifespan opens (``open_resources``) and what only the API needs on top."""
 
-    key_touches: KeyTouches
+    gate: Gatekeeper
     queue: JobQueue
     queries: QueryEmbeddings
 
     @classmethod
-    def of(cls, core: Resources, *, key_touches: KeyTouches, queue: JobQueue,
+    def of(cls, core: Resources, *, gate: Gatekeeper, queue: JobQueue,
            queries: QueryEmbeddings) -> ApiResources:
         opened = {field.name: getattr(core, field.name) for field in fields(core)}
-        return cls(**opened, key_touches=key_touches, queue=queue, queries=queries)
+        return cls(**opened, gate=gate, queue=queue, queries=queries)
 
 
 def get_resources(request: Request) -> ApiResources:
@@ -74,6 +75,13 @@ GraphDep = Annotated[GraphStore, Depends(get_graph)]
 
 
 
+def get_throttle(resources: ResourcesDep) -> Throttle:
+    return resources.gate.throttle
+
+
+ThrottleDep = Annotated[Throttle, Depends(get_throttle)]
+
+
 def get_index(resources: ResourcesDep) -> MemoryIndex | None:
     return resources.search_index.current
 
@@ -110,15 +118,10 @@ def get_request_id(request: Request) -> str:
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 
-async def get_key(
-    session: SessionDep,
-    resources: ResourcesDep,
-    request_id: RequestIdDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Caller:
-    plaintext = key_from_headers(authorization, x_api_key)
-    return await authenticate(session, plaintext, resources.key_touches, request_id)
+def get_key(request: Request) -> Caller:
+    """The caller the HTTP edge admitted (``Gatekeeper``, before the body was read)."""
+    caller: Caller = request.state.caller
+    return caller
 
 
 def get_caller(caller: Annotated[Caller, Depends(get_key)]) -> Caller:

@@ -45,6 +45,19 @@ class PayloadTooLarge(AnamnesisError):
     code = "payload_too_large"
 
 
+class RateLimited(AnamnesisError):
+    """Too many requests, or a quota spent: try again after ``retry_after_s``."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after_s: float, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+        if code is not None:
+            self.code = code
+
+
 class ValidationFailed(AnamnesisError):
     status_code = 422
     code = "validation_error"

@@ -15,9 +15,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import key_from_headers
-from app.errors import AnamnesisError, Unauthorized
+from app.auth import Gatekeeper, key_from_headers
+from app.errors import AnamnesisError
 from app.logs import request_context
+from app.throttle import retry_after
 
 logger = logging.getLogger(__name__)
 # One line per request at INFO: method, route template, status, time, request id. Never the
@@ -46,12 +47,22 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                                 (403, "The key's scopes do not allow this"),
                                 (404, "Not found in the key's project"),
                                 (409, "Conflict"), (413, "Body too large"),
+                                (429, "Too many requests, or a quota spent: see Retry-After"),
                                 (422, "Invalid request"), (503, "Unavailable, retry"))}
 
 
 def envelope(request_id: str, status: int, code: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail, "request_id": request_id},
                         status_code=status, headers={REQUEST_ID_HEADER: request_id})
+
+
+def error_response(request_id: str, exc: AnamnesisError) -> JSONResponse:
+    """The envelope of a domain error, with ``Retry-After`` when it names a wait."""
+    response = envelope(request_id, exc.status_code, exc.code, exc.detail)
+    wait = getattr(exc, "retry_after_s", None)
+    if wait is not None:
+        response.headers["Retry-After"] = retry_after(wait)
+    return response
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -62,9 +73,9 @@ class _BodyTooLarge(StarletteHTTPException):
 
 class RequestContextMiddleware:
     """Gives every request an id (the client's ``X-Request-ID`` if sane), bound for the log
-    (``app.logs``) while the request is served, turns away a request to the API that carries
-    no key before its body is read (the key itself is checked by the route's dependency),
-    caps the body, and writes the access log line.
+    (``app.logs``) while the request is served, checks a request to the API's key and rates
+    before its body is read (a 401 or 429 costs no parsing), caps the body, and writes the
+    access log line.
 
     The cap is checked against ``Content-Length`` up front and against the bytes actually
     received, so a chunked upload cannot slip past it.
@@ -102,14 +113,31 @@ class RequestContextMiddleware:
                                                         "route": route, "status": status,
                                                         "duration_ms": milliseconds})
 
+    @staticmethod
+    async def _admit(scope: Scope, headers: dict[str, str],
+                     request_id: str) -> JSONResponse | None:
+        """The key checked and counted against its rates (``Gatekeeper``) before the body is
+        read: the caller for the route's dependencies, or the answer refusing it."""
+        from sqlalchemy.exc import DBAPIError
+
+        gate: Gatekeeper = scope["app"].state.resources.gate
+        try:
+            plaintext = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
+            scope["state"]["caller"] = await gate.admit(plaintext, request_id)
+        except AnamnesisError as exc:
+            return error_response(request_id, exc)
+        except DBAPIError as exc:
+            logger.warning("database unavailable checking a key: %s", exc.__class__.__name__)
+            return envelope(request_id, 503, "unavailable",
+                            "the database is unavailable; retry shortly")
+        return None
+
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      headers: dict[str, str], request_id: str) -> None:
         if scope["path"].startswith("/v1/"):
-            try:
-                key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-            except Unauthorized as exc:
-                await envelope(request_id, exc.status_code, exc.code, exc.detail)(
-                    scope, receive, send)
+            refused = await self._admit(scope, headers, request_id)
+            if refused is not None:
+                await refused(scope, receive, send)
                 return
         too_large = envelope(request_id, 413, "payload_too_large",
                              f"request body larger than {self.max_body_bytes} bytes")
@@ -167,7 +195,7 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AnamnesisError)
     async def domain_error(request: Request, exc: AnamnesisError) -> JSONResponse:
-        return envelope(_request_id(request), exc.status_code, exc.code, exc.detail)
+        return error_response(_request_id(request), exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

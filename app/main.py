@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.auth import KeyTouches
+from app.auth import Gatekeeper, KeyTouches
 from app.config import Settings
 from app.deps import ApiResources, ResourcesDep
 from app.embeddings import Embedder
@@ -35,6 +35,7 @@ from app.projects.router import router as projects_router
 from app.resources import Resources, open_resources
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
+from app.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 index="serve"))
             queue = build_queue(core)
             stack.push_async_callback(queue.aclose)
+            throttle = Throttle(settings.limits, settings.redis.url)
+            stack.push_async_callback(throttle.aclose)
+            gate = Gatekeeper(core.database, KeyTouches(settings.api.key_touch_interval_s),
+                              throttle)
             app.state.resources = ApiResources.of(
-                core, key_touches=KeyTouches(settings.api.key_touch_interval_s), queue=queue,
+                core, gate=gate, queue=queue,
                 queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size))
             yield
 

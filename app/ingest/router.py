@@ -11,6 +11,7 @@ from app.deps import (
     QueueDep,
     SessionDep,
     SettingsDep,
+    ThrottleDep,
     WriterDep,
 )
 from app.ingest import service
@@ -27,13 +28,14 @@ router = APIRouter(prefix="/v1/memories", tags=["memories"])
                         200: {"model": JobRead}})
 async def add_memories(
     body: MemoryCreate, session: SessionDep, embedder: EmbedderDep, queue: QueueDep,
-    database: DatabaseDep, settings: SettingsDep, caller: WriterDep,
+    database: DatabaseDep, settings: SettingsDep, throttle: ThrottleDep, caller: WriterDep,
     idempotency_key: Annotated[OptionalStorableStr, Header(max_length=255)] = None,
 ) -> Any:
     """Store messages. ``infer=true`` (default): kept as an episode and consolidated by the
     LLM in the background (202 with a job id; with ``wait``, 200 and the finished job).
     ``infer=false``: each non-empty message becomes one memory as it stands (201)."""
-    outcome = await service.add(session, embedder, queue, caller, body, idempotency_key)
+    outcome = await service.add(session, embedder, queue, throttle, caller, body,
+                                idempotency_key)
     match outcome:
         case service.Stored(response):
             return JSONResponse(response.model_dump(mode="json"), status_code=201)

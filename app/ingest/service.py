@@ -36,6 +36,7 @@ from app.store.repositories import memories as repository
 from app.store.repositories.episodes import SourceLink
 from app.store.repositories.history import EventRecord
 from app.store.repositories.memories import NewMemory
+from app.throttle import Throttle
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ AddOutcome = Stored | Accepted | Replayed
 
 
 
-async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller: Caller,
-              body: MemoryCreate, header_key: str | None) -> AddOutcome:
+async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, throttle: Throttle,
+              caller: Caller, body: MemoryCreate, header_key: str | None) -> AddOutcome:
     """Stores what ``body`` asks for in the caller's transaction; a retried idempotent
-    request changes nothing and gets the first answer back."""
+    request changes nothing and gets the first answer back. A new ``infer=true`` episode
+    waits while the project's daily LLM tokens are spent (429)."""
     key = _idempotency_key(body, header_key)
     if key is not None:
         previous = await idempotency.claim(session, caller.project_id, key, _request_hash(body))
@@ -87,6 +89,7 @@ async def add(session: AsyncSession, embedder: Embedder, queue: JobQueue, caller
             return Replayed(previous.status_code or 200, previous.response)
     outcome: Stored | Accepted
     if body.infer:
+        await throttle.spend_tokens(session, caller.project_id)
         outcome = Accepted(await _add_episode(session, embedder, queue, caller, body, key))
         status, answer = 202, outcome.job.model_dump(mode="json")
     else:

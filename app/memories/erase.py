@@ -32,7 +32,7 @@ async def erase_memory(database: Database, graph: GraphStore, index: MemoryIndex
     async with database.session_scope() as session:
         if not await repository.exists_any(session, caller.project_id, memory_id):
             raise NotFound(f"memory {memory_id} not found")
-    held = _held(index, [memory_id])
+    held = await _held(index, [memory_id])
     graphed = await graph.detach_memories(caller.project_id, [memory_id])
     async with database.session_scope() as session:
         rows = await erasure.erase_memories(session, caller.project_id, [memory_id])
@@ -49,7 +49,7 @@ async def erase_scope(database: Database, graph: GraphStore, index: MemoryIndex 
     before = await graph.delete_scope(where)
     async with database.session_scope() as session:
         ids = await erasure.memories_in_scope(session, caller.project_id, scope)
-        held = _held(index, ids)
+        held = await _held(index, ids)
         rows = await erasure.erase_memories(session, caller.project_id, ids, copies=False)
         rows.add(await erasure.erase_episodes(session, caller.project_id, scope))
     # Again: a consolidation of the scope that was writing its graph meanwhile.
@@ -58,9 +58,13 @@ async def erase_scope(database: Database, graph: GraphStore, index: MemoryIndex 
     return _receipt(rows, graphed, await _dropped(index, held))
 
 
-def _held(index: MemoryIndex | None, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-    """Those of ``ids`` this server's index holds now."""
-    return [] if index is None else index.holding(ids)
+async def _held(index: MemoryIndex | None, ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Those of ``ids`` this server's index holds, once it has read every change committed
+    before now."""
+    if index is None or not ids:
+        return []
+    await index.refresh(time.monotonic())
+    return index.holding(ids)
 
 
 async def _dropped(index: MemoryIndex | None, held: Sequence[uuid.UUID]) -> int:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -186,3 +186,15 @@ async def totals(session: AsyncSession) -> JobTotals:
     by_status |= {status: int(count) for status, count, *_ in rows}
     sums = [sum(int(row[i]) for row in rows) for i in range(2, 7)]
     return JobTotals(by_status, *sums)
+
+
+async def tokens_since(session: AsyncSession, project_id: uuid.UUID,
+                       within: timedelta) -> tuple[int, datetime | None]:
+    """LLM tokens the project's jobs created in the last ``within`` spent, and when the
+    oldest of those jobs was created."""
+    row = (await session.execute(sa.select(
+        sa.func.coalesce(sa.func.sum(Job.prompt_tokens + Job.completion_tokens), 0),
+        sa.func.min(Job.created_at),
+    ).where(Job.project_id == project_id,
+            Job.created_at > sa.func.now() - within))).one()
+    return int(row[0]), row[1]
