@@ -51,6 +51,12 @@ class EmbeddingSettings(BaseModel):
         default=384, ge=8, le=16000, description="Vector size of new databases; checked at start."
     )
     device: str = Field(default="cpu", description="cpu, cuda, or auto")
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="auto: ONNX Runtime on the CPU (an export of the same weights, made once "
+        "into <data_dir>/models/onnx and checked against torch), torch on a GPU or where the "
+        "export cannot be made; onnx: that or fail; torch: sentence-transformers on torch.",
+    )
     batch_size: int = Field(default=64, ge=1, le=4096)
     threads: int | None = Field(
         default=None, ge=1, le=256,

@@ -116,6 +116,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return {"status": "ready", "database": "ok",
                 "embedding_model": resources.embedder.model_name,
-                "embedding_dimension": resources.embedder.dimension}
+                "embedding_dimension": resources.embedder.dimension,
+                "embedding_backend": resources.embedder.backend}
 
     return app

@@ -103,9 +103,15 @@ async def database_url(database_factory: Callable[[str], Awaitable[str]]) -> str
 
 
 @pytest.fixture(scope="session")
-def embedder(tmp_path_factory: pytest.TempPathFactory) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder.load(EmbeddingSettings(),
-                                            tmp_path_factory.mktemp("models"))
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's embedder keeps its ONNX export (made once, by ``embedder``)."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def embedder(models_dir: Path) -> SentenceTransformerEmbedder:
+    """The default: the bundled MiniLM on the default backend (``auto``: ONNX Runtime)."""
+    return SentenceTransformerEmbedder.load(EmbeddingSettings(), models_dir)
 
 
 @pytest.fixture(scope="session")
@@ -236,7 +242,7 @@ def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
     """The real app under uvicorn on a localhost port, in its own thread and event loop."""
     port = _free_port()
     # Its own batcher (event loop), the same loaded model.
-    shared = SentenceTransformerEmbedder(model=embedder.model, model_name=embedder.model_name)
+    shared = SentenceTransformerEmbedder(encoder=embedder.encoder, model_name=embedder.model_name)
     config = uvicorn.Config(create_app(settings, embedder=shared), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

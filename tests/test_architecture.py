@@ -22,8 +22,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("consolidate", ("app.consolidate",)),
     ("resources", ("app.resources",)),
     ("index", ("app.index",)),
-    ("store and models", ("app.store", "app.embeddings", "app.llm", "app.llm_output",
-                          "app.local_llm", "app.bundled")),
+    ("store and models", ("app.store", "app.embeddings", "app.embeddings_onnx",
+                          "app.embeddings_torch", "app.llm", "app.llm_output", "app.local_llm",
+                          "app.bundled")),
     ("vocabulary", ("app.domain", "app.config", "app.errors", "app.limits", "app.validation",
                     "app.backoff", "app.logs")),
 ]

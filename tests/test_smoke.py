@@ -8,6 +8,7 @@ async def test_health_and_ready(anonymous: httpx.AsyncClient) -> None:
     assert ready.json()["embedding_dimension"] == 384
     # the model by its name: no path of the server's disk in a response
     assert ready.json()["embedding_model"] == "all-MiniLM-L6-v2"
+    assert ready.json()["embedding_backend"] == "onnx"  # auto, on a CPU
 
 
 async def test_add_then_search(client: httpx.AsyncClient) -> None:

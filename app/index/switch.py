@@ -39,6 +39,10 @@ class SwitchingEmbedder:
     def dimension(self) -> int:
         return self.current.dimension
 
+    @property
+    def backend(self) -> str:
+        return self.current.backend
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await self.current.embed(texts)
 
