@@ -199,6 +199,9 @@ class SearchSettings(BaseModel):
     batch_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
                                    description="Concurrent ANN searches within this window "
                                    "go to the index as one batch.")
+    embed_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
+                                   description="Queries to embed arriving within this window "
+                                   "share one forward pass; 0: each goes at once.")
 
 
 class LimitSettings(BaseModel):

@@ -71,7 +71,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                               throttle)
             app.state.resources = ApiResources.of(
                 core, gate=gate, queue=queue,
-                queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size))
+                queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size,
+                                        settings.search.embed_window_ms / 1000))
             yield
 
     app = FastAPI(
