@@ -6,8 +6,10 @@ full-text), then the server is restarted on the same data with each ``--index`` 
 searched (sequential and concurrent, plain and filtered; the server's RSS; the server's own
 steps, the query embedding among them, from ``Server-Timing``; time from add to searchable).
 A last restart times the memory index's load from its snapshot (``index_ready``, from the
-server log: each start's source, seconds, memories). ``side_by_side`` puts the two
-configurations' medians next to each other.
+server log: each start's source, seconds, memories). With ``--embedding-backend`` given twice
+(``onnx``, ``torch``) every index runs on each backend in turn, on the same data, so the
+query embedding's two backends are compared in one run. ``side_by_side`` puts the two
+indexes' medians (or, with two backends, the two backends' per index) next to each other.
 Prints JSON on stdout.
 """
 
@@ -16,9 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import re
 import time
 from typing import Any
+
+import httpx
 
 from bench.http_load import parse_args as http_load_args
 from bench.http_load import run_size
@@ -39,14 +44,18 @@ VARIANTS = ("sequential", "concurrent", "concurrent_wide", "filtered_sequential"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = list(argv or [])
-    indexes = []
+    indexes: list[str] = []
+    backends: list[str] = []
     rest = []
     iterator = iter(argv)
     for item in iterator:
-        if item == "--index":
-            indexes.append(next(iterator))
-        elif item.startswith("--index="):
-            indexes.append(item.split("=", 1)[1])
+        for flag, into in (("--index", indexes), ("--embedding-backend", backends)):
+            if item == flag:
+                into.append(next(iterator))
+                break
+            if item.startswith(flag + "="):
+                into.append(item.split("=", 1)[1])
+                break
         else:
             rest.append(item)
     args = http_load_args(rest)
@@ -56,7 +65,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.indexes = indexes or ["memory", "postgres"]
     if any(index not in ("memory", "postgres") for index in args.indexes):
         raise SystemExit("--index is memory or postgres")
+    if any(backend not in ("auto", "onnx", "torch") for backend in backends):
+        raise SystemExit("--embedding-backend is auto, onnx or torch")
+    args.backends = backends
     return args
+
+
+def configurations(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    """(name, index, embedding backend) in the order they run; named by the index alone
+    unless several backends are compared."""
+    backends: list[str | None] = list(args.backends) or [None]
+    return [(index if len(backends) == 1 else f"{index}/{backend}", index, backend)
+            for backend in backends for index in args.indexes]
 
 
 def index_lines(log: str) -> list[dict[str, Any]]:
@@ -67,23 +87,25 @@ def index_lines(log: str) -> list[dict[str, Any]]:
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Loads every size once, through a server on the first ``--index``; then, for each
     index, restarts the server on the same data with that index and searches."""
-    first = args.indexes[0]
-    server = ManagedServer(args.startup_timeout, args.keep_data,
-                           env={"ANAMNESIS_SEARCH__INDEX": first},
-                           query_cache=args.query_cache)
+    server = ManagedServer(args.startup_timeout, args.keep_data, query_cache=args.query_cache)
     results: dict[str, Any] = {}
     keys: list[str] = []
     tags = [f"s{number}" for number in range(len(args.n))]
     try:
-        for position, index in enumerate(args.indexes):
+        for position, (name, index, backend) in enumerate(configurations(args)):
             server.env["ANAMNESIS_SEARCH__INDEX"] = index
+            if backend is not None:
+                server.env["ANAMNESIS_EMBEDDING__BACKEND"] = backend
             if position == 0:
                 server.start()
             else:
-                progress(f"{index}: restarting on the same data")
+                progress(f"{name}: restarting on the same data")
                 server.restart()
             args.base_url = server.base_url
-            result: dict[str, Any] = {"index": index, "startup_s": server.startup_s,
+            ready = httpx.get(f"{server.base_url}/ready", timeout=10).json()
+            result: dict[str, Any] = {"index": index,
+                                      "embedding_backend": ready.get("embedding_backend"),
+                                      "startup_s": server.startup_s,
                                       "rss_mb_at_ready": rss_mb(server.pid), "runs": []}
             for number, n in enumerate(args.n):
                 if position == 0:
@@ -91,33 +113,47 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 result["runs"].append(asyncio.run(run_size(
                     n, keys[number], args, server.pid, trust_env=False,
                     seed=args.seed + 1000 * number, tag=tags[number], loaded=position > 0)))
-            results[index] = result
+            results[name] = result
         progress("restarting once more to time the memory index's load from its snapshot")
         server.env["ANAMNESIS_SEARCH__INDEX"] = "memory"
+        first_backend = configurations(args)[0][2]
+        if first_backend is not None:  # and a start with the ONNX export already made
+            server.env["ANAMNESIS_EMBEDDING__BACKEND"] = first_backend
         server.restart()
         results["index_ready"] = index_lines(server.log_tail(10_000_000))
         results["restart_startup_s"] = server.startup_s
+        results["restart_rss_mb_at_ready"] = rss_mb(server.pid)
     finally:
         server.stop()
         args.base_url = None
     return results
 
 
-def side_by_side(results: dict[str, Any]) -> list[dict[str, Any]]:
+def side_by_side(results: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The memory index beside pgvector; with two backends, the first beside the second on
+    each index."""
+    if len(args.backends) >= 2:
+        first, second = args.backends[:2]
+        pairs = [(f"{index}/{first}", f"{index}/{second}", first, second, index)
+                 for index in args.indexes]
+    else:
+        pairs = [("memory", "postgres", "memory", "postgres", None)]
     rows: list[dict[str, Any]] = []
-    if not {"memory", "postgres"} <= set(results):
-        return rows
-    for ours, theirs in zip(results["memory"]["runs"], results["postgres"]["runs"],
-                            strict=True):
-        for variant in VARIANTS:
-            a, b = ours["search"][variant], theirs["search"][variant]
-            rows.append({
-                "n": ours["n"], "variant": variant,
-                "memory_p50_ms": a["p50_ms"], "postgres_p50_ms": b["p50_ms"],
-                "memory_p95_ms": a["p95_ms"], "postgres_p95_ms": b["p95_ms"],
-                "memory_qps": a["qps"], "postgres_qps": b["qps"],
-                "p50_ratio_memory_over_postgres": round(a["p50_ms"] / b["p50_ms"], 3)
-                if a["p50_ms"] and b["p50_ms"] else None})
+    for left, right, a_name, b_name, index in pairs:
+        if not {left, right} <= set(results):
+            continue
+        for ours, theirs in zip(results[left]["runs"], results[right]["runs"], strict=True):
+            for variant in VARIANTS:
+                a, b = ours["search"][variant], theirs["search"][variant]
+                rows.append({
+                    **({"index": index} if index else {}), "n": ours["n"], "variant": variant,
+                    f"{a_name}_p50_ms": a["p50_ms"], f"{b_name}_p50_ms": b["p50_ms"],
+                    f"{a_name}_p95_ms": a["p95_ms"], f"{b_name}_p95_ms": b["p95_ms"],
+                    f"{a_name}_qps": a["qps"], f"{b_name}_qps": b["qps"],
+                    f"{a_name}_embed_p50_ms": a.get("server_steps_p50_ms", {}).get("embed"),
+                    f"{b_name}_embed_p50_ms": b.get("server_steps_p50_ms", {}).get("embed"),
+                    f"p50_ratio_{a_name}_over_{b_name}": round(a["p50_ms"] / b["p50_ms"], 3)
+                    if a["p50_ms"] and b["p50_ms"] else None})
     return rows
 
 
@@ -131,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "latency",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "config": {"sizes": args.n, "indexes": args.indexes, "batch": args.batch,
+        "config": {"sizes": args.n, "indexes": args.indexes,
+                   "embedding_backends": args.backends or None,
+                   "embed_window_ms": os.environ.get("ANAMNESIS_SEARCH__EMBED_WINDOW_MS"),
+                   "batch": args.batch,
                    "queries": args.queries, "concurrency": args.concurrency,
                    "wide_concurrency": args.wide_concurrency,
                    "load_concurrency": args.load_concurrency, "seed": args.seed, "top_k": 10,
@@ -141,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     measured = measure(args)
     report["index_ready"] = measured.pop("index_ready")
     report["restart_startup_s"] = measured.pop("restart_startup_s")
+    report["restart_rss_mb_at_ready"] = measured.pop("restart_rss_mb_at_ready")
     report["indexes"] = measured
-    report["side_by_side"] = side_by_side(measured)
+    report["side_by_side"] = side_by_side(measured, args)
     report["duration_s"] = round(time.perf_counter() - started, 1)
     emit_report(report, args.out)
     return 0

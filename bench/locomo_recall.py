@@ -61,6 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="embedding model(s) to measure, each on its own server "
                         "(repeatable): all-MiniLM-L6-v2 (the default), all-mpnet-base-v2, or "
                         "a model folder with its dimension")
+    parser.add_argument("--embedding-backend", action="append", dest="backends",
+                        choices=["auto", "onnx", "torch"],
+                        help="run each configuration on these embedding backends in turn "
+                        "(repeatable; default the server's): the same model's vectors on ONNX "
+                        "Runtime and torch, side by side")
     parser.add_argument("--conversations", type=int, default=None,
                         help="only the first N conversations")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE")
@@ -75,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.indexes = ["given"] if args.base_url else (args.index or ["memory", "postgres"])
     args.post = args.post or ["session", "message"]
     args.embedder = args.embedder or [DEFAULT_MODEL]
+    args.backends = args.backends or [None]
     return args
 
 
@@ -192,14 +198,17 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"data": str(args.data), "conversations": [s["sample_id"] for s in samples],
                    "questions": sum(1 for s in samples for q in s["qa"]
                                     if q.get("category") in CATEGORIES and q.get("evidence")),
-                   "ks": KS, "posts": args.post, "server_env": args.server_env},
+                   "ks": KS, "posts": args.post, "server_env": args.server_env,
+                   "embedding_backends": [b for b in args.backends if b]},
         "reference_recall@10_any": REFERENCE,
         "indexes": {},
     }
-    configurations = [(index, None) for index in args.indexes] if args.base_url else [
-        (index, model) for model in args.embedder for index in args.indexes]
-    for index, model in configurations:
+    configurations = [(index, None, None) for index in args.indexes] if args.base_url else [
+        (index, model, backend) for model in args.embedder for backend in args.backends
+        for index in args.indexes]
+    for index, model, backend in configurations:
         began = time.perf_counter()
+        ran_on = None
         if index == "given":
             result = asyncio.run(measure(args.base_url, args.api_key, samples, True,
                                          args.post))
@@ -211,14 +220,19 @@ def main(argv: list[str] | None = None) -> int:
                 env["ANAMNESIS_EMBEDDING__MODEL"] = name
                 env["ANAMNESIS_EMBEDDING__DIMENSION"] = dimension or str(DIMENSIONS[name])
                 index = f"{index}+{model_identity(name)}"
+            if backend is not None:
+                env["ANAMNESIS_EMBEDDING__BACKEND"] = backend
+                index = f"{index}/{backend}"
             server = ManagedServer(args.startup_timeout, args.keep_data, env=env)
             try:
                 server.start()
+                ran_on = httpx.get(f"{server.base_url}/ready", timeout=10).json().get(
+                    "embedding_backend")
                 key = server.create_key(f"locomo-{index}")
                 result = asyncio.run(measure(server.base_url, key, samples, False, args.post))
             finally:
                 server.stop()
-        report["indexes"][index] = {"posts": result,
+        report["indexes"][index] = {"posts": result, "embedding_backend": ran_on,
                                     "duration_s": round(time.perf_counter() - began, 1)}
     report["summary_recall@10_any"] = {
         index: {post: {ranking: r["rankings"][ranking]["overall"]["recall@10"]["any"]
