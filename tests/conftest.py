@@ -104,8 +104,9 @@ async def database_url(database_factory: Callable[[str], Awaitable[str]]) -> str
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the session's embedder keeps its ONNX export (made once, by ``embedder``)."""
-    return tmp_path_factory.mktemp("models")
+    """Where the session's embedder keeps its ONNX export (made once, by ``embedder``): the
+    models folder of a data directory, as the service lays it out."""
+    return tmp_path_factory.mktemp("data") / "models"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from app import embeddings, embeddings_onnx
 from app.bundled import BundledModelError
-from app.config import EmbeddingSettings
+from app.config import EmbeddingSettings, Settings
 from app.embeddings import (
     MINILM,
     MPNET,
@@ -23,6 +23,7 @@ from app.embeddings import (
     model_identity,
 )
 from app.embeddings_onnx import MIN_COSINE, OnnxUnavailable, export_folder, load_onnx_encoder
+from app.resources import load_embedder
 
 # Queries, a note, an empty text, non-ASCII, and one past the model's 256-token limit.
 TEXTS = ["What does Maria like to eat?", "Dana moved from Lisbon to Oslo in March 2023.", "",
@@ -89,6 +90,19 @@ async def test_an_export_whose_vectors_differ_is_never_used(
     assert (fallback.backend, fallback.model_name) == ("torch", MINILM)
 
 
+async def test_every_process_embeds_on_onnx_through_load_embedder(
+        embedder: SentenceTransformerEmbedder, models_dir: Path) -> None:
+    """``load_embedder`` is what the API, the CLI (``reindex``) and each Celery worker load
+    their model through (``app.resources``), for queries and ingestion alike: on a CPU it
+    gives the ONNX backend, from the export already made in the data directory."""
+    loaded = await load_embedder(Settings(data_dir=models_dir.parent), None)
+    try:
+        assert (loaded.model_name, loaded.backend) == (MINILM, "onnx")
+        assert np.allclose(await loaded.embed(TEXTS), await embedder.embed(TEXTS), atol=1e-6)
+    finally:
+        await loaded.aclose()
+
+
 def test_onnx_runs_on_the_cpu_only(tmp_path: Path) -> None:
     with pytest.raises(OnnxUnavailable, match="CPU"):
         SentenceTransformerEmbedder.load(EmbeddingSettings(backend="onnx", device="cuda"),
@@ -120,6 +134,7 @@ async def test_the_bundled_mpnet_model_loads_by_name(tmp_path: Path) -> None:
     mpnet = SentenceTransformerEmbedder.load(settings, tmp_path)
     try:
         assert (mpnet.model_name, mpnet.dimension) == ("all-mpnet-base-v2", 768)
+        assert mpnet.backend == "onnx"  # its export, too, gives torch's vectors
         assert (tmp_path / MPNET / ".complete").is_file()
         assert not list(tmp_path.glob("*.zip"))  # unpacked, the archive is not kept
         moved, relocated, peanuts = await mpnet.embed([
