@@ -9,8 +9,9 @@ it is kept, its vectors are compared with torch's on ``PROBES`` (one at a time a
 one batch, past the length limit included); the lowest cosine is written into the manifest,
 and an export under ``MIN_COSINE`` is never used. That check is what lets both backends record
 the same model identity (``embedding_space``): vectors of either are the same vectors, so a
-database never holds two kinds under one name. Later starts load the export and the tokenizer
-only, without torch.
+database never holds two kinds under one name. The export runs in a child process (torch is
+needed only there), and later starts load the export and the tokenizer only: a process
+embedding on ONNX Runtime never imports torch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -150,11 +153,29 @@ def open_export(target: Path, manifest: dict[str, Any], threads: int) -> OnnxEnc
 
 
 def _export(folder: str, target: Path, threads: int) -> None:
+    """Runs ``export`` in a child process: torch, needed only to trace the model, then never
+    enters (nor keeps its memory in) the process that serves, and an exporter that crashes
+    takes only the child down."""
+    logger.info("exporting the embedding model in %s to ONNX (once)", folder)
+    started = time.monotonic()
+    # The child imports this package from where this process did, installed or not.
+    path = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+    done = subprocess.run(
+        [sys.executable, "-m", "app.embeddings_onnx", folder, str(target), str(threads)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)},
+        capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not (target / MANIFEST).is_file():
+        said = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise OnnxUnavailable(f"the export failed: {said[-1]}")
+    manifest = json.loads((target / MANIFEST).read_text())
+    logger.info("exported in %.1f s; lowest cosine with torch on the probes %.7f",
+                time.monotonic() - started, manifest["min_cosine"])
+
+
+def export(folder: str, target: Path, threads: int) -> None:
     """Traces the model into a temporary folder beside ``target``, compares its vectors with
     torch's and renames it into place (an export whose vectors differ is kept too, with its
     cosine, so it is not remade at every start)."""
-    logger.info("exporting the embedding model in %s to ONNX (once)", folder)
-    started = time.monotonic()
     model = load_torch_model(folder, "cpu", threads)
     temporary = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
@@ -166,8 +187,6 @@ def _export(folder: str, target: Path, threads: int) -> None:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    logger.info("exported in %.1f s; lowest cosine with torch on the probes %.6f",
-                time.monotonic() - started, manifest["min_cosine"])
 
 
 def _trace(model: Any, into: Path) -> dict[str, Any]:
@@ -226,3 +245,11 @@ def _agreement(reference: TorchEncoder, exported: OnnxEncoder) -> float:
         ours.append(exported.encode([text], 1))
         theirs.append(reference.encode([text], 1))
     return min(float(np.min(np.sum(a * b, axis=1))) for a, b in zip(ours, theirs, strict=True))
+
+
+if __name__ == "__main__":  # the child ``_export`` starts: FOLDER TARGET THREADS
+    try:
+        export(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]))
+    except OnnxUnavailable as exc:  # one line, the reason, for the parent to report
+        print(exc, file=sys.stderr)
+        sys.exit(3)

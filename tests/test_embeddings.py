@@ -103,6 +103,17 @@ async def test_every_process_embeds_on_onnx_through_load_embedder(
         await loaded.aclose()
 
 
+def test_a_failed_export_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    """The export runs in a child process (torch never enters the serving one); when it
+    fails, its last word is the reason given, and no half-made export is left to load."""
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(OnnxUnavailable, match=r"the export failed: .+"):
+        load_onnx_encoder(str(folder), "not-a-model", tmp_path / "models", 1)
+    assert [p.name for p in (tmp_path / "models" / "onnx").iterdir()] == []
+
+
 def test_onnx_runs_on_the_cpu_only(tmp_path: Path) -> None:
     with pytest.raises(OnnxUnavailable, match="CPU"):
         SentenceTransformerEmbedder.load(EmbeddingSettings(backend="onnx", device="cuda"),
