@@ -53,9 +53,9 @@ class EmbeddingSettings(BaseModel):
     device: str = Field(default="cpu", description="cpu, cuda, or auto")
     backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
-        description="auto: ONNX Runtime on the CPU (an export of the same weights, made once "
-        "into <data_dir>/models/onnx and checked against torch), torch on a GPU or where the "
-        "export cannot be made; onnx: that or fail; torch: sentence-transformers on torch.",
+        description="auto: ONNX Runtime when the device is cpu (an export of the same weights, "
+        "made once into <data_dir>/models/onnx and checked against torch), else torch, and "
+        "torch where the export cannot be made; onnx: that or fail; torch: torch.",
     )
     batch_size: int = Field(default=64, ge=1, le=4096)
     threads: int | None = Field(
