@@ -224,8 +224,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def install_database_error_handler(app: FastAPI) -> None:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from app.store.db import model_switched
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Overload, not a bug: every connection stayed busy for db.pool_timeout_s. Answered
+        # here rather than by the catch-all, which lets the exception on to the server
+        # after its 500 (uvicorn then logs it again and closes the connection, failing the
+        # next request a client sends on it, whichever project's it is).
+        logger.warning("no database connection free within the pool timeout in %s %s",
+                       request.method, route_template(request.scope))
+        busy = envelope(_request_id(request), 503, "unavailable",
+                        "the server is busy (no database connection free); retry shortly")
+        busy.headers["Retry-After"] = "1"
+        return busy
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:

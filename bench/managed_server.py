@@ -68,7 +68,12 @@ class ManagedServer:
         self.log_path = self.root / "server.log"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir),
+        # The server runs this checkout's code, as the benchmark does: a virtual environment
+        # with the project installed editable from another checkout would otherwise give
+        # its `anamnesis` script that checkout's `app`.
+        python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path),
+                    "ANAMNESIS_DATA_DIR": str(self.data_dir),
                     **({} if query_cache else {"ANAMNESIS_SEARCH__QUERY_CACHE_SIZE": "0"}),
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None

@@ -302,3 +302,33 @@ async def test_graph_searches_cannot_exhaust_the_pool(
                 for i in range(6)]
             answers = await asyncio.gather(*burst, b.get("/v1/memories"))
     assert [r.status_code for r in answers] == [200] * 7
+
+
+async def test_no_connection_free_within_the_pool_timeout_is_503(
+        settings: Settings, embedder: SentenceTransformerEmbedder,
+        api_key_factory: KeyFactory) -> None:
+    """Overload, not a bug: a request that finds every connection busy for the pool's
+    timeout answers 503 with Retry-After in the one envelope (it was a bare 500, re-raised
+    to the server, which then closed the connection under the client's next request), and
+    the next one goes through once a connection is free."""
+    tight = settings.model_copy(update={
+        "db": settings.db.model_copy(update={"pool_size": 1, "max_overflow": 0,
+                                             "pool_timeout_s": 0.5}),
+        "data_dir": settings.data_dir / "one-connection"})
+    application = create_app(tight, embedder=embedder)
+    key = await api_key_factory("busy")
+    async with application.router.lifespan_context(application):
+        database: Database = application.state.resources.database
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
+                                     base_url="http://test",
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            async with database.engine.connect() as held:  # the pool's only connection
+                await held.exec_driver_sql("SELECT 1")
+                busy = await client.get("/v1/memories", params={"user_id": "alice"})
+            free = await client.get("/v1/memories", params={"user_id": "alice"})
+    assert busy.status_code == 503, busy.text
+    body = busy.json()
+    assert body["error"] == "unavailable"
+    assert busy.headers["retry-after"] == "1"
+    assert busy.headers["x-request-id"] == body["request_id"]
+    assert free.status_code == 200, free.text
