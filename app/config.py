@@ -223,6 +223,10 @@ class ApiSettings(BaseModel):
     )
     metrics: bool = Field(default=True, description="Serve /metrics (Prometheus text, every "
                           "project's aggregates: expose it to operators only).")
+    project_concurrency: int = Field(
+        default=8, ge=1, le=1000, description="Requests of one project this process serves at "
+        "once; more wait their turn, holding no database connection, so one busy project "
+        "cannot starve the others (keep it below db.pool_size + db.max_overflow).")
     idempotency_hours: float = Field(
         default=24.0, gt=0, description="How long the answer to a request sent with an "
         "idempotency key is kept for its retries; the sweep prunes older ones.")

@@ -74,8 +74,8 @@ class _BodyTooLarge(StarletteHTTPException):
 class RequestContextMiddleware:
     """Gives every request an id (the client's ``X-Request-ID`` if sane), bound for the log
     (``app.logs``) while the request is served, checks a request to the API's key and rates
-    before its body is read (a 401 or 429 costs no parsing), caps the body, and writes the
-    access log line.
+    before its body is read (a 401 or 429 costs no parsing), serves it in one of its
+    project's slots (``ProjectSlots``), caps the body, and writes the access log line.
 
     The cap is checked against ``Content-Length`` up front and against the bytes actually
     received, so a chunked upload cannot slip past it.
@@ -119,6 +119,7 @@ class RequestContextMiddleware:
         """The key checked and counted against its rates (``Gatekeeper``) before the body is
         read: the caller for the route's dependencies, or the answer refusing it."""
         from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
 
         gate: Gatekeeper = scope["app"].state.resources.gate
         try:
@@ -126,19 +127,29 @@ class RequestContextMiddleware:
             scope["state"]["caller"] = await gate.admit(plaintext, request_id)
         except AnamnesisError as exc:
             return error_response(request_id, exc)
-        except DBAPIError as exc:
-            logger.warning("database unavailable checking a key: %s", exc.__class__.__name__)
-            return envelope(request_id, 503, "unavailable",
-                            "the database is unavailable; retry shortly")
+        except (DBAPIError, PoolTimeout) as exc:
+            logger.warning("no database to check a key with: %s", exc.__class__.__name__)
+            refused = envelope(request_id, 503, "unavailable",
+                               "the server is busy or its database unavailable; retry shortly")
+            refused.headers["Retry-After"] = "1"
+            return refused
         return None
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      headers: dict[str, str], request_id: str) -> None:
-        if scope["path"].startswith("/v1/"):
-            refused = await self._admit(scope, headers, request_id)
-            if refused is not None:
-                await refused(scope, receive, send)
-                return
+        if not scope["path"].startswith("/v1/"):
+            await self._capped(scope, receive, send, headers, request_id)
+            return
+        refused = await self._admit(scope, headers, request_id)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        gate: Gatekeeper = scope["app"].state.resources.gate
+        async with gate.slots.held(scope["state"]["caller"].project_id):
+            await self._capped(scope, receive, send, headers, request_id)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send,
+                      headers: dict[str, str], request_id: str) -> None:
         too_large = envelope(request_id, 413, "payload_too_large",
                              f"request body larger than {self.max_body_bytes} bytes")
         length = headers.get("content-length")
