@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -187,12 +187,30 @@ class SearchSettings(BaseModel):
     erase_snapshot_s: float = Field(
         default=5.0, ge=0, description="After memories are erased, the index is compacted and "
         "saved again within this many seconds, so no snapshot keeps their words or vectors.")
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Where the exact scan of the vectors runs: auto (cuda when torch sees a "
+        "GPU, else cpu), cpu, cuda or cuda:N (a GPU that is not there stops the start).")
+    vector_backend: Literal["auto", "index", "torch", "faiss"] = Field(
+        default="auto", description="index: the host FAISS index alone (flat, then HNSW); "
+        "torch / faiss: also a copy of every vector on `device`, fed incrementally, that "
+        "searches allowed more than host_max memories scan exactly (torch: matmul + top-k; "
+        "faiss: its brute-force kernel); auto: index on the CPU, on a GPU faiss when the "
+        "installed faiss has GPU support, else torch.")
+    host_max: int = Field(default=4096, ge=0,
+                          description="Searches allowed at most this many memories are "
+                          "scored on the host (gather + multiply), never on the device copy.")
     gpu: Literal["auto", "off"] = Field(
-        default="auto", description="auto: the FAISS index lives on a GPU when the installed "
-        "faiss has GPU support and one is visible.")
+        default="auto", description="Deprecated: off is device=cpu (when device is auto).")
     batch_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
-                                   description="Concurrent ANN searches within this window "
-                                   "go to the index as one batch.")
+                                   description="Searches of the device copy within this "
+                                   "window go to it as one batch.")
+
+    @model_validator(mode="after")
+    def _gpu_off(self) -> SearchSettings:
+        if self.gpu == "off" and self.device == "auto":
+            self.device = "cpu"
+        return self
 
 
 class LimitSettings(BaseModel):

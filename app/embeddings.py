@@ -21,10 +21,15 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from app.bundled import BundledModelError, SplitFile, assemble, lock
-from app.config import EmbeddingSettings, offline_model_environment
+
+if TYPE_CHECKING:  # settings adapt at ``load``: the model itself needs no settings library
+    from app.config import EmbeddingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -129,19 +134,28 @@ class SentenceTransformerEmbedder:
     @classmethod
     def load(cls, settings: EmbeddingSettings, models_dir: Path) -> SentenceTransformerEmbedder:
         """The model ``settings`` name; ``models_dir`` is where a bundled one is unpacked."""
+        from app.config import offline_model_environment
+
         offline_model_environment()
+        return cls.open(settings.model, models_dir, device=settings.device,
+                        batch_size=settings.batch_size, threads=settings.threads)
+
+    @classmethod
+    def open(cls, model: str | None, models_dir: Path, *, device: str = "cpu",
+             batch_size: int = 64, threads: int | None = None) -> SentenceTransformerEmbedder:
+        """``load`` in plain arguments: ``model`` as ``embedding.model`` names it, on
+        ``device`` (cpu, cuda or auto), torch on ``threads`` CPU threads (None: half the
+        cores). Imports torch and sentence-transformers, nothing of the service's stack."""
         import torch
         from sentence_transformers import SentenceTransformer
 
-        threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
-        torch.set_num_threads(threads)
-        folder = model_folder(settings.model, models_dir)
-        device = None if settings.device == "auto" else settings.device
-        model = SentenceTransformer(folder, device=device, local_files_only=True)
-        embedder = cls(model=model, model_name=model_identity(settings.model),
-                       batch_size=settings.batch_size)
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
+        folder = model_folder(model, models_dir)
+        loaded = SentenceTransformer(folder, device=None if device == "auto" else device,
+                                     local_files_only=True)
+        embedder = cls(model=loaded, model_name=model_identity(model), batch_size=batch_size)
         logger.info("loaded embedding model %s (%d-d) on %s", embedder.model_name,
-                    embedder.dimension, model.device)
+                    embedder.dimension, loaded.device)
         return embedder
 
     @property
@@ -151,11 +165,14 @@ class SentenceTransformerEmbedder:
             self.model.get_sentence_embedding_dimension
         return int(getter())
 
+    def encode_array(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """The normalised vectors of ``texts``, a row each."""
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
     def encode_sync(self, texts: list[str]) -> list[list[float]]:
-        vectors = self.model.encode(texts, batch_size=self.batch_size,
-                                    normalize_embeddings=True, convert_to_numpy=True,
-                                    show_progress_bar=False)
-        return [row.tolist() for row in vectors]
+        return [row.tolist() for row in self.encode_array(texts)]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
