@@ -51,12 +51,13 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     from celery.bin.celery import celery
     from click.exceptions import Exit
 
-    from app.jobs.celery import QUEUE
+    from app.jobs.celery import QUEUES
 
     # The worker's Celery app is named, not imported: ``workers`` imports ``app``, never the
     # reverse (``celery -A workers.celery_app worker`` is the same command).
-    argv = ["-A", WORKER_APP, "worker", "--loglevel", settings.log_level.upper(), "--queues", QUEUE,
-            "--pool", args.pool, "--concurrency", str(args.concurrency)]
+    argv = ["-A", WORKER_APP, "worker", "--loglevel", settings.log_level.upper(),
+            "--queues", ",".join(QUEUES), "--pool", args.pool,
+            "--concurrency", str(args.concurrency)]
     if settings.log_format == "json":
         argv.insert(2, "--quiet")  # no plain-text banner among the JSON lines
     if args.beat:
