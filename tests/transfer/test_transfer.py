@@ -334,3 +334,39 @@ def test_a_survey_counts_what_it_will_embed() -> None:
     assert found.ok, found.problems
     assert found.to_embed == 2
     assert found.records == Counter(memory=3)
+
+
+async def test_an_import_body_may_pass_the_request_limit(client: httpx.AsyncClient,
+                                                        settings: Any) -> None:
+    """POST /v1/import has its own body limit (``api.max_import_bytes``), far above the
+    1 MiB of every other request."""
+    header = {"record": "header", "format": "anamnesis.export", "version": 1,
+              "embedding": {"model": "all-MiniLM-L6-v2", "dimension": 384}}
+    vector = encode_vector([1 / 384 ** 0.5] * 384)
+    lines = [header] + [{"record": "memory", "id": str(uuid.uuid4()), "user_id": "u1",
+                         "text": f"Bulk line {index}", "embedding": vector}
+                        for index in range(600)]
+    data = body(lines)
+    assert settings.api.max_body_bytes < len(data) < settings.api.max_import_bytes
+    response = await import_into(client, data)
+    assert response.status_code == 200, response.text
+    assert response.json()["records"]["memory"]["inserted"] == 600
+    assert response.json()["vectors_given"] == 600
+
+
+async def test_the_import_limit_holds_for_the_import_only() -> None:
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    from app.http import RequestContextMiddleware
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        size = len(await Request(scope, receive).body())
+        await PlainTextResponse(str(size))(scope, receive, send)
+
+    guarded = RequestContextMiddleware(echo, max_body_bytes=1024, large_bodies={"/up": 4096})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded),
+                                 base_url="http://test") as http:
+        assert (await http.post("/up", content=b"x" * 3000)).text == "3000"
+        assert (await http.post("/up", content=b"x" * 5000)).status_code == 413
+        assert (await http.post("/other", content=b"x" * 3000)).status_code == 413
