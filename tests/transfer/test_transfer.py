@@ -20,7 +20,13 @@ from app.transfer.records import encode_vector
 from app.transfer.survey import Survey, survey
 from tests.conftest import KeyFactory
 from tests.consolidate.scripted_brain import Brain
-from tests.graph.test_graph_pipeline import snapshot, three_sessions
+from tests.graph.conftest import neo4j_url  # noqa: F401 - fixtures the round trip uses
+from tests.graph.test_graph_pipeline import (  # noqa: F401
+    graph_client,
+    neo4j_app,
+    snapshot,
+    three_sessions,
+)
 from tests.test_keys import keyed, make_key
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
@@ -92,8 +98,10 @@ def without_header(data: bytes) -> list[bytes]:
     return data.splitlines()[1:]
 
 
-async def test_export_erase_import_gives_back_the_same_project(client: httpx.AsyncClient,
-                                                                brain: Brain) -> None:
+async def test_export_erase_import_gives_back_the_same_project(
+        graph_client: httpx.AsyncClient, brain: Brain) -> None:  # noqa: F811
+    """With the graph in Postgres tables and in Neo4j."""
+    client = graph_client
     jobs = await three_sessions(client, brain)
     assert all(job["status"] == "SUCCEEDED" for job in jobs)
     await add_conversation(client)
