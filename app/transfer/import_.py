@@ -21,6 +21,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, S
 from dataclasses import dataclass
 from typing import IO, Any
 
+import numpy as np
+import numpy.typing as npt
+
 from app.domain import content_hash, embedding_text, normalise
 from app.embeddings import Embedder
 from app.errors import ValidationFailed
@@ -169,7 +172,7 @@ class Loader:
         self._tally("memory", [(n, new) for n, _, new in todo], inserted,
                     "an identical current fact is already stored in its scope")
 
-    async def _vectors(self, records: Sequence[MemoryLine]) -> list[list[float]]:
+    async def _vectors(self, records: Sequence[MemoryLine]) -> list[npt.NDArray[np.float32]]:
         """Each memory's vector: the file's when it is of the database's model, else made
         here (in one call: the embedder batches it)."""
         texts = [embedding_text(normalise(r.text), r.metadata) for r in records
@@ -179,9 +182,9 @@ class Loader:
         for record in records:
             if usable_vector(record, self.header, self.space):
                 assert record.vector is not None
-                vectors.append(record.vector.tolist())
+                vectors.append(record.vector)
             else:
-                vectors.append(next(made))
+                vectors.append(np.asarray(next(made), dtype=np.float32))
         self.embedded += len(texts)
         self.given += len(records) - len(texts)
         return vectors

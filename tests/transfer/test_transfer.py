@@ -136,6 +136,16 @@ async def test_export_erase_import_gives_back_the_same_project(
                                           "skipped": 0}
     assert await state(client) == before
 
+    # The connections that copied vectors in binary write them as before.
+    boat = next(m for m in before["memories"] if m["memory"].startswith("The blue sloop"))
+    for _ in range(3):  # more than one pooled connection
+        changed = await client.patch(f"/v1/memories/{boat['id']}",
+                                     json={"text": "The red sloop my uncle left me."})
+        assert changed.status_code == 200, changed.text
+        read = (await client.post("/v1/memories/search", json={
+            "query": "red sloop", "user_id": "u2", "top_k": 1})).json()["results"]
+        assert read[0]["memory"] == "The red sloop my uncle left me."
+
 
 async def messages_of(client: httpx.AsyncClient, adds: int = 3, size: int = 8) -> None:
     for add in range(adds):

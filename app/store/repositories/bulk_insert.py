@@ -11,11 +11,14 @@ transaction holds the batch: it commits or rolls back whole.
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
@@ -40,7 +43,7 @@ class Stage:
 _SCOPE = (("user_id", "text"), ("agent_id", "text"), ("run_id", "text"))
 MEMORIES = Stage("transfer_memories", (
     ("id", "uuid"), ("kind", "text"), *_SCOPE, ("text", "text"), ("content_hash", "text"),
-    ("metadata", "jsonb"), ("embedding", "real[]"), ("context", "text"),
+    ("metadata", "jsonb"), ("embedding", "vector"), ("context", "text"),
     ("conversation_id", "uuid"), ("turn", "integer"), ("created_at", "timestamptz"),
     ("updated_at", "timestamptz"), ("expires_at", "timestamptz"), ("valid_at", "timestamptz"),
     ("invalid_at", "timestamptz")))
@@ -71,7 +74,7 @@ _INSERTS = {
             content_hash, metadata, embedding, context, conversation_id, turn, created_at,
             updated_at, expires_at, valid_at, invalid_at)
         SELECT s.id, :p, s.user_id, s.agent_id, s.run_id, s.kind, s.text, s.content_hash,
-            s.metadata, s.embedding::vector, s.context, s.conversation_id, s.turn,
+            s.metadata, s.embedding, s.context, s.conversation_id, s.turn,
             coalesce(s.created_at, now()), coalesce(s.updated_at, s.created_at, now()),
             s.expires_at, s.valid_at, s.invalid_at
         FROM transfer_memories s
@@ -125,9 +128,9 @@ _INSERTS = {
 
 async def insert(session: AsyncSession, stage: Stage, project_id: uuid.UUID,
                  rows: Sequence[tuple[Any, ...]]) -> set[Any]:
-    """Copies ``rows`` (tuples in ``stage``'s column order) into the stage table, then into
-    their table in the project. Returns the keys inserted: ids, or (memory id, episode id)
-    for sources."""
+    """Copies ``rows`` (tuples in ``stage``'s column order; a vector as a float32 array) into
+    the stage table, then into their table in the project. Returns the keys inserted: ids,
+    or (memory id, episode id) for sources."""
     if not rows:
         return set()
     columns = ", ".join(f"{name} {kind}" for name, kind in stage.columns)
@@ -136,11 +139,35 @@ async def insert(session: AsyncSession, stage: Stage, project_id: uuid.UUID,
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection  # asyncpg's connection, in the session's transaction
-    await driver.copy_records_to_table(stage.table, records=rows, columns=stage.names)
+    if any(kind == "vector" for _, kind in stage.columns):
+        # Vectors go in pgvector's binary form, straight from float32 arrays: asyncpg
+        # would otherwise encode every number of a real[] one by one (most of a batch's
+        # time). Only for the copy: the connection's other statements keep the text form
+        # SQLAlchemy's pgvector type speaks.
+        await driver.set_type_codec("vector", schema=await _vector_schema(session),
+                                    encoder=_vector_bytes, decoder=bytes, format="binary")
+        try:
+            await driver.copy_records_to_table(stage.table, records=rows, columns=stage.names)
+        finally:
+            await driver.reset_type_codec("vector", schema=await _vector_schema(session))
+    else:
+        await driver.copy_records_to_table(stage.table, records=rows, columns=stage.names)
     result = await session.execute(sa.text(_INSERTS[stage.table]), {"p": project_id})
     keys = {tuple(row) if len(row) > 1 else row[0] for row in result.all()}
     await session.execute(sa.text(f"DROP TABLE {stage.table}"))
     return keys
+
+
+def _vector_bytes(vector: npt.NDArray[np.float32]) -> bytes:
+    """pgvector's binary input: the dimension and a reserved word (uint16 each), then
+    big-endian float32s."""
+    return struct.pack(">HH", vector.size, 0) + vector.astype(">f4").tobytes()
+
+
+async def _vector_schema(session: AsyncSession) -> str:
+    query = sa.text("SELECT n.nspname FROM pg_type t JOIN pg_namespace n "
+                    "ON n.oid = t.typnamespace WHERE t.typname = 'vector'")
+    return str((await session.execute(query)).scalar_one())
 
 
 async def link_supersessions(session: AsyncSession, project_id: uuid.UUID,
