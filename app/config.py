@@ -236,6 +236,9 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger request bodies get 413."
     )
+    max_import_bytes: int = Field(
+        default=8 * 1024**3, ge=1024, description="The body limit of POST /v1/import (an "
+        "export of a million memories with their vectors is about 3 GB).")
     key_touch_interval_s: float = Field(
         default=60.0, ge=0, description="How often an API key's last_used_at is refreshed."
     )

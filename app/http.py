@@ -81,9 +81,12 @@ class RequestContextMiddleware:
     received, so a chunked upload cannot slip past it.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 large_bodies: dict[str, int] | None = None) -> None:
+        """``large_bodies``: path → its own body limit (an import's NDJSON upload)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.large_bodies = large_bodies or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,10 +153,11 @@ class RequestContextMiddleware:
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send,
                       headers: dict[str, str], request_id: str) -> None:
+        limit = self.large_bodies.get(scope["path"], self.max_body_bytes)
         too_large = envelope(request_id, 413, "payload_too_large",
-                             f"request body larger than {self.max_body_bytes} bytes")
+                             f"request body larger than {limit} bytes")
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if length is not None and length.isdigit() and int(length) > limit:
             await too_large(scope, receive, send)
             return
 
@@ -165,8 +169,8 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge(self.max_body_bytes)
+                if received > limit:
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tagged_send(message: Message) -> None:

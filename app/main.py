@@ -36,6 +36,7 @@ from app.resources import Resources, open_resources
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
 from app.throttle import Throttle
+from app.transfer.router import router as transfer_router
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         summary="Long-term memory for AI agents",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes,
+                       large_bodies={"/v1/import": settings.api.max_import_bytes})
     metrics = Metrics()
     if settings.api.metrics:
         app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times everything
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(projects_router, responses=ERROR_RESPONSES)
     app.include_router(keys_router, responses=ERROR_RESPONSES)
     app.include_router(graph_router, responses=ERROR_RESPONSES)
+    app.include_router(transfer_router, responses=ERROR_RESPONSES)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
