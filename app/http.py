@@ -51,18 +51,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                                 (422, "Invalid request"), (503, "Unavailable, retry"))}
 
 
-def envelope(request_id: str, status: int, code: str, detail: str) -> JSONResponse:
+def envelope(request_id: str, status: int, code: str, detail: str, *,
+             retry_after_s: float | None = None) -> JSONResponse:
+    """The one error body; ``Retry-After`` when the answer names a wait."""
+    headers = {REQUEST_ID_HEADER: request_id}
+    if retry_after_s is not None:
+        headers["Retry-After"] = retry_after(retry_after_s)
     return JSONResponse({"error": code, "detail": detail, "request_id": request_id},
-                        status_code=status, headers={REQUEST_ID_HEADER: request_id})
+                        status_code=status, headers=headers)
 
 
 def error_response(request_id: str, exc: AnamnesisError) -> JSONResponse:
-    """The envelope of a domain error, with ``Retry-After`` when it names a wait."""
-    response = envelope(request_id, exc.status_code, exc.code, exc.detail)
-    wait = getattr(exc, "retry_after_s", None)
-    if wait is not None:
-        response.headers["Retry-After"] = retry_after(wait)
-    return response
+    """The envelope of a domain error."""
+    return envelope(request_id, exc.status_code, exc.code, exc.detail,
+                    retry_after_s=getattr(exc, "retry_after_s", None))
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -132,10 +134,9 @@ class RequestContextMiddleware:
             return error_response(request_id, exc)
         except (DBAPIError, PoolTimeout) as exc:
             logger.warning("no database to check a key with: %s", exc.__class__.__name__)
-            refused = envelope(request_id, 503, "unavailable",
-                               "the server is busy or its database unavailable; retry shortly")
-            refused.headers["Retry-After"] = "1"
-            return refused
+            return envelope(request_id, 503, "unavailable",
+                            "the server is busy or its database unavailable; retry shortly",
+                            retry_after_s=1)
         return None
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
@@ -251,10 +252,9 @@ def install_database_error_handler(app: FastAPI) -> None:
         # next request a client sends on it, whichever project's it is).
         logger.warning("no database connection free within the pool timeout in %s %s",
                        request.method, route_template(request.scope))
-        busy = envelope(_request_id(request), 503, "unavailable",
-                        "the server is busy (no database connection free); retry shortly")
-        busy.headers["Retry-After"] = "1"
-        return busy
+        return envelope(_request_id(request), 503, "unavailable",
+                        "the server is busy (no database connection free); retry shortly",
+                        retry_after_s=1)
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
@@ -264,10 +264,9 @@ def install_database_error_handler(app: FastAPI) -> None:
                             "the database is unavailable; retry shortly")
         if model_switched(exc):
             logger.info("a write of the old embedding model refused during a switch")
-            refused = envelope(_request_id(request), 503, "embedding_model_switching",
-                               "the embedding model is being switched; retry shortly")
-            refused.headers["Retry-After"] = "1"
-            return refused
+            return envelope(_request_id(request), 503, "embedding_model_switching",
+                            "the embedding model is being switched; retry shortly",
+                            retry_after_s=1)
         logger.exception("database error in %s %s", request.method,
                          route_template(request.scope))
         return envelope(_request_id(request), 500, "internal_error",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +27,7 @@ from app.store.repositories import transfer as repository
 from app.transfer.records import ENCODING, FORMAT, VERSION, encode_vector
 
 PAGE = 1000
+T = TypeVar("T")
 MEDIA_TYPE = "application/x-ndjson"
 MAX_RELATIONS_PER_ENTITY = 1_000_000
 
@@ -80,58 +81,62 @@ async def stream(database: Database, graph: GraphStore,
         yield data
 
 
+async def _paged(fetch: Callable[[Any], Awaitable[Sequence[T]]],
+                 cursor: Callable[[T], Any]) -> AsyncIterator[T]:
+    """Every row ``fetch(after)`` pages through, ``after`` the ``cursor`` of the last one."""
+    after: Any = None
+    while rows := await fetch(after):
+        for row in rows:
+            yield row
+        after = cursor(rows[-1])
+
+
+def _by_id(row: Any) -> Any:
+    return row.id
+
+
 async def _postgres(session: AsyncSession, project_id: uuid.UUID,
                     page: int) -> AsyncIterator[tuple[str, bytes]]:
-    after: Any = None
-    while episodes := await repository.episodes_after(session, project_id, after, page):
-        for e in episodes:
-            yield "episode", line("episode", {
-                "id": e.id, "user_id": e.user_id, "agent_id": e.agent_id, "run_id": e.run_id,
-                "messages": e.messages, "metadata": e.metadata_, "instructions": e.instructions,
-                "observed_at": e.observed_at, "expires_at": e.expires_at,
-                "created_at": e.created_at})
-        after = episodes[-1].id
-    after = None
-    while memories := await repository.memories_after(session, project_id, after, page):
-        for m in memories:
-            yield "memory", line("memory", {
-                "id": m.id, "kind": m.kind, "user_id": m.user_id, "agent_id": m.agent_id,
-                "run_id": m.run_id, "text": m.text, "metadata": m.metadata_,
-                "context": m.context, "conversation_id": m.conversation_id, "turn": m.turn,
-                "created_at": m.created_at, "updated_at": m.updated_at,
-                "expires_at": m.expires_at, "valid_at": m.valid_at, "invalid_at": m.invalid_at,
-                "superseded_by": m.superseded_by, "embedding_model": m.embedding_model,
-                "embedding": _sent_vector(m.vector)})
-        after = memories[-1].id
-    after = None
-    while sources := await repository.sources_after(session, project_id, after, page):
-        for s in sources:
-            yield "source", line("source", {
-                "memory_id": s.memory_id, "episode_id": s.episode_id,
-                "message_indices": s.message_indices, "created_at": s.created_at})
-        after = (sources[-1].memory_id, sources[-1].episode_id)
-    after = None
-    while events := await repository.events_after(session, project_id, after, page):
-        for v in events:
-            yield "event", line("event", {
-                "id": v.id, "memory_id": v.memory_id, "event": v.event,
-                "old_memory": v.old_text, "new_memory": v.new_text,
-                "old_metadata": v.old_metadata, "new_metadata": v.new_metadata,
-                "actor_key_id": v.actor_key_id, "request_id": v.request_id,
-                "episode_id": v.episode_id, "job_id": v.job_id,
-                "message_indices": v.message_indices, "model": v.model,
-                "prompt_version": v.prompt_version, "decision": v.decision,
-                "related_memory_id": v.related_memory_id, "created_at": v.created_at})
-        after = events[-1].id
-    after = None
-    while extractions := await repository.extractions_after(session, project_id, after, page):
-        for x in extractions:
-            yield "extraction", line("extraction", {
-                "id": x.id, "episode_id": x.episode_id, "job_id": x.job_id,
-                "user_id": x.user_id, "agent_id": x.agent_id, "run_id": x.run_id,
-                "payload": x.payload, "observed_at": x.observed_at, "created_at": x.created_at,
-                "applied_at": x.applied_at})
-        after = extractions[-1].id
+    async for e in _paged(lambda after: repository.episodes_after(
+            session, project_id, after, page), _by_id):
+        yield "episode", line("episode", {
+            "id": e.id, "user_id": e.user_id, "agent_id": e.agent_id, "run_id": e.run_id,
+            "messages": e.messages, "metadata": e.metadata_, "instructions": e.instructions,
+            "observed_at": e.observed_at, "expires_at": e.expires_at,
+            "created_at": e.created_at})
+    async for m in _paged(lambda after: repository.memories_after(
+            session, project_id, after, page), _by_id):
+        yield "memory", line("memory", {
+            "id": m.id, "kind": m.kind, "user_id": m.user_id, "agent_id": m.agent_id,
+            "run_id": m.run_id, "text": m.text, "metadata": m.metadata_,
+            "context": m.context, "conversation_id": m.conversation_id, "turn": m.turn,
+            "created_at": m.created_at, "updated_at": m.updated_at,
+            "expires_at": m.expires_at, "valid_at": m.valid_at, "invalid_at": m.invalid_at,
+            "superseded_by": m.superseded_by, "embedding_model": m.embedding_model,
+            "embedding": _sent_vector(m.vector)})
+    async for s in _paged(lambda after: repository.sources_after(
+            session, project_id, after, page), lambda s: (s.memory_id, s.episode_id)):
+        yield "source", line("source", {
+            "memory_id": s.memory_id, "episode_id": s.episode_id,
+            "message_indices": s.message_indices, "created_at": s.created_at})
+    async for v in _paged(lambda after: repository.events_after(
+            session, project_id, after, page), _by_id):
+        yield "event", line("event", {
+            "id": v.id, "memory_id": v.memory_id, "event": v.event,
+            "old_memory": v.old_text, "new_memory": v.new_text,
+            "old_metadata": v.old_metadata, "new_metadata": v.new_metadata,
+            "actor_key_id": v.actor_key_id, "request_id": v.request_id,
+            "episode_id": v.episode_id, "job_id": v.job_id,
+            "message_indices": v.message_indices, "model": v.model,
+            "prompt_version": v.prompt_version, "decision": v.decision,
+            "related_memory_id": v.related_memory_id, "created_at": v.created_at})
+    async for x in _paged(lambda after: repository.extractions_after(
+            session, project_id, after, page), _by_id):
+        yield "extraction", line("extraction", {
+            "id": x.id, "episode_id": x.episode_id, "job_id": x.job_id,
+            "user_id": x.user_id, "agent_id": x.agent_id, "run_id": x.run_id,
+            "payload": x.payload, "observed_at": x.observed_at, "created_at": x.created_at,
+            "applied_at": x.applied_at})
 
 
 async def _entity_pages(graph: GraphStore, project_id: uuid.UUID,
@@ -158,14 +163,12 @@ async def _entities(graph: GraphStore, project_id: uuid.UUID,
 
 async def _merges(session: AsyncSession, project_id: uuid.UUID,
                   page: int) -> AsyncIterator[tuple[str, bytes]]:
-    after = None
-    while merges := await repository.merges_after(session, project_id, after, page):
-        for m in merges:
-            yield "merge", line("merge", {
-                "id": m.id, "entity_id": m.entity_id, "alias": m.alias, "reason": m.reason,
-                "score": m.score, "extraction_id": m.extraction_id, "created_at": m.created_at,
-                "undone_at": m.undone_at})
-        after = merges[-1].id
+    async for m in _paged(lambda after: repository.merges_after(
+            session, project_id, after, page), _by_id):
+        yield "merge", line("merge", {
+            "id": m.id, "entity_id": m.entity_id, "alias": m.alias, "reason": m.reason,
+            "score": m.score, "extraction_id": m.extraction_id, "created_at": m.created_at,
+            "undone_at": m.undone_at})
 
 
 async def _relations(graph: GraphStore, project_id: uuid.UUID,
