@@ -6,10 +6,13 @@ A key is ``anm_<prefix>_<secret>``: the prefix (shown in listings, used to revok
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -96,15 +99,44 @@ async def authenticate(session: AsyncSession, plaintext: str, touches: KeyTouche
                   scopes=frozenset(key.scopes))
 
 
+class ProjectSlots:
+    """At most ``limit`` requests of one project are served at once by this process; the
+    others wait their turn holding nothing (no database connection, no core), so one busy
+    project cannot take every connection of the pool, or every core, from the others."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots: dict[uuid.UUID, asyncio.Semaphore] = {}
+        self._users: dict[uuid.UUID, int] = {}
+
+    @asynccontextmanager
+    async def held(self, project_id: uuid.UUID) -> AsyncIterator[None]:
+        semaphore = self._slots.setdefault(project_id, asyncio.Semaphore(self.limit))
+        self._users[project_id] = self._users.get(project_id, 0) + 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            self._users[project_id] -= 1
+            if not self._users[project_id]:  # no one holds or waits: forget the project
+                del self._users[project_id], self._slots[project_id]
+
+    def busy(self, project_id: uuid.UUID) -> int:
+        """The project's requests being served or waiting."""
+        return self._users.get(project_id, 0)
+
+
 class Gatekeeper:
     """Checks a request's key in a short transaction of its own (so the request's body is
     not read for a caller who may not send one, and no connection is held across it), then
     counts the request against the key's and the project's rates."""
 
-    def __init__(self, database: Database, touches: KeyTouches, throttle: Throttle) -> None:
+    def __init__(self, database: Database, touches: KeyTouches, throttle: Throttle,
+                 slots: ProjectSlots) -> None:
         self.database = database
         self.touches = touches
         self.throttle = throttle
+        self.slots = slots
 
     async def admit(self, plaintext: str, request_id: str) -> Caller:
         async with self.database.session_scope() as session:

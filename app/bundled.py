@@ -98,3 +98,12 @@ def _assemble(split: SplitFile, target: Path) -> None:
             os.unlink(temporary)
         raise
     logger.info("assembled %s in %.1f s", split.name, time.monotonic() - started)
+
+
+def offline_model_environment() -> None:
+    """Keep Hugging Face libraries from reaching for the network (models load from disk) and
+    from drawing progress bars in the log. Read when they are imported: call it first."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -1,4 +1,5 @@
-"""``anamnesis`` command line: serve, worker, migrate, graph rebuild, reindex, keys."""
+"""``anamnesis`` command line: serve, worker, migrate, graph rebuild, reindex, keys, export,
+import."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from app.auth import SCOPES
-from app.config import Settings, offline_model_environment
+from app.bundled import offline_model_environment
+from app.config import Settings
 from app.logs import configure_logging
 
 WORKER_APP = "workers.celery_app"
@@ -51,12 +54,13 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     from celery.bin.celery import celery
     from click.exceptions import Exit
 
-    from app.jobs.celery import QUEUE
+    from app.jobs.celery import QUEUES
 
     # The worker's Celery app is named, not imported: ``workers`` imports ``app``, never the
     # reverse (``celery -A workers.celery_app worker`` is the same command).
-    argv = ["-A", WORKER_APP, "worker", "--loglevel", settings.log_level.upper(), "--queues", QUEUE,
-            "--pool", args.pool, "--concurrency", str(args.concurrency)]
+    argv = ["-A", WORKER_APP, "worker", "--loglevel", settings.log_level.upper(),
+            "--queues", ",".join(QUEUES), "--pool", args.pool,
+            "--concurrency", str(args.concurrency)]
     if settings.log_format == "json":
         argv.insert(2, "--quiet")  # no plain-text banner among the JSON lines
     if args.beat:
@@ -195,6 +199,19 @@ async def _switch_model(settings: Settings, model: str) -> int:
     return 0
 
 
+async def _transfer(settings: Settings, args: argparse.Namespace) -> int:
+    """A project to or from an NDJSON file (``app.transfer.console``)."""
+    from app.resources import open_resources
+    from app.transfer import console
+
+    async with open_resources(settings, migrate=True, follow=False) as resources:
+        if args.command == "export":
+            return await console.export_project(resources, args.project, args.output)
+        return await console.import_file(resources, args.file, args.project, batch=args.batch,
+                                         vector_index=args.vector_index,
+                                         index_memory=args.index_memory, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anamnesis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -230,6 +247,27 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--model", help="all-MiniLM-L6-v2, all-mpnet-base-v2 or a "
                          "sentence-transformers folder")
 
+    exporting = commands.add_parser(
+        "export", help="write a project (memories with vectors, history, episodes, graph) as "
+        "NDJSON")
+    exporting.add_argument("--project", required=True, help="project name")
+    exporting.add_argument("--output", "-o", type=Path,
+                           help="file to write (gzip if it ends in .gz); default: stdout")
+    importing = commands.add_parser(
+        "import", help="read an export into a project: every line checked first; run it "
+        "again to resume")
+    importing.add_argument("file", type=Path, help="an export (gzip if it ends in .gz)")
+    importing.add_argument("--project", required=True, help="project name (created if new)")
+    importing.add_argument("--batch", type=int, default=1000, help="lines per transaction")
+    importing.add_argument("--vector-index", choices=["auto", "keep", "rebuild"],
+                           default="auto", help="set the pgvector index aside while writing "
+                           "and build it again at the end (auto: for 10,000 memories or more, "
+                           "when the table is not much larger)")
+    importing.add_argument("--index-memory", default="1GB",
+                           help="maintenance_work_mem of that build (default 1GB)")
+    importing.add_argument("--json", action="store_true",
+                           help="print the receipt as JSON on stdout")
+
     keys_parser = commands.add_parser("keys", help="manage API keys")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create a key (printed once, on stdout)")
@@ -264,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate_command(settings, args.revision, args.down)
     if args.command == "graph":
         return asyncio.run(_graph(settings, args))
+    if args.command in ("export", "import"):
+        return asyncio.run(_transfer(settings, args))
     if args.command == "reindex":
         if args.model:
             return asyncio.run(_switch_model(settings, args.model))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -193,15 +192,33 @@ class SearchSettings(BaseModel):
     erase_snapshot_s: float = Field(
         default=5.0, ge=0, description="After memories are erased, the index is compacted and "
         "saved again within this many seconds, so no snapshot keeps their words or vectors.")
+    device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="Where the exact scan of the vectors runs: auto (cuda when torch sees a "
+        "GPU, else cpu), cpu, cuda or cuda:N (a GPU that is not there stops the start).")
+    vector_backend: Literal["auto", "index", "torch", "faiss"] = Field(
+        default="auto", description="index: the host FAISS index alone (flat, then HNSW); "
+        "torch / faiss: also a copy of every vector on `device`, fed incrementally, that "
+        "searches allowed more than host_max memories scan exactly (torch: matmul + top-k; "
+        "faiss: its brute-force kernel); auto: index on the CPU, on a GPU faiss when the "
+        "installed faiss has GPU support, else torch.")
+    host_max: int = Field(default=4096, ge=0,
+                          description="Searches allowed at most this many memories are "
+                          "scored on the host (gather + multiply), never on the device copy.")
     gpu: Literal["auto", "off"] = Field(
-        default="auto", description="auto: the FAISS index lives on a GPU when the installed "
-        "faiss has GPU support and one is visible.")
+        default="auto", description="Deprecated: off is device=cpu (when device is auto).")
     batch_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
-                                   description="Concurrent ANN searches within this window "
-                                   "go to the index as one batch.")
+                                   description="Searches of the device copy within this "
+                                   "window go to it as one batch.")
     embed_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
                                    description="Queries to embed arriving within this window "
                                    "share one forward pass; 0: each goes at once.")
+
+    @model_validator(mode="after")
+    def _gpu_off(self) -> SearchSettings:
+        if self.gpu == "off" and self.device == "auto":
+            self.device = "cpu"
+        return self
 
 
 class LimitSettings(BaseModel):
@@ -227,11 +244,18 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Larger request bodies get 413."
     )
+    max_import_bytes: int = Field(
+        default=8 * 1024**3, ge=1024, description="The body limit of POST /v1/import (an "
+        "export of a million memories with their vectors is about 3 GB).")
     key_touch_interval_s: float = Field(
         default=60.0, ge=0, description="How often an API key's last_used_at is refreshed."
     )
     metrics: bool = Field(default=True, description="Serve /metrics (Prometheus text, every "
                           "project's aggregates: expose it to operators only).")
+    project_concurrency: int = Field(
+        default=8, ge=1, le=1000, description="Requests of one project this process serves at "
+        "once; more wait their turn, holding no database connection, so one busy project "
+        "cannot starve the others (keep it below db.pool_size + db.max_overflow).")
     idempotency_hours: float = Field(
         default=24.0, gt=0, description="How long the answer to a request sent with an "
         "idempotency key is kept for its retries; the sweep prunes older ones.")
@@ -261,12 +285,3 @@ class Settings(BaseSettings):
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
-
-
-def offline_model_environment() -> None:
-    """Keep Hugging Face libraries from reaching for the network (models load from disk) and
-    from drawing progress bars in the log. Read when they are imported: call it first."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -27,14 +27,16 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from app.bundled import BundledModelError, SplitFile, assemble, lock
-from app.config import EmbeddingSettings
 from app.embeddings_torch import TorchEncoder, load_torch_model
+
+if TYPE_CHECKING:  # settings adapt at ``load``: the model itself needs no settings library
+    from app.config import EmbeddingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -135,12 +137,13 @@ class Encoder(Protocol):
     def encode(self, texts: list[str], batch_size: int) -> npt.NDArray[np.float32]: ...
 
 
-def choose_backend(settings: EmbeddingSettings) -> Literal["onnx", "torch"]:
+def choose_backend(backend: Literal["auto", "onnx", "torch"],
+                   device: str) -> Literal["onnx", "torch"]:
     """``auto``: ONNX Runtime on the CPU when it is installed (about three times faster
     than torch there), torch on a GPU or without it."""
-    if settings.backend != "auto":
-        return settings.backend
-    if settings.device != "cpu" or importlib.util.find_spec("onnxruntime") is None:
+    if backend != "auto":
+        return backend
+    if device != "cpu" or importlib.util.find_spec("onnxruntime") is None:
         return "torch"
     return "onnx"
 
@@ -167,29 +170,42 @@ class SentenceTransformerEmbedder:
 
     @classmethod
     def load(cls, settings: EmbeddingSettings, models_dir: Path) -> SentenceTransformerEmbedder:
-        """The model ``settings`` name on the backend they ask for (``auto``: the fastest
-        that works here); ``models_dir`` is where a bundled model is unpacked and the ONNX
-        export kept. ``auto`` falls back to torch when the export cannot be made or does
-        not match torch's vectors; an explicit ``onnx`` raises ``OnnxUnavailable`` then."""
-        threads = settings.threads or max(1, (os.cpu_count() or 2) // 2)
-        folder = model_folder(settings.model, models_dir)
-        identity = model_identity(settings.model)
+        """The model ``settings`` name on the backend they ask for; ``models_dir`` is where
+        a bundled model is unpacked and the ONNX export kept."""
+        return cls.open(settings.model, models_dir, device=settings.device,
+                        batch_size=settings.batch_size, threads=settings.threads,
+                        backend=choose_backend(settings.backend, settings.device),
+                        fallback=settings.backend == "auto")
+
+    @classmethod
+    def open(cls, model: str | None, models_dir: Path, *, device: str = "cpu",
+             batch_size: int = 64, threads: int | None = None,
+             backend: Literal["onnx", "torch"] = "torch",
+             fallback: bool = True) -> SentenceTransformerEmbedder:
+        """``load`` in plain arguments, importing nothing of the service's stack: ``model``
+        as ``embedding.model`` names it, on ``device`` (cpu, cuda or auto) and ``backend``,
+        on ``threads`` CPU threads (None: half the cores). With ``fallback`` an ONNX export
+        that cannot be made or does not match torch's vectors gives torch; without it
+        ``OnnxUnavailable`` is raised."""
+        threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        folder = model_folder(model, models_dir)
+        identity = model_identity(model)
         encoder: Encoder | None = None
-        if choose_backend(settings) == "onnx":
+        if backend == "onnx":
             from app.embeddings_onnx import OnnxUnavailable, load_onnx_encoder
 
-            if settings.device != "cpu":
+            if device != "cpu":
                 raise OnnxUnavailable("embedding.backend onnx runs on the CPU: set "
                                       "embedding.device to cpu, or the backend to torch")
             try:
                 encoder = load_onnx_encoder(folder, identity, models_dir, threads)
             except OnnxUnavailable as exc:
-                if settings.backend == "onnx":
+                if not fallback:
                     raise
                 logger.warning("embedding on torch: %s", exc)
         if encoder is None:
-            encoder = TorchEncoder(load_torch_model(folder, settings.device, threads))
-        embedder = cls(encoder=encoder, model_name=identity, batch_size=settings.batch_size)
+            encoder = TorchEncoder(load_torch_model(folder, device, threads))
+        embedder = cls(encoder=encoder, model_name=identity, batch_size=batch_size)
         logger.info("loaded embedding model %s (%d-d) on %s", identity, embedder.dimension,
                     encoder.backend)
         return embedder
@@ -202,8 +218,12 @@ class SentenceTransformerEmbedder:
     def backend(self) -> str:
         return self.encoder.backend
 
+    def encode_array(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """The normalised vectors of ``texts``, a row each."""
+        return self.encoder.encode(texts, self.batch_size)
+
     def encode_sync(self, texts: list[str]) -> list[list[float]]:
-        return [row.tolist() for row in self.encoder.encode(texts, self.batch_size)]
+        return [row.tolist() for row in self.encode_array(texts)]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:

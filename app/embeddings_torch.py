@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.config import offline_model_environment
+from app.bundled import offline_model_environment
 
 
 @dataclass

@@ -51,18 +51,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                                 (422, "Invalid request"), (503, "Unavailable, retry"))}
 
 
-def envelope(request_id: str, status: int, code: str, detail: str) -> JSONResponse:
+def envelope(request_id: str, status: int, code: str, detail: str, *,
+             retry_after_s: float | None = None) -> JSONResponse:
+    """The one error body; ``Retry-After`` when the answer names a wait."""
+    headers = {REQUEST_ID_HEADER: request_id}
+    if retry_after_s is not None:
+        headers["Retry-After"] = retry_after(retry_after_s)
     return JSONResponse({"error": code, "detail": detail, "request_id": request_id},
-                        status_code=status, headers={REQUEST_ID_HEADER: request_id})
+                        status_code=status, headers=headers)
 
 
 def error_response(request_id: str, exc: AnamnesisError) -> JSONResponse:
-    """The envelope of a domain error, with ``Retry-After`` when it names a wait."""
-    response = envelope(request_id, exc.status_code, exc.code, exc.detail)
-    wait = getattr(exc, "retry_after_s", None)
-    if wait is not None:
-        response.headers["Retry-After"] = retry_after(wait)
-    return response
+    """The envelope of a domain error."""
+    return envelope(request_id, exc.status_code, exc.code, exc.detail,
+                    retry_after_s=getattr(exc, "retry_after_s", None))
 
 
 class _BodyTooLarge(StarletteHTTPException):
@@ -74,16 +76,19 @@ class _BodyTooLarge(StarletteHTTPException):
 class RequestContextMiddleware:
     """Gives every request an id (the client's ``X-Request-ID`` if sane), bound for the log
     (``app.logs``) while the request is served, checks a request to the API's key and rates
-    before its body is read (a 401 or 429 costs no parsing), caps the body, and writes the
-    access log line.
+    before its body is read (a 401 or 429 costs no parsing), serves it in one of its
+    project's slots (``ProjectSlots``), caps the body, and writes the access log line.
 
     The cap is checked against ``Content-Length`` up front and against the bytes actually
     received, so a chunked upload cannot slip past it.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 large_bodies: dict[str, int] | None = None) -> None:
+        """``large_bodies``: path → its own body limit (an import's NDJSON upload)."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.large_bodies = large_bodies or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,6 +124,7 @@ class RequestContextMiddleware:
         """The key checked and counted against its rates (``Gatekeeper``) before the body is
         read: the caller for the route's dependencies, or the answer refusing it."""
         from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import TimeoutError as PoolTimeout
 
         gate: Gatekeeper = scope["app"].state.resources.gate
         try:
@@ -126,23 +132,33 @@ class RequestContextMiddleware:
             scope["state"]["caller"] = await gate.admit(plaintext, request_id)
         except AnamnesisError as exc:
             return error_response(request_id, exc)
-        except DBAPIError as exc:
-            logger.warning("database unavailable checking a key: %s", exc.__class__.__name__)
+        except (DBAPIError, PoolTimeout) as exc:
+            logger.warning("no database to check a key with: %s", exc.__class__.__name__)
             return envelope(request_id, 503, "unavailable",
-                            "the database is unavailable; retry shortly")
+                            "the server is busy or its database unavailable; retry shortly",
+                            retry_after_s=1)
         return None
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      headers: dict[str, str], request_id: str) -> None:
-        if scope["path"].startswith("/v1/"):
-            refused = await self._admit(scope, headers, request_id)
-            if refused is not None:
-                await refused(scope, receive, send)
-                return
+        if not scope["path"].startswith("/v1/"):
+            await self._capped(scope, receive, send, headers, request_id)
+            return
+        refused = await self._admit(scope, headers, request_id)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        gate: Gatekeeper = scope["app"].state.resources.gate
+        async with gate.slots.held(scope["state"]["caller"].project_id):
+            await self._capped(scope, receive, send, headers, request_id)
+
+    async def _capped(self, scope: Scope, receive: Receive, send: Send,
+                      headers: dict[str, str], request_id: str) -> None:
+        limit = self.large_bodies.get(scope["path"], self.max_body_bytes)
         too_large = envelope(request_id, 413, "payload_too_large",
-                             f"request body larger than {self.max_body_bytes} bytes")
+                             f"request body larger than {limit} bytes")
         length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if length is not None and length.isdigit() and int(length) > limit:
             await too_large(scope, receive, send)
             return
 
@@ -154,8 +170,8 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise _BodyTooLarge(self.max_body_bytes)
+                if received > limit:
+                    raise _BodyTooLarge(limit)
             return message
 
         async def tagged_send(message: Message) -> None:
@@ -224,8 +240,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def install_database_error_handler(app: FastAPI) -> None:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from app.store.db import model_switched
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Overload, not a bug: every connection stayed busy for db.pool_timeout_s. Answered
+        # here rather than by the catch-all, which lets the exception on to the server
+        # after its 500 (uvicorn then logs it again and closes the connection, failing the
+        # next request a client sends on it, whichever project's it is).
+        logger.warning("no database connection free within the pool timeout in %s %s",
+                       request.method, route_template(request.scope))
+        return envelope(_request_id(request), 503, "unavailable",
+                        "the server is busy (no database connection free); retry shortly",
+                        retry_after_s=1)
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
@@ -235,10 +264,9 @@ def install_database_error_handler(app: FastAPI) -> None:
                             "the database is unavailable; retry shortly")
         if model_switched(exc):
             logger.info("a write of the old embedding model refused during a switch")
-            refused = envelope(_request_id(request), 503, "embedding_model_switching",
-                               "the embedding model is being switched; retry shortly")
-            refused.headers["Retry-After"] = "1"
-            return refused
+            return envelope(_request_id(request), 503, "embedding_model_switching",
+                            "the embedding model is being switched; retry shortly",
+                            retry_after_s=1)
         logger.exception("database error in %s %s", request.method,
                          route_template(request.scope))
         return envelope(_request_id(request), 500, "internal_error",

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.auth import Gatekeeper, KeyTouches
+from app.auth import Gatekeeper, KeyTouches, ProjectSlots
 from app.config import Settings
 from app.deps import ApiResources, ResourcesDep
 from app.embeddings import Embedder
@@ -36,6 +36,7 @@ from app.resources import Resources, open_resources
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
 from app.throttle import Throttle
+from app.transfer.router import router as transfer_router
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             throttle = Throttle(settings.limits, settings.redis.url)
             stack.push_async_callback(throttle.aclose)
             gate = Gatekeeper(core.database, KeyTouches(settings.api.key_touch_interval_s),
-                              throttle)
+                              throttle, ProjectSlots(settings.api.project_concurrency))
             app.state.resources = ApiResources.of(
                 core, gate=gate, queue=queue,
                 queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size,
@@ -81,7 +82,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         summary="Long-term memory for AI agents",
         lifespan=lifespan,
     )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.api.max_body_bytes,
+                       large_bodies={"/v1/import": settings.api.max_import_bytes})
     metrics = Metrics()
     if settings.api.metrics:
         app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: times everything
@@ -95,6 +97,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(projects_router, responses=ERROR_RESPONSES)
     app.include_router(keys_router, responses=ERROR_RESPONSES)
     app.include_router(graph_router, responses=ERROR_RESPONSES)
+    app.include_router(transfer_router, responses=ERROR_RESPONSES)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -40,17 +40,14 @@ class Throttle:
             for name, amount in (("key", settings.key_requests),
                                  ("project", settings.project_requests))
             if amount is not None]
-        if redis_url is None or not self._rules:
-            self._storage = storage_from_string("async+memory://")
-        else:  # over redis-py, which Celery brings already
-            self._storage = storage_from_string("async+" + redis_url, implementation="redispy",
+        # Whether every replica counts together (the counts live in Redis).
+        self.shared = redis_url is not None and bool(self._rules)
+        if self.shared:  # over redis-py, which Celery brings already
+            self._storage = storage_from_string(f"async+{redis_url}", implementation="redispy",
                                                 key_prefix="anamnesis-limits")
+        else:
+            self._storage = storage_from_string("async+memory://")
         self._limiter = MovingWindowRateLimiter(self._storage)
-
-    @property
-    def shared(self) -> bool:
-        """Whether every replica counts together (the counts live in Redis)."""
-        return "redis" in type(self._storage).__name__.lower()
 
     async def admit(self, project_id: uuid.UUID, key_id: uuid.UUID) -> None:
         """Counts the request against the key's and the project's rate; 429 when either is

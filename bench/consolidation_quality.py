@@ -35,8 +35,8 @@ from typing import Any
 
 import httpx
 
-from bench.consolidation import Episode, conversation_episodes, default_data_path
 from bench.knowledge_updates import SCENARIOS, Scenario
+from bench.locomo_data import Episode, conversation_episodes, default_data_path
 from bench.locomo_graph import CATEGORIES, answerable, graph_size
 from bench.managed_server import (
     ManagedServer,

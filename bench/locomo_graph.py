@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.consolidation import Episode, conversation_episodes, default_data_path
+from bench.locomo_data import Episode, conversation_episodes, default_data_path
 from bench.managed_server import (
     ManagedServer,
     emit_report,

@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from app.embeddings import DEFAULT_MODEL, MINILM, MPNET, model_identity
-from bench.consolidation import default_data_path, session_time
 from bench.http_load import latency_summary
+from bench.locomo_data import default_data_path, session_time
 from bench.managed_server import (
     ManagedServer,
     emit_report,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -13,10 +14,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+if TYPE_CHECKING:  # the settings are read lazily: bench.gpu imports this module without them
+    from app.config import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +74,12 @@ class ManagedServer:
         self.log_path = self.root / "server.log"
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "ANAMNESIS_DATA_DIR": str(self.data_dir),
+        # The server runs this checkout's code, as the benchmark does: a virtual environment
+        # with the project installed editable from another checkout would otherwise give
+        # its `anamnesis` script that checkout's `app`.
+        python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path),
+                    "ANAMNESIS_DATA_DIR": str(self.data_dir),
                     **({} if query_cache else {"ANAMNESIS_SEARCH__QUERY_CACHE_SIZE": "0"}),
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
@@ -208,3 +219,69 @@ def server_env(items: list[str], llm_url: str | None = None,
         if llm_model:
             env.setdefault("ANAMNESIS_LLM__MODEL", llm_model)
     return env
+
+
+def server_settings(env: Mapping[str, str]) -> Settings:
+    """The settings the started server read: built from its environment."""
+    from app.config import Settings
+
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>ERROR|WARNING|CRITICAL) (?P<logger>\S+?)"
+                      r"(?: \[[^\]]*\])?: (?P<message>.*)$")
+
+
+def log_problems(path: Path, offset: int) -> dict[str, Any]:
+    """Warnings and errors the started server logged from ``offset`` (bytes) on, in the text
+    format: counts per level and logger, and the first distinct messages."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return {}
+    counts: Counter[str] = Counter()
+    samples: dict[str, None] = {}
+    for line in lines:
+        match = LOG_LINE.match(line)
+        if match is None:
+            continue
+        counts[f"{match['level']} {match['logger']}"] += 1
+        if len(samples) < 8:
+            samples[f"{match['level']} {match['logger']}: {match['message'][:300]}"] = None
+    return {"lines": len(lines), "by_level_and_logger": dict(counts), "samples": list(samples)}
+
+
+def log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def checkout() -> dict[str, Any]:
+    """The code a started server runs (``ManagedServer`` puts this checkout first)."""
+    def git(*command: str) -> str:
+        found = subprocess.run(["git", "-C", str(REPO_ROOT), *command], capture_output=True,
+                               text=True, check=False, timeout=30)
+        return found.stdout.strip()
+
+    return {"path": str(REPO_ROOT), "revision": git("rev-parse", "--short", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def pool_settings(settings: Settings) -> dict[str, Any]:
+    db = settings.db
+    return {"pool_size": db.pool_size, "max_overflow": db.max_overflow,
+            "main_pool_max": db.pool_size + db.max_overflow, "pool_timeout_s": db.pool_timeout_s,
+            "graph_pool_size": db.graph_pool_size, "index_pool_size": db.index_pool_size,
+            "graph_store": "neo4j" if settings.neo4j.url else "postgres",
+            "search_index": settings.search.index}

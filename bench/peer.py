@@ -31,8 +31,9 @@ from typing import Any
 
 import httpx
 
-from bench.consolidation import default_data_path, mem0_installed, session_time
+from bench.consolidation_peers import mem0_installed
 from bench.http_load import latency_summary
+from bench.locomo_data import default_data_path, session_time
 from bench.managed_server import (
     ManagedServer,
     emit_report,

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from bench.consolidation import default_data_path
 from bench.http_load import latency_summary
+from bench.locomo_data import default_data_path
 from bench.locomo_recall import CATEGORIES, message, sessions
 from bench.managed_server import (
     REPO_ROOT,

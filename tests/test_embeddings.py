@@ -118,8 +118,8 @@ def test_onnx_runs_on_the_cpu_only(tmp_path: Path) -> None:
     with pytest.raises(OnnxUnavailable, match="CPU"):
         SentenceTransformerEmbedder.load(EmbeddingSettings(backend="onnx", device="cuda"),
                                          tmp_path)
-    assert embeddings.choose_backend(EmbeddingSettings(device="cuda")) == "torch"
-    assert embeddings.choose_backend(EmbeddingSettings()) == "onnx"
+    assert embeddings.choose_backend("auto", "cuda") == "torch"
+    assert embeddings.choose_backend("auto", "cpu") == "onnx"
 
 
 async def test_concurrent_batches_match_single_encodes(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 
 from app.config import Settings
@@ -302,3 +304,80 @@ async def test_graph_searches_cannot_exhaust_the_pool(
                 for i in range(6)]
             answers = await asyncio.gather(*burst, b.get("/v1/memories"))
     assert [r.status_code for r in answers] == [200] * 7
+
+
+async def test_no_connection_free_within_the_pool_timeout_is_503(
+        settings: Settings, embedder: SentenceTransformerEmbedder,
+        api_key_factory: KeyFactory) -> None:
+    """Overload, not a bug: a request that finds every connection busy for the pool's
+    timeout answers 503 with Retry-After in the one envelope (it was a bare 500, re-raised
+    to the server, which then closed the connection under the client's next request), and
+    the next one goes through once a connection is free."""
+    tight = settings.model_copy(update={
+        "db": settings.db.model_copy(update={"pool_size": 1, "max_overflow": 0,
+                                             "pool_timeout_s": 0.5}),
+        "data_dir": settings.data_dir / "one-connection"})
+    application = create_app(tight, embedder=embedder)
+    key = await api_key_factory("busy")
+    async with application.router.lifespan_context(application):
+        database: Database = application.state.resources.database
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
+                                     base_url="http://test",
+                                     headers={"Authorization": f"Bearer {key}"}) as client:
+            async with database.engine.connect() as held:  # the pool's only connection
+                await held.exec_driver_sql("SELECT 1")
+                busy = await client.get("/v1/memories", params={"user_id": "alice"})
+            free = await client.get("/v1/memories", params={"user_id": "alice"})
+    assert busy.status_code == 503, busy.text
+    body = busy.json()
+    assert body["error"] == "unavailable"
+    assert busy.headers["retry-after"] == "1"
+    assert busy.headers["x-request-id"] == body["request_id"]
+    assert free.status_code == 200, free.text
+
+
+async def test_a_busy_project_waits_for_its_own_slots_not_another_project(
+        settings: Settings, embedder: SentenceTransformerEmbedder,
+        api_key_factory: KeyFactory) -> None:
+    """A project has ``api.project_concurrency`` requests served at once; its next one waits
+    holding nothing, so another project's request is served meanwhile. Here A's update waits
+    on a row lock, its one slot taken; A's list waits for that slot, B's list does not."""
+    narrow = settings.model_copy(update={
+        "api": settings.api.model_copy(update={"project_concurrency": 1}),
+        "data_dir": settings.data_dir / "one-slot"})
+    application = create_app(narrow, embedder=embedder)
+    key_a, key_b = await api_key_factory("slots-a"), await api_key_factory("slots-b")
+    async with application.router.lifespan_context(application):
+        database: Database = application.state.resources.database
+        slots = application.state.resources.gate.slots
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                     headers={"Authorization": f"Bearer {key_a}"}) as a, \
+                httpx.AsyncClient(transport=transport, base_url="http://test",
+                                  headers={"Authorization": f"Bearer {key_b}"}) as b:
+            project_a = uuid.UUID((await a.get("/v1/project")).json()["id"])
+            memory_id = await _add(a, "Plays the cello.", user_id="alice")
+            async with database.engine.connect() as holder:
+                await holder.execute(sa.text("SELECT id FROM memories WHERE id = :id "
+                                             "FOR UPDATE"), {"id": uuid.UUID(memory_id)})
+                update = asyncio.create_task(a.patch(f"/v1/memories/{memory_id}",
+                                                     json={"metadata": {"bow": "new"}}))
+                await until(lambda: slots.busy(project_a) == 1)
+                listing = asyncio.create_task(a.get("/v1/memories"))
+                await until(lambda: slots.busy(project_a) == 2)
+                other = await b.get("/v1/memories")
+                assert other.status_code == 200, other.text
+                await asyncio.sleep(0.2)
+                assert not update.done()  # on the row lock, in A's only slot
+                assert not listing.done()  # behind it
+                await holder.rollback()
+            assert (await update).status_code == 200
+            assert (await listing).status_code == 200
+    assert slots.busy(project_a) == 0
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Polls ``condition`` (a state of the server's, which offers nothing to wait on)."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - nothing to await but the state itself
+            await asyncio.sleep(0.01)

@@ -131,9 +131,10 @@ async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
     merges: list[tuple[uuid.UUID, str, str, float]] = []
     new: list[EntityRecord] = []
     fresh: list[tuple[str, dict[str, Any]]] = []
+    forgotten = _forgotten(data, facts, gone)
     for item in data.get("entities", []):
         key = name_key(str(item.get("name", "")))
-        if not key or key in mentioned or any(key == k for k, _ in fresh):
+        if not key or key in mentioned or key in forgotten or any(key == k for k, _ in fresh):
             continue
         existing = await store.entity_named(scope, key)
         if existing is not None:
@@ -210,6 +211,31 @@ async def apply(store: GraphStore, embedder: Embedder, scope: ProjectScope,
                 links.add((record.id, uuid.UUID(fact["memory_id"])))
     await store.link_memories(scope.project_id, sorted(links))
     return Applied(len(new), len(relations), len(retired), merges)
+
+
+def _forgotten(data: dict[str, Any], facts: list[dict[str, Any]],
+               gone: frozenset[uuid.UUID]) -> set[str]:
+    """Name keys of the entities only facts since erased (or deleted) stated, as an end of
+    their relations or in their words: a replay leaves them out, as the erase left no such
+    entity behind (``detach_memories``). Empty unless something is gone."""
+
+    def lost(fact: dict[str, Any]) -> bool:
+        return bool(fact.get("erased")) or (
+            bool(fact.get("memory_id")) and uuid.UUID(str(fact["memory_id"])) in gone)
+
+    stated: dict[str, list[bool]] = {}
+    for item in data.get("relations", []):
+        fact = _fact(facts, item.get("fact"))
+        if fact is not None:
+            for end in ("source", "target"):
+                stated.setdefault(name_key(str(item.get(end, ""))), []).append(lost(fact))
+    names = {name_key(str(item.get("name", ""))) for item in data.get("entities", [])}
+    for fact in facts:
+        words = f" {name_key(str(fact.get('text', '')))} "
+        for key in names:
+            if key and f" {key} " in words:
+                stated.setdefault(key, []).append(lost(fact))
+    return {key for key, losses in stated.items() if all(losses)}
 
 
 def _fact(facts: list[dict[str, Any]], index: Any) -> dict[str, Any] | None:

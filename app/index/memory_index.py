@@ -16,6 +16,9 @@ Postgres stays the truth. Each API process holds one ``MemoryIndex``:
   ids that match. The vector and lexical indexes then score only the allowed slots, so a
   filtered search returns the true top k of what matches. A filter matching more than
   ``filter_ids_max`` memories is answered by Postgres instead.
+* **Device copy.** With ``search.vector_backend`` torch or faiss (auto: on a GPU), searches
+  allowed more than ``host_max`` slots scan a copy of the vectors on ``search.device``
+  exactly, the allowed slots as a mask, in micro-batches with concurrent ones (``device``).
 * **Compaction.** Dead slots are dropped by building the state again off to the side once
   they outnumber the live ones, then swapping it in.
 """
@@ -47,9 +50,10 @@ from app.index.candidates import (
     Ranked,
 )
 from app.index.cursor import ChangeCursor
+from app.index.device import Batcher
 from app.index.slots import Slots
 from app.index.state import IndexState
-from app.index.vectors import Batcher, VectorIndex
+from app.index.vectors import VectorIndex
 from app.store.db import Database
 from app.store.models import Memory
 from app.store.repositories import changes
@@ -99,8 +103,7 @@ class MemoryIndex:
         self._since_snapshot = 0
         self._erased_at: float | None = None  # the first erasure the snapshot still holds
         self._last_catch_up = 0.0
-        self._batcher = Batcher(lambda queries, k: self.state.vectors.search_all(queries, k),
-                                settings.batch_window_ms / 1000)
+        self._batcher = Batcher(settings.batch_window_ms / 1000)
 
     @property
     def vectors(self) -> VectorIndex:
@@ -124,8 +127,8 @@ class MemoryIndex:
             await self.build()
         await self.catch_up_fully()
         await self.grow()
-        logger.info("memory index ready from %s in %.1fs: %d memories, %s index, position %d",
-                    source, time.perf_counter() - began, self.live, self.vectors.kind,
+        logger.info("memory index ready from %s in %.1fs: %d memories, %s, position %d",
+                    source, time.perf_counter() - began, self.live, self.vectors.describe(),
                     self.position)
         if poll:
             self._task = asyncio.create_task(self._poll(), name="memory-index-poll")
@@ -275,16 +278,21 @@ class MemoryIndex:
                                                   query.timeline, self.settings.filter_ids_max)
             if among is None:  # too many to list: Postgres answers this search
                 return await self.fallback.candidates(session, query, lap)
-        allowed = self.allowed(query.where, query.timeline, among, query.kinds)
-        found = _FromIndex(self, query, allowed)
-        if query.dense:
-            if self.vectors.on_gpu and len(allowed) > self.settings.exact_max:
-                found.dense = await self.dense_batched(query.vector, allowed, query.depth)
-            if found.dense is None:
-                found.dense = self.dense(query.vector, allowed, query.depth)
+        # One state throughout: a compaction swapping in another (slots renumbered) while
+        # this search waits in a batch must not mix its slot numbers with ours. (Lexical
+        # first: it does not wait, so it reads this state too.)
+        state = self.state
+        allowed = state.slots.allowed(query.where, query.timeline, among, kinds=query.kinds)
+        found = _FromIndex(self, state, query, allowed)
         if query.lexical:
             found.lexical = self.lexical_search(query.where.project_id, query.text, allowed,
                                                 query.depth)
+        if query.dense and state.vectors.on_device(allowed):  # batched with concurrent ones
+            found.dense = _ranked(state, *await self._batcher(
+                state.vectors, query.vector, query.depth, allowed))
+        elif query.dense:
+            found.dense = _ranked(state, *state.vectors.search(query.vector, query.depth,
+                                                                allowed))
         return found
 
     def allowed(self, where: ProjectScope, timeline: Timeline,
@@ -293,8 +301,7 @@ class MemoryIndex:
         return self.state.slots.allowed(where, timeline, among, kinds=kinds)
 
     def dense(self, query: npt.NDArray[np.float32], allowed: Slots, n: int) -> Ranked:
-        slots, scores = self.vectors.search(query, n, allowed)
-        return self._ranked(slots, scores)
+        return _ranked(self.state, *self.vectors.search(query, n, allowed))
 
     def lexical_search(self, project_id: uuid.UUID, query: str, allowed: Slots,
                        n: int) -> Ranked:
@@ -303,7 +310,7 @@ class MemoryIndex:
             return []
         mask = np.zeros(self.vectors.size, dtype=bool)
         mask[allowed] = True
-        return self._ranked(*self.state.lexical.search(project, query, mask, n))
+        return _ranked(self.state, *self.state.lexical.search(project, query, mask, n))
 
     def lexical_scores(self, project_id: uuid.UUID, query: str,
                        ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
@@ -319,21 +326,6 @@ class MemoryIndex:
     def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
                  allowed: Slots) -> dict[uuid.UUID, Candidate]:
         return self.state.describe(query, ids, allowed)
-
-    async def dense_batched(self, query: npt.NDArray[np.float32], allowed: Slots,
-                            n: int) -> Ranked | None:
-        """A whole-index ANN search in a micro-batch (the GPU path), keeping allowed slots;
-        None when too few of them survive and the caller must search exactly."""
-        slots, scores = await self._batcher(query, max(4 * n, 64))
-        keep = np.isin(slots, allowed)
-        slots, scores = slots[keep][:n], scores[keep][:n]
-        if len(slots) < min(n, len(allowed)):
-            return None
-        return self._ranked(slots, scores)
-
-    def _ranked(self, slots: Slots, scores: npt.NDArray[np.float32]) -> Ranked:
-        ids = self.state.slots.ids
-        return [(ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(), strict=True)]
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -369,16 +361,23 @@ class MemoryIndex:
         return False
 
 
-class _FromIndex:
-    """The index's candidates for one search, over the slots it may return."""
+def _ranked(state: IndexState, slots: Slots, scores: npt.NDArray[np.float32]) -> Ranked:
+    ids = state.slots.ids
+    return [(ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(), strict=True)]
 
-    def __init__(self, index: MemoryIndex, query: CandidateQuery, allowed: Slots):
-        self.index, self.query, self.allowed = index, query, allowed
+
+class _FromIndex:
+    """The index's candidates for one search, over the slots it may return (of ``state``,
+    the index's state when the search began)."""
+
+    def __init__(self, index: MemoryIndex, state: IndexState, query: CandidateQuery,
+                 allowed: Slots):
+        self.index, self.state, self.query, self.allowed = index, state, query, allowed
         self.dense: Ranked | None = None
         self.lexical: Ranked | None = None
 
     async def describe(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
-        return self.index.describe(self.query.vector, ids, self.allowed)
+        return self.state.describe(self.query.vector, ids, self.allowed)
 
     def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
         return self.index.lexical_scores(self.query.where.project_id, self.query.text, ids)

@@ -23,7 +23,7 @@ import numpy as np
 
 from app.config import SearchSettings
 from app.index.saved import Saved
-from app.index.vectors import VectorIndex
+from app.index.vectors import VectorIndex, VectorOptions
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def read_snapshot(folder: Path, dimension: int, model: str, settings: SearchSett
             logger.warning("memory index snapshot made by another model or format; "
                            "rebuilding from Postgres")
             return None
-        vectors = VectorIndex.load(folder / "vectors.faiss", dimension, settings)
+        vectors = VectorIndex.load(folder / "vectors.faiss", dimension,
+                                   VectorOptions.of(settings))
         values = json.loads((folder / "state.json").read_text())
         if not isinstance(values, dict):
             raise ValueError("state.json holds no object")

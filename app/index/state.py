@@ -24,7 +24,7 @@ from app.index.lexical import LexicalIndex
 from app.index.saved import Saved
 from app.index.slots import NEVER, Slots, SlotTable
 from app.index.snapshot import read_snapshot, write_snapshot
-from app.index.vectors import VectorIndex
+from app.index.vectors import VectorIndex, VectorOptions
 from app.store.repositories.changes import IndexRow
 
 logger = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ class IndexState:
 
     @classmethod
     def empty(cls, dimension: int, settings: SearchSettings) -> IndexState:
-        return cls(VectorIndex(dimension, settings), LexicalIndex(), SlotTable(), ChangeCursor())
+        return cls(VectorIndex(dimension, VectorOptions.of(settings)), LexicalIndex(),
+                   SlotTable(), ChangeCursor())
 
     @property
     def live(self) -> int:
@@ -49,19 +50,22 @@ class IndexState:
     def apply(self, rows: Iterable[IndexRow], erased: Sequence[uuid.UUID] = ()) -> None:
         """Each row's current state (idempotent: applying one twice changes nothing);
         ``erased`` ids are gone from Postgres altogether."""
-        for memory_id in erased:
-            self.kill(memory_id)
+        dead = [self.kill(memory_id) for memory_id in erased]
         added: list[IndexRow] = []
         for row in rows:
             if row.deleted or len(row.embedding) != self.vectors.dimension:
                 # (a vector of another size: the embedding model was switched, and this
                 # index is about to be built again for the new one)
-                self.kill(row.id)
+                dead.append(self.kill(row.id))
             elif self.slots.unchanged(row):  # superseded, expired…: same words, same vector
                 self.slots.set_times(self.slots.slot_of[row.id], row)
             else:
-                self.kill(row.id)
+                dead.append(self.kill(row.id))
                 added.append(row)
+        # A deleted memory's vector leaves memory now (and the next snapshot), not at the
+        # next compaction; the slot is masked out of every search anyway. In one call: on a
+        # device copy, each call is a transfer.
+        self.vectors.remove([slot for slot in dead if slot is not None])
         if not added:
             return
         first = self.vectors.size
@@ -70,15 +74,15 @@ class IndexState:
             project = self.slots.add(first + offset, row)
             self.lexical.add(first + offset, project, lexical_text(row.text, row.context))
 
-    def kill(self, memory_id: uuid.UUID) -> None:
+    def kill(self, memory_id: uuid.UUID) -> int | None:
+        """The memory's slot, now dead in the table and the words (the caller removes its
+        vector); None when it had none."""
         slot = self.slots.kill(memory_id)
         if slot is None:
-            return
+            return None
         self.lexical.remove(slot)
-        # A deleted memory's vector leaves memory now (and the next snapshot), not at the
-        # next compaction; the slot is masked out of every search anyway.
-        self.vectors.vectors()[slot] = 0.0
         self.dead += 1
+        return slot
 
     def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
                  allowed: Slots) -> dict[uuid.UUID, Candidate]:
@@ -108,7 +112,7 @@ class IndexState:
         FAISS and BM25). Reads this one and changes nothing in it, so it can run in a thread
         while searches go on."""
         old = self.slots.live_slots()
-        vectors = VectorIndex(dimension, self.vectors.settings)
+        vectors = VectorIndex(dimension, self.vectors.options)
         vectors.rebuild(self.vectors.vectors()[old].copy() if len(old)
                         else np.empty((0, dimension), np.float32))
         return IndexState(vectors, self.lexical.renumbered(old), self.slots.renumbered(old),

@@ -1,7 +1,8 @@
 """The Celery application's configuration: the one module of ``app`` importing celery.
 
 The API uses it only to send task messages by name; ``workers/`` registers the tasks on
-the same configuration and runs them.
+the same configuration and runs them. Jobs go to the ``consolidation`` queue, the periodic
+sweep to a queue of its own; a worker consumes both (``QUEUES``).
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import Celery
+from kombu.entity import Queue
 
 from app.config import Settings
 
 CONSOLIDATE_TASK = "consolidate.episode"
 SWEEP_TASK = "consolidate.sweep"
 QUEUE = "consolidation"
+SWEEP_QUEUE = "consolidation.sweep"
+QUEUES = (QUEUE, SWEEP_QUEUE)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -26,6 +30,12 @@ def make_celery(settings: Settings) -> Celery:
     celery.conf.update(
         task_serializer="json", accept_content=["json"], result_serializer="json",
         task_default_queue=QUEUE,
+        # The sweep does not queue behind the jobs: with more than a sweep interval of work
+        # waiting it would expire there every time, and the jobs it exists to hand back (their
+        # message lost, their worker dead) would wait for a quiet moment that steady load
+        # never brings. A worker takes from both queues in turn.
+        task_queues=[Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        task_routes={SWEEP_TASK: {"queue": SWEEP_QUEUE}},
         # A job is acknowledged once it ran, so a worker that dies mid-job leaves the message
         # to be delivered again (by Redis only after its one-hour visibility timeout; the
         # sweep re-enqueues the job once its lease lapses); the claim makes repeats harmless.

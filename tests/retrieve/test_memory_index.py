@@ -27,8 +27,9 @@ from fastapi import FastAPI
 from app.config import SearchSettings, Settings
 from app.domain import CURRENT, EVERY, ProjectScope, Scope, content_hash
 from app.embeddings import SentenceTransformerEmbedder
+from app.index.device import Batcher
 from app.index.memory_index import MemoryIndex
-from app.index.vectors import Batcher, VectorIndex
+from app.index.vectors import VectorIndex, VectorOptions
 from app.main import create_app
 from app.store.db import Database
 from app.store.models import Memory
@@ -308,22 +309,32 @@ async def test_hybrid_finds_what_each_signal_alone_misses(client: httpx.AsyncCli
     assert explain["fused"] == pytest.approx(hit["score"], abs=1e-3)
 
 
-async def test_concurrent_whole_index_searches_go_as_one_batch() -> None:
-    """The GPU path's micro-batching, run on the CPU index: concurrent searches within the
-    window are one call to faiss, and each gets what it would have got alone."""
+async def test_concurrent_searches_go_as_one_batch() -> None:
+    """The device copy's micro-batching (here on the CPU: the same code): concurrent searches
+    within the window are one scan, each with its own mask, and each gets what it would have
+    got alone; searches of two indexes (before and after a compaction) are batched apart."""
     rng = np.random.default_rng(5)
-    vectors = VectorIndex(DIM, SearchSettings())
+    options = VectorOptions(device="cpu", vector_backend="torch", host_max=0)
+    vectors, other = VectorIndex(DIM, options), VectorIndex(DIM, options)
     vectors.add(unit(rng, 500))
-    batcher = Batcher(vectors.search_all, window_s=0.05)
+    other.add(unit(rng, 50))
+    batcher = Batcher(window_s=0.05)
     queries = unit(rng, 20)
-    together = await asyncio.gather(*(batcher(q, 5) for q in queries))
+    masks = [None if i % 2 else np.arange(i, 500, 3, dtype=np.int64) for i in range(20)]
+    together = await asyncio.gather(*(batcher(vectors, q, 5, m)
+                                      for q, m in zip(queries, masks, strict=True)))
     assert batcher.batches == 1
-    for query, (slots, scores) in zip(queries, together, strict=True):
-        alone_slots, alone_scores = vectors.search_all(query[None, :], 5)
-        assert slots.tolist() == alone_slots[0].tolist()
-        assert np.allclose(scores, alone_scores[0])
-    assert len(await batcher(queries[0], 3)) == 2
-    assert batcher.batches == 2
+    for query, mask, (slots, scores) in zip(queries, masks, together, strict=True):
+        [(alone_slots, alone_scores)] = vectors.search_many(query[None, :], 5, [mask])
+        assert slots.tolist() == alone_slots.tolist()
+        assert np.allclose(scores, alone_scores)
+        if mask is not None:
+            assert np.isin(slots, mask).all()
+    mine, theirs = await asyncio.gather(batcher(vectors, queries[0], 3),
+                                        batcher(other, queries[0], 3))
+    assert batcher.batches == 3
+    assert len(mine[0]) == len(theirs[0]) == 3
+    assert theirs[0].tolist() == other.search_many(queries[:1], 3, [None])[0][0].tolist()
 
 
 @pytest.fixture

@@ -122,3 +122,39 @@ async def test_models_match_the_migrated_schema(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert differences == []
+
+
+async def test_memories_only_marked_deleted_are_erased_on_upgrade(
+        database_factory: Callable[[str], Awaitable[str]]) -> None:
+    """Before 0011 a delete only set ``deleted_at``; the upgrade erases those rows and their
+    history, and leaves the rest."""
+    url = await database_factory("anamnesis_migrations_erase")
+    await asyncio.to_thread(migrate, url, 384, "0010")
+    connection = await asyncpg.connect(plain_dsn(url))
+    try:
+        await connection.execute("SET anamnesis.embedding_model = 'all-MiniLM-L6-v2'")
+        project = await connection.fetchval(
+            "INSERT INTO projects (id, name) VALUES (gen_random_uuid(), 'p') RETURNING id")
+        vector = "[" + ",".join(["0.05"] * 384) + "]"
+        ids = []
+        for text, deleted in (("kept", False), ("marked deleted", True)):
+            ids.append(await connection.fetchval(
+                "INSERT INTO memories (id, project_id, user_id, text, content_hash, embedding, "
+                "deleted_at) VALUES (gen_random_uuid(), $1, 'u1', $2, md5($2), $3::vector, "
+                "CASE WHEN $4 THEN now() END) RETURNING id", project, text, vector, deleted))
+            await connection.execute(
+                "INSERT INTO memory_events (id, project_id, memory_id, event, new_text) "
+                "VALUES (gen_random_uuid(), $1, $2, 'ADD', $3)", project, ids[-1], text)
+    finally:
+        await connection.close()
+
+    await asyncio.to_thread(migrate, url, 384)
+
+    connection = await asyncpg.connect(plain_dsn(url))
+    try:
+        left = await connection.fetch("SELECT text FROM memories")
+        events = await connection.fetch("SELECT new_text FROM memory_events")
+    finally:
+        await connection.close()
+    assert [row["text"] for row in left] == ["kept"]
+    assert [row["new_text"] for row in events] == ["kept"]

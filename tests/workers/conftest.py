@@ -1,9 +1,12 @@
-"""Real Redis and real ``anamnesis worker`` processes for the Celery tests.
+"""Real Redis and real ``anamnesis worker`` (and ``anamnesis serve``) processes for the
+Celery tests.
 
 The API under test sends its jobs to Redis (``CeleryQueue``); a worker subprocess, started
-the way an operator starts one, runs them. Both use a database of their own: the session
-``app`` of the other tests consolidates in-process and sweeps its database every second,
-so on a shared database it would run (and hide) the jobs these tests hand to the worker.
+the way an operator starts one, runs them. The API is the app in the test's own process, or,
+where a test kills it, an ``anamnesis serve`` subprocess (``ApiProcess``). Both use a
+database of their own: the session ``app`` of the other tests consolidates in-process and
+sweeps its database every second, so on a shared database it would run (and hide) the jobs
+these tests hand to the worker.
 
 Redis is a ``redis-server`` started here on a free port (or ``ANAMNESIS_TEST_REDIS_URL``);
 without one the tests fail, they do not skip: CI installs it (``.ci/run``).
@@ -204,11 +207,11 @@ def settings_environment(group: str, settings: BaseModel) -> dict[str, str]:
             for name, value in settings.model_dump(exclude_none=True).items()}
 
 
-class WorkerProcess:
-    """``python -m app.cli worker`` in its own process group, its output in a log file.
+class ServiceProcess:
+    """A command of ``python -m app.cli`` in its own process group, its output in a log file.
 
-    ``kill`` is a machine dying: SIGKILL to the whole group (the prefork children too), no
-    acknowledgement, no cleanup. ``start`` again brings up a new node with a new name."""
+    ``kill`` is a machine dying: SIGKILL to the whole group (children too), no
+    acknowledgement, no cleanup. ``start`` again brings up a new generation of it."""
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str], home: Path) -> None:
         self.name, self.args, self.env, self.home = name, args, dict(env), home
@@ -218,66 +221,61 @@ class WorkerProcess:
         self._log_offset = 0
 
     @property
-    def node(self) -> str:
-        return f"{self.name}-{self.generation}@localhost"
+    def label(self) -> str:
+        return f"{self.name}-{self.generation}"
 
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def command(self) -> list[str]:
+        return self.args
+
     def start(self) -> None:
-        assert not self.alive, "the worker is already running"
+        assert not self.alive, f"{self.label} is already running"
         self.generation += 1
         with self.log_path.open("ab") as log:
-            log.write(f"\n===== starting {self.node} =====\n".encode())
+            log.write(f"\n===== starting {self.label} =====\n".encode())
             log.flush()
             self._log_offset = log.tell()
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", *self.args, "--hostname", self.node],
+                [sys.executable, "-m", "app.cli", *self.command()],
                 cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
 
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
     def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
-        """Until Celery logs ``<node> ready.``: connected to Redis, consuming the queue."""
+        """Until ``is_ready``; fails at once if the process exits meanwhile."""
         assert self.process is not None
         deadline = time.monotonic() + timeout_s
-        marker = f"{self.node} ready."
         while time.monotonic() < deadline:
-            if marker in self._own_log():
+            if self.is_ready():
                 return
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker {self.node} exited with {self.process.returncode}:"
+                raise RuntimeError(f"{self.label} exited with {self.process.returncode}:"
                                    f"\n{self.log_tail()}")
             time.sleep(0.1)
-        raise TimeoutError(f"worker {self.node} not ready after {timeout_s:.0f} s:"
+        raise TimeoutError(f"{self.label} not ready after {timeout_s:.0f} s:"
                            f"\n{self.log_tail()}")
 
     def _own_log(self) -> str:
+        """What the current generation has written."""
         with self.log_path.open("rb") as log:
             log.seek(self._log_offset)
             return log.read().decode(errors="replace")
 
     def kill(self) -> None:
-        """SIGKILL to the worker and its pool processes at once."""
+        """SIGKILL to the process and its children at once."""
         if self.process is None or self.process.returncode is not None:
             return  # reaped already: its group id may belong to someone else by now
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
-    def pool_processes(self) -> list[int]:
-        """Pids of the node's prefork pool processes, as the node itself reports them (the
-        embedded beat is a child of the main process too, and must not be mistaken for one)."""
-        assert self.process is not None
-        celery = make_celery(Settings(redis=RedisSettings(url=self.env["ANAMNESIS_REDIS__URL"])))
-        try:
-            stats = celery.control.inspect(destination=[self.node], timeout=5.0).stats() or {}
-        finally:
-            celery.close()
-        return [int(pid) for pid in stats.get(self.node, {}).get("pool", {}).get("processes", [])]
-
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Warm shutdown (SIGTERM: finish the current task), then SIGKILL what is left."""
+        """SIGTERM (a graceful shutdown), then SIGKILL to what is left."""
         if self.process is None:
             return
         if self.process.poll() is None:
@@ -296,18 +294,77 @@ class WorkerProcess:
         return "\n".join([f"(full log: {self.log_path})", *text[-lines:]])
 
 
-_workers: list[WorkerProcess] = []
+class WorkerProcess(ServiceProcess):
+    """``python -m app.cli worker``: each generation a new Celery node with a new name; a
+    warm shutdown (``stop``) lets it finish the current task."""
+
+    @property
+    def node(self) -> str:
+        return f"{self.label}@localhost"
+
+    def command(self) -> list[str]:
+        return ["worker", *self.args, "--hostname", self.node]
+
+    def is_ready(self) -> bool:
+        """Celery logged ``<node> ready.``: connected to Redis, consuming the queue."""
+        return f"{self.node} ready." in self._own_log()
+
+    def pool_processes(self) -> list[int]:
+        """Pids of the node's prefork pool processes, as the node itself reports them (the
+        embedded beat is a child of the main process too, and must not be mistaken for one)."""
+        assert self.process is not None
+        celery = make_celery(Settings(redis=RedisSettings(url=self.env["ANAMNESIS_REDIS__URL"])))
+        try:
+            stats = celery.control.inspect(destination=[self.node], timeout=5.0).stats() or {}
+        finally:
+            celery.close()
+        return [int(pid) for pid in stats.get(self.node, {}).get("pool", {}).get("processes", [])]
+
+
+class ApiProcess(ServiceProcess):
+    """``python -m app.cli serve`` on a fixed localhost port, the same one each generation."""
+
+    def __init__(self, name: str, env: Mapping[str, str], home: Path) -> None:
+        super().__init__(name, [], env, home)
+        self.port = _free_port()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def is_ready(self) -> bool:
+        """``GET /ready`` answers 200 (the database answers, the model is loaded)."""
+        try:
+            return httpx.get(f"{self.base_url}/ready", timeout=2.0).status_code == 200
+        except httpx.TransportError:
+            return False
+
+
+_processes: list[ServiceProcess] = []
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """A failing test shows the end of each worker's log."""
+    """A failing test shows the end of each worker's (and API process's) log."""
     report = yield
     if report.failed:
-        for worker in _workers:
-            report.sections.append((f"worker {worker.name} log (last lines)",
-                                    worker.log_tail()))
+        for process in _processes:
+            report.sections.append((f"{process.name} log (last lines)", process.log_tail()))
     return report
+
+
+@contextlib.contextmanager
+def tracked(process: ServiceProcess) -> Iterator[ServiceProcess]:
+    """The process's log shown if the test fails; stopped when the block ends."""
+    _processes.append(process)
+    try:
+        yield process
+    finally:
+        process.stop()
+        _processes.remove(process)
 
 
 @pytest.fixture(scope="session")
@@ -341,12 +398,8 @@ def worker_process(worker_environment: dict[str, str],
     """One prefork worker, two pool processes, with the embedded beat (the sweeper)."""
     worker = WorkerProcess("prefork", ["--pool", "prefork", "--concurrency", "2"],
                            worker_environment, tmp_path_factory.mktemp("worker-logs"))
-    _workers.append(worker)
-    try:
+    with tracked(worker):
         yield worker
-    finally:
-        worker.stop()
-        _workers.remove(worker)
 
 
 @pytest.fixture

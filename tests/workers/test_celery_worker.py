@@ -15,9 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from app.jobs.celery import QUEUE
+from app.jobs.queue import JobQueue
 from app.store.db import Database
 from tests.consolidate.scripted_brain import Brain, FactSpec
 from tests.scripted_llm import Scriptable, ScriptedLLM
@@ -263,3 +266,49 @@ async def test_the_sweeper_runs_a_job_whose_message_was_lost(
     job = await finished(tenant.http, job_id)
     assert job["status"] == "SUCCEEDED", job
     assert events(job) == [("ADD", "User's birthday is on 3 March")]
+
+
+BACKLOG = 1_000  # messages kept queued ahead of whatever is sent next: seconds of work
+
+
+async def keep_the_queue_busy(queue: JobQueue, redis_url: str, stop: asyncio.Event) -> int:
+    """Tops the consolidation queue up to ``BACKLOG`` messages until ``stop``: a queue that
+    never drains, as under steady load. The messages name no job (each run finds nothing to
+    claim). Returns how many were sent."""
+    client = redis.Redis.from_url(redis_url)
+    sent = 0
+    try:
+        while not stop.is_set():
+            missing = BACKLOG - await asyncio.to_thread(client.llen, QUEUE)
+            if missing > 0:
+                await queue.enqueue([uuid.uuid4() for _ in range(missing)])
+                sent += missing
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(client.delete, QUEUE)
+    finally:
+        client.close()
+    return sent
+
+
+async def test_the_sweeper_runs_while_the_queue_never_drains(
+        tenant: Tenant, worker: WorkerProcess, brain: Brain, redis_app: FastAPI,
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep is not queued behind the jobs: under steady load it would wait there
+    longer than its schedule and expire, each time, and a lost job would never run."""
+    brain.facts = {"My locker is number 47.": ["User's locker is number 47"]}
+    lost = LostMessages()
+    with monkeypatch.context() as patch:
+        patch.setattr(redis_app.state.resources, "queue", lost)
+        job_id = await post_episode(tenant.http, "My locker is number 47.")
+
+    stop = asyncio.Event()
+    busy = asyncio.create_task(keep_the_queue_busy(redis_app.state.resources.queue,
+                                                   redis_url, stop))
+    try:
+        job = await finished(tenant.http, job_id)
+    finally:
+        stop.set()
+        sent = await busy
+    assert job["status"] == "SUCCEEDED", job
+    assert events(job) == [("ADD", "User's locker is number 47")]
+    assert sent >= BACKLOG

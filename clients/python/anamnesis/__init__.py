@@ -7,8 +7,9 @@
 ...     hits = client.search("seating preference", user_id="alice")
 """
 
+from anamnesis._async_client import AsyncAnamnesis
 from anamnesis._base import __version__
-from anamnesis._client import Anamnesis, AsyncAnamnesis
+from anamnesis._client import Anamnesis
 from anamnesis._exceptions import (
     AnamnesisConnectionError,
     AnamnesisError,
