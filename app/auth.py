@@ -13,9 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-
-from sqlalchemy.ext.asyncio import AsyncSession
+from dataclasses import dataclass, replace
 
 from app.errors import Forbidden, Unauthorized
 from app.store.db import Database
@@ -79,24 +77,54 @@ class KeyTouches:
         self.interval_s = interval_s
         self._last: dict[uuid.UUID, float] = {}
 
-    def due(self, key_id: uuid.UUID) -> bool:
+    def due(self, key_id: uuid.UUID, *, peek: bool = False) -> bool:
+        """Whether the key's write is due; unless ``peek``, it counts as written now."""
         now = time.monotonic()
         last = self._last.get(key_id)
         if last is not None and now - last < self.interval_s:
             return False
-        self._last[key_id] = now
+        if not peek:
+            self._last[key_id] = now
         return True
 
 
-async def authenticate(session: AsyncSession, plaintext: str, touches: KeyTouches,
-                       request_id: str) -> Caller:
-    key = await key_repository.find_active_key(session, hash_key(plaintext))
-    if key is None:
-        raise Unauthorized("invalid or revoked API key")
-    if touches.due(key.id):
-        await key_repository.touch_key(session, key.id)
-    return Caller(project_id=key.project_id, key_id=key.id, request_id=request_id,
-                  scopes=frozenset(key.scopes))
+@dataclass(frozen=True)
+class _Checked:
+    caller: Caller
+    prefix: str
+    until: float
+
+
+class KeyCache:
+    """Keys found active in the database, by hash, for ``ttl_s`` seconds: most requests then
+    learn their caller without a transaction of their own. A key revoked through this
+    process is forgotten at once; revoked elsewhere (another API process, the CLI), it
+    stops working here within ``ttl_s``. Unknown keys are never kept: each is looked up."""
+
+    def __init__(self, ttl_s: float, max_keys: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_keys = max_keys
+        self._keys: dict[bytes, _Checked] = {}
+
+    def get(self, key_hash: bytes, request_id: str) -> Caller | None:
+        checked = self._keys.get(key_hash)
+        if checked is None:
+            return None
+        if checked.until <= time.monotonic():
+            del self._keys[key_hash]
+            return None
+        return replace(checked.caller, request_id=request_id)
+
+    def put(self, key_hash: bytes, caller: Caller, prefix: str) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._keys) >= self.max_keys:  # the oldest entry goes (dicts keep order)
+            del self._keys[next(iter(self._keys))]
+        self._keys[key_hash] = _Checked(caller, prefix, time.monotonic() + self.ttl_s)
+
+    def forget(self, prefix: str) -> None:
+        for key_hash in [h for h, checked in self._keys.items() if checked.prefix == prefix]:
+            del self._keys[key_hash]
 
 
 class ProjectSlots:
@@ -132,14 +160,25 @@ class Gatekeeper:
     counts the request against the key's and the project's rates."""
 
     def __init__(self, database: Database, touches: KeyTouches, throttle: Throttle,
-                 slots: ProjectSlots) -> None:
+                 slots: ProjectSlots, keys: KeyCache | None = None) -> None:
         self.database = database
         self.touches = touches
         self.throttle = throttle
         self.slots = slots
+        self.keys = keys or KeyCache(0)
 
     async def admit(self, plaintext: str, request_id: str) -> Caller:
-        async with self.database.session_scope() as session:
-            caller = await authenticate(session, plaintext, self.touches, request_id)
+        key_hash = hash_key(plaintext)
+        caller = self.keys.get(key_hash, request_id)
+        if caller is None or self.touches.due(caller.key_id, peek=True):
+            async with self.database.session_scope() as session:
+                key = await key_repository.find_active_key(session, key_hash)
+                if key is None:
+                    raise Unauthorized("invalid or revoked API key")
+                if self.touches.due(key.id):
+                    await key_repository.touch_key(session, key.id)
+            caller = Caller(project_id=key.project_id, key_id=key.id, request_id=request_id,
+                            scopes=frozenset(key.scopes))
+            self.keys.put(key_hash, caller, key.prefix)
         await self.throttle.admit(caller.project_id, caller.key_id)
         return caller

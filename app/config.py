@@ -210,9 +210,11 @@ class SearchSettings(BaseModel):
     batch_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
                                    description="Searches of the device copy within this "
                                    "window go to it as one batch.")
-    embed_window_ms: float = Field(default=1.0, ge=0.0, le=50.0,
-                                   description="Queries to embed arriving within this window "
-                                   "share one forward pass; 0: each goes at once.")
+    embed_window_ms: float = Field(default=0.0, ge=0.0, le=50.0,
+                                   description="0: a query to embed goes at once (sharing "
+                                   "a forward pass with those queued while one runs); above "
+                                   "0, those arriving within this window of the first share "
+                                   "one (each waits for it).")
 
     @model_validator(mode="after")
     def _gpu_off(self) -> SearchSettings:
@@ -250,6 +252,10 @@ class ApiSettings(BaseModel):
     key_touch_interval_s: float = Field(
         default=60.0, ge=0, description="How often an API key's last_used_at is refreshed."
     )
+    key_cache_s: float = Field(
+        default=2.0, ge=0, le=60, description="A key found active is trusted this long "
+        "without looking it up again (0: looked up on every request). Revoked through this "
+        "process it stops at once; through another process or the CLI, within this time.")
     metrics: bool = Field(default=True, description="Serve /metrics (Prometheus text, every "
                           "project's aggregates: expose it to operators only).")
     project_concurrency: int = Field(

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.auth import Gatekeeper, KeyTouches, ProjectSlots
+from app.auth import Gatekeeper, KeyCache, KeyTouches, ProjectSlots
 from app.config import Settings
 from app.deps import ApiResources, ResourcesDep
 from app.embeddings import Embedder
@@ -69,7 +69,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             throttle = Throttle(settings.limits, settings.redis.url)
             stack.push_async_callback(throttle.aclose)
             gate = Gatekeeper(core.database, KeyTouches(settings.api.key_touch_interval_s),
-                              throttle, ProjectSlots(settings.api.project_concurrency))
+                              throttle, ProjectSlots(settings.api.project_concurrency),
+                              KeyCache(settings.api.key_cache_s))
             app.state.resources = ApiResources.of(
                 core, gate=gate, queue=queue,
                 queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size,

@@ -3,10 +3,15 @@ over the API, as the CLI does."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.config import Settings
+from app.store.db import Database
+from app.store.repositories.keys import revoke_key
 from tests.conftest import KeyFactory
 
 
@@ -75,6 +80,22 @@ async def test_an_admin_key_lists_and_revokes_its_projects_keys(
         assert (await read_only.get("/v1/memories?user_id=u1")).status_code == 401
     assert (await client.delete(f"/v1/keys/{prefix}")).status_code == 404
     assert (await client.get("/v1/keys")).json()["results"][1]["revoked_at"] is not None
+
+
+async def test_a_checked_key_is_trusted_for_key_cache_s_then_looked_up_again(
+        app: FastAPI, client: httpx.AsyncClient, database: Database,
+        settings: Settings) -> None:
+    assert settings.api.key_cache_s > 0
+    reader = await make_key(client, "read")
+    async with keyed(app, reader) as read_only:
+        assert (await read_only.get("/v1/memories?user_id=u1")).status_code == 200
+        async with database.session_scope() as session:  # revoked behind the API's back
+            assert await revoke_key(session, reader.split("_")[1]) is True
+        # Its check is still fresh: the request is served without looking the key up.
+        assert (await read_only.get("/v1/memories?user_id=u1")).status_code == 200
+        await asyncio.sleep(settings.api.key_cache_s)
+        refused = await read_only.get("/v1/memories?user_id=u1")
+        assert refused.status_code == 401, refused.text
 
 
 @pytest.mark.parametrize("body", [{"scopes": []}, {"scopes": ["root"]},

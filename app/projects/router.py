@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from app.deps import AdminDep, CallerDep, SessionDep
+from app.deps import AdminDep, CallerDep, ResourcesDep, SessionDep
 from app.projects import service
 from app.projects.schemas import (
     KeyCreate,
@@ -48,7 +48,11 @@ async def list_keys(session: SessionDep, caller: AdminDep) -> KeyPage:
 
 @keys.delete("/{prefix}", response_model=KeyRevoked)
 async def revoke_key(prefix: Annotated[StorableStr, Path(min_length=1, max_length=32)],
-                     session: SessionDep, caller: AdminDep) -> KeyRevoked:
-    """Revokes the project's key with this prefix; it stops working at once."""
+                     session: SessionDep, caller: AdminDep,
+                     resources: ResourcesDep) -> KeyRevoked:
+    """Revokes the project's key with this prefix; it stops working at once here (through
+    other API processes within ``api.key_cache_s``)."""
     await service.revoke_key(session, caller, prefix)
+    await session.commit()  # then forgotten: no request re-learns it as active meanwhile
+    resources.gate.keys.forget(prefix)
     return KeyRevoked(prefix=prefix)
