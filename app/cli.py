@@ -263,8 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
                            default="auto", help="set the pgvector index aside while writing "
                            "and build it again at the end (auto: for 10,000 memories or more, "
                            "when the table is not much larger)")
-    importing.add_argument("--index-memory", default="1GB",
-                           help="maintenance_work_mem of that build (default 1GB)")
+    importing.add_argument("--index-memory", default="auto",
+                           help="maintenance_work_mem of that build, e.g. 2GB (auto: enough "
+                           "for the graph of every stored vector, at most a quarter of this "
+                           "machine's memory)")
     importing.add_argument("--json", action="store_true",
                            help="print the receipt as JSON on stdout")
 

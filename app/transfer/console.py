@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import sys
 import time
 import uuid
@@ -159,11 +160,27 @@ async def _set_aside(resources: Resources, mode: VectorIndex, memories: int) -> 
     return True
 
 
+def index_memory(rows: int, dimension: int, ceiling: int | None = None) -> str:
+    """``maintenance_work_mem`` for building the HNSW graph over ``rows`` vectors in memory
+    (pgvector writes it out far more slowly once it outgrows that): per row the vector,
+    its level-0 neighbours (2·m of them, 16 bytes each) and the element's bookkeeping, a
+    quarter more for the upper levels and slack; at least 64 MB, at most ``ceiling``
+    bytes (a quarter of this machine's memory; the embedded Postgres shares it)."""
+    if ceiling is None:
+        ceiling = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4
+    per_row = 4 * dimension + 2 * repository.VECTOR_INDEX_M * 16 + 160
+    wanted = int(rows * per_row * 1.25)
+    return f"{max(64 << 20, min(wanted, ceiling)) >> 20}MB"
+
+
 async def _restore_vector_index(resources: Resources, memory: str) -> None:
     """Builds the pgvector index when it is not there (set aside by this import, or by one
-    that was interrupted)."""
+    that was interrupted); ``memory`` ``auto``: sized by ``index_memory``."""
     async with resources.database.session_scope() as session:
         state = await repository.vector_index_state(session)
+        if memory == "auto" and state != "valid":
+            memory = index_memory(await repository.memory_count(session, exact=True),
+                                  (await space_of(resources.database)).dimension)
     if state == "valid":
         return
     began = time.perf_counter()

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from app.store.db import Database
 from app.store.repositories import transfer as repository
+from app.transfer.console import index_memory
 from tests.test_cli import _run, cli_env  # noqa: F401 - the fixture, for these tests too
 from tests.transfer.test_transfer import every_memory, messages_of
 
@@ -56,3 +57,10 @@ async def test_export_then_import_from_the_command_line(
     err = capsys.readouterr().err
     assert "line 2:" in err
     assert "nothing was imported" in err
+
+
+def test_the_index_build_gets_memory_for_its_whole_graph() -> None:
+    # 1M MiniLM vectors: 1,536 bytes each, 32 neighbours of 16 bytes, bookkeeping, +25%.
+    assert index_memory(1_000_000, 384, ceiling=8 << 30) == "2632MB"
+    assert index_memory(100, 384, ceiling=8 << 30) == "64MB"
+    assert index_memory(10**8, 384, ceiling=4 << 30) == "4096MB"

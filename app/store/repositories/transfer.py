@@ -35,9 +35,11 @@ OWNED: dict[str, Owned] = {"memories": Memory, "episodes": Episode,
                            "entity_merges": EntityMerge}
 
 VECTOR_INDEX = "ix_memories_embedding_hnsw"
+VECTOR_INDEX_M = 16
 # What migration 0001 creates (``models.Memory``); an index set aside is made again so.
 VECTOR_INDEX_SQL = (f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {VECTOR_INDEX} ON memories "
-                    "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+                    f"USING hnsw (embedding vector_cosine_ops) WITH (m = {VECTOR_INDEX_M}, "
+                    "ef_construction = 64)")
 
 
 async def project(session: AsyncSession, project_id: uuid.UUID) -> Project | None:
@@ -127,10 +129,12 @@ async def owners(session: AsyncSession, table: str, project_id: uuid.UUID,
     return {row_id: bool(mine) for row_id, mine in await session.execute(query)}
 
 
-async def memory_count(session: AsyncSession) -> int:
+async def memory_count(session: AsyncSession, *, exact: bool = False) -> int:
     """Memories of every project (what the pgvector index holds), from the planner's
-    estimate: a count of a large table would take longer than the decision is worth."""
-    query = sa.text("SELECT greatest(reltuples, 0)::bigint FROM pg_class "
+    estimate: a count of a large table would take longer than the decision is worth.
+    ``exact``: counted (right after a bulk load the estimate lags far behind)."""
+    query = sa.text("SELECT count(*) FROM memories" if exact else
+                    "SELECT greatest(reltuples, 0)::bigint FROM pg_class "
                     "WHERE oid = 'memories'::regclass")
     return int((await session.execute(query)).scalar_one())
 
