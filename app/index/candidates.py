@@ -69,6 +69,7 @@ class CandidateQuery:
     ranking: Ranking
     began: float = 0.0  # time.monotonic() when the search began: what it must see
     kinds: tuple[MemoryKind, ...] | None = None  # None: messages and facts
+    model: str | None = None  # the model ``vector`` is of
 
     @property
     def tree(self) -> Filter | None:

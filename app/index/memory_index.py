@@ -270,6 +270,10 @@ class MemoryIndex:
         await self.refresh(query.began, session)
         if lap is not None:
             lap("catch_up")
+        if query.dense and query.model is not None and query.model != self.model:
+            # This process is switching model and the query's vector is of the other one
+            # (``app.index.switch``): Postgres answers, as it does while the index rebuilds.
+            return await self.fallback.candidates(session, query, lap)
         among = None
         if query.extra is not None:
             tree = query.tree

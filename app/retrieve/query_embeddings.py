@@ -25,6 +25,7 @@ from app.embeddings import Embedder
 
 Key = tuple[uuid.UUID, str, str]
 Vector = npt.NDArray[np.float32]
+Made = tuple[Vector, str]  # a vector and the model that made it
 
 
 class QueryEmbeddings:
@@ -36,7 +37,7 @@ class QueryEmbeddings:
         self.max_batch = max_batch
         # Keyed by project, model and text: after a switch of model, no vector of the old one.
         self._cache: OrderedDict[Key, Vector] = OrderedDict()
-        self._pending: dict[Key, asyncio.Future[Vector]] = {}
+        self._pending: dict[Key, asyncio.Future[Made]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()  # held: the loop keeps weak references
         self.hits = 0
@@ -44,12 +45,18 @@ class QueryEmbeddings:
         self.batches = 0  # embedder calls made for misses
 
     async def get(self, project_id: uuid.UUID, text: str) -> Vector:
+        return (await self.made(project_id, text))[0]
+
+    async def made(self, project_id: uuid.UUID, text: str) -> Made:
+        """The vector of ``text`` and the model that made it: while the process switches
+        model (``app.index.switch``) a search must not take one model's vector to an index
+        of the other's."""
         key = (project_id, self.embedder.model_name, text)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             self.hits += 1
-            return cached
+            return cached, key[1]
         self.misses += 1
         future = self._pending.get(key)
         if future is None:
@@ -77,9 +84,13 @@ class QueryEmbeddings:
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _embed(self, batch: dict[Key, asyncio.Future[Vector]]) -> None:
+    async def _embed(self, batch: dict[Key, asyncio.Future[Made]]) -> None:
         try:
-            vectors = await self.embedder.embed([key[2] for key in batch])
+            while True:  # a switch of model during the call: its vectors may be of either
+                model = self.embedder.model_name
+                vectors = await self.embedder.embed([key[2] for key in batch])
+                if self.embedder.model_name == model:
+                    break
         except Exception as exc:  # every waiting search gets the embedder's error
             for future in batch.values():
                 if not future.done():
@@ -88,9 +99,9 @@ class QueryEmbeddings:
         for (key, future), vector in zip(batch.items(), vectors, strict=True):
             array = np.asarray(vector, dtype=np.float32)
             array.setflags(write=False)
-            if self.size and key[1] == self.embedder.model_name:
+            if self.size and key[1] == model:
                 self._cache[key] = array
                 while len(self._cache) > self.size:
                     self._cache.popitem(last=False)
             if not future.done():
-                future.set_result(array)
+                future.set_result((array, model))

@@ -76,10 +76,10 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     asked = ProjectScope(caller.project_id, request.user_id, request.agent_id, request.run_id)
     where, kinds, extra = _fold(parse_filters(request.filters), asked)
     seen = Timeline.of(request.as_of, request.include_superseded)
-    vector = await queries.get(caller.project_id, request.query)
+    vector, model = await queries.made(caller.project_id, request.query)
     query = CandidateQuery(where, seen, extra, vector, request.query,
                            max(settings.candidates, request.top_k),
-                           request.ranking or settings.ranking, began, kinds)
+                           request.ranking or settings.ranking, began, kinds, model)
     watch.lap("embed")
     found = await source.candidates(session, query, watch.lap)
     watch.lap("candidates")

@@ -7,6 +7,7 @@ import uuid
 import numpy as np
 
 from app.embeddings import SentenceTransformerEmbedder
+from app.index.switch import SwitchingEmbedder
 from app.retrieve.query_embeddings import QueryEmbeddings
 
 QUESTIONS = [f"What did {name} say about {topic}?" for name, topic in zip(
@@ -75,3 +76,27 @@ async def test_one_projects_repeated_question_is_embedded_once_and_cached(
     assert await queries.get(project, QUESTIONS[0]) is first
     assert (queries.batches, queries.hits) == (1, 1)
     await model.aclose()
+
+
+async def test_a_model_switch_during_the_call_gives_the_new_models_vector(
+        embedder: SentenceTransformerEmbedder) -> None:
+    """A search must not take one model's vector to an index of the other's: the vector
+    comes with the model that made it, embedded again when a switch raced the call."""
+    old, new = own_batcher(embedder), SentenceTransformerEmbedder(
+        encoder=embedder.encoder, model_name="another-model")
+    switching = SwitchingEmbedder(old)
+    embed_with_old = old.embed
+
+    async def switched_meanwhile(texts: list[str]) -> list[list[float]]:
+        vectors = await embed_with_old(texts)
+        switching.current = new  # the process moved while this call ran
+        return vectors
+
+    old.embed = switched_meanwhile  # type: ignore[method-assign]
+    queries = QueryEmbeddings(switching, size=8)
+    vector, model = await queries.made(uuid.uuid4(), QUESTIONS[0])
+    assert model == "another-model"
+    assert (old.passes, new.passes) == (1, 1)
+    assert np.allclose(vector, embedder.encode_sync([QUESTIONS[0]])[0], atol=1e-5)
+    await old.aclose()
+    await new.aclose()
