@@ -29,6 +29,7 @@ import hashlib
 import json
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -94,6 +95,7 @@ async def ours_search(client: httpx.AsyncClient, queries: list[tuple[str, str]],
                       clients: int) -> dict[str, Any]:
     times: list[float] = []
     hits: list[int] = []
+    steps: dict[str, list[float]] = {}
     todo = list(queries)
 
     async def worker() -> None:
@@ -105,12 +107,19 @@ async def ours_search(client: httpx.AsyncClient, queries: list[tuple[str, str]],
             times.append(time.perf_counter() - began)
             response.raise_for_status()
             hits.append(len(response.json()["results"]))
+            for part in response.headers.get("server-timing", "").split(","):
+                name, _, duration = part.strip().partition(";dur=")
+                if duration:
+                    steps.setdefault(name, []).append(float(duration))
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     wall = time.perf_counter() - began
     return {"clients": clients, **latency_summary(times), "qps": round(len(times) / wall, 1),
-            "mean_hits": round(sum(hits) / len(hits), 2)}
+            "mean_hits": round(sum(hits) / len(hits), 2),
+            # The server's own steps (Server-Timing), median of each.
+            "server_steps_p50_ms": {name: round(statistics.median(values), 2)
+                                    for name, values in steps.items()}}
 
 
 async def anamnesis_side(server: ManagedServer, path: Path, args: argparse.Namespace,
