@@ -173,14 +173,14 @@ def index_memory(rows: int, dimension: int, ceiling: int | None = None) -> str:
     return f"{max(64 << 20, min(wanted, ceiling)) >> 20}MB"
 
 
-async def _restore_vector_index(resources: Resources, memory: str) -> None:
+async def _restore_vector_index(resources: Resources, memory: str, dimension: int) -> None:
     """Builds the pgvector index when it is not there (set aside by this import, or by one
     that was interrupted); ``memory`` ``auto``: sized by ``index_memory``."""
     async with resources.database.session_scope() as session:
         state = await repository.vector_index_state(session)
         if memory == "auto" and state != "valid":
             memory = index_memory(await repository.memory_count(session, exact=True),
-                                  (await space_of(resources.database)).dimension)
+                                  dimension)
     if state == "valid":
         return
     began = time.perf_counter()
@@ -225,7 +225,7 @@ async def import_file(resources: Resources, path: Path, name: str, *, batch: int
         written = time.perf_counter()
     finally:
         if aside or vector_index != "keep":
-            await _restore_vector_index(resources, index_memory)
+            await _restore_vector_index(resources, index_memory, found.space.dimension)
     if as_json:  # the receipt, with the time of each pass
         print(json.dumps({**receipt.model_dump(mode="json"), "vector_index_set_aside": aside,
                           "check_s": round(checked - began, 3),
