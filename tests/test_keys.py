@@ -4,11 +4,13 @@ over the API, as the CLI does."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.auth import Caller, KeyCache
 from app.config import Settings
 from app.store.db import Database
 from app.store.repositories.keys import revoke_key
@@ -105,3 +107,21 @@ async def test_a_key_needs_known_scopes(client: httpx.AsyncClient,
     response = await client.post("/v1/keys", json=body)
     assert response.status_code == 422, response.text
     assert len((await client.get("/v1/keys")).json()["results"]) == 1
+
+
+def test_the_key_cache_keeps_nothing_at_0_evicts_the_oldest_and_forgets_by_prefix() -> None:
+    caller = Caller(project_id=uuid.uuid4(), key_id=uuid.uuid4(), request_id="r0")
+    off = KeyCache(0)
+    off.put(b"a", caller, "pa")
+    assert off.get(b"a", "r1") is None
+    cache = KeyCache(60, max_keys=2)
+    cache.put(b"a", caller, "pa")
+    cache.put(b"b", caller, "pb")
+    cache.put(b"c", caller, "pc")  # the oldest, a, makes room
+    assert cache.get(b"a", "r1") is None
+    found = cache.get(b"b", "r2")
+    assert found is not None
+    assert (found.request_id, found.key_id) == ("r2", caller.key_id)
+    cache.forget("pb")
+    assert cache.get(b"b", "r3") is None
+    assert cache.get(b"c", "r4") is not None
