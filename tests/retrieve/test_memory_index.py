@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from app.config import SearchSettings, Settings
 from app.domain import CURRENT, EVERY, ProjectScope, Scope, content_hash
 from app.embeddings import SentenceTransformerEmbedder
+from app.index.candidates import CandidateQuery
 from app.index.device import Batcher
 from app.index.memory_index import MemoryIndex
 from app.index.vectors import VectorIndex, VectorOptions
@@ -421,5 +422,27 @@ async def test_a_change_that_commits_late_is_applied_not_skipped(
         held = {index.state.slots.ids[s]
                 for s in index.allowed(ProjectScope(project), CURRENT).tolist()}
         assert held == {early, late}
+    finally:
+        await index.aclose(save=False)
+
+
+async def test_a_vector_of_another_model_is_answered_by_postgres(database: Database,
+                                                                  project: uuid.UUID) -> None:
+    """While a process switches model, a query embedded by the other model than the index's
+    takes its candidates from Postgres, never from the index's vectors."""
+    rng = np.random.default_rng(5)
+    ids = await insert(database, project, "switch", ["tea", "trains", "tulips"], unit(rng, 3))
+    index = MemoryIndex(database, DIM, "test-model", SearchSettings(poll_interval_s=60), None)
+    await index.start()
+    try:
+        for model, from_index in (("test-model", True), ("another-model", False)):
+            query = CandidateQuery(ProjectScope(project, user_id="switch"), CURRENT, None,
+                                   unit(rng, 1)[0], "tea", 10, "dense", time.monotonic(),
+                                   model=model)
+            async with database.session_scope() as session:
+                found = await index.candidates(session, query)
+            assert (type(found).__name__ == "_FromIndex") is from_index
+            assert found.dense is not None
+            assert {m for m, _ in found.dense} == set(ids)
     finally:
         await index.aclose(save=False)
