@@ -82,8 +82,8 @@ class LLMSettings(BaseModel):
                                       description="CPU threads of the bundled model (default: "
                                       "every core up to four, then all but one).")
     local_context: int = Field(default=8192, ge=512,
-                               description="Context tokens per request slot of the bundled "
-                               "model.")
+                               description="Context tokens of the bundled model, shared by "
+                               "its request slots.")
 
 
 class RedisSettings(BaseModel):

@@ -61,10 +61,15 @@ def default_threads() -> int:
     return cores if cores <= 4 else cores - 1
 
 
-def default_slots() -> int:
-    """Requests served at once: one on small machines (each would get half the cores and
-    half the context), two from eight cores on."""
-    return 2 if (os.cpu_count() or 2) >= 8 else 1
+# Requests served at once, and prompts whose state the server keeps: one per prompt of the
+# pipeline (extract, resolve, graph). llama.cpp sends a request to the idle slot whose last
+# prompt shares the most with it, so each prompt's fixed instructions (~400 tokens) stay
+# evaluated in their own slot. With one slot they evicted each other: measured on two cores,
+# the graph and resolve calls re-read their instructions every episode (5-7 s each, about
+# 1.5-2 s with a slot each). The slots share one context (``kv_unified``), so memory does not
+# grow with them; on two cores two requests decoded together take as long as one after the
+# other, so more slots would buy nothing there.
+SLOTS = 3
 
 
 def _chunk_paths() -> list[Path]:
@@ -132,10 +137,9 @@ class LocalLLM:
             )
         model = self.model_path()
         threads = self.settings.local_threads or default_threads()
-        slots = default_slots()
         argv = [sys.executable, "-m", __name__, "--model", str(model),
-                "--context", str(self.settings.local_context * slots),
-                "--threads", str(threads), "--slots", str(slots),
+                "--context", str(self.settings.local_context),
+                "--threads", str(threads), "--slots", str(SLOTS),
                 "--alias", self.settings.model]
         started = time.monotonic()
         # Appended, not truncated: a second owner in the same data dir may be writing to it.
@@ -263,7 +267,8 @@ def _serve(argv: list[str] | None = None) -> None:
     params.hostnames = [HOST]
     params.port = 0  # the server binds a free port and reports it in listening_address
     params.n_ctx = args.context
-    params.n_parallel = args.slots  # the context is split between them; more requests queue
+    params.n_parallel = args.slots  # more requests queue
+    params.kv_unified = True  # the slots share the context: each may use all of it
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
     params.fit_params = False  # fitting to free device memory costs ~1 s; a CPU has no need

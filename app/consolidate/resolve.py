@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -218,26 +218,27 @@ def _after_common_start(a: str, b: str) -> tuple[str, str]:
     return " ".join(left[shared:]), " ".join(right[shared:])
 
 
-async def supersede_replaced(session: AsyncSession, embedder: Embedder, context: EpisodeContext,
-                             plans: list[Plan], replaced: dict[int, list[uuid.UUID]]
-                             ) -> list[Plan]:
-    """A fact the model would ADD becomes a SUPERSEDE of a memory its exclusive relation
-    replaces in the graph (``graph.replaced_by_relations``): the structured extraction saw
-    the change the decision missed. Held to the same likeness as the model's own SUPERSEDE,
-    each memory replaced once."""
+async def replaced_memories(session: AsyncSession, embedder: Embedder, context: EpisodeContext,
+                            plans: list[Plan], results: list[dict[str, Any]],
+                            replaced: dict[int, list[uuid.UUID]]) -> dict[int, Memory]:
+    """Fact number → the memory its fact supersedes after all: a fact the decision ADDed
+    whose exclusive relation replaces a current one in the graph
+    (``graph.replaced_by_relations``): the structured extraction saw the change the decision
+    missed. Held to the same likeness as the model's own SUPERSEDE, each memory replaced
+    once. ``results``: what the write step did with each plan (an ADD may have become a NOOP
+    there)."""
     ids = sorted({memory_id for found in replaced.values() for memory_id in found})
     current = await memories.live_by_ids(session, context.project_id, ids) if ids else {}
     claimed = {plan.target.id for plan in plans if plan.target is not None}
-    changed = list(plans)
-    for index, plan in enumerate(plans):
+    found: dict[int, Memory] = {}
+    for index, (plan, result) in enumerate(zip(plans, results, strict=True)):
         targets = [current[m] for m in replaced.get(index, []) if m in current
                    and m not in claimed and current[m].kind == "fact"]
-        if plan.action != "ADD" or not targets:
+        if result["event"] != "ADD" or not targets:
             continue
         alike = await _predicates_alike(embedder, [(plan.text, t.text) for t in targets])
         best = max(range(len(targets)), key=lambda i: alike[i])
         if alike[best] >= MIN_SIMILARITY["SUPERSEDE"]:
             claimed.add(targets[best].id)
-            changed[index] = Plan(plan.fact, "SUPERSEDE", targets[best], plan.text,
-                                  plan.content_hash, plan.embedding)
-    return changed
+            found[index] = targets[best]
+    return found

@@ -83,6 +83,15 @@ class _Writer:
 
     async def _supersede(self, plan: Plan, target: Memory) -> None:
         new_id, holder = await self._insert(plan)
+        await self.retire(plan, target, new_id)
+        if holder is None:
+            self._record(new_id, "ADD", None, plan, decision="SUPERSEDE", related=target.id)
+        else:
+            self.links.append(SourceLink(new_id, plan.fact.message_indices))
+        self.results.append(_superseding(new_id, plan, target))
+
+    async def retire(self, plan: Plan, target: Memory, new_id: uuid.UUID) -> None:
+        """``target`` superseded by the memory ``new_id`` holding ``plan``'s fact."""
         start = target.valid_at or target.created_at
         ended = plan.fact.valid_at
         if ended < start:  # the model's day predates the old fact: end it when we heard
@@ -92,12 +101,6 @@ class _Writer:
             target.id, "SUPERSEDE", target.text, plan.text, None, None, cause=self.cause,
             message_indices=plan.fact.message_indices, decision="SUPERSEDE",
             related_memory_id=new_id))
-        if holder is None:
-            self._record(new_id, "ADD", None, plan, decision="SUPERSEDE", related=target.id)
-        else:
-            self.links.append(SourceLink(new_id, plan.fact.message_indices))
-        self.results.append({"id": str(new_id), "memory": plan.text, "event": "SUPERSEDE",
-                             "previous_memory": target.text, "previous_id": str(target.id)})
 
     def _record(self, memory_id: uuid.UUID, event: str, old_text: str | None, plan: Plan, *,
                 decision: str, related: uuid.UUID | None = None) -> None:
@@ -106,6 +109,11 @@ class _Writer:
             message_indices=plan.fact.message_indices, decision=decision,
             related_memory_id=related))
         self.links.append(SourceLink(memory_id, plan.fact.message_indices))
+
+
+def _superseding(new_id: uuid.UUID, plan: Plan, target: Memory) -> dict[str, Any]:
+    return {"id": str(new_id), "memory": plan.text, "event": "SUPERSEDE",
+            "previous_memory": target.text, "previous_id": str(target.id)}
 
 
 async def write(session: AsyncSession, context: EpisodeContext, plans: list[Plan],
@@ -122,3 +130,25 @@ async def write(session: AsyncSession, context: EpisodeContext, plans: list[Plan
     await episodes.link_sources(session, context.project_id, context.episode_id, writer.links)
     return writer.results
 
+
+
+async def supersede_added(session: AsyncSession, context: EpisodeContext, plans: list[Plan],
+                          results: list[dict[str, Any]], targets: dict[int, Memory],
+                          cause: Cause) -> list[dict[str, Any]]:
+    """After the graph step: each fact number in ``targets`` (an ADD already written)
+    supersedes that memory, as ``write`` would have had the decision said so. Returns the
+    job's results with those ADDs become SUPERSEDEs. A target changed or deleted since is
+    left alone."""
+    live = await memories.live_by_ids(session, context.project_id,
+                                      sorted({target.id for target in targets.values()}))
+    writer = _Writer(session, context, cause, [], [], list(results))
+    for index, target in sorted(targets.items()):
+        current = live.get(target.id)
+        if current is None or current.text != target.text:
+            continue
+        new_id = uuid.UUID(results[index]["id"])
+        await writer.retire(plans[index], current, new_id)
+        writer.results[index] = _superseding(new_id, plans[index], current)
+    await history.add_events(session, context.project_id, writer.events, actor_key_id=None,
+                             request_id=None)
+    return writer.results

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 import time
 from typing import Any
 
@@ -331,6 +332,43 @@ async def test_an_exclusive_relation_supersedes_what_the_model_missed(
                                                   "Ravi plays the violin"}
     old = (await client.get(f"/v1/memories/{canada['id']}")).json()
     assert old["superseded_by"] == perth["id"]
+
+
+async def test_facts_are_searchable_while_the_graph_step_runs(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM) -> None:
+    """The graph is a projection of the facts and comes last: while its LLM call is still
+    out, the facts are written, found by search and listed on the RUNNING job; the job is
+    SUCCEEDED once the graph shows them too."""
+    brain.facts = {"I live in Oslo.": ["Dana lives in Oslo"]}
+    graph_asked, release = threading.Event(), threading.Event()
+
+    def slow_graph(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "ExtractedGraph":
+            graph_asked.set()
+            release.wait(30)
+        return brain(body)
+
+    scripted_llm.responder = slow_graph
+    response = await post(client, said("I live in Oslo."))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    try:
+        deadline = time.monotonic() + 60
+        while not graph_asked.is_set():
+            assert time.monotonic() < deadline, "the graph step was never reached"
+            await asyncio.sleep(0.05)
+        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+        assert job["status"] == "RUNNING"
+        assert [(r["memory"], r["event"]) for r in job["results"]] == [
+            ("Dana lives in Oslo", "ADD")]
+        found = await client.post("/v1/memories/search", json={
+            "query": "where does Dana live", "user_id": "u1", "filters": {"kind": "fact"}})
+        assert [hit["memory"] for hit in found.json()["results"]] == ["Dana lives in Oslo"]
+    finally:
+        release.set()
+    job = await finished(client, job_id)
+    assert job["status"] == "SUCCEEDED"
+    assert brain.graph_calls == 1
 
 
 # -- failures and retries ------------------------------------------------------------------

@@ -84,6 +84,13 @@ async def succeed(session: AsyncSession, job_id: uuid.UUID,
         completed_at=sa.func.now()))
 
 
+async def record_results(session: AsyncSession, job_id: uuid.UUID,
+                         results: list[dict[str, Any]]) -> None:
+    """What the job wrote, shown while it still runs (its facts are searchable; the graph
+    step follows)."""
+    await session.execute(sa.update(Job).where(Job.id == job_id).values(results=results))
+
+
 async def fail(session: AsyncSession, job_id: uuid.UUID, code: str, error: str) -> None:
     await session.execute(sa.update(Job).where(Job.id == job_id).values(
         status=FAILED, error_code=code, error=error, completed_at=sa.func.now()))
