@@ -6,8 +6,9 @@ Two parts (``--part``, both by default), against one started server:
 * ``locomo``: whole sessions of a few LoCoMo dev conversations are posted in order
   (``infer: true``, one add per session, or per ``--episode-turns`` turns, each message
   with its speaker's name and LoCoMo ``dia_id``). Per episode: seconds from the 202 until
-  the messages are found by a search and until the job finished (facts and graph written),
-  LLM calls and tokens. Then every question of categories 1 to 4 searches its conversation
+  the messages are found by a search, until the facts are written (the job lists them
+  while its graph step runs) and until the job finished (graph written too), LLM calls and
+  tokens. Then every question of categories 1 to 4 searches its conversation
   three ways: facts only, messages only, both fused (the default search). A message stands
   for its own turn; a fact for the turns its ``sources`` cite. Evidence recall@k ("any"
   evidence turn in the top k), facts per user turn, entities and relations per session,
