@@ -2,7 +2,9 @@
 decide ADD, UPDATE, SUPERSEDE or NOOP.
 
 A fact whose exact text is already a current fact is a NOOP without asking anyone; a fact
-with no similar fact in its scope (``CANDIDATE_FLOOR``) is an ADD without asking either.
+with no similar fact in its scope (``CANDIDATE_FLOOR``) is an ADD without asking either, and
+so is a pair too unalike for any outcome below (what the two say of their common subject,
+``MIN_SIMILARITY``): the model's answer would change nothing, and every answer costs time.
 For the rest, one call asks the model a yes/no question per (fact, close memory) pair: can
 the memory still be true now? (``prompts.Check``). The model sees facts and memories as small
 numbers, never ids. Code decides the rest from the answers and the texts:
@@ -112,6 +114,16 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
         if same is not None:
             plans[index] = Plan(fact, "NOOP", same, same.text, same.content_hash, vector)
     pairs = _pairs_to_check(near, set(plans))
+    # A pair whose predicates are less alike than any outcome needs is an ADD whatever the
+    # model would answer (see ``_decide``): it is not asked about. On LoCoMo most close pairs
+    # are one person's unrelated facts, so this takes most questions, often the whole call,
+    # off an episode (the reply's tokens are the slow part on the bundled model).
+    likeness = dict(zip([(index, memory.id) for index, memory in pairs],
+                        await _predicates_alike(embedder, [(facts[index].text, memory.text)
+                                                           for index, memory in pairs]),
+                        strict=True))
+    pairs = [(index, memory) for index, memory in pairs
+             if likeness[(index, memory.id)] >= MIN_SIMILARITY["SUPERSEDE"]]  # the lowest
     open_facts = sorted({index for index, _ in pairs})
     candidates = list(dict.fromkeys(memory for _, memory in pairs))
     number = {memory.id: position for position, memory in enumerate(candidates)}
@@ -125,8 +137,8 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
                              [Known(memory.text, memory.valid_at) for memory in candidates],
                              context.observed_at),
             Checks, prompt_version=RESOLVE_VERSION)
-        plans |= await _decide(completion.value.checks, open_facts, pairs, facts, vectors,
-                               candidates, embedder)
+        plans |= _decide(completion.value.checks, open_facts, pairs, facts, vectors,
+                         candidates, likeness)
     for index in range(len(facts)):  # no decision, or none needed: a new fact
         if index not in plans:
             fact = facts[index]
@@ -147,27 +159,23 @@ def _pairs_to_check(near: list[list[tuple[Memory, float]]], settled: set[int]
             if (index, memory.id) in kept]
 
 
-async def _decide(checks: list[Check], open_facts: list[int], pairs: list[tuple[int, Memory]],
-                  facts: list[ExtractedFact], vectors: list[list[float]],
-                  candidates: list[Memory], embedder: Embedder) -> dict[int, Plan]:
+def _decide(checks: list[Check], open_facts: list[int], pairs: list[tuple[int, Memory]],
+            facts: list[ExtractedFact], vectors: list[list[float]], candidates: list[Memory],
+            likeness: dict[tuple[int, uuid.UUID], float]) -> dict[int, Plan]:
     ended: set[tuple[int, uuid.UUID]] = set()
     for check in checks:
         if check.still_true or not 0 <= check.fact < len(open_facts) \
                 or not 0 <= check.memory < len(candidates):
             continue
         ended.add((open_facts[check.fact], candidates[check.memory].id))
-    likeness = dict(zip([(index, memory.id) for index, memory in pairs],
-                        await _predicates_alike(embedder, [(facts[index].text, memory.text)
-                                                           for index, memory in pairs]),
-                        strict=True))
     plans: dict[int, Plan] = {}
     claimed: set[uuid.UUID] = set()  # one rewrite per memory per episode
     for index in open_facts:
         fact, vector = facts[index], vectors[index]
         mine = sorted(((likeness[(index, memory.id)], memory) for j, memory in pairs
                        if j == index), key=lambda item: -item[0])
-        superseded = next((memory for alike, memory in mine if (index, memory.id) in ended
-                           and alike >= MIN_SIMILARITY["SUPERSEDE"]
+        # Every pair asked about is alike enough to supersede (``resolve`` asks no other).
+        superseded = next((memory for _, memory in mine if (index, memory.id) in ended
                            and memory.id not in claimed), None)
         if superseded is not None:
             claimed.add(superseded.id)

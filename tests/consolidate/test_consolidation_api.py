@@ -280,8 +280,9 @@ async def test_unfit_answers_fall_back_to_add(client: httpx.AsyncClient, brain: 
 
 async def test_a_decision_about_an_unlike_memory_falls_back_to_add(
         client: httpx.AsyncClient, brain: Brain) -> None:
-    """A new job never retires a home, whatever the model says: the memory it names must be
-    close enough in meaning to the fact (``resolve.MIN_SIMILARITY``)."""
+    """A new job never retires a home, whatever the model would say: what the two say of
+    Dana is too unalike for any outcome (``resolve.MIN_SIMILARITY``), so the model is not
+    even asked and the fact is added."""
     brain.facts = {"I live in Lisbon and I play the cello.": ["Dana lives in Lisbon",
                                                               "Dana plays the cello"],
                    "I started working at Equinor as a geologist.": [
@@ -291,6 +292,7 @@ async def test_a_decision_about_an_unlike_memory_falls_back_to_add(
     await consolidate(client, "I live in Lisbon and I play the cello.")
     job = await consolidate(client, "I started working at Equinor as a geologist.")
     assert [r["event"] for r in job["results"]] == ["ADD"]
+    assert brain.resolve_calls == 0
     assert await texts(client, user_id="u1") == {
         "Dana lives in Lisbon", "Dana plays the cello", "Dana works at Equinor as a geologist"}
 
