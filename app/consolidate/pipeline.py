@@ -110,13 +110,18 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
                       prompt_version="+".join(v for v in ledger.prompt_versions
                                               if v != GRAPH_VERSION) or None)
         plans = resolution.plans
+        graph_step = bool(facts) and config.extract_graph
         async with database.session_scope() as session:
             if not await jobs.still_ours(session, job):
                 raise LostLease(str(job.id))
             results = await write(session, context, plans, cause)
+            if not graph_step:
+                await ledger.charge(session, job)
+                await jobs.succeed(session, job.id, results)
+                _finished(job, facts, results, ledger)
+                return
             await jobs.record_results(session, job.id, results)
-        entities = (await _extract_graph(llm, context, facts, ledger)
-                    if facts and config.extract_graph else None)
+        entities = await _extract_graph(llm, context, facts, ledger)
         recorded = None
         async with database.session_scope() as session:
             if not await jobs.still_ours(session, job):
@@ -142,6 +147,11 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
             await replay.apply_extraction(database, resources.graph, embedder, recorded)
             async with database.session_scope() as session:
                 await jobs.succeed(session, job.id, results)
+    _finished(job, facts, results, ledger)
+
+
+def _finished(job: Job, facts: list[ExtractedFact], results: list[dict[str, Any]],
+              ledger: Ledger) -> None:
     logger.info("job %s: %d facts → %s (%d LLM calls, %d tokens)", job.id, len(facts),
                 _summary(results), ledger.calls, ledger.usage.total_tokens)
 

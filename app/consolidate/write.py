@@ -131,24 +131,18 @@ async def write(session: AsyncSession, context: EpisodeContext, plans: list[Plan
     return writer.results
 
 
-
 async def supersede_added(session: AsyncSession, context: EpisodeContext, plans: list[Plan],
                           results: list[dict[str, Any]], targets: dict[int, Memory],
                           cause: Cause) -> list[dict[str, Any]]:
     """After the graph step: each fact number in ``targets`` (an ADD already written)
-    supersedes that memory, as ``write`` would have had the decision said so. Returns the
-    job's results with those ADDs become SUPERSEDEs. A target changed or deleted since is
-    left alone."""
-    live = await memories.live_by_ids(session, context.project_id,
-                                      sorted({target.id for target in targets.values()}))
+    supersedes that memory, as ``write`` would have had the decision said so. ``targets``
+    are read live in this same transaction (``resolve.replaced_memories``), under the scope
+    lock. Returns the job's results with those ADDs become SUPERSEDEs."""
     writer = _Writer(session, context, cause, [], [], list(results))
     for index, target in sorted(targets.items()):
-        current = live.get(target.id)
-        if current is None or current.text != target.text:
-            continue
         new_id = uuid.UUID(results[index]["id"])
-        await writer.retire(plans[index], current, new_id)
-        writer.results[index] = _superseding(new_id, plans[index], current)
+        await writer.retire(plans[index], target, new_id)
+        writer.results[index] = _superseding(new_id, plans[index], target)
     await history.add_events(session, context.project_id, writer.events, actor_key_id=None,
                              request_id=None)
     return writer.results
