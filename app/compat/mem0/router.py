@@ -67,7 +67,7 @@ class FinishedAdd(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         job = await jobs.wait(self.database, self.caller, self.job_id, self.timeout_s)
-        self.body = self.render(shapes.added(job).model_dump(mode="json"))
+        self.body = self.render(shapes.added(job).model_dump_json())
         self.init_headers()
         await super().__call__(scope, receive, send)
 
@@ -86,7 +86,7 @@ async def add_or_wait(body: AddRequest, session: SessionDep, tools: ToolsDep,
 @router.get("/v1/ping/", response_model=Ping)
 async def ping(caller: CallerDep) -> Ping:
     """The key works; its project's id."""
-    return Ping(project_id=caller.project_id)
+    return Ping(org_id=caller.project_id, project_id=caller.project_id)
 
 
 @router.post("/v3/memories/add/", response_model=Added | Queued)

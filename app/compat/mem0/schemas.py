@@ -304,8 +304,11 @@ class Notice(BaseModel):
 
 
 class Ping(BaseModel):
+    """The key's project. Mem0's clients need an organisation too: Anamnesis has none, so
+    each project is its own (``org_id`` is the project's id)."""
+
     status: Literal["ok"] = "ok"
-    org_id: None = None
+    org_id: uuid.UUID
     project_id: uuid.UUID
     user_email: None = None
 
