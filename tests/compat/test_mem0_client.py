@@ -287,3 +287,47 @@ async def test_what_mem0_asks_and_anamnesis_cannot_do_is_refused_by_name(
     # Nothing was stored or erased by the refused requests.
     listed = await mem0.get_all(filters={"user_id": user})
     assert [m["memory"] for m in listed["results"]] == ["kept"]
+
+
+async def test_v1_and_v2_routes_over_http(host: str, api_key_factory: KeyFactory, user: str,
+                                          brain: Brain) -> None:
+    """The routes older Mem0 clients and integrations call, with the hints they send."""
+    key = await api_key_factory()
+    said = [{"role": "user", "content": "I like jazz"}]
+    async with httpx.AsyncClient(base_url=host, headers={"Authorization": f"Token {key}"},
+                                 timeout=60) as http:
+        queued = (await http.post("/v1/memories/", json={
+            "messages": said, "user_id": user, "output_format": "v1.1", "version": "v2",
+            "enable_graph": True})).raise_for_status().json()
+        [event] = queued["results"]
+        assert (set(event), event["status"]) == ({"message", "status", "event_id"}, "PENDING")
+        for _ in range(600):
+            job = (await http.get(f"/v1/event/{event['event_id']}/")).raise_for_status().json()
+            if job["status"] != "PENDING" and job["status"] != "RUNNING":
+                break
+            await asyncio.sleep(0.05)
+        assert (job["status"], [r["memory"] for r in job["results"]]) == (
+            "SUCCEEDED", ["User likes jazz"])
+
+        # The same fact again: consolidation confirms it (NOOP), which Mem0 does not report.
+        again = (await http.post("/v1/memories/", json={
+            "messages": said, "user_id": user, "async_mode": False})).raise_for_status().json()
+        assert (again["results"], again["status"]) == ([], "SUCCEEDED")
+        verbatim = (await http.post("/v1/memories/", json={
+            "messages": [{"role": "user", "content": "Stored as said"}], "user_id": user,
+            "infer": False, "timestamp": 1700000000, "expiration_date": "2999-01-01"})
+        ).raise_for_status().json()
+        stored = (await http.get(f"/v1/memories/{verbatim['results'][0]['id']}/")).json()
+        assert stored["expiration_date"] == "2999-01-01"
+
+        found = (await http.post("/v2/memories/search/", json={
+            "query": "Which music?", "top_k": 3, "rerank": True, "keyword_search": True,
+            "fields": ["memory"], "user_id": user,
+            "filters": {"AND": [{"created_at": "*"}, {"kind": "fact"}]}})).raise_for_status()
+        assert [hit["memory"] for hit in found.json()["results"]] == ["User likes jazz"]
+        listed = (await http.post("/v2/memories/", params={"page": 1, "page_size": 10}, json={
+            "filters": {"user_id": user}, "start_date": "2000-01-01",
+            "end_date": "2999-01-01T00:00:00Z", "version": "v2"})).raise_for_status().json()
+        assert sorted(m["memory"] for m in listed["results"]) == [
+            "I like jazz", "I like jazz", "Stored as said", "User likes jazz"]
+        assert (listed["count"], listed["next"], listed["previous"]) == (4, None, None)
