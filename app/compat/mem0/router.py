@@ -38,7 +38,9 @@ from app.limits import MAX_ID_CHARS
 from app.store.db import Database
 from app.validation import OptionalStorableStr, StorableStr
 
-router = APIRouter(prefix="/mem0", tags=["mem0"])
+# Outside the OpenAPI schema: these routes speak Mem0's API (documented by Mem0), and the
+# native schema, which the SDKs are typed from, stays the native API's alone.
+router = APIRouter(prefix="/mem0", tags=["mem0"], include_in_schema=False)
 IdQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
 Page = Annotated[int, Query(ge=1)]
 PageSize = Annotated[int, Query(ge=1, le=200)]
