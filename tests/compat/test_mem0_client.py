@@ -262,7 +262,10 @@ async def test_what_mem0_asks_and_anamnesis_cannot_do_is_refused_by_name(
         (lambda: mem0.add("x", user_id=user, colour="red"), "colour: Extra inputs"),
         (lambda: mem0.add("x", user_id=user, custom_categories=[{"a": "b"}]),
          "custom_categories: not supported by Anamnesis"),
-        (lambda: mem0.add("x", user_id=user, immutable=True), "immutable"),
+        (lambda: mem0.add("x", user_id=user, immutable=True),
+         "immutable: not supported by Anamnesis"),
+        (lambda: mem0.get_all(filters={"user_id": user}, show_expired=True),
+         "show_expired: not supported by Anamnesis"),
         (lambda: mem0.add("x", app_id="shop"), "an app_id alone names no Anamnesis scope"),
         (lambda: mem0.add("x", filters={"user_id": user, "topic": "a"}),
          "an add's filters name entity ids only"),
@@ -315,7 +318,8 @@ async def test_v1_and_v2_routes_over_http(host: str, api_key_factory: KeyFactory
         assert (again["results"], again["status"]) == ([], "SUCCEEDED")
         verbatim = (await http.post("/v1/memories/", json={
             "messages": [{"role": "user", "content": "Stored as said"}], "user_id": user,
-            "infer": False, "timestamp": 1700000000, "expiration_date": "2999-01-01"})
+            "infer": False, "timestamp": 1700000000, "expiration_date": "2999-01-01",
+            "immutable": False})
         ).raise_for_status().json()
         stored = (await http.get(f"/v1/memories/{verbatim['results'][0]['id']}/")).json()
         assert stored["expiration_date"] == "2999-01-01"
@@ -327,7 +331,8 @@ async def test_v1_and_v2_routes_over_http(host: str, api_key_factory: KeyFactory
         assert [hit["memory"] for hit in found.json()["results"]] == ["User likes jazz"]
         listed = (await http.post("/v2/memories/", params={"page": 1, "page_size": 10}, json={
             "filters": {"user_id": user}, "start_date": "2000-01-01",
-            "end_date": "2999-01-01T00:00:00Z", "version": "v2"})).raise_for_status().json()
+            "end_date": "2999-01-01T00:00:00Z", "version": "v2", "show_expired": False})
+        ).raise_for_status().json()
         assert sorted(m["memory"] for m in listed["results"]) == [
             "I like jazz", "I like jazz", "Stored as said", "User likes jazz"]
         assert (listed["count"], listed["next"], listed["previous"]) == (4, None, None)

@@ -36,7 +36,8 @@ QUEUED = "Memory processing has been queued for background execution"
 
 
 class Mem0Request(BaseModel):
-    """Unknown fields are refused; ``REFUSED`` fields are refused when given, with why."""
+    """Unknown fields are refused; ``REFUSED`` fields are refused when given (anything but
+    null or false, which ask for nothing), with why."""
 
     model_config = ConfigDict(extra="forbid")
     REFUSED: ClassVar[dict[str, str]] = {}
@@ -44,7 +45,8 @@ class Mem0Request(BaseModel):
     @model_validator(mode="after")
     def _refuse(self) -> Self:
         for name, why in self.REFUSED.items():
-            if getattr(self, name) is not None:
+            value = getattr(self, name)
+            if value is not None and value is not False:
                 raise ValueError(f"{name}: not supported by Anamnesis: {why}")
         return self
 
@@ -58,6 +60,7 @@ class AddRequest(Mem0Request):
         "excludes": "give custom_instructions instead",
         "agent_custom_instructions": "give custom_instructions instead",
         "structured_data_schema": "memories are text with metadata",
+        "immutable": "every memory can be updated",
     }
 
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES_PER_ADD)
@@ -76,8 +79,7 @@ class AddRequest(Mem0Request):
                                          description="Gone from the start of that day (UTC).")
     custom_instructions: OptionalStorableStr = Field(default=None, min_length=1,
                                                      max_length=MAX_INSTRUCTIONS_CHARS)
-    immutable: Literal[False] | None = Field(
-        default=None, description="Only false: every memory can be updated.")
+    immutable: Any = None
     custom_categories: Any = None
     includes: Any = None
     excludes: Any = None
@@ -108,6 +110,7 @@ class SearchRequest(Mem0Request):
         "categories": "memories are not categorised",
         "reference_date": "relative dates in the query are read against today",
         "metadata": "filter on metadata with filters={'metadata': {...}}",
+        "show_expired": "an expired memory is gone",
     }
 
     query: StorableStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
@@ -120,7 +123,7 @@ class SearchRequest(Mem0Request):
     threshold: float | None = Field(default=None, ge=-1.0, le=1.0)
     latest_only: bool | None = Field(default=None,
                                      description="false: superseded memories too.")
-    show_expired: Literal[False] | None = None
+    show_expired: Any = None
     categories: Any = None
     reference_date: Any = None
     metadata: Any = None
@@ -139,7 +142,8 @@ class ListRequest(Mem0Request):
     """The body of ``POST /v2/memories/`` and ``/v3/memories/`` (``page`` and ``page_size``
     are query parameters)."""
 
-    REFUSED: ClassVar[dict[str, str]] = {"categories": "memories are not categorised"}
+    REFUSED: ClassVar[dict[str, str]] = {"categories": "memories are not categorised",
+                                         "show_expired": "an expired memory is gone"}
 
     filters: dict[str, Any] | None = None
     user_id: OptionalStorableStr = ScopeId
@@ -149,10 +153,9 @@ class ListRequest(Mem0Request):
     start_date: OptionalTimestamp = Field(default=None, description="created_at on or after.")
     end_date: OptionalTimestamp = Field(default=None, description="created_at on or before.")
     latest_only: bool | None = None
-    show_expired: Literal[False] | None = None
+    show_expired: Any = None
     categories: Any = None
     fields: Any = Hint
-    keywords: Any = Hint
     enable_graph: Any = Hint
     output_format: Any = Hint
     version: Any = Hint
