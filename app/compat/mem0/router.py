@@ -77,7 +77,7 @@ class FinishedAdd(Response):
 async def add_or_wait(body: AddRequest, session: SessionDep, tools: ToolsDep,
                caller: Caller) -> Added | Queued | FinishedAdd:
     """The add; a queued one, with ``async_mode: false``, answered once its job finished."""
-    outcome = await service.add(session, tools, caller, body, service.ids_of(body))
+    outcome = await service.add(session, tools, caller, body)
     if isinstance(outcome, Queued) and not body.async_mode:
         settings = tools.resources.settings
         return FinishedAdd(tools.resources.database, caller, outcome.event_id,

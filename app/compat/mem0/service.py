@@ -29,7 +29,7 @@ from app.compat.mem0.schemas import (
     SearchRequest,
     SearchResults,
 )
-from app.domain import CURRENT, EVERY, Filter, Scope
+from app.domain import CURRENT, EVERY, Scope
 from app.errors import ValidationFailed
 from app.ingest import service as ingest
 from app.ingest.schemas import MemoryCreate
@@ -62,21 +62,16 @@ def ids_of(request: Any) -> dict[str, str | None]:
     return {key: getattr(request, key) for key in ENTITY_KEYS}
 
 
-def where(filters: Mapping[str, Any] | None, *, loose: bool = False) -> Filter | None:
-    """Mem0 filters as the native filter tree (``filters.translate``, then the native
-    parser, which refuses what it cannot read)."""
-    return parse_filters(translate(filters, loose=loose))
-
-
 # -- adding -----------------------------------------------------------------------------------
 
 
-async def add(session: AsyncSession, tools: Tools, caller: Caller, body: AddRequest,
-              ids: Mapping[str, str | None]) -> Added | Queued:
+async def add(session: AsyncSession, tools: Tools, caller: Caller,
+              body: AddRequest) -> Added | Queued:
     """The messages stored (``infer: false``: as memories, ``Added``) or queued for
-    consolidation (``Queued``, the job's id as ``event_id``). ``ids`` are the entity ids,
-    top-level or in an add's ``filters``; ``app_id`` goes into the metadata."""
-    named = {**(body.filters or {}), **{k: v for k, v in ids.items() if v is not None}}
+    consolidation (``Queued``, the job's id as ``event_id``). The entity ids are top-level
+    or in the add's ``filters``; ``app_id`` goes into the metadata."""
+    top = {key: value for key, value in ids_of(body).items() if value is not None}
+    named = {**(body.filters or {}), **top}
     if not any(named.get(key) for key in ("user_id", "agent_id", "run_id")):
         raise ValidationFailed("give user_id, agent_id or run_id: an app_id alone names no "
                                "Anamnesis scope (it is kept as the metadata key app_id)")
@@ -109,12 +104,12 @@ async def get(session: AsyncSession, caller: Caller, memory_id: uuid.UUID) -> Me
 
 
 async def list_page(session: AsyncSession, caller: Caller, filters: Mapping[str, Any] | None,
-                    page: int, size: int, *, include_superseded: bool = False,
-                    loose: bool = False) -> tuple[list[Mem0Memory], int]:
+                    page: int, size: int, *, include_superseded: bool = False
+                    ) -> tuple[list[Mem0Memory], int]:
     """Page ``page`` of ``size`` memories matching Mem0 ``filters``, newest first, and how
     many match in all."""
     rows, total = await memories.list_numbered(
-        session, caller, Scope(), where(filters, loose=loose), page, size,
+        session, caller, Scope(), parse_filters(translate(filters)), page, size,
         EVERY if include_superseded else CURRENT)
     return [shapes.memory(MemoryRead.of(row)) for row in rows], total
 
