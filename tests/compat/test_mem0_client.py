@@ -206,6 +206,9 @@ async def test_get_all_filters_and_numbered_pages(mem0: Mem0, user: str) -> None
     assert await memories({"AND": [{"agent_id": "*"}, {"created_at": {"gte": "2020-01-01"}}]}) \
         == ["other note"]
     assert await memories({"NOT": [{"user_id": user}]}) == ["other note"]
+    notes = [f"note {n}" for n in range(5)]
+    assert await memories({"NOT": {"user_id": other}}) == notes
+    assert await memories({"NOT": [{"user_id": other}, {"agent_id": "nobody"}]}) == everyone
     assert await memories({"app_id": "shop"}) == ["other note"]
     assert await memories({"metadata": {"topic": "a"}, "user_id": {"icontains": user.upper()}}) \
         == [f"note {n}" for n in range(5)]
@@ -259,6 +262,10 @@ async def test_what_mem0_asks_and_anamnesis_cannot_do_is_refused_by_name(
         (lambda: mem0.search("x", filters={"metadata": {"topic": "*"}}),
          "the wildcard '*' applies to user_id"),
         (lambda: mem0.get_all(filters={"colour": "red"}), "unknown filter field 'colour'"),
+        (lambda: mem0.get_all(filters={"AND": {"user_id": user}}),
+         "filters.AND: must be a non-empty list of filter objects"),
+        (lambda: mem0.get_all(filters={"OR": [{"user_id": user}, "everyone"]}),
+         "filters.OR[1]: must be a filter object"),
         (lambda: mem0.add("x", user_id=user, colour="red"), "colour: Extra inputs"),
         (lambda: mem0.add("x", user_id=user, custom_categories=[{"a": "b"}]),
          "custom_categories: not supported by Anamnesis"),
