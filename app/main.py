@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.auth import Gatekeeper, KeyCache, KeyTouches, ProjectSlots
+from app.compat.mem0.oss.router import router as mem0_oss_router
+from app.compat.mem0.router import router as mem0_router
 from app.config import Settings
 from app.deps import ApiResources, ResourcesDep
 from app.embeddings import Embedder
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(keys_router, responses=ERROR_RESPONSES)
     app.include_router(graph_router, responses=ERROR_RESPONSES)
     app.include_router(transfer_router, responses=ERROR_RESPONSES)
+    app.include_router(mem0_router, responses=ERROR_RESPONSES)
+    app.include_router(mem0_oss_router, responses=ERROR_RESPONSES)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

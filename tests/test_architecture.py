@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("workers", ("workers",)),
     ("edge", ("app.main", "app.cli", "app.deps", "app.http", "app.metrics", "*.router")),
     ("services", ("app.ingest", "app.memories", "app.graph", "app.projects", "app.retrieve",
-                  "app.jobs", "app.auth", "app.throttle", "app.transfer")),
+                  "app.jobs", "app.auth", "app.throttle", "app.transfer", "app.compat")),
     ("consolidate", ("app.consolidate",)),
     ("resources", ("app.resources",)),
     ("index", ("app.index",)),

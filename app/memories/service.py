@@ -25,7 +25,7 @@ from app.embeddings import Embedder
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
 from app.store.models import Memory, MemoryEvent
-from app.store.repositories import episodes
+from app.store.repositories import episodes, scopes
 from app.store.repositories import history as events
 from app.store.repositories import memories as repository
 from app.store.repositories.history import EventRecord
@@ -68,6 +68,22 @@ async def list_page(session: AsyncSession, caller: Caller, scope: Scope,
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1].id)
     return rows, None
+
+
+async def list_numbered(session: AsyncSession, caller: Caller, scope: Scope,
+                        filter_tree: Filter | None, page: int, size: int,
+                        seen: Timeline = CURRENT) -> tuple[Sequence[Memory], int]:
+    """Page ``page`` (from 1) of ``size`` memories, newest first, and how many there are in
+    all: the listing of ``list_page`` numbered instead of cursored."""
+    rows = await repository.page(session, caller.project_id, scope, filter_tree, size, None,
+                                 seen, offset=(page - 1) * size)
+    total = await repository.count(session, caller.project_id, scope, filter_tree, seen)
+    return rows, total
+
+
+async def scope_ids(session: AsyncSession, caller: Caller) -> list[scopes.ScopeId]:
+    """The user, agent and run ids the caller's project holds memories of."""
+    return await scopes.scope_ids(session, caller.project_id)
 
 
 async def update(session: AsyncSession, embedder: Embedder, caller: Caller,

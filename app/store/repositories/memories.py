@@ -196,17 +196,33 @@ async def exists_any(session: AsyncSession, project_id: uuid.UUID,
     return (await session.execute(query)).first() is not None
 
 
+def _listed(project_id: uuid.UUID, scope: Scope, filter_tree: Filter | None,
+            timeline: Timeline) -> list[ColumnElement[bool]]:
+    """What a listing (``page``, ``count``) keeps: the scope, the filter, the timeline."""
+    clauses = [Memory.project_id == project_id, visible(timeline), *_scope_clauses(scope)]
+    if filter_tree is not None:
+        clauses.append(compile_filter(filter_tree))
+    return clauses
+
+
 async def page(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
                filter_tree: Filter | None, limit: int, before: uuid.UUID | None,
-               timeline: Timeline = CURRENT) -> Sequence[Memory]:
-    """Newest first; ids are time-ordered, so ``before`` (the last id seen) is the cursor."""
-    query = sa.select(Memory).where(Memory.project_id == project_id, visible(timeline),
-                                    *_scope_clauses(scope))
-    if filter_tree is not None:
-        query = query.where(compile_filter(filter_tree))
+               timeline: Timeline = CURRENT, *, offset: int = 0) -> Sequence[Memory]:
+    """Newest first; ids are time-ordered, so ``before`` (the last id seen) is the cursor.
+    ``offset`` skips that many rows first (numbered pages)."""
+    query = sa.select(Memory).where(*_listed(project_id, scope, filter_tree, timeline))
     if before is not None:
         query = query.where(Memory.id < before)
-    return (await session.scalars(query.order_by(Memory.id.desc()).limit(limit))).all()
+    query = query.order_by(Memory.id.desc()).offset(offset).limit(limit)
+    return (await session.scalars(query)).all()
+
+
+async def count(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
+                filter_tree: Filter | None, timeline: Timeline = CURRENT) -> int:
+    """How many memories ``page`` would list, all pages together."""
+    query = sa.select(sa.func.count()).select_from(Memory).where(
+        *_listed(project_id, scope, filter_tree, timeline))
+    return int((await session.execute(query)).scalar_one())
 
 
 async def nearest(session: AsyncSession, project_id: uuid.UUID, embedding: list[float],

@@ -1,0 +1,1 @@
+"""The Mem0 OSS REST server's routes (its ``server/main.py``), under ``/mem0/oss``."""
