@@ -15,13 +15,16 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app import openapi_dump
+from app.config import LimitSettings, Settings
+from app.embeddings import SentenceTransformerEmbedder
+from tests.conftest import LiveServer, serve
 from tests.consolidate.scripted_brain import Brain, FactSpec, ends
 from tests.graph.test_graph_pipeline import graph_of
 from tests.scripted_llm import Reply, Scriptable, ScriptedLLM
@@ -36,6 +39,7 @@ INSTALLED_LOCK = SDK / "node_modules" / ".anamnesis-lock.sha256"
 FACT = {"message": "I like jazz", "fact": "User likes jazz"}
 FAILS = "Please remember this in a way you cannot."
 SLOW = {"message": "Take your time with this one.", "delayMs": 1500}
+LIMITED = 2
 GRAPH = [
     ({"message": "My sister Melanie lives in Paris since June 2023.",
       "observedAt": "2024-01-10T10:00:00Z"},
@@ -57,11 +61,21 @@ def test_the_checked_in_schema_is_the_servers(tmp_path: Path) -> None:
     assert current == checked_in, f"clients/typescript/openapi.json is stale: {REGENERATE}"
 
 
+@pytest.fixture
+def limited_server(settings: Settings,
+                   embedder: SentenceTransformerEmbedder) -> Iterator[LiveServer]:
+    """Another live server on the same database, letting a key make LIMITED requests a
+    minute."""
+    limits = LimitSettings(key_requests=LIMITED, window_s=60)
+    with serve(settings.model_copy(update={"limits": limits}), embedder) as server:
+        yield server
+
+
 def _require_node() -> None:
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         pytest.fail(f"{' and '.join(missing)} not found: the TypeScript SDK's tests need Node.js "
-                    ">= 20 and npm (Debian: apt-get install nodejs npm; scripts/dev "
+                    ">= 18 and npm (Debian: apt-get install nodejs npm; scripts/dev "
                     "test_prerequisites installs them)")
 
 
@@ -106,15 +120,19 @@ def _script(brain: Brain, scripted_llm: ScriptedLLM) -> dict[str, Any]:
 
 
 async def test_the_typescript_sdk_passes_its_tests_against_the_live_server(
-    live_server: Any, api_key_factory: KeyFactory, brain: Brain, scripted_llm: ScriptedLLM
+    live_server: LiveServer, limited_server: LiveServer, api_key_factory: KeyFactory,
+    brain: Brain, scripted_llm: ScriptedLLM
 ) -> None:
     _require_node()
     await asyncio.to_thread(_install)
     await asyncio.to_thread(_npm, "run", "check-generated")
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("ANAMNESIS_")}
+    limited = {"url": limited_server.base_url, "apiKey": await api_key_factory(),
+               "requests": LIMITED}
     env.update(ANAMNESIS_URL=live_server.base_url, ANAMNESIS_API_KEY=await api_key_factory(),
-               ANAMNESIS_TEST_SCRIPT=json.dumps(_script(brain, scripted_llm)))
+               ANAMNESIS_TEST_SCRIPT=json.dumps({**_script(brain, scripted_llm),
+                                                 "limited": limited}))
     report = await asyncio.to_thread(_npm, "test", env=env)  # builds the SDK first (pretest)
     # Scripted, every node test runs: none is skipped for want of ANAMNESIS_TEST_SCRIPT.
     assert "\n# skipped 0\n" in report, report

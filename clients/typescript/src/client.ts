@@ -363,7 +363,7 @@ export class Anamnesis {
 
   /** The whole project (admin keys only), one record per line of the export, streamed. */
   async *exportProject(): AsyncGenerator<ExportRecord, void, undefined> {
-    const response = await this.#send({ method: "GET", path: "/v1/export" }, false);
+    const response = await this.#send({ method: "GET", path: "/v1/export" });
     // A streamed 200 always has a body; the type allows none for a HEAD or a 204.
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
     const decoder = new TextDecoder();
@@ -374,9 +374,7 @@ export class Anamnesis {
       const lines = buffered.split("\n");
       buffered = lines.pop() ?? "";
       for (const line of lines) {
-        if (line.trim()) {
-          yield JSON.parse(line) as ExportRecord;
-        }
+        yield JSON.parse(line) as ExportRecord;
       }
       if (done) {
         break;
@@ -422,17 +420,17 @@ export class Anamnesis {
   }
 
   async #json<T>(call: Call): Promise<T> {
-    return this.#send(call, true, async (response) => (await response.json()) as T);
+    return this.#send(call, async (response) => (await response.json()) as T);
   }
 
   /**
-   * Send `call`; throw the mapped {@link APIError} for an error status. With `bounded`, the
-   * timeout covers reading the answer (through `read`) too; without, it ends at the headers
-   * and the caller reads the (streamed) body.
+   * Send `call`; throw the mapped {@link APIError} for an error status. With `read`, the
+   * timeout covers reading the answer too; without, it ends at the headers and the caller
+   * reads the (streamed) body.
    */
-  #send(call: Call, bounded: false): Promise<Response>;
-  #send<T>(call: Call, bounded: true, read: (response: Response) => Promise<T>): Promise<T>;
-  async #send<T>(call: Call, bounded: boolean,
+  #send(call: Call): Promise<Response>;
+  #send<T>(call: Call, read: (response: Response) => Promise<T>): Promise<T>;
+  async #send<T>(call: Call,
                  read?: (response: Response) => Promise<T>): Promise<T | Response> {
     const url = new URL(this.baseUrl + call.path);
     for (const [name, value] of Object.entries(call.query ?? {})) {
@@ -460,7 +458,7 @@ export class Anamnesis {
         if (!response.ok) {
           throw await errorOf(response);
         }
-        return bounded && read ? await read(response) : response;
+        return read ? await read(response) : response;
       }, () => controller.signal.aborted, timeoutMs);
     } finally {
       clearTimeout(timer);

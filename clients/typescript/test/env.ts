@@ -45,6 +45,8 @@ export interface Script {
   slow: { message: string; delayMs: number };
   /** Three conversations (with when they happened) that build a small graph. */
   graph: { message: string; observedAt: string }[];
+  /** A server (on the same database) letting a key make `requests` requests a minute. */
+  limited: { url: string; apiKey: string; requests: number };
 }
 
 const scriptText = process.env["ANAMNESIS_TEST_SCRIPT"];

@@ -12,11 +12,12 @@ import {
   NotFoundError,
   PayloadTooLargeError,
   PermissionDeniedError,
+  RateLimitError,
   TimeoutError,
   ValidationError,
 } from "anamnesis-client";
 
-import { API_KEY, BASE_URL, connect, newUser } from "./env.js";
+import { API_KEY, BASE_URL, connect, NEEDS_SCRIPT, newUser, script } from "./env.js";
 
 const client = connect();
 const MISSING = "00000000-0000-4000-8000-000000000000";
@@ -101,6 +102,19 @@ test("a read-only key may read but not write; a revoked key is refused", async (
   const revoked = await client.revokeKey(created.prefix);
   assert.deepEqual([revoked.prefix, revoked.revoked], [created.prefix, true]);
   await refusal(reader.search("anything"), AuthenticationError);
+});
+
+test("a key past its rate is a RateLimitError saying how long to wait",
+     { skip: NEEDS_SCRIPT }, async () => {
+  const { url, apiKey, requests } = script().limited;
+  const limited = new Anamnesis({ baseUrl: url, apiKey });
+  for (let i = 0; i < requests; i += 1) {
+    await limited.listMemories({ userId: newUser() });
+  }
+  const error = await refusal(limited.listMemories({ userId: newUser() }), RateLimitError);
+  assert.deepEqual([error.status, error.code], [429, "rate_limited"]);
+  assert.ok(error.retryAfter !== undefined && error.retryAfter >= 1 && error.retryAfter <= 60,
+            String(error.retryAfter));
 });
 
 test("an empty id is refused before anything is sent", async () => {
