@@ -139,6 +139,23 @@ test("no answer is a ConnectionError; no answer in time a TimeoutError", async (
   assert.match(late.message, /no answer within 1 ms/);
 });
 
+test("requests go through the given fetch, with the given headers and a request id", async () => {
+  const sent: Request[] = [];
+  const recording = connect({
+    headers: { "X-Request-ID": "ts-trace-1", Authorization: "Bearer not-this-one" },
+    fetch: async (input, init) => {
+      sent.push(new Request(input, init));
+      return fetch(input, init);
+    },
+  });
+  const error = await refusal(recording.get(MISSING), NotFoundError);
+  assert.equal(error.requestId, "ts-trace-1");
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0]?.url, `${BASE_URL}/v1/memories/${MISSING}`);
+  assert.equal(sent[0]?.headers.get("authorization"), `Bearer ${API_KEY}`);
+  assert.match(sent[0]?.headers.get("user-agent") ?? "", /^anamnesis-typescript\//);
+});
+
 test("the key and the address come from the environment when not given", async () => {
   const saved = { ...process.env };
   try {
