@@ -241,6 +241,14 @@ def _free_port() -> int:
 def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
                 database_url: str) -> Iterator[LiveServer]:
     """The real app under uvicorn on a localhost port, in its own thread and event loop."""
+    with serve(settings, embedder) as server:
+        yield server
+
+
+@contextmanager
+def serve(settings: Settings, embedder: SentenceTransformerEmbedder) -> Iterator[LiveServer]:
+    """An app of these settings under uvicorn on a localhost port, in its own thread and event
+    loop, until the block ends."""
     port = _free_port()
     # Its own batcher (event loop), the same loaded model.
     shared = SentenceTransformerEmbedder(encoder=embedder.encoder, model_name=embedder.model_name)
