@@ -343,3 +343,6 @@ async def test_v1_and_v2_routes_over_http(host: str, api_key_factory: KeyFactory
         assert sorted(m["memory"] for m in listed["results"]) == [
             "I like jazz", "I like jazz", "Stored as said", "User likes jazz"]
         assert (listed["count"], listed["next"], listed["previous"]) == (4, None, None)
+        too_far = await http.post("/v2/memories/", params={"page": 10**30}, json={
+            "filters": {"user_id": user}})
+        assert (too_far.status_code, too_far.json()["error"]) == (422, "validation_error")

@@ -42,7 +42,9 @@ from app.validation import OptionalStorableStr, StorableStr
 # native schema, which the SDKs are typed from, stays the native API's alone.
 router = APIRouter(prefix="/mem0", tags=["mem0"], include_in_schema=False)
 IdQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
-Page = Annotated[int, Query(ge=1)]
+# A numbered page is an OFFSET: bounded, so no page number overflows a statement and no
+# caller makes the database skip more than 2M rows (cursor-page the native API for more).
+Page = Annotated[int, Query(ge=1, le=10_000)]
 PageSize = Annotated[int, Query(ge=1, le=200)]
 EntityName = Annotated[StorableStr, Path(min_length=1, max_length=MAX_ID_CHARS)]
 
