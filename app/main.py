@@ -32,6 +32,7 @@ from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
 from app.memories.router import users as users_router
 from app.metrics import Metrics, MetricsMiddleware
+from app.openapi import serve_schema
 from app.projects.router import keys as keys_router
 from app.projects.router import router as projects_router
 from app.resources import Resources, open_resources
@@ -101,8 +102,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(keys_router, responses=ERROR_RESPONSES)
     app.include_router(graph_router, responses=ERROR_RESPONSES)
     app.include_router(transfer_router, responses=ERROR_RESPONSES)
-    app.include_router(mem0_router, responses=ERROR_RESPONSES)
-    app.include_router(mem0_oss_router, responses=ERROR_RESPONSES)
+    for mem0 in (mem0_router, mem0_oss_router):
+        app.include_router(mem0, responses=ERROR_RESPONSES, include_in_schema=False)
+    serve_schema(app, "/openapi/mem0.json", "Mem0-compatible API", mem0_router, mem0_oss_router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

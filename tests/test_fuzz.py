@@ -1,4 +1,5 @@
-"""Every operation of the OpenAPI schema, fed generated requests (Schemathesis, over
+"""Every operation of both OpenAPI documents (the native API's and the Mem0-compatible
+routes', ``/openapi/mem0.json``), fed generated requests (Schemathesis, over
 Hypothesis) against the real app under uvicorn on real Postgres: no 5xx, no traceback in a
 body, every response as the schema says. 130 examples per operation at most (some
 operations have fewer distinct inputs): over 2,000 requests, about 30 s;
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
@@ -23,11 +25,14 @@ EXAMPLES = int(os.environ.get("ANAMNESIS_FUZZ_EXAMPLES", "130"))
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")
 
 
-def test_no_input_makes_a_server_error(live_server: LiveServer, api_key: str) -> None:
-    schema = schemathesis.openapi.from_url(f"{live_server.base_url}/openapi.json")
-    headers = {"Authorization": f"Bearer {api_key}"}
+@pytest.mark.parametrize(("document", "scheme", "at_least"), [
+    ("/openapi.json", "Bearer", 18), ("/openapi/mem0.json", "Token", 26)])
+def test_no_input_makes_a_server_error(live_server: LiveServer, api_key: str, document: str,
+                                       scheme: str, at_least: int) -> None:
+    schema = schemathesis.openapi.from_url(f"{live_server.base_url}{document}")
+    headers = {"Authorization": f"{scheme} {api_key}"}
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 18
+    assert len(operations) >= at_least
     sent = 0
     for operation in operations:
         @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -38,9 +38,9 @@ from app.limits import MAX_ID_CHARS
 from app.store.db import Database
 from app.validation import OptionalStorableStr, StorableStr
 
-# Outside the OpenAPI schema: these routes speak Mem0's API (documented by Mem0), and the
-# native schema, which the SDKs are typed from, stays the native API's alone.
-router = APIRouter(prefix="/mem0", tags=["mem0"], include_in_schema=False)
+# Described in their own OpenAPI document, /openapi/mem0.json (``app.openapi``): the native
+# one, which the SDKs are typed from, stays the native API's alone.
+router = APIRouter(prefix="/mem0", tags=["mem0"])
 IdQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
 # A numbered page is an OFFSET: bounded, so no page number overflows a statement and no
 # caller makes the database skip more than 2M rows (cursor-page the native API for more).

@@ -26,7 +26,7 @@ from app.deps import AdminDep, CallerDep, SessionDep, WriterDep
 from app.limits import MAX_ID_CHARS
 from app.validation import OptionalStorableStr
 
-router = APIRouter(prefix="/mem0/oss", tags=["mem0 oss"], include_in_schema=False)  # as ../router
+router = APIRouter(prefix="/mem0/oss", tags=["mem0 oss"])  # in /openapi/mem0.json (app.openapi)
 IdQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
 LISTED = 100  # what Mem0 OSS's get_all returns at most
 
