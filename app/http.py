@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+MCP_PATH = "/mcp"  # admitted like the API: the MCP server (``app.mcp.http``)
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
@@ -141,12 +142,17 @@ class RequestContextMiddleware:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      headers: dict[str, str], request_id: str) -> None:
-        if not scope["path"].startswith("/v1/"):
+        path: str = scope["path"]
+        mcp = path == MCP_PATH or path.startswith(MCP_PATH + "/")
+        if not (path.startswith("/v1/") or mcp):
             await self._capped(scope, receive, send, headers, request_id)
             return
         refused = await self._admit(scope, headers, request_id)
         if refused is not None:
             await refused(scope, receive, send)
+            return
+        if mcp:  # its tools call /v1/ in-process, each call taking its project slot there
+            await self._capped(scope, receive, send, headers, request_id)
             return
         gate: Gatekeeper = scope["app"].state.resources.gate
         async with gate.slots.held(scope["state"]["caller"].project_id):

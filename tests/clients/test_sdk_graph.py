@@ -36,8 +36,7 @@ SESSIONS = [
 ]
 
 
-@pytest.fixture
-def brain(brain: Brain) -> Brain:
+def teach_graph(brain: Brain) -> Brain:
     """Extracts the three sessions' facts, lets Berlin supersede Paris, and names their graph
     (the second session calls Melanie "Mel", which the graph step merges into her)."""
     brain.facts = {
@@ -50,6 +49,11 @@ def brain(brain: Brain) -> Brain:
     brain.still_true = ends(("Melanie lives in Berlin", "Melanie lives in Paris"))
     brain.graph = graph_of
     return brain
+
+
+@pytest.fixture
+def brain(brain: Brain) -> Brain:
+    return teach_graph(brain)
 
 
 async def remember(sdk: Facade, user: str) -> dict[str, Entity]:
