@@ -81,9 +81,8 @@ def relation_line(relation: Relation) -> str:
 
 def added_text(result: AddMemoryResult) -> str:
     if result.job is not None:
-        return (f"Stored the message; consolidation job {result.job.id} is "
-                f"{result.job.status} and will distil it into facts "
-                f"({len(result.job.results)} so far).")
+        return (f"Stored the message (searchable now); consolidation job {result.job.id} "
+                f"({result.job.status}) distils it into facts in the background.")
     return "Stored:\n" + "\n".join(f"- {m.memory} (id {m.id})" for m in result.stored)
 
 
@@ -137,8 +136,6 @@ def entity_text(entity: EntityDetail) -> str:
 
 
 def neighbors_text(result: NeighborsResult) -> str:
-    if not result.results:
-        return f"No entity is related to {result.entity_id}."
     return "\n".join([f"{len(result.results)} entities near {result.entity_id}, nearest first:",
                       *(f"- {n.entity.name} ({n.entity.type}; id {n.entity.id}), "
                         f"{n.distance} hop{'s' if n.distance > 1 else ''}"

@@ -5,6 +5,7 @@ HTTP a client bound to the caller's key (``app.mcp.http``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -213,8 +214,14 @@ async def _entity_id(client: AsyncAnamnesis, entity_id: str | None, name: str | 
 def build_server(clients: ClientSource) -> MCPServer:
     """The MCP server with the memory tools, each calling the API through ``clients``."""
     tools = MemoryTools(clients)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     server: MCPServer = MCPServer(name="anamnesis", title="Anamnesis memory",
                                   instructions=INSTRUCTIONS, version="0.1.0")
+    # MCPServer configures the root logger (logging.basicConfig) when it has no handler; the
+    # process's logging is app.logs' to set up, so that is undone.
+    root.handlers[:] = handlers
+    root.setLevel(level)
     writes = ToolAnnotations(read_only_hint=False, destructive_hint=False,
                              idempotent_hint=False, open_world_hint=False)
     erases = ToolAnnotations(read_only_hint=False, destructive_hint=True,

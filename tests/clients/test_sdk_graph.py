@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 from anamnesis import (
+    AnamnesisConnectionError,
     AuthenticationError,
     Entity,
     EntityDetail,
@@ -219,3 +220,9 @@ async def test_export_then_import_into_another_project(
         assert again.records["memory"].inserted == 0
         with pytest.raises(ValidationError):
             await other.import_project(b'{"record": "nonsense"}\n')
+
+
+async def test_an_export_that_cannot_connect_is_a_connection_error(kind: str) -> None:
+    async with open_client(kind, "http://127.0.0.1:9", "anm_unused") as nowhere:
+        with pytest.raises(AnamnesisConnectionError):
+            await nowhere.export_project(io.BytesIO())

@@ -6,6 +6,7 @@ Only the LLM's replies are scripted (graph tests)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,6 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from app.cli import main as cli
 from app.limits import MAX_TOP_K
 from tests.clients.test_sdk_graph import SESSIONS, teach_graph
 from tests.conftest import KeyFactory, LiveServer
@@ -167,9 +167,13 @@ async def test_an_inferred_add_is_a_job_and_its_message_is_searchable_at_once(
         connect: Connect, user: str, brain: Brain) -> None:
     async with connect() as session:
         brain.facts = {"I live in Porto": ["User lives in Porto"]}
-        added = await call(session, "add_memory", text="I live in Porto", user_id=user)
-        assert added["job"]["status"] in ("PENDING", "RUNNING", "SUCCEEDED")
-        assert added["stored"] == []
+        added = await session.call_tool("add_memory", {"text": "I live in Porto",
+                                                       "user_id": user})
+        assert added.structured_content is not None
+        job = added.structured_content["job"]
+        assert job["status"] in ("PENDING", "RUNNING", "SUCCEEDED")
+        assert added.structured_content["stored"] == []
+        assert f"consolidation job {job['id']}" in text_of(added)
         found = await call(session, "search_memories", query="Porto", user_id=user,
                            filters={"kind": "message"})
         assert [h["memory"] for h in found["results"]] == ["I live in Porto"]
@@ -191,12 +195,13 @@ async def test_bad_arguments_reach_the_model_as_errors(connect: Connect) -> None
 async def test_entities_and_neighbours_of_a_consolidated_graph(
         connect: Connect, live_server: LiveServer, key: str, user: str,
         brain: Brain) -> None:
+    teach_graph(brain)
+    async with AsyncAnamnesis(live_server.base_url, key) as sdk:
+        for text, when in SESSIONS:
+            job = await sdk.add(text, user_id=user, observed_at=when, wait=True)
+            assert job.status == "SUCCEEDED", job.error
+        past = [m async for m in sdk.get_all(user_id=user, kind="fact", include_superseded=True)]
     async with connect() as session:
-        teach_graph(brain)
-        async with AsyncAnamnesis(live_server.base_url, key) as sdk:
-            for text, when in SESSIONS:
-                job = await sdk.add(text, user_id=user, observed_at=when, wait=True)
-                assert job.status == "SUCCEEDED", job.error
 
         by_name = await session.call_tool("get_entity", {"name": "melanie", "user_id": user})
         melanie = by_name.structured_content
@@ -218,6 +223,19 @@ async def test_entities_and_neighbours_of_a_consolidated_graph(
                            user_id=user, relations=True)
         assert (melanie["id"], "lives_in", "Berlin") in {
             (r["source_id"], r["type"], r["target_name"]) for r in found["relations"]}
+        assert "Relations among them:" in text_of(
+            await session.call_tool("search_memories", {
+                "query": "Where does Melanie live?", "user_id": user, "relations": True}))
+
+        [paris] = [m for m in past if m.memory == "Melanie lives in Paris"]
+        old = await session.call_tool("get_memory", {"memory_id": paris.id})
+        assert old.structured_content is not None
+        assert old.structured_content["superseded_by"] == paris.superseded_by
+        assert "no longer true since 2024-02-20" in text_of(old)
+        assert f"Superseded by {paris.superseded_by}." in text_of(old)
+        assert f"said (2024-01-10) user: {SESSIONS[0][0]}" in text_of(old)
+        changes = await call(session, "memory_history", memory_id=paris.id)
+        assert [e["event"] for e in changes["results"]] == ["ADD", "SUPERSEDE"]
 
 
 async def test_a_read_key_reads_but_may_not_write(transport: str, live_server: LiveServer,
@@ -225,7 +243,11 @@ async def test_a_read_key_reads_but_may_not_write(transport: str, live_server: L
     async with AsyncAnamnesis(live_server.base_url, key) as sdk:
         reader = (await sdk.create_key(name="reader", scopes=["read"])).key
     async with OPEN[transport](live_server.base_url, reader) as session:
-        assert (await call(session, "list_memories", user_id=user))["results"] == []
+        listed = await session.call_tool("list_memories", {"user_id": user})
+        assert listed.structured_content == {"results": [], "more": False}
+        assert text_of(listed) == "No memories in this scope."
+        nothing = await session.call_tool("search_memories", {"query": "x", "user_id": user})
+        assert text_of(nothing) == "No memories match."
         assert "403 forbidden" in await refused(session, "add_memory", text="x", user_id=user,
                                                 infer=False)
 
@@ -251,8 +273,11 @@ async def test_http_without_a_valid_key_is_401_in_the_envelope(
     assert body["error"] == "unauthorized"
 
 
-def test_the_command_needs_a_key(monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.delenv("ANAMNESIS_API_KEY", raising=False)
-    assert cli(["mcp", "--url", "http://127.0.0.1:9"]) == 2
-    assert "--api-key or ANAMNESIS_API_KEY" in capsys.readouterr().err
+def test_the_command_needs_a_key() -> None:
+    env = {name: value for name, value in os.environ.items() if name != "ANAMNESIS_API_KEY"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "clients" / "python")])
+    done = subprocess.run([sys.executable, "-m", "app.cli", "mcp", "--url",
+                           "http://127.0.0.1:9"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 2
+    assert "--api-key or ANAMNESIS_API_KEY" in done.stderr

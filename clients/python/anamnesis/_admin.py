@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import IO, Literal, TypeVar
+from typing import IO, Literal, Protocol, TypeVar
 
 import httpx
 
@@ -43,29 +43,40 @@ def export_call() -> Call[None]:
     return routes.EXPORT.call(lambda _body: None)
 
 
-class AdminMethods:
-    """The key and transfer methods of the blocking client."""
+class _Sends(Protocol):
+    """What the admin methods need of the blocking client they are mixed into."""
 
     _http: httpx.Client
 
-    def _send(self, call: Call[T]) -> T:
-        raise NotImplementedError
+    def _send(self, call: Call[T]) -> T: ...
+
+
+class _SendsAsync(Protocol):
+    """What the admin methods need of the async client they are mixed into."""
+
+    _http: httpx.AsyncClient
+
+    def _send(self, call: Call[T]) -> Awaitable[T]: ...
+
+
+class AdminMethods:
+    """The key and transfer methods of the blocking client."""
 
     def create_key(
-        self, *, name: str | None = None, scopes: Sequence[KeyScope] = ("read", "write")
+        self: _Sends, *, name: str | None = None, scopes: Sequence[KeyScope] = ("read", "write")
     ) -> KeyCreated:
         """A new key of this project; its secret (``key``) is in this answer only."""
         return self._send(create_key_call(name, scopes))
 
-    def list_keys(self) -> list[Key]:
+    def list_keys(self: _Sends) -> list[Key]:
         """The project's keys, revoked ones too, oldest first (prefixes, never the keys)."""
         return self._send(list_keys_call())
 
-    def revoke_key(self, prefix: str) -> None:
+    def revoke_key(self: _Sends, prefix: str) -> None:
         """Revoke the project's key with this prefix; :class:`NotFoundError` if none."""
         self._send(revoke_key_call(prefix))
 
-    def export_project(self, into: IO[bytes]) -> int:
+    def export_project(self: _Sends, into: IO[bytes]) -> int:
         """Write the whole project, as NDJSON, into the binary file ``into`` as it streams in,
         and return the number of bytes written (feed the file to :meth:`import_project`)."""
         call = export_call()
@@ -81,7 +92,7 @@ class AdminMethods:
         except httpx.TransportError as exc:
             raise BaseClient._transport_error(exc, call) from exc
 
-    def import_project(self, ndjson: bytes | IO[bytes]) -> ImportReceipt:
+    def import_project(self: _Sends, ndjson: bytes | IO[bytes]) -> ImportReceipt:
         """Import an export (bytes or a binary file, streamed) into this project. Every line is
         checked first: any bad line raises :class:`ValidationError` naming them, and nothing is
         written. Records keep their ids, so importing again adds only what is missing."""
@@ -103,26 +114,22 @@ def async_content(content: bytes | IO[bytes] | None) -> bytes | AsyncIterator[by
 class AsyncAdminMethods:
     """The key and transfer methods of the async client (contracts: :class:`AdminMethods`)."""
 
-    _http: httpx.AsyncClient
-
-    def _send(self, call: Call[T]) -> Awaitable[T]:
-        raise NotImplementedError
-
     async def create_key(
-        self, *, name: str | None = None, scopes: Sequence[KeyScope] = ("read", "write")
+        self: _SendsAsync, *, name: str | None = None,
+        scopes: Sequence[KeyScope] = ("read", "write"),
     ) -> KeyCreated:
         """See :meth:`Anamnesis.create_key`."""
         return await self._send(create_key_call(name, scopes))
 
-    async def list_keys(self) -> list[Key]:
+    async def list_keys(self: _SendsAsync) -> list[Key]:
         """See :meth:`Anamnesis.list_keys`."""
         return await self._send(list_keys_call())
 
-    async def revoke_key(self, prefix: str) -> None:
+    async def revoke_key(self: _SendsAsync, prefix: str) -> None:
         """See :meth:`Anamnesis.revoke_key`."""
         await self._send(revoke_key_call(prefix))
 
-    async def export_project(self, into: IO[bytes]) -> int:
+    async def export_project(self: _SendsAsync, into: IO[bytes]) -> int:
         """See :meth:`Anamnesis.export_project` (``into`` is written to synchronously)."""
         call = export_call()
         try:
@@ -137,6 +144,6 @@ class AsyncAdminMethods:
         except httpx.TransportError as exc:
             raise BaseClient._transport_error(exc, call) from exc
 
-    async def import_project(self, ndjson: bytes | IO[bytes]) -> ImportReceipt:
+    async def import_project(self: _SendsAsync, ndjson: bytes | IO[bytes]) -> ImportReceipt:
         """See :meth:`Anamnesis.import_project`."""
         return await self._send(import_call(ndjson))

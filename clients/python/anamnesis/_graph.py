@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from anamnesis import _routes as routes
 from anamnesis._base import _iso, _scope
@@ -69,17 +69,27 @@ def relations_call(user_id: str | None, agent_id: str | None, run_id: str | None
     return Call("GET", routes.LIST_RELATIONS.path(), lambda b: parse(b).results, params=params)
 
 
+class _Sends(Protocol):
+    """What the graph methods need of the blocking client they are mixed into."""
+
+    def _send(self, call: Call[T]) -> T: ...
+
+    def _pages(self, call: Call[Results[T]]) -> Iterator[T]: ...
+
+
+class _SendsAsync(Protocol):
+    """What the graph methods need of the async client they are mixed into."""
+
+    def _send(self, call: Call[T]) -> Awaitable[T]: ...
+
+    def _pages(self, call: Call[Results[T]]) -> AsyncIterator[T]: ...
+
+
 class GraphMethods:
     """The graph methods of the blocking client."""
 
-    def _send(self, call: Call[T]) -> T:
-        raise NotImplementedError
-
-    def _pages(self, call: Call[Results[Any]]) -> Iterator[Any]:
-        raise NotImplementedError
-
     def entities(
-        self, *, user_id: str | None = None, agent_id: str | None = None,
+        self: _Sends, *, user_id: str | None = None, agent_id: str | None = None,
         run_id: str | None = None, name: str | None = None, page_size: int = 100,
     ) -> Iterator[Entity]:
         """Iterate over the scope's entities, oldest first, ``page_size`` at a time; ``name``
@@ -87,31 +97,31 @@ class GraphMethods:
         pages are requested as the iterator is consumed."""
         return self._pages(list_entities_call(user_id, agent_id, run_id, name, page_size))
 
-    def get_entity(self, entity_id: str) -> EntityDetail:
+    def get_entity(self: _Sends, entity_id: str) -> EntityDetail:
         """The entity with its current relations, the memories that mention it and the names
         merged into it; :class:`NotFoundError` if absent or another project's."""
         return self._send(get_entity_call(entity_id))
 
     def neighbors(
-        self, entity_id: str, *, depth: int = 1, as_of: datetime | None = None
+        self: _Sends, entity_id: str, *, depth: int = 1, as_of: datetime | None = None
     ) -> list[Neighbor]:
         """Entities at most ``depth`` (1 to 3) relations away, nearest first; ``as_of``
         follows the relations that held then instead of the current ones."""
         return self._send(neighbors_call(entity_id, depth, as_of))
 
-    def delete_entity(self, entity_id: str) -> None:
+    def delete_entity(self: _Sends, entity_id: str) -> None:
         """Remove the entity and its relations from the graph (the memories stay);
         :class:`NotFoundError` if absent."""
         self._send(delete_entity_call(entity_id))
 
-    def unmerge_entity(self, entity_id: str, alias: str) -> Unmerged:
+    def unmerge_entity(self: _Sends, entity_id: str, alias: str) -> Unmerged:
         """Undo the merge of ``alias`` (one of the entity's ``aliases``) into the entity: the
         alias becomes an entity of its own, with what named it, and is not merged back later.
         :class:`NotFoundError` if the entity has no such alias."""
         return self._send(unmerge_call(entity_id, alias))
 
     def relations(
-        self, *, user_id: str | None = None, agent_id: str | None = None,
+        self: _Sends, *, user_id: str | None = None, agent_id: str | None = None,
         run_id: str | None = None, source: str | None = None, target: str | None = None,
         type: str | None = None, as_of: datetime | None = None,
         include_invalid: bool = False, limit: int = 100,
@@ -127,39 +137,33 @@ class GraphMethods:
 class AsyncGraphMethods:
     """The graph methods of the async client (contracts: :class:`GraphMethods`)."""
 
-    def _send(self, call: Call[T]) -> Awaitable[T]:
-        raise NotImplementedError
-
-    def _pages(self, call: Call[Results[Any]]) -> AsyncIterator[Any]:
-        raise NotImplementedError
-
     def entities(
-        self, *, user_id: str | None = None, agent_id: str | None = None,
+        self: _SendsAsync, *, user_id: str | None = None, agent_id: str | None = None,
         run_id: str | None = None, name: str | None = None, page_size: int = 100,
     ) -> AsyncIterator[Entity]:
         """See :meth:`Anamnesis.entities`; iterate with ``async for``."""
         return self._pages(list_entities_call(user_id, agent_id, run_id, name, page_size))
 
-    async def get_entity(self, entity_id: str) -> EntityDetail:
+    async def get_entity(self: _SendsAsync, entity_id: str) -> EntityDetail:
         """See :meth:`Anamnesis.get_entity`."""
         return await self._send(get_entity_call(entity_id))
 
     async def neighbors(
-        self, entity_id: str, *, depth: int = 1, as_of: datetime | None = None
+        self: _SendsAsync, entity_id: str, *, depth: int = 1, as_of: datetime | None = None
     ) -> list[Neighbor]:
         """See :meth:`Anamnesis.neighbors`."""
         return await self._send(neighbors_call(entity_id, depth, as_of))
 
-    async def delete_entity(self, entity_id: str) -> None:
+    async def delete_entity(self: _SendsAsync, entity_id: str) -> None:
         """See :meth:`Anamnesis.delete_entity`."""
         await self._send(delete_entity_call(entity_id))
 
-    async def unmerge_entity(self, entity_id: str, alias: str) -> Unmerged:
+    async def unmerge_entity(self: _SendsAsync, entity_id: str, alias: str) -> Unmerged:
         """See :meth:`Anamnesis.unmerge_entity`."""
         return await self._send(unmerge_call(entity_id, alias))
 
     async def relations(
-        self, *, user_id: str | None = None, agent_id: str | None = None,
+        self: _SendsAsync, *, user_id: str | None = None, agent_id: str | None = None,
         run_id: str | None = None, source: str | None = None, target: str | None = None,
         type: str | None = None, as_of: datetime | None = None,
         include_invalid: bool = False, limit: int = 100,
