@@ -25,6 +25,10 @@ RUN if [ "$GPU" = "true" ]; then pip install torch; \
     else pip install torch --index-url https://download.pytorch.org/whl/cpu; fi
 
 WORKDIR /src
+# The Python SDK first: the server depends on it (the MCP tools call the API through it), and
+# it is this repository's package, not PyPI's.
+COPY clients/python ./clients/python
+RUN pip install ./clients/python
 # Dependencies in their own layer, read from pyproject.toml, so a code change reuses them.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \

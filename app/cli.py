@@ -1,5 +1,5 @@
 """``anamnesis`` command line: serve, worker, migrate, graph rebuild, reindex, keys, export,
-import."""
+import, mcp."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    for line in (f"Anamnesis on http://{display_host}:{port}  (API docs: /docs)",
+    for line in (f"Anamnesis on http://{display_host}:{port}  (API docs: /docs, MCP: /mcp)",
                  "Create an API key:  anamnesis keys create --project <name>"):
         if settings.log_format == "json":  # a log pipeline reads every line as JSON
             logger.info("%s", line)
@@ -212,6 +212,19 @@ async def _transfer(settings: Settings, args: argparse.Namespace) -> int:
                                          index_memory=args.index_memory, as_json=args.json)
 
 
+def mcp_command(settings: Settings, url: str | None, api_key: str | None) -> int:
+    """The MCP server on stdio, calling the running server (``app.mcp.stdio``)."""
+    from app.mcp.stdio import serve_stdio
+
+    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    if not key:
+        print("anamnesis mcp needs an API key: --api-key or ANAMNESIS_API_KEY (create one with "
+              "`anamnesis keys create --project <name>`)", file=sys.stderr)
+        return 2
+    asyncio.run(serve_stdio(url or settings.server_url(), key))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anamnesis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("--json", action="store_true",
                            help="print the receipt as JSON on stdout")
 
+    mcp = commands.add_parser(
+        "mcp", help="serve the memory tools over MCP on stdio, calling a running server (the "
+        "API serves the same tools over HTTP at /mcp)")
+    mcp.add_argument("--url", help="the server (default: ANAMNESIS_URL, else this "
+                     "configuration's api.host and api.port)")
+    mcp.add_argument("--api-key", help="the key its calls are made with (default: "
+                     "ANAMNESIS_API_KEY)")
+
     keys_parser = commands.add_parser("keys", help="manage API keys")
     keys_commands = keys_parser.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser("create", help="create a key (printed once, on stdout)")
@@ -306,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_graph(settings, args))
     if args.command in ("export", "import"):
         return asyncio.run(_transfer(settings, args))
+    if args.command == "mcp":
+        return mcp_command(settings, args.url, args.api_key)
     if args.command == "reindex":
         if args.model:
             return asyncio.run(_switch_model(settings, args.model))

@@ -291,3 +291,13 @@ class Settings(BaseSettings):
     neo4j: Neo4jSettings = Field(default_factory=Neo4jSettings)
     consolidation: ConsolidationSettings = Field(default_factory=ConsolidationSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    url: str | None = Field(
+        default=None, description="The running server `anamnesis mcp` talks to (ANAMNESIS_URL); "
+        "default: http://<api.host>:<api.port>.")
+    api_key: SecretStr | None = Field(
+        default=None, description="The key `anamnesis mcp` calls it with (ANAMNESIS_API_KEY).")
+
+    def server_url(self) -> str:
+        """Where a client of this configuration finds the API: ``url``, else its own address."""
+        host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::") else self.api.host  # noqa: S104
+        return self.url or f"http://{host}:{self.api.port}"

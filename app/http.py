@@ -26,9 +26,11 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("app.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# The paths a request must hold a key for: the API, and its Mem0-compatible twin
-# (``app.compat.mem0``), which takes the same keys, rates and project slots.
+# The paths a request must hold a key for: the API, its Mem0-compatible twin
+# (``app.compat.mem0``) and the MCP server (``app.mcp.http``), which take the same keys,
+# rates and project slots.
 GUARDED_PATHS = ("/v1/", "/mem0/")
+MCP_PATH = "/mcp"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
@@ -144,12 +146,17 @@ class RequestContextMiddleware:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send,
                      headers: dict[str, str], request_id: str) -> None:
-        if not scope["path"].startswith(GUARDED_PATHS):
+        path: str = scope["path"]
+        mcp = path == MCP_PATH or path.startswith(MCP_PATH + "/")
+        if not (path.startswith(GUARDED_PATHS) or mcp):
             await self._capped(scope, receive, send, headers, request_id)
             return
         refused = await self._admit(scope, headers, request_id)
         if refused is not None:
             await refused(scope, receive, send)
+            return
+        if mcp:  # its tools call /v1/ in-process, each call taking its project slot there
+            await self._capped(scope, receive, send, headers, request_id)
             return
         gate: Gatekeeper = scope["app"].state.resources.gate
         async with gate.slots.held(scope["state"]["caller"].project_id):

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.routing import Route
 
 from app.auth import Gatekeeper, KeyCache, KeyTouches, ProjectSlots
 from app.compat.mem0.oss.router import router as mem0_oss_router
@@ -21,6 +22,7 @@ from app.embeddings import Embedder
 from app.graph.router import router as graph_router
 from app.http import (
     ERROR_RESPONSES,
+    MCP_PATH,
     RequestContextMiddleware,
     install_database_error_handler,
     install_error_handlers,
@@ -29,6 +31,7 @@ from app.ingest.router import router as ingest_router
 from app.jobs.inprocess import InProcessQueue
 from app.jobs.queue import CeleryQueue, JobQueue
 from app.jobs.router import router as jobs_router
+from app.mcp.http import McpEndpoint
 from app.memories.router import router as memories_router
 from app.memories.router import users as users_router
 from app.metrics import Metrics, MetricsMiddleware
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             gate = Gatekeeper(core.database, KeyTouches(settings.api.key_touch_interval_s),
                               throttle, ProjectSlots(settings.api.project_concurrency),
                               KeyCache(settings.api.key_cache_s))
+            await stack.enter_async_context(mcp_endpoint.running())
             app.state.resources = ApiResources.of(
                 core, gate=gate, queue=queue,
                 queries=QueryEmbeddings(core.embedder, settings.search.query_cache_size,
@@ -105,6 +109,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     for mem0 in (mem0_router, mem0_oss_router):
         app.include_router(mem0, responses=ERROR_RESPONSES, include_in_schema=False)
     serve_schema(app, "/openapi/mem0.json", "Mem0-compatible API", mem0_router, mem0_oss_router)
+    mcp_endpoint = McpEndpoint(app)
+    app.router.routes.append(Route(MCP_PATH, mcp_endpoint, methods=["GET", "POST", "DELETE"],
+                                   include_in_schema=False))
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

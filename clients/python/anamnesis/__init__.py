@@ -7,6 +7,7 @@
 ...     hits = client.search("seating preference", user_id="alice")
 """
 
+from anamnesis._admin import KeyScope
 from anamnesis._async_client import AsyncAnamnesis
 from anamnesis._base import __version__
 from anamnesis._client import Anamnesis
@@ -23,24 +24,37 @@ from anamnesis._exceptions import (
     JobTimeoutError,
     NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ServiceUnavailableError,
     ValidationError,
 )
 from anamnesis._models import (
     AddedMemory,
     AddResult,
+    Entity,
+    EntityAlias,
+    EntityDetail,
     HistoryEvent,
+    ImportReceipt,
     Job,
     JobError,
     JobResult,
     JobUsage,
+    Key,
+    KeyCreated,
     Memory,
     MemoryDetail,
     MemorySource,
     Message,
+    Neighbor,
     Project,
+    RecordCounts,
+    Relation,
     SearchHit,
+    SearchHits,
+    SkippedLine,
     SourceMessage,
+    Unmerged,
 )
 from anamnesis._types import MessageParam
 
@@ -55,8 +69,12 @@ __all__ = [
     "AsyncAnamnesis",
     "AuthenticationError",
     "ConflictError",
+    "Entity",
+    "EntityAlias",
+    "EntityDetail",
     "HistoryEvent",
     "IdempotencyKeyReusedError",
+    "ImportReceipt",
     "InternalServerError",
     "InvalidFilterError",
     "Job",
@@ -64,17 +82,27 @@ __all__ = [
     "JobResult",
     "JobTimeoutError",
     "JobUsage",
+    "Key",
+    "KeyCreated",
+    "KeyScope",
     "Memory",
     "MemoryDetail",
     "MemorySource",
     "Message",
     "MessageParam",
+    "Neighbor",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "Project",
+    "RecordCounts",
+    "Relation",
     "SearchHit",
+    "SearchHits",
     "ServiceUnavailableError",
+    "SkippedLine",
     "SourceMessage",
+    "Unmerged",
     "ValidationError",
     "__version__",
 ]

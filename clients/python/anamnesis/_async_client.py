@@ -11,7 +11,9 @@ from typing import Literal, Self, TypeVar, overload
 
 import httpx
 
-from anamnesis._base import BaseClient, Call
+from anamnesis._admin import AsyncAdminMethods, async_content
+from anamnesis._base import BaseClient
+from anamnesis._graph import AsyncGraphMethods
 from anamnesis._models import (
     AddResult,
     HistoryEvent,
@@ -20,14 +22,15 @@ from anamnesis._models import (
     MemoryDetail,
     Project,
     Results,
-    SearchHit,
+    SearchHits,
 )
+from anamnesis._routes import Call
 from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 
 T = TypeVar("T")
 
 
-class AsyncAnamnesis(BaseClient):
+class AsyncAnamnesis(BaseClient, AsyncGraphMethods, AsyncAdminMethods):
     """Async client; same contract as :class:`Anamnesis`, with awaitable methods.
 
     Use ``async with`` or call :meth:`aclose` when done. :meth:`get_all` returns an async
@@ -52,6 +55,8 @@ class AsyncAnamnesis(BaseClient):
         try:
             response = await self._http.request(
                 call.method, call.path, params=call.params, json=call.json,
+                content=async_content(call.content),
+                headers={"Content-Type": call.content_type} if call.content_type else None,
                 timeout=self._timeout(call, self._http.timeout),
             )
         except httpx.TransportError as exc:
@@ -159,13 +164,15 @@ class AsyncAnamnesis(BaseClient):
         graph: bool = False,
         explain: bool = False,
         context: bool = False,
-    ) -> list[SearchHit]:
+        relations: bool = False,
+    ) -> SearchHits:
         """See :meth:`Anamnesis.search`."""
         return await self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
             as_of=as_of, include_superseded=include_superseded,
             ranking=ranking, graph=graph, explain=explain, context=context,
+            relations=relations,
         ))
 
     async def get(self, memory_id: str) -> MemoryDetail:
@@ -188,8 +195,8 @@ class AsyncAnamnesis(BaseClient):
                                 kind)
         return self._pages(first)
 
-    async def _pages(self, call: Call[Results[Memory]]) -> AsyncIterator[Memory]:
-        next_call: Call[Results[Memory]] | None = call
+    async def _pages(self, call: Call[Results[T]]) -> AsyncIterator[T]:
+        next_call: Call[Results[T]] | None = call
         while next_call is not None:
             page = await self._send(next_call)
             for memory in page.results:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeVar
 
 import httpx
 import pydantic
 
+from anamnesis import _routes as routes
 from anamnesis._exceptions import (
     AnamnesisConnectionError,
     AnamnesisError,
@@ -37,8 +37,10 @@ from anamnesis._models import (
     Message,
     Project,
     Results,
-    SearchHit,
+    SearchHits,
+    SearchResults,
 )
+from anamnesis._routes import Call
 from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 
 __version__ = "0.1.0"
@@ -46,51 +48,15 @@ __version__ = "0.1.0"
 DEFAULT_BASE_URL = "http://127.0.0.1:8420"
 BASE_URL_ENV = "ANAMNESIS_BASE_URL"
 API_KEY_ENV = "ANAMNESIS_API_KEY"
-MEMORIES = "/v1/memories"
-JOBS = "/v1/jobs"
-PROJECT = "/v1/project"
 # The server bounds ``"wait": true`` by its consolidation.max_wait_s, which is at most this.
 SERVER_MAX_WAIT_S = 600.0
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One request to send and how to read its answer.
-
-    ``parse`` gets the decoded JSON body. With ``check=False`` error statuses are not raised and
-    ``parse`` gets ``None`` for them (used by the health probe). ``holds`` marks a request the
-    server may hold open while it waits for a job, so its read timeout is extended.
-    """
-
-    method: str
-    path: str
-    parse: Callable[[Any], T]
-    params: dict[str, str | int] | None = None
-    json: dict[str, Any] | None = None
-    check: bool = True
-    holds: bool = False
-
-
 def _scope(user_id: str | None, agent_id: str | None, run_id: str | None) -> dict[str, str]:
     ids = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
     return {name: value for name, value in ids.items() if value is not None}
-
-
-def _item_path(collection: str, item_id: str, name: str, suffix: str = "") -> str:
-    # An empty id would silently address the collection (DELETE /v1/memories), so refuse it.
-    if not isinstance(item_id, str) or not item_id:
-        raise ValueError(f"{name} must be a non-empty string")
-    return f"{collection}/{quote(item_id, safe='')}{suffix}"
-
-
-def _memory_path(memory_id: str, suffix: str = "") -> str:
-    return _item_path(MEMORIES, memory_id, "memory_id", suffix)
-
-
-def _job_path(job_id: str, suffix: str = "") -> str:
-    return _item_path(JOBS, job_id, "job_id", suffix)
 
 
 def _messages(messages: MessagesInput) -> list[dict[str, Any]]:
@@ -120,6 +86,11 @@ def _timeline(as_of: datetime | None, include_superseded: bool) -> dict[str, str
     if include_superseded:
         fields["include_superseded"] = True
     return fields
+
+
+def _search_hits(body: Any) -> SearchHits:
+    answer = SearchResults.model_validate(body)
+    return SearchHits(answer.results, answer.relations)
 
 
 class BaseClient:
@@ -240,7 +211,7 @@ class BaseClient:
             body["instructions"] = instructions
         if wait:
             body["wait"] = True
-        return Call("POST", MEMORIES, parse, json=body, holds=wait)
+        return Call("POST", routes.ADD.path(), parse, json=body, holds=wait)
 
     def _search_call(
         self,
@@ -258,7 +229,8 @@ class BaseClient:
         graph: bool = False,
         explain: bool = False,
         context: bool = False,
-    ) -> Call[list[SearchHit]]:
+        relations: bool = False,
+    ) -> Call[SearchHits]:
         body: dict[str, Any] = {"query": query, "top_k": top_k}
         if ranking is not None:
             body["ranking"] = ranking
@@ -266,19 +238,20 @@ class BaseClient:
             body["graph"] = True
         if explain:
             body["explain"] = True
-        if context:
-            body["include"] = ["context"]
+        include = [name for name, wanted in (("relations", relations), ("context", context))
+                   if wanted]
+        if include:
+            body["include"] = include
         if filters is not None:
             body["filters"] = dict(filters)
         if threshold is not None:
             body["threshold"] = threshold
         body.update(_scope(user_id, agent_id, run_id))
         body.update(_timeline(as_of, include_superseded))
-        parse = Results[SearchHit].model_validate
-        return Call("POST", f"{MEMORIES}/search", lambda b: parse(b).results, json=body)
+        return Call("POST", routes.SEARCH.path(), _search_hits, json=body)
 
     def _get_call(self, memory_id: str) -> Call[MemoryDetail]:
-        return Call("GET", _memory_path(memory_id), MemoryDetail.model_validate)
+        return routes.GET_MEMORY.call(MemoryDetail.model_validate, memory_id=memory_id)
 
     def _list_call(
         self,
@@ -299,12 +272,11 @@ class BaseClient:
             params["kind"] = kind
         for name, value in _timeline(as_of, include_superseded).items():
             params[name] = "true" if value is True else str(value)
-        return Call("GET", MEMORIES, Results[Memory].model_validate, params=params)
+        return Call("GET", routes.LIST_MEMORIES.path(), Results[Memory].model_validate,
+                    params=params)
 
     @staticmethod
-    def _next_page(
-        call: Call[Results[Memory]], page: Results[Memory]
-    ) -> Call[Results[Memory]] | None:
+    def _next_page(call: Call[Results[T]], page: Results[T]) -> Call[Results[T]] | None:
         """The request for the page after ``page``, or None when it was the last one."""
         params = call.params or {}
         if page.next_cursor is None or page.next_cursor == params.get("cursor"):
@@ -321,10 +293,11 @@ class BaseClient:
             body["metadata"] = dict(metadata)
         if not body:
             raise ValueError("update needs text and/or metadata")
-        return Call("PATCH", _memory_path(memory_id), Memory.model_validate, json=body)
+        return Call("PATCH", routes.UPDATE_MEMORY.path(memory_id=memory_id), Memory.model_validate,
+                    json=body)
 
     def _delete_call(self, memory_id: str) -> Call[None]:
-        return Call("DELETE", _memory_path(memory_id), lambda _body: None)
+        return routes.DELETE_MEMORY.call(lambda _body: None, memory_id=memory_id)
 
     def _delete_all_call(
         self, user_id: str | None, agent_id: str | None, run_id: str | None
@@ -333,24 +306,24 @@ class BaseClient:
         if not scope:
             raise ValueError("delete_all needs at least one of user_id, agent_id, run_id")
         parse = Deleted.model_validate
-        return Call("DELETE", MEMORIES, lambda b: parse(b).deleted, params=dict(scope))
+        return Call("DELETE", routes.DELETE_SCOPE.path(), lambda b: parse(b).deleted,
+                    params=dict(scope))
 
     def _delete_user_call(self, user_id: str) -> Call[int]:
         if not user_id:
             raise ValueError("delete_user needs a user_id")
         parse = Deleted.model_validate
-        return Call("DELETE", f"/v1/users/{quote(user_id, safe='')}",
-                    lambda b: parse(b).deleted)
+        return routes.DELETE_USER.call(lambda b: parse(b).deleted, user_id=user_id)
 
     def _history_call(self, memory_id: str) -> Call[list[HistoryEvent]]:
         parse = Results[HistoryEvent].model_validate
-        return Call("GET", _memory_path(memory_id, "/history"), lambda b: parse(b).results)
+        return routes.HISTORY.call(lambda b: parse(b).results, memory_id=memory_id)
 
     def _get_job_call(self, job_id: str) -> Call[Job]:
-        return Call("GET", _job_path(job_id), Job.model_validate)
+        return routes.GET_JOB.call(Job.model_validate, job_id=job_id)
 
     def _retry_job_call(self, job_id: str) -> Call[Job]:
-        return Call("POST", _job_path(job_id, "/retry"), Job.model_validate)
+        return routes.RETRY_JOB.call(Job.model_validate, job_id=job_id)
 
     @staticmethod
     def _wait_deadline(timeout: float | None, poll_interval: float) -> float | None:
@@ -379,13 +352,13 @@ class BaseClient:
         return min(poll_interval, remaining)
 
     def _get_project_call(self) -> Call[Project]:
-        return Call("GET", PROJECT, Project.model_validate)
+        return routes.GET_PROJECT.call(Project.model_validate)
 
     def _set_instructions_call(self, instructions: str | None) -> Call[Project]:
-        return Call("PATCH", PROJECT, Project.model_validate,
+        return Call("PATCH", routes.UPDATE_PROJECT.path(), Project.model_validate,
                     json={"instructions": instructions})
 
     def _health_call(self) -> Call[bool]:
         parse = Health.model_validate
-        return Call("GET", "/health", lambda b: b is not None and parse(b).status == "ok",
-                    check=False)
+        return Call("GET", routes.HEALTH.path(),
+                    lambda b: b is not None and parse(b).status == "ok", check=False)

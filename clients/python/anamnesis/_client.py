@@ -14,7 +14,9 @@ from typing import Literal, Self, TypeVar, overload
 
 import httpx
 
-from anamnesis._base import BaseClient, Call
+from anamnesis._admin import AdminMethods
+from anamnesis._base import BaseClient
+from anamnesis._graph import GraphMethods
 from anamnesis._models import (
     AddResult,
     HistoryEvent,
@@ -23,14 +25,15 @@ from anamnesis._models import (
     MemoryDetail,
     Project,
     Results,
-    SearchHit,
+    SearchHits,
 )
+from anamnesis._routes import Call
 from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 
 T = TypeVar("T")
 
 
-class Anamnesis(BaseClient):
+class Anamnesis(BaseClient, GraphMethods, AdminMethods):
     """Blocking client. Use as a context manager or call :meth:`close` when done.
 
     ``base_url`` defaults to ``$ANAMNESIS_BASE_URL`` then ``http://127.0.0.1:8420``; ``api_key``
@@ -57,6 +60,8 @@ class Anamnesis(BaseClient):
         try:
             response = self._http.request(
                 call.method, call.path, params=call.params, json=call.json,
+                content=call.content,
+                headers={"Content-Type": call.content_type} if call.content_type else None,
                 timeout=self._timeout(call, self._http.timeout),
             )
         except httpx.TransportError as exc:
@@ -179,7 +184,8 @@ class Anamnesis(BaseClient):
         graph: bool = False,
         explain: bool = False,
         context: bool = False,
-    ) -> list[SearchHit]:
+        relations: bool = False,
+    ) -> SearchHits:
         """Up to ``top_k`` memories most relevant to ``query``, best first.
 
         Searches current memories; ``as_of`` searches what was true at that (timezone-aware)
@@ -189,13 +195,15 @@ class Anamnesis(BaseClient):
         (meaning and words; the server's default), ``"dense"`` or ``"lexical"``; ``graph``
         adds memories one relation away from the entities the query names; ``explain`` fills
         each hit's ``explain`` with the ranks and scores behind its ``score``; ``context``
-        each hit's ``context`` with the exchange it belongs to.
+        each hit's ``context`` with the exchange it belongs to; ``relations`` fills the
+        answer's ``relations`` with the current relations among the hits' entities.
         """
         return self._send(self._search_call(
             query, filters=filters, top_k=top_k, threshold=threshold,
             user_id=user_id, agent_id=agent_id, run_id=run_id,
             as_of=as_of, include_superseded=include_superseded,
             ranking=ranking, graph=graph, explain=explain, context=context,
+            relations=relations,
         ))
 
     def get(self, memory_id: str) -> MemoryDetail:
@@ -224,8 +232,8 @@ class Anamnesis(BaseClient):
                                 kind)
         return self._pages(first)
 
-    def _pages(self, call: Call[Results[Memory]]) -> Iterator[Memory]:
-        next_call: Call[Results[Memory]] | None = call
+    def _pages(self, call: Call[Results[T]]) -> Iterator[T]:
+        next_call: Call[Results[T]] | None = call
         while next_call is not None:
             page = self._send(next_call)
             yield from page.results

@@ -47,6 +47,10 @@ class AuthenticationError(APIError):
     """401 ``unauthorized``: the API key is missing, unknown or revoked."""
 
 
+class PermissionDeniedError(APIError):
+    """403 ``forbidden``: the API key lacks the scope (read, write, admin) the call needs."""
+
+
 class NotFoundError(APIError):
     """404 ``not_found``: no such memory in this project (or it was deleted)."""
 
@@ -93,6 +97,7 @@ class JobTimeoutError(AnamnesisError, TimeoutError):
 
 _BY_CODE: dict[str, type[APIError]] = {
     "unauthorized": AuthenticationError,
+    "forbidden": PermissionDeniedError,
     "not_found": NotFoundError,
     "conflict": ConflictError,
     "idempotency_key_reused": IdempotencyKeyReusedError,
@@ -106,6 +111,7 @@ _BY_CODE: dict[str, type[APIError]] = {
 _BY_STATUS: dict[int, type[APIError]] = {
     400: ValidationError,
     401: AuthenticationError,
+    403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
     413: PayloadTooLargeError,

@@ -172,6 +172,137 @@ class SearchHit(Memory):
     context: list[Memory] | None = None
 
 
+class Relation(_Response):
+    """A relation of the graph, from the entity ``source_id`` to ``target_id``, as a memory
+    stated it (``memory_id``, from ``episode_id``). ``source_name``/``target_name`` are the names
+    the conversation used; it held from ``valid_at`` until ``invalid_at`` (None: still holds)."""
+
+    id: str
+    source_id: str
+    source_name: str
+    type: str
+    target_id: str
+    target_name: str
+    valid_at: datetime
+    invalid_at: datetime | None = None
+    memory_id: str | None = None
+    episode_id: str | None = None
+
+
+class SearchResults(_Response):
+    """The body of a search answer (``search`` returns it as :class:`SearchHits`)."""
+
+    results: list[SearchHit]
+    relations: list[Relation] | None = None
+
+
+class SearchHits(list[SearchHit]):
+    """What ``search`` returns: the hits, best first, as a list; with ``relations=True`` also
+    ``relations``, the current relations among the hits' entities (``None`` when not asked)."""
+
+    def __init__(self, hits: list[SearchHit], relations: list[Relation] | None = None) -> None:
+        super().__init__(hits)
+        self.relations = relations
+
+
+class Entity(_Response):
+    """Someone or something the memories of a scope talk about (a node of the graph)."""
+
+    id: str
+    name: str
+    type: str
+    summary: str = ""
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class EntityAlias(_Response):
+    """Another name merged into an entity, why (``reason``) and how alike it was (``score``)."""
+
+    alias: str
+    reason: str
+    score: float
+    created_at: datetime
+
+
+class EntityDetail(Entity):
+    """An entity as ``get_entity`` returns it: its current relations (both ways), the current
+    memories that mention it, and the names merged into it (undo one with ``unmerge_entity``)."""
+
+    relations: list[Relation] = Field(default_factory=list)
+    memories: list[Memory] = Field(default_factory=list)
+    aliases: list[EntityAlias] = Field(default_factory=list)
+
+
+class Neighbor(_Response):
+    """An entity ``distance`` relations away from the one asked about."""
+
+    entity: Entity
+    distance: int
+
+
+class Unmerged(_Response):
+    """What ``unmerge_entity`` did: ``split`` is the alias as an entity of its own, ``entity``
+    the entity without it (``None`` when only the alias's mentions ever made it), ``undone``
+    how many merge records were undone."""
+
+    entity: Entity | None = None
+    split: Entity | None = None
+    undone: int
+
+
+class Key(_Response):
+    """An API key of the project, as listed: never the key itself, only its ``prefix``.
+    ``scopes`` are among ``"read"``, ``"write"`` and ``"admin"``."""
+
+    id: str
+    prefix: str
+    name: str | None = None
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(Key):
+    """A new key: ``key`` is the secret, returned this once (only its hash is stored)."""
+
+    key: str
+
+
+class RecordCounts(_Response):
+    """What an import did with one record type: written, already there, or skipped."""
+
+    inserted: int = 0
+    present: int = 0
+    skipped: int = 0
+
+
+class SkippedLine(_Response):
+    """A line an import left out, and why."""
+
+    line: int
+    record: str
+    reason: str
+
+
+class ImportReceipt(_Response):
+    """What ``import_project`` did: counts per record type (``records``), vectors taken from the
+    file or embedded again, supersessions whose replacement is missing, the first lines it
+    skipped and how long it took."""
+
+    lines: int
+    records: dict[str, RecordCounts] = Field(default_factory=dict)
+    vectors_given: int = 0
+    vectors_embedded: int = 0
+    unresolved_supersessions: int = 0
+    skipped: list[SkippedLine] = Field(default_factory=list)
+    seconds: float
+
+
 class HistoryEvent(_Response):
     """One change to a memory. ``event`` is ``"ADD"``, ``"UPDATE"``, ``"SUPERSEDE"`` or
     ``"DELETE"``.
