@@ -28,6 +28,7 @@ from app.jobs.inprocess import InProcessQueue
 from app.jobs.queue import CeleryQueue, JobQueue
 from app.jobs.router import router as jobs_router
 from app.memories.router import router as memories_router
+from app.memories.router import scopes as scopes_router
 from app.memories.router import users as users_router
 from app.metrics import Metrics, MetricsMiddleware
 from app.projects.router import keys as keys_router
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(retrieve_router, responses=ERROR_RESPONSES)
     app.include_router(memories_router, responses=ERROR_RESPONSES)
     app.include_router(users_router, responses=ERROR_RESPONSES)
+    app.include_router(scopes_router, responses=ERROR_RESPONSES)
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
     app.include_router(projects_router, responses=ERROR_RESPONSES)
     app.include_router(keys_router, responses=ERROR_RESPONSES)

@@ -25,10 +25,11 @@ from app.embeddings import Embedder
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.memories.schemas import MemoryDetail, MemorySourceRead, MemoryUpdate
 from app.store.models import Memory, MemoryEvent
-from app.store.repositories import episodes
+from app.store.repositories import episodes, scopes
 from app.store.repositories import history as events
 from app.store.repositories import memories as repository
 from app.store.repositories.history import EventRecord
+from app.store.repositories.scopes import ScopeKind
 
 
 def _not_found(memory_id: uuid.UUID) -> NotFound:
@@ -67,6 +68,17 @@ async def list_page(session: AsyncSession, caller: Caller, scope: Scope,
                                  before, seen)
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1].id)
+    return rows, None
+
+
+async def scope_ids(session: AsyncSession, caller: Caller, kind: ScopeKind,
+                    prefix: str | None, limit: int,
+                    cursor: str | None) -> tuple[list[tuple[str, int]], str | None]:
+    """A page of the project's user, agent or run ids (with their memory counts) and the
+    cursor of the next (None at the end)."""
+    rows = await scopes.page(session, caller.project_id, kind, prefix, limit + 1, cursor)
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1][0]
     return rows, None
 
 
