@@ -38,6 +38,7 @@ from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
 from app.throttle import Throttle
 from app.transfer.router import router as transfer_router
+from app.ui.console import mount_console
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(keys_router, responses=ERROR_RESPONSES)
     app.include_router(graph_router, responses=ERROR_RESPONSES)
     app.include_router(transfer_router, responses=ERROR_RESPONSES)
+    mount_console(app)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -16,7 +16,8 @@ MAX_LINES = 400
 # Top to bottom. A module may import its own layer or any lower one, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("workers", ("workers",)),
-    ("edge", ("app.main", "app.cli", "app.deps", "app.http", "app.metrics", "*.router")),
+    ("edge", ("app.main", "app.cli", "app.deps", "app.http", "app.metrics", "app.ui",
+              "*.router")),
     ("services", ("app.ingest", "app.memories", "app.graph", "app.projects", "app.retrieve",
                   "app.jobs", "app.auth", "app.throttle", "app.transfer")),
     ("consolidate", ("app.consolidate",)),
