@@ -74,7 +74,11 @@ export function mount(main, { say, fail, route }) {
     }
     const nodes = [{ entity, distance: 0 }, ...around.results];
     const ids = new Set(nodes.map((n) => n.entity.id));
-    const edges = relations.results.filter((r) => ids.has(r.source_id) && ids.has(r.target_id));
+    // Listed: every relation among the shown entities, and the entity's own ended ones
+    // (whose other end may no longer be a neighbour); drawn: those with both ends shown.
+    const listed = relations.results.filter((r) => (ids.has(r.source_id) && ids.has(r.target_id))
+      || r.source_id === id || r.target_id === id);
+    const edges = listed.filter((r) => ids.has(r.source_id) && ids.has(r.target_id));
     const heading = h("h2", { tabindex: "-1" }, entity.name);
     pane.replaceChildren(heading,
       facts([["Type", entity.type], ["Summary", entity.summary], ["Id", shortId(entity.id)],
@@ -84,8 +88,8 @@ export function mount(main, { say, fail, route }) {
       h("ul", { class: "plain neighbours" }, around.results.map((n) => h("li", {},
         h("button", { type: "button", class: "link", onclick: () => open(n.entity.id) }, n.entity.name),
         ` — ${n.entity.type}, distance ${n.distance}`))),
-      h("h3", {}, `Relations (${edges.length})`),
-      h("ul", { class: "plain relations" }, edges.map((r) => h("li", {},
+      h("h3", {}, `Relations (${listed.length})`),
+      h("ul", { class: "plain relations" }, listed.map((r) => h("li", {},
         `${r.source_name} ${r.type} ${r.target_name}`, " ",
         h("span", { class: `badge ${r.invalid_at ? "superseded" : "current"}` },
           r.invalid_at ? "ended" : "current"),
