@@ -237,10 +237,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
-                database_url: str) -> Iterator[LiveServer]:
-    """The real app under uvicorn on a localhost port, in its own thread and event loop."""
+@contextmanager
+def serving(settings: Settings, embedder: SentenceTransformerEmbedder) -> Iterator[LiveServer]:
+    """The real app under uvicorn on a localhost port, in its own thread and event loop,
+    until the block ends."""
     port = _free_port()
     # Its own batcher (event loop), the same loaded model.
     shared = SentenceTransformerEmbedder(encoder=embedder.encoder, model_name=embedder.model_name)
@@ -259,4 +259,12 @@ def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings, embedder: SentenceTransformerEmbedder,
+                database_url: str) -> Iterator[LiveServer]:
+    """The real app under uvicorn on a localhost port, in its own thread and event loop."""
+    with serving(settings, embedder) as server:
+        yield server
 
