@@ -57,7 +57,9 @@ class Tab:
 
 @pytest.fixture
 async def tab(chromium: Browser, live_server: LiveServer) -> AsyncIterator[Tab]:
-    context = await chromium.new_context(viewport={"width": 1400, "height": 1000})
+    # UTC, so a time typed into the page is the instant a test means.
+    context = await chromium.new_context(viewport={"width": 1400, "height": 1000},
+                                         timezone_id="UTC", locale="en-GB")
     context.set_default_timeout(WAIT_MS)
     page = await context.new_page()
     opened = Tab(page, live_server.base_url)
