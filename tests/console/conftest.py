@@ -75,9 +75,9 @@ async def tab(chromium: Browser, live_server: LiveServer) -> AsyncIterator[Tab]:
 class Screenshots:
     folder: Path
 
-    async def take(self, page: Page, name: str) -> Path:
+    async def take(self, page: Page, name: str, *, full_page: bool = True) -> Path:
         path = self.folder / f"{name}.png"
-        await page.screenshot(path=path, full_page=True)
+        await page.screenshot(path=path, full_page=full_page)
         return path
 
 

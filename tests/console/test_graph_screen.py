@@ -38,11 +38,12 @@ async def test_a_neighbourhood_and_an_unmerge(tab: Tab, project: Project, brain:
     await expect(ended).to_contain_text("ended")
     await expect(ended).to_contain_text("until")
     await expect(around.locator("svg.neighbourhood g[role=button]")).to_have_count(3)
-    await screenshots.take(page, "graph")
 
     await page.get_by_label("Depth").select_option("2")
     await expect(neighbours.filter(has_text="distance 2")).to_have_count(1)
     await expect(neighbours.filter(has_text="distance 2")).to_contain_text("Paris")
+    await expect(around.locator("svg line.invalid")).to_have_count(1)  # lived in Paris, ended
+    await screenshots.take(page, "graph")
 
     # Recentred by keyboard on a node of the drawing.
     await around.locator("svg g[role=button]", has_text="Berlin").focus()

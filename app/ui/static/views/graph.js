@@ -152,11 +152,13 @@ function drawing(nodes, edges, recentre) {
     role: "group", "aria-label": "Neighbourhood diagram" });
   const place = new Map();
   const rings = [0, 1, 2, 3].map((d) => nodes.filter((n) => n.distance === d));
+  const deepest = Math.max(1, ...nodes.map((n) => n.distance));
+  const step = (middle - 60) / deepest;  // the outer ring just inside the frame, labels too
   rings.forEach((ring, d) => {
-    if (d > 0 && ring.length) svg.append(svgNode("circle", { class: "ring", cx: middle, cy: middle, r: d * 80 }));
+    if (d > 0 && ring.length) svg.append(svgNode("circle", { class: "ring", cx: middle, cy: middle, r: d * step }));
     ring.forEach((n, i) => {
       const angle = (2 * Math.PI * i) / ring.length + d * 0.4;
-      place.set(n.entity.id, [middle + d * 80 * Math.cos(angle), middle + d * 80 * Math.sin(angle)]);
+      place.set(n.entity.id, [middle + d * step * Math.cos(angle), middle + d * step * Math.sin(angle)]);
     });
   });
   for (const r of edges) {
@@ -164,7 +166,9 @@ function drawing(nodes, edges, recentre) {
     const [x2, y2] = place.get(r.target_id);
     const line = svgNode("line", { x1, y1, x2, y2, class: r.invalid_at ? "invalid" : "" });
     line.append(svgNode("title", {}, `${r.source_name} ${r.type} ${r.target_name}`));
-    svg.append(line);
+    const label = svgNode("text", { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, class: "edge",
+      "text-anchor": "middle", "aria-hidden": "true" }, r.type);
+    svg.append(line, label);
   }
   for (const n of nodes) {
     const [x, y] = place.get(n.entity.id);

@@ -88,9 +88,10 @@ export function mount(main, { say, fail, route }) {
     const tr = h("tr", { "data-id": memory.id },
       h("td", {}, h("button", { type: "button", class: "link", onclick: () => select(memory.id) },
         memory.memory)),
-      h("td", {}, memory.kind),
-      h("td", {}, [memory.user_id, memory.agent_id, memory.run_id].filter(Boolean).join(" · ") || "—"),
-      h("td", {}, when(memory.created_at)),
+      h("td", { class: "wide-only" }, memory.kind),
+      h("td", { class: "wide-only" },
+        [memory.user_id, memory.agent_id, memory.run_id].filter(Boolean).join(" · ") || "—"),
+      h("td", { class: "wide-only" }, when(memory.created_at)),
       h("td", {}, h("span", { class: `badge ${memory.invalid_at ? "superseded" : "current"}` },
         memory.invalid_at ? "superseded" : "current")),
       hit ? h("td", {}, hit.score.toFixed(3),
@@ -101,8 +102,10 @@ export function mount(main, { say, fail, route }) {
 
   function table(scored) {
     return h("table", {},
-      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Memory"), h("th", { scope: "col" }, "Kind"),
-        h("th", { scope: "col" }, "Scope"), h("th", { scope: "col" }, "Created"),
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Memory"),
+        h("th", { scope: "col", class: "wide-only" }, "Kind"),
+        h("th", { scope: "col", class: "wide-only" }, "Scope"),
+        h("th", { scope: "col", class: "wide-only" }, "Created"),
         h("th", { scope: "col" }, "State"), scored ? h("th", { scope: "col" }, "Score") : null)),
       h("tbody", {}));
   }
