@@ -89,3 +89,8 @@ async def test_a_failing_server_and_a_gone_one_leave_a_message(
     await listing.click()
     await expect(alert).to_contain_text("Cannot reach the Anamnesis server")
     await expect(page.get_by_role("heading", name="Memories", exact=True)).to_be_visible()
+    # The jobs screen says so too, and stops polling a server that is not there.
+    await page.get_by_role("link", name="Jobs").click()
+    await expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    await expect(alert).to_contain_text("Cannot reach the Anamnesis server")
+    await expect(page.get_by_label("Live updates")).not_to_be_checked()

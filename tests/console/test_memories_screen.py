@@ -90,8 +90,10 @@ async def test_find_read_correct_and_delete_memories(tab: Tab, project: Project,
     dialog = page.get_by_role("dialog")
     await expect(dialog).to_contain_text("Pizza on Fridays")
     await screenshots.take(page, "delete-dialog")
-    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(dialog.get_by_role("button", name="Cancel")).to_be_focused()
+    await page.keyboard.press("Escape")  # cancels, and focus goes back where it was
     await expect(dialog).to_have_count(0)
+    await expect(detail.get_by_role("button", name="Delete memory")).to_be_focused()
     assert (await project.api.get(f"/v1/memories/{pizza['id']}")).status_code == 200
     await detail.get_by_role("button", name="Delete memory").click()
     await dialog.get_by_role("button", name="Delete").click()

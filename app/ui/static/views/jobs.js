@@ -123,7 +123,11 @@ export function mount(main, { say, fail, route }) {
   status.addEventListener("change", () => reload().catch(fail));
   more.addEventListener("click", () => loadPage().catch(fail));
   const timer = setInterval(() => {
-    if (live.checked && !document.hidden) refresh().catch(fail);
+    if (!live.checked || document.hidden) return;
+    refresh().catch((error) => {
+      live.checked = false;  // one message, not one every two seconds; tick to resume
+      fail(error);
+    });
   }, POLL_MS);
   reload().catch(fail);
   if (route[0]) open(route[0]);
