@@ -46,7 +46,7 @@ export function mount(main, { say, fail, route }) {
   const more = h("button", { type: "button", class: "secondary", hidden: true }, "Load more");
   const pane = h("aside", { class: "pane detail", tabindex: "-1", "aria-label": "Memory detail" },
     h("p", { class: "muted" }, "Pick a memory to see its sources and history."));
-  main.append(browse, search, h("div", { class: "split" },
+  main.append(h("div", { class: "controls" }, browse, search), h("div", { class: "split" },
     h("section", { "aria-label": "Results" }, summary, results, more), pane));
 
   /** @type {Map<string, HTMLTableRowElement>} */
