@@ -33,6 +33,7 @@ from app.jobs.queue import CeleryQueue, JobQueue
 from app.jobs.router import router as jobs_router
 from app.mcp.http import McpEndpoint
 from app.memories.router import router as memories_router
+from app.memories.router import scopes as scopes_router
 from app.memories.router import users as users_router
 from app.metrics import Metrics, MetricsMiddleware
 from app.openapi import serve_schema
@@ -43,6 +44,7 @@ from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.router import router as retrieve_router
 from app.throttle import Throttle
 from app.transfer.router import router as transfer_router
+from app.ui.console import mount_console
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(retrieve_router, responses=ERROR_RESPONSES)
     app.include_router(memories_router, responses=ERROR_RESPONSES)
     app.include_router(users_router, responses=ERROR_RESPONSES)
+    app.include_router(scopes_router, responses=ERROR_RESPONSES)
     app.include_router(jobs_router, responses=ERROR_RESPONSES)
     app.include_router(projects_router, responses=ERROR_RESPONSES)
     app.include_router(keys_router, responses=ERROR_RESPONSES)
@@ -112,6 +115,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     mcp_endpoint = McpEndpoint(app)
     app.router.routes.append(Route(MCP_PATH, mcp_endpoint, methods=["GET", "POST", "DELETE"],
                                    include_in_schema=False))
+    mount_console(app)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

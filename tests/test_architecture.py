@@ -17,7 +17,7 @@ MAX_LINES = 400
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("workers", ("workers",)),
     ("edge", ("app.main", "app.cli", "app.deps", "app.http", "app.metrics", "app.mcp",
-              "*.router", "app.openapi", "app.openapi_dump")),
+              "app.ui", "*.router", "app.openapi", "app.openapi_dump")),
     ("services", ("app.ingest", "app.memories", "app.graph", "app.projects", "app.retrieve",
                   "app.jobs", "app.auth", "app.throttle", "app.transfer", "app.compat")),
     ("consolidate", ("app.consolidate",)),

@@ -1,18 +1,32 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.auth import Caller
 from app.deps import CallerDep, QueueDep, SessionDep, WriterDep
 from app.jobs import service
-from app.jobs.schemas import JobRead
+from app.jobs.schemas import JobPage, JobRead, JobStatus
+from app.limits import MAX_PAGE_SIZE
 from app.store.db import Database
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    session: SessionDep, caller: CallerDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: uuid.UUID | None = None,
+) -> JobPage:
+    """The project's consolidation jobs, newest first, one page at a time."""
+    rows, next_cursor = await service.recent(session, caller, status, limit, cursor)
+    return JobPage(results=[JobRead.of(job) for job in rows], next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=JobRead)

@@ -70,3 +70,9 @@ class JobRead(BaseModel):
                            completion_tokens=job.completion_tokens,
                            truncated_replies=job.truncated_replies),
             created_at=job.created_at, started_at=job.started_at, completed_at=job.completed_at)
+
+
+class JobPage(BaseModel):
+    results: list[JobRead]
+    next_cursor: uuid.UUID | None = Field(
+        description="Pass as `cursor` for the next page; null at the end.")

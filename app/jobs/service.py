@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +31,16 @@ async def get(session: AsyncSession, caller: Caller, job_id: uuid.UUID) -> Job:
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
+
+
+async def recent(session: AsyncSession, caller: Caller, status: str | None, limit: int,
+                 cursor: uuid.UUID | None) -> tuple[Sequence[Job], uuid.UUID | None]:
+    """A page of the project's jobs, newest first, and the cursor of the next (None at the
+    end)."""
+    rows = await repository.page(session, caller.project_id, status, limit + 1, cursor)
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
 
 
 async def retry(session: AsyncSession, queue: JobQueue, caller: Caller,

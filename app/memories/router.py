@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
@@ -18,12 +18,15 @@ from app.memories.schemas import (
     MemoryRead,
     MemoryUpdate,
     ScopeDeleted,
+    ScopePage,
+    ScopeRead,
     UserErased,
 )
 from app.validation import OptionalStorableStr, OptionalTimestamp, StorableStr
 
 router = APIRouter(prefix="/v1/memories", tags=["memories"])
 users = APIRouter(prefix="/v1/users", tags=["memories"])
+scopes = APIRouter(prefix="/v1/scopes", tags=["memories"])
 
 ScopeQuery = Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS)]
 
@@ -98,3 +101,19 @@ async def memory_history(memory_id: uuid.UUID, session: SessionDep,
                          caller: CallerDep) -> HistoryRead:
     events = await service.history(session, caller, memory_id)
     return HistoryRead(results=[HistoryEventRead.of(event) for event in events])
+
+
+@scopes.get("", response_model=ScopePage)
+async def list_scopes(
+    session: SessionDep, caller: CallerDep,
+    kind: Annotated[Literal["user", "agent", "run"],
+                    Query(description="Which ids: users, agents or runs.")],
+    prefix: Annotated[OptionalStorableStr, Query(min_length=1, max_length=MAX_ID_CHARS,
+                                                 description="Only ids starting so.")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+    cursor: ScopeQuery = None,
+) -> ScopePage:
+    """The user, agent or run ids the project's memories are stored under, in id order."""
+    rows, next_cursor = await service.scope_page(session, caller, kind, prefix, limit, cursor)
+    return ScopePage(results=[ScopeRead(id=name, memories=count) for name, count in rows],
+                     next_cursor=next_cursor)

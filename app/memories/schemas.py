@@ -179,3 +179,14 @@ class HistoryEventRead(BaseModel):
 
 class HistoryRead(BaseModel):
     results: list[HistoryEventRead]
+
+
+class ScopeRead(BaseModel):
+    id: str = Field(description="A user, agent or run id memories are stored under.")
+    memories: int = Field(description="Memory rows under it, in every state.")
+
+
+class ScopePage(BaseModel):
+    results: list[ScopeRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end.")

@@ -29,6 +29,7 @@ from app.store.repositories import episodes, scopes
 from app.store.repositories import history as events
 from app.store.repositories import memories as repository
 from app.store.repositories.history import EventRecord
+from app.store.repositories.scopes import ScopeKind
 
 
 def _not_found(memory_id: uuid.UUID) -> NotFound:
@@ -84,6 +85,17 @@ async def list_numbered(session: AsyncSession, caller: Caller, scope: Scope,
 async def scope_ids(session: AsyncSession, caller: Caller) -> list[scopes.ScopeId]:
     """The user, agent and run ids the caller's project holds memories of."""
     return await scopes.scope_ids(session, caller.project_id)
+
+
+async def scope_page(session: AsyncSession, caller: Caller, kind: ScopeKind,
+                     prefix: str | None, limit: int,
+                     cursor: str | None) -> tuple[list[tuple[str, int]], str | None]:
+    """A page of the project's user, agent or run ids (with their memory counts) and the
+    cursor of the next (None at the end)."""
+    rows = await scopes.page(session, caller.project_id, kind, prefix, limit + 1, cursor)
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1][0]
+    return rows, None
 
 
 async def update(session: AsyncSession, embedder: Embedder, caller: Caller,

@@ -241,6 +241,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_episode", "episode_id"),
+        Index("ix_jobs_project", "project_id", "id"),
         Index("ix_jobs_unfinished", "status", "enqueued_at",
               postgresql_where=sql_text("status IN ('PENDING', 'RUNNING')")),
     )

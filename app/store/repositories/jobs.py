@@ -40,6 +40,18 @@ async def get(session: AsyncSession, project_id: uuid.UUID, job_id: uuid.UUID) -
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def page(session: AsyncSession, project_id: uuid.UUID, status: str | None, limit: int,
+               before: uuid.UUID | None) -> Sequence[Job]:
+    """The project's jobs, newest first (ids are time-ordered: ``before``, the last id seen,
+    is the cursor), only those of ``status`` when given."""
+    query = sa.select(Job).where(Job.project_id == project_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if before is not None:
+        query = query.where(Job.id < before)
+    return (await session.scalars(query.order_by(Job.id.desc()).limit(limit))).all()
+
+
 async def claim(session: AsyncSession, job_id: uuid.UUID, lease: timedelta) -> Job | None:
     """RUNNING, attempt counted, heartbeat now; None when the job is finished or another
     worker holds a live lease on it."""
