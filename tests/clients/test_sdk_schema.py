@@ -46,6 +46,7 @@ COMPONENTS: dict[type[pydantic.BaseModel], str] = {
     _models.RecordCounts: "RecordCounts",
     _models.SkippedLine: "SkippedLine",
     _models.ImportReceipt: "ImportReceipt",
+    _models.ScopeCount: "ScopeRead",
 }
 # Models with no component of their own, and why.
 UNMIRRORED = {
@@ -54,7 +55,8 @@ UNMIRRORED = {
 }
 # Server fields an SDK model leaves out on purpose.
 LEFT_OUT = {("ScopeDeleted", "erased"): "delete_all returns the count alone"}
-PAGES = ["MemoryPage", "HistoryRead", "EntityPage", "NeighborsRead", "RelationsRead", "KeyPage"]
+PAGES = ["MemoryPage", "HistoryRead", "EntityPage", "NeighborsRead", "RelationsRead", "KeyPage",
+         "JobPage", "ScopePage"]
 # Tags of the native API's endpoints. Others are no API call of the SDK's: "ops" (health,
 # readiness) and the doorways for other clients' shapes (tags starting "mem0" or "compat").
 NATIVE_TAGS = {"memories", "search", "jobs", "project", "graph", "transfer"}

@@ -13,6 +13,7 @@ import httpx
 
 from anamnesis._admin import AsyncAdminMethods, async_content
 from anamnesis._base import BaseClient
+from anamnesis._browse import AsyncBrowseMethods
 from anamnesis._graph import AsyncGraphMethods
 from anamnesis._models import (
     AddResult,
@@ -30,7 +31,7 @@ from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 T = TypeVar("T")
 
 
-class AsyncAnamnesis(BaseClient, AsyncGraphMethods, AsyncAdminMethods):
+class AsyncAnamnesis(BaseClient, AsyncGraphMethods, AsyncAdminMethods, AsyncBrowseMethods):
     """Async client; same contract as :class:`Anamnesis`, with awaitable methods.
 
     Use ``async with`` or call :meth:`aclose` when done. :meth:`get_all` returns an async

@@ -16,6 +16,7 @@ import httpx
 
 from anamnesis._admin import AdminMethods
 from anamnesis._base import BaseClient
+from anamnesis._browse import BrowseMethods
 from anamnesis._graph import GraphMethods
 from anamnesis._models import (
     AddResult,
@@ -33,7 +34,7 @@ from anamnesis._types import Filters, MessagesInput, Metadata, Ranking
 T = TypeVar("T")
 
 
-class Anamnesis(BaseClient, GraphMethods, AdminMethods):
+class Anamnesis(BaseClient, GraphMethods, AdminMethods, BrowseMethods):
     """Blocking client. Use as a context manager or call :meth:`close` when done.
 
     ``base_url`` defaults to ``$ANAMNESIS_BASE_URL`` then ``http://127.0.0.1:8420``; ``api_key``

@@ -350,6 +350,13 @@ class Results(_Response, Generic[T]):
     next_cursor: str | None = None
 
 
+class ScopeCount(_Response):
+    """A user, agent or run id the project's memories are stored under (``scopes``)."""
+
+    id: str
+    memories: int  # memories under it, in every state
+
+
 class Deleted(_Response):
     """Answer to the bulk delete: how many memories were deleted."""
 

@@ -69,7 +69,9 @@ UPDATE_MEMORY = Route("PATCH", "/v1/memories/{memory_id}")
 DELETE_MEMORY = Route("DELETE", "/v1/memories/{memory_id}")
 HISTORY = Route("GET", "/v1/memories/{memory_id}/history")
 DELETE_USER = Route("DELETE", "/v1/users/{user_id}")
+LIST_SCOPES = Route("GET", "/v1/scopes")
 
+LIST_JOBS = Route("GET", "/v1/jobs")
 GET_JOB = Route("GET", "/v1/jobs/{job_id}")
 RETRY_JOB = Route("POST", "/v1/jobs/{job_id}/retry")
 
