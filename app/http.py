@@ -248,6 +248,18 @@ def install_error_handlers(app: FastAPI) -> None:
                         "internal error; the request id identifies it in the server log")
 
 
+# SQLSTATEs that say the database, not the request, is the problem: a lost connection (class
+# 08), the database dropped (3D000), the server shutting down or starting (57P01-57P03), too
+# many connections (53300). asyncpg raises them as plain errors, which SQLAlchemy does not
+# count as operational.
+_UNAVAILABLE_STATES = ("3D000", "57P01", "57P02", "57P03", "53300")
+
+
+def _database_gone(exc: Exception) -> bool:
+    state = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    return state.startswith("08") or state in _UNAVAILABLE_STATES
+
+
 def install_database_error_handler(app: FastAPI) -> None:
     from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -268,7 +280,8 @@ def install_database_error_handler(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+        if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)) \
+                or _database_gone(exc):
             logger.warning("database unavailable: %s", exc.__class__.__name__)
             return envelope(_request_id(request), 503, "unavailable",
                             "the database is unavailable; retry shortly")

@@ -73,7 +73,7 @@ async def test_a_failing_server_and_a_gone_one_leave_a_message(
         await tab.sign_in(key)
         await expect(page.get_by_role("region", name="Results")).to_contain_text("0 shown")
 
-        # The database goes away under the running server: its 5xx envelope, in words.
+        # The database goes away under the running server: its 503 envelope, in words.
         connection = await asyncpg.connect(plain_dsn(server_url))
         try:
             await connection.execute(f'DROP DATABASE "{OUTAGE_DATABASE}" WITH (FORCE)')
@@ -81,7 +81,7 @@ async def test_a_failing_server_and_a_gone_one_leave_a_message(
             await connection.close()
         await listing.click()
         await expect(alert).to_contain_text(re.compile(
-            r"The server could not answer \(5\d\d [a-z_]+\): .+ — request id [0-9a-f]{32}"))
+            r"The server could not answer \(503 unavailable\): .+ — request id [0-9a-f]{32}"))
         await expect(page.get_by_role("heading", name="Memories", exact=True)).to_be_visible()
         await screenshots.take(page, "server-error")
 
