@@ -23,6 +23,9 @@ import type {
   Instant,
   Job,
   JobAccepted,
+  JobListOptions,
+  JobPage,
+  JobPageOptions,
   Key,
   KeyCreated,
   KeyCreateOptions,
@@ -40,8 +43,12 @@ import type {
   Project,
   Relation,
   RelationOptions,
+  ScopeCount,
   ScopeDeleted,
+  ScopeListOptions,
   ScopeOptions,
+  ScopePage,
+  ScopePageOptions,
   SearchOptions,
   SearchResponse,
   Entity,
@@ -229,6 +236,22 @@ export class Anamnesis {
     return this.#json({ method: "DELETE", path: "/v1/memories", query: scope(options) });
   }
 
+  /**
+   * One page of the user (`kind: "user"`), agent or run ids the project's memories are stored
+   * under, in id order, each with its number of memories in every state.
+   */
+  async listScopes(options: ScopePageOptions): Promise<ScopePage> {
+    return this.#json({ method: "GET", path: "/v1/scopes", query: {
+      kind: options.kind, prefix: options.prefix, limit: options.limit, cursor: options.cursor } });
+  }
+
+  /** Every user, agent or run id of the project, in id order, a page (`limit`) at a time. */
+  async *getAllScopes(options: ScopeListOptions): AsyncGenerator<ScopeCount, void, undefined> {
+    for await (const page of this.#pages((cursor) => this.listScopes({ ...options, cursor }))) {
+      yield* page.results;
+    }
+  }
+
   /** Erase everything of a user, across agents and runs. */
   async deleteUser(userId: string): Promise<UserErased> {
     return this.#json({ method: "DELETE", path: `/v1/users/${segment(userId, "userId")}` });
@@ -242,6 +265,19 @@ export class Anamnesis {
   }
 
   // -- jobs -------------------------------------------------------------------------------
+
+  /** One page of the project's consolidation jobs, newest first; `status` keeps those in it. */
+  async listJobs(options: JobPageOptions = {}): Promise<JobPage> {
+    return this.#json({ method: "GET", path: "/v1/jobs", query: {
+      status: options.status, limit: options.limit, cursor: options.cursor } });
+  }
+
+  /** Every consolidation job of the project, newest first, fetched a page (`limit`) at a time. */
+  async *getAllJobs(options: JobListOptions = {}): AsyncGenerator<Job, void, undefined> {
+    for await (const page of this.#pages((cursor) => this.listJobs({ ...options, cursor }))) {
+      yield* page.results;
+    }
+  }
 
   /** The consolidation job as it stands. */
   async getJob(jobId: string): Promise<Job> {

@@ -4,7 +4,7 @@
  * option types are the SDK's own, in camelCase.
  */
 
-import type { components } from "./schema.js";
+import type { components, paths } from "./schema.js";
 
 type Schemas = components["schemas"];
 
@@ -19,6 +19,7 @@ export type JobAccepted = Schemas["JobAccepted"];
 export type Job = Schemas["JobRead"];
 export type JobStatus = Job["status"];
 export type JobResult = Schemas["JobResult"];
+export type JobPage = Schemas["JobPage"];
 export type Memory = Schemas["MemoryRead"];
 /** A memory with what it replaced and the messages it came from. */
 export type MemoryDetail = Schemas["MemoryDetail"];
@@ -29,6 +30,11 @@ export type HistoryEvent = Schemas["HistoryEventRead"];
 export type MemoryDeleted = Schemas["MemoryDeleted"];
 export type ScopeDeleted = Schemas["ScopeDeleted"];
 export type UserErased = Schemas["UserErased"];
+/** A user, agent or run id memories are stored under, with how many (in every state). */
+export type ScopeCount = Schemas["ScopeRead"];
+export type ScopePage = Schemas["ScopePage"];
+/** Which ids a scope listing names: users, agents or runs. */
+export type ScopeKind = paths["/v1/scopes"]["get"]["parameters"]["query"]["kind"];
 export type Project = Schemas["ProjectRead"];
 export type Key = Schemas["KeyRead"];
 /** A new key; `key` is the secret, shown this once. */
@@ -156,6 +162,29 @@ export interface EntityListOptions extends ScopeOptions {
 }
 
 export interface EntityPageOptions extends EntityListOptions {
+  cursor?: string;
+}
+
+export interface JobListOptions {
+  /** Only jobs in this state. */
+  status?: JobStatus;
+  /** Page size (default 50). */
+  limit?: number;
+}
+
+export interface JobPageOptions extends JobListOptions {
+  cursor?: string;
+}
+
+export interface ScopeListOptions {
+  kind: ScopeKind;
+  /** Only ids starting with it. */
+  prefix?: string;
+  /** Page size (default 100). */
+  limit?: number;
+}
+
+export interface ScopePageOptions extends ScopeListOptions {
   cursor?: string;
 }
 

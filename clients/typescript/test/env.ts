@@ -60,3 +60,12 @@ export const NEEDS_SCRIPT = SCRIPT === undefined
 export function script(): Script {
   return SCRIPT as Script;
 }
+
+/** Everything an async iterator yields (Array.fromAsync comes only with Node.js 22). */
+export async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const all: T[] = [];
+  for await (const item of items) {
+    all.push(item);
+  }
+  return all;
+}

@@ -6,9 +6,11 @@ import {
   IdempotencyKeyReusedError,
   JobTimeoutError,
   NotFoundError,
+  ValidationError,
+  type Job,
 } from "anamnesis-client";
 
-import { connect, NEEDS_SCRIPT, newUser, script } from "./env.js";
+import { collect, connect, NEEDS_SCRIPT, newUser, script } from "./env.js";
 
 const client = connect();
 const FAST = { timeoutMs: 60_000, pollIntervalMs: 50 };
@@ -79,4 +81,43 @@ test("jobs of nobody are not found; a poll interval must be positive", async () 
   await assert.rejects(client.getJob(missing), NotFoundError);
   await assert.rejects(client.retryJob(missing), NotFoundError);
   await assert.rejects(client.waitForJob(missing, { pollIntervalMs: 0 }), RangeError);
+});
+
+test("the project's jobs are listed newest first, page by page, and by status",
+     { skip: NEEDS_SCRIPT }, async () => {
+  const { fact, fails } = script();
+  const first = await client.add(fact.message, { userId: newUser(), wait: true });
+  const second = await client.add(fact.message, { userId: newUser(), wait: true });
+  const failed = await client.waitForJob(
+    (await client.add(fails, { userId: newUser() })).job_id, FAST);
+
+  const page = await client.listJobs({ limit: 1 });
+  assert.deepEqual(page.results, [failed]);
+  assert.ok(page.next_cursor, "more jobs than one page");
+  const next = await client.listJobs({ limit: 1, cursor: page.next_cursor });
+  assert.deepEqual(next.results, [second]);
+
+  // The project holds the other tests' jobs too, all older than these three.
+  const newest: Job[] = [];
+  for await (const job of client.getAllJobs({ limit: 1 })) {
+    newest.push(job);
+    if (newest.length === 3) {
+      break;
+    }
+  }
+  assert.deepEqual(newest.map((j) => [j.id, j.status]), [
+    [failed.id, "FAILED"], [second.id, "SUCCEEDED"], [first.id, "SUCCEEDED"]]);
+  assert.deepEqual(newest[2]?.results.map((r) => r.memory), [fact.fact]);
+
+  const all = await collect(client.getAllJobs());
+  assert.ok(all.length > 3);
+  assert.deepEqual(all.slice(0, 3), newest);
+  const onlyFailed = await collect(client.getAllJobs({ status: "FAILED", limit: 1 }));
+  assert.deepEqual(onlyFailed.map((j) => j.id),
+                   all.filter((j) => j.status === "FAILED").map((j) => j.id));
+  assert.deepEqual([onlyFailed[0]?.id, onlyFailed[0]?.error?.code], [failed.id, "llm_bad_output"]);
+  const succeeded = await collect(client.getAllJobs({ status: "SUCCEEDED" }));
+  assert.deepEqual(succeeded.slice(0, 2), [second, first]);
+  assert.ok(succeeded.every((j) => j.status === "SUCCEEDED"));
+  await assert.rejects(client.listJobs({ limit: 0 }), ValidationError);
 });

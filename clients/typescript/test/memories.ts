@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { IdempotencyKeyReusedError, NotFoundError, type Memory } from "anamnesis-client";
+import {
+  IdempotencyKeyReusedError,
+  NotFoundError,
+  ValidationError,
+  type Memory,
+} from "anamnesis-client";
 
-import { connect, newUser } from "./env.js";
+import { collect, connect, newUser } from "./env.js";
 
 const client = connect();
 
@@ -137,4 +142,39 @@ test("an idempotency key replays the first answer and refuses another body", asy
   assert.ok(reused instanceof IdempotencyKeyReusedError);
   assert.equal(reused.status, 409);
   assert.equal(reused.code, "idempotency_key_reused");
+});
+
+test("the user, agent and run ids are listed in id order, with their counts", async () => {
+  // Every test's users are in the project: these share a prefix no other test uses.
+  const prefix = `${newUser()}-`;
+  const [ann, anna, bob] = [`${prefix}ann`, `${prefix}anna`, `${prefix}bob`];
+  await client.add([{ role: "user", content: "Note a" }, { role: "user", content: "Note b" }],
+                   { userId: ann, infer: false });
+  await client.add("Note c", { userId: anna, infer: false });
+  await client.add("Note d", { userId: bob, infer: false });
+  await client.add("Agent note", { agentId: `${prefix}planner`, infer: false });
+
+  const users = await collect(client.getAllScopes({ kind: "user", prefix, limit: 2 }));
+  assert.deepEqual(users, [{ id: ann, memories: 2 }, { id: anna, memories: 1 },
+                           { id: bob, memories: 1 }]);
+  const page = await client.listScopes({ kind: "user", prefix, limit: 2 });
+  assert.deepEqual(page.results.map((s) => s.id), [ann, anna]);
+  assert.ok(page.next_cursor);
+  assert.deepEqual(await client.listScopes({ kind: "user", prefix, limit: 2,
+                                             cursor: page.next_cursor }),
+                   { results: [{ id: bob, memories: 1 }], next_cursor: null });
+  const ids = (await collect(client.getAllScopes({ kind: "user" }))).map((s) => s.id);
+  assert.ok([ann, anna, bob].every((id) => ids.includes(id)), "all users, ours among them");
+
+  assert.deepEqual((await collect(client.getAllScopes({ kind: "user", prefix: ann })))
+    .map((s) => s.id), [ann, anna]);
+  assert.deepEqual(await collect(client.getAllScopes({ kind: "agent", prefix })),
+                   [{ id: `${prefix}planner`, memories: 1 }]);
+  assert.deepEqual(await client.listScopes({ kind: "run", prefix }),
+                   { results: [], next_cursor: null });
+
+  await client.deleteUser(bob);
+  assert.deepEqual((await collect(client.getAllScopes({ kind: "user", prefix })))
+    .map((s) => s.id), [ann, anna]);
+  await assert.rejects(client.listScopes({ kind: "user", limit: 0 }), ValidationError);
 });
