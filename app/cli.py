@@ -28,7 +28,8 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     host = host or settings.api.host
     port = settings.api.port if port is None else port
     display_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    for line in (f"Anamnesis on http://{display_host}:{port}  (API docs: /docs, MCP: /mcp)",
+    where = "console: /ui, API docs: /docs, MCP: /mcp"
+    for line in (f"Anamnesis on http://{display_host}:{port}  ({where})",
                  "Create an API key:  anamnesis keys create --project <name>"):
         if settings.log_format == "json":  # a log pipeline reads every line as JSON
             logger.info("%s", line)
