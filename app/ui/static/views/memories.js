@@ -52,6 +52,10 @@ export function mount(main, { say, fail, route }) {
   /** @type {Map<string, HTMLTableRowElement>} */
   let rows = new Map();
   let cursor = null;
+  // Each listing or search starts a new generation: a page that arrives after a newer one
+  // started (the listing shown on opening, still in flight when a scope is submitted) is
+  // dropped instead of being appended to the newer table with its stale cursor.
+  let generation = 0;
 
   function scope() {
     return Object.fromEntries(SCOPES.map(([name]) => [name, inputs[name].input.value.trim() || null]));
@@ -111,12 +115,14 @@ export function mount(main, { say, fail, route }) {
   }
 
   async function loadPage() {
+    const mine = generation;
     more.disabled = true;
     results.setAttribute("aria-busy", "true");
     try {
       const page = await get("/v1/memories", {
         ...scope(), ...timeline(), kind: kind.value, limit: PAGE, cursor,
       });
+      if (mine !== generation) return;
       results.querySelector("tbody")?.append(...page.results.map((memory) => row(memory)));
       cursor = page.next_cursor;
       more.hidden = cursor === null;
@@ -128,6 +134,7 @@ export function mount(main, { say, fail, route }) {
   }
 
   async function list() {
+    generation += 1;
     rows = new Map();
     cursor = null;
     results.replaceChildren(table(false));
@@ -157,6 +164,7 @@ export function mount(main, { say, fail, route }) {
         query: query.value, top_k: Number(topK.value) || 10, filters: tree,
         ...scope(), ...timeline(), explain: explain.checked,
       });
+      generation += 1;
       rows = new Map();
       more.hidden = true;
       results.replaceChildren(table(true));
