@@ -69,6 +69,13 @@ def _messages(messages: MessagesInput) -> list[dict[str, Any]]:
     return [m.model_dump(exclude_none=True) for m in items]
 
 
+def _page_size(page_size: int) -> int:
+    """``page_size`` checked before any request: a page holds at least one item."""
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    return page_size
+
+
 def _iso(value: datetime, name: str) -> str:
     # A naive datetime is local time to Python but would be read as UTC by the server.
     if value.tzinfo is None or value.utcoffset() is None:
@@ -263,8 +270,7 @@ class BaseClient:
         include_superseded: bool,
         kind: str | None = None,
     ) -> Call[Results[Memory]]:
-        if page_size < 1:
-            raise ValueError("page_size must be at least 1")
+        _page_size(page_size)
         if kind not in (None, "fact", "message"):
             raise ValueError('kind is "fact", "message" or None (both)')
         params: dict[str, str | int] = {**_scope(user_id, agent_id, run_id), "limit": page_size}

@@ -9,18 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Literal, Protocol, TypeVar
 
 from anamnesis import _routes as routes
+from anamnesis._base import _page_size
 from anamnesis._models import Job, Results, ScopeCount
 from anamnesis._routes import Call
 
 T = TypeVar("T")
 JobStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED"]
 ScopeKind = Literal["user", "agent", "run"]
-
-
-def _page_size(page_size: int) -> int:
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
-    return page_size
 
 
 def list_jobs_call(status: JobStatus | None, page_size: int) -> Call[Results[Job]]:

@@ -9,17 +9,11 @@ from datetime import datetime
 from typing import Protocol, TypeVar
 
 from anamnesis import _routes as routes
-from anamnesis._base import _iso, _scope
+from anamnesis._base import _iso, _page_size, _scope
 from anamnesis._models import Entity, EntityDetail, Neighbor, Relation, Results, Unmerged
 from anamnesis._routes import Call
 
 T = TypeVar("T")
-
-
-def _page_size(page_size: int) -> int:
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
-    return page_size
 
 
 def list_entities_call(user_id: str | None, agent_id: str | None, run_id: str | None,
