@@ -12,6 +12,11 @@ strict) and returns the validated model. Two retry loops, one inside the other:
   schedule the retry instead of a worker sleeping on it. Other 4xx answers raise
   ``LLMRequestRejected`` without a retry.
 
+Replies are streamed, and watched as they come (``LoopWatch``): a reply that starts repeating
+itself is cut there, the connection closed (llama.cpp's server then stops generating), and
+treated like one cut at ``max_tokens``. A server that answers a streamed request with the
+whole completion at once is read as such.
+
 Token usage is summed over every reply of a call, rejected ones included; a failed call's
 error carries the tokens it spent.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -38,7 +44,7 @@ from app.errors import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from app.llm_output import describe_errors, parse_output, response_format
+from app.llm_output import LoopWatch, describe_errors, parse_output, response_format
 from app.logs import redact_url
 
 logger = logging.getLogger(__name__)
@@ -77,7 +83,7 @@ class Completion(Generic[OutputT]):
     model: str
     attempts: int
     prompt_version: str | None = None
-    truncated: int = 0  # replies cut at max_tokens (runaways), each paid for once
+    truncated: int = 0  # runaway replies (cut at max_tokens, or when they looped)
 
 
 class LLMClient(Protocol):
@@ -105,8 +111,9 @@ def correction_request(problem: str) -> str:
             "object matching the schema: no prose, no code fences.")
 
 
-RUNAWAY_REQUEST = ("Your previous answer ran past the length limit and was cut off. Answer "
-                   "again, shorter: each item brief, no repetition, and close the JSON.")
+RUNAWAY_REQUEST = ("Your previous answer ran too long, repeating itself, and was cut off. "
+                   "Answer again, shorter: each item brief and said once, and close the JSON.")
+LOOPED = "looped"  # the finish reason of a reply cut because it repeated itself
 
 
 def retry_after_s(headers: httpx.Headers) -> float | None:
@@ -231,11 +238,13 @@ class OpenAICompatibleClient:
             else:
                 return Completion(value=value, usage=usage, model=reply.model, attempts=attempt,
                                   prompt_version=prompt_version, truncated=truncated)
-            if reply.finish_reason == "length":
+            if reply.finish_reason in ("length", LOOPED):
                 truncated += 1
-                problem += f" (the reply was cut off at max_tokens={limit}: it ran away)"
-                logger.warning("LLM reply %d/%d for %s (prompt %s) ran away to max_tokens=%d",
-                               attempt, replies, output.__name__, prompt_version, limit)
+                cut = (f"when it repeated itself, after {reply.usage.completion_tokens} tokens"
+                       if reply.finish_reason == LOOPED else f"at max_tokens={limit}")
+                problem += f" (the reply ran away and was cut off {cut})"
+                logger.warning("LLM reply %d/%d for %s (prompt %s) ran away, cut %s",
+                               attempt, replies, output.__name__, prompt_version, cut)
                 if truncated > 1:
                     break
                 conversation = [*messages, ChatMessage(role="user", content=RUNAWAY_REQUEST)]
@@ -255,37 +264,40 @@ class OpenAICompatibleClient:
                         spent: Usage, temperature: float, max_tokens: int) -> _Reply:
         """One reply, retrying transient failures."""
         body = {"model": self.model, "messages": messages, "temperature": temperature,
-                "max_tokens": max_tokens, "response_format": schema_format}
+                "max_tokens": max_tokens, "response_format": schema_format,
+                "stream": True, "stream_options": {"include_usage": True}}
         failure, wait, rate_limited, attempt = "", None, False, 0
         for attempt in range(1, self.max_attempts + 1):
             wait, rate_limited = None, False
             try:
-                response = await self._http.post("/chat/completions", json=body)
-            except httpx.TimeoutException:
+                # The whole reply within timeout_s, not each streamed piece.
+                async with asyncio.timeout(self.timeout_s), \
+                        self._http.stream("POST", "/chat/completions", json=body) as response:
+                    if response.is_success:
+                        reply = await self._receive(response, messages)
+                        if reply is not None:
+                            return reply
+                        failure = "malformed chat completion"
+                    else:
+                        await response.aread()
+                        if not _retryable(response.status_code):
+                            logger.warning("LLM endpoint %s refused a request with HTTP %d",
+                                           self.endpoint, response.status_code)
+                            raise LLMRequestRejected(
+                                f"the LLM endpoint refused the request with HTTP "
+                                f"{response.status_code}: {self._error_text(response)}",
+                                prompt_tokens=spent.prompt_tokens,
+                                completion_tokens=spent.completion_tokens,
+                            )
+                        failure = f"HTTP {response.status_code}: {self._error_text(response)}"
+                        wait = retry_after_s(response.headers)
+                        rate_limited = response.status_code == 429
+            except (TimeoutError, httpx.TimeoutException):
                 failure = f"no answer within {self.timeout_s:g} s"
             except httpx.TransportError as exc:
                 # The class only: the text names hosts and addresses, and this message is
                 # shown to tenants (a job's error); the log below has the endpoint.
                 failure = f"connection failed ({type(exc).__name__})"
-            else:
-                if response.is_success:
-                    reply = self._read_reply(response)
-                    if reply is not None:
-                        return reply
-                    failure = f"malformed chat completion: {self._error_text(response)}"
-                elif _retryable(response.status_code):
-                    failure = f"HTTP {response.status_code}: {self._error_text(response)}"
-                    wait = retry_after_s(response.headers)
-                    rate_limited = response.status_code == 429
-                else:
-                    logger.warning("LLM endpoint %s refused a request with HTTP %d",
-                                   self.endpoint, response.status_code)
-                    raise LLMRequestRejected(
-                        f"the LLM endpoint refused the request with HTTP "
-                        f"{response.status_code}: {self._error_text(response)}",
-                        prompt_tokens=spent.prompt_tokens,
-                        completion_tokens=spent.completion_tokens,
-                    )
             if attempt == self.max_attempts or (wait is not None and wait > self.max_retry_after_s):
                 break
             delay = wait if wait is not None else self._backoff(attempt)
@@ -300,6 +312,44 @@ class OpenAICompatibleClient:
             retry_after_s=wait, prompt_tokens=spent.prompt_tokens,
             completion_tokens=spent.completion_tokens,
         )
+
+    async def _receive(self, response: httpx.Response,
+                       messages: list[ChatMessage]) -> _Reply | None:
+        """The streamed reply, cut (finish reason ``LOOPED``) as soon as it loops; None when
+        the stream is not a chat completion's."""
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            await response.aread()  # a server that ignored ``stream``: the whole reply at once
+            return self._read_reply(response)
+        watch, pieces = LoopWatch(), []
+        model, usage, finish = self.model, None, None
+        async for line in response.aiter_lines():
+            data = line.removeprefix("data:").strip()
+            if not line.startswith("data:") or data == "[DONE]":
+                continue
+            try:
+                chunk = json.loads(data)
+                model = str(chunk.get("model") or model)
+                if chunk.get("usage"):
+                    usage = Usage(int(chunk["usage"].get("prompt_tokens") or 0),
+                                  int(chunk["usage"].get("completion_tokens") or 0))
+                for choice in chunk.get("choices") or ():
+                    finish = choice.get("finish_reason") or finish
+                    piece = (choice.get("delta") or {}).get("content")
+                    if not piece:
+                        continue
+                    pieces.append(piece)
+                    if watch.feed(piece):
+                        logger.info("LLM reply cut after %d pieces: %s", len(pieces),
+                                    watch.reason)
+                        # Leaving the stream closes the connection. Its usage never came:
+                        # one token per streamed piece, the prompt by its length (~4
+                        # characters a token).
+                        prompt = sum(len(message["content"]) for message in messages) // 4
+                        return _Reply("".join(pieces), model, Usage(prompt, len(pieces)),
+                                      LOOPED)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return None
+        return _Reply("".join(pieces), model, usage or Usage(0, len(pieces)), finish)
 
     def _read_reply(self, response: httpx.Response) -> _Reply | None:
         try:

@@ -2,6 +2,11 @@
 allow. It speaks ``POST /v1/chat/completions`` (and ``GET /v1/models``, ``GET /health``) over
 real HTTP on a free 127.0.0.1 port, from a background thread.
 
+A request with ``stream: true`` (as the client sends) is answered as OpenAI streams: server-sent
+events of a few characters each, then the finish reason, the usage and ``[DONE]``; a reply
+with ``sse=False`` answers it with the whole completion instead, as a server that ignores
+``stream`` would.
+
 Each request takes the next scripted reply; with the script empty it asks ``responder`` (a
 function of the request JSON, for deterministic decisions from the prompt); with neither it
 answers 500 "no reply scripted". Every request is recorded, with the response sent.
@@ -37,6 +42,7 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     finish_reason: str = "stop"
+    sse: bool = True  # False: a streamed request gets the whole completion at once
 
     @classmethod
     def json(cls, value: BaseModel | Mapping[str, Any] | list[Any]) -> Reply:
@@ -222,10 +228,39 @@ class _Handler(BaseHTTPRequestHandler):
             return
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply, completion = self.server.llm._answer(body, headers)
-        if completion:
+        if completion and body.get("stream") and reply.sse:
+            self._stream(completion)
+        elif completion:
             self._send(200, json.dumps(completion), reply.headers)
         else:
             self._send(reply.status, reply.body, reply.headers)
+
+    def _stream(self, completion: dict[str, Any]) -> None:
+        """The completion as OpenAI streams it, four characters an event, on a connection
+        closed at its end (no length to announce)."""
+        [choice] = completion["choices"]
+        content = choice["message"]["content"]
+        base = {key: completion[key] for key in ("id", "created", "model")}
+        base["object"] = "chat.completion.chunk"
+        events = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"},
+                                        "finish_reason": None}]}]
+        events += [{**base, "choices": [{"index": 0, "delta": {"content": content[i:i + 4]},
+                                         "finish_reason": None}]}
+                   for i in range(0, len(content), 4)]
+        events += [{**base, "choices": [{"index": 0, "delta": {},
+                                         "finish_reason": choice["finish_reason"]}]},
+                   {**base, "choices": [], "usage": completion["usage"]}]
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for event in events:
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):  # the client cut the reply
+            pass
 
     def _send(self, status: int, body: str, headers: Mapping[str, str] | None = None) -> None:
         data = body.encode()

@@ -59,11 +59,12 @@ async def make_client(scripted_llm: ScriptedLLM) -> AsyncIterator[ClientFactory]
         await client.aclose()
 
 
-def reply_usage(scripted_llm: ScriptedLLM) -> Usage:
-    """What the server reported, summed over every completion it sent."""
+def reply_usage(scripted_llm: ScriptedLLM, which: list[int] | None = None) -> Usage:
+    """What the server reported, summed over every completion it sent (or those of the
+    requests numbered ``which``)."""
     total = Usage()
-    for request in scripted_llm.requests:
-        if request.response is not None:
+    for number, request in enumerate(scripted_llm.requests):
+        if request.response is not None and (which is None or number in which):
             usage = request.response["usage"]
             total += Usage(usage["prompt_tokens"], usage["completion_tokens"])
     return total
@@ -236,6 +237,69 @@ async def test_a_second_runaway_ends_the_call(scripted_llm: ScriptedLLM,
     assert len(scripted_llm.requests) == 2
     assert (caught.value.replies, caught.value.truncated) == (2, 2)
     assert scripted_llm.pending == 1
+
+
+LOOPING_FACT = '{"text": "Lives in Paris with a cat called Mimi", "source_indices": [1]}, '
+
+
+async def test_a_reply_that_repeats_itself_is_cut_there_and_asked_again(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    """The reply streams; once the same fact has come back twice the client stops reading
+    (the connection closes, a llama.cpp server stops generating) and asks again, briefly,
+    instead of paying for the rest of the loop up to max_tokens."""
+    looping = '{"facts": [' + LOOPING_FACT * 60
+    scripted_llm.script(Reply(content=looping, finish_reason="length"), GOOD)
+
+    completion = await make_client().complete(MESSAGES, Extraction)
+
+    assert completion.value == GOOD
+    assert (completion.attempts, completion.truncated) == (2, 1)
+    assert scripted_llm.requests[1].messages[-1]["content"] == RUNAWAY_REQUEST
+    # Read up to the third copy's closing brace, in four-character pieces, and the prompt
+    # estimated: not the 60 copies.
+    read = len('{"facts": [' + LOOPING_FACT * 3) - len(", ")
+    cut_tokens = completion.usage.completion_tokens - reply_usage(scripted_llm,
+                                                                  [1]).completion_tokens
+    assert cut_tokens == -(-read // 4)
+    assert completion.usage.prompt_tokens > reply_usage(scripted_llm, [1]).prompt_tokens
+
+
+async def test_a_string_that_repeats_its_own_words_is_cut(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    words = "and then we went home " * 40
+    scripted_llm.script(Reply(content='{"facts": [{"text": "' + words), GOOD)
+
+    completion = await make_client(max_tokens=4000).complete(MESSAGES, Extraction)
+
+    assert (completion.attempts, completion.truncated) == (2, 1)
+    assert completion.usage.completion_tokens - reply_usage(scripted_llm, [1]).completion_tokens \
+        < len(words) // 4 // 2
+
+
+async def test_a_long_reply_that_repeats_only_its_punctuation_and_names_is_not_cut(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    """Names, keys and short values come back in every item of a long list: not a loop."""
+    many = Extraction(facts=[Fact(text=f"Caroline went to the support group on day {day}",
+                                  source_indices=[day % 3], valid_from=None)
+                             for day in range(25)]
+                      + [Fact(text="Caroline went to the support group on day 3",
+                              source_indices=[0])])  # one item said twice: tolerated
+    scripted_llm.script(many)
+
+    completion = await make_client().complete(MESSAGES, Extraction)
+
+    assert (completion.value, completion.attempts, completion.truncated) == (many, 1, 0)
+
+
+async def test_a_server_that_ignores_stream_is_read_whole(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    scripted_llm.script(Reply(content=GOOD.model_dump_json(), sse=False))
+
+    completion = await make_client().complete(MESSAGES, Extraction)
+
+    assert completion.value == GOOD
+    assert completion.usage == reply_usage(scripted_llm)
+    assert scripted_llm.requests[0].body["stream"] is True
 
 
 async def test_a_call_bounds_its_reply_within_the_clients_limit(
