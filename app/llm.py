@@ -13,8 +13,9 @@ strict) and returns the validated model. Two retry loops, one inside the other:
   ``LLMRequestRejected`` without a retry.
 
 Replies are streamed, and watched as they come (``LoopWatch``): a reply that starts repeating
-itself is cut there, the connection closed (llama.cpp's server then stops generating), and
-treated like one cut at ``max_tokens``. A server that answers a streamed request with the
+itself is cut there and the connection closed (llama.cpp's server then stops generating).
+What it said before the loop is kept when that validates; otherwise it is treated like a
+reply cut at ``max_tokens``. A server that answers a streamed request with the
 whole completion at once is read as such.
 
 Token usage is summed over every reply of a call, rejected ones included; a failed call's
@@ -145,6 +146,7 @@ class _Reply:
     model: str
     usage: Usage
     finish_reason: str | None
+    salvage: str | None = None  # a looped reply: the items before the loop (``LoopWatch``)
 
 
 class OpenAICompatibleClient:
@@ -206,9 +208,11 @@ class OpenAICompatibleClient:
                        prompt_version: str | None = None,
                        max_tokens: int | None = None) -> Completion[OutputT]:
         """See ``LLMClient.complete``. A reply that does not validate is sent back with the
-        problem, up to ``max_output_retries`` times; a reply cut at ``max_tokens`` (a model
-        that ran away, repeating itself) is not sent back, it is asked again from the start
-        with a request to be brief, once: a second runaway ends the call."""
+        problem, up to ``max_output_retries`` times. A reply cut where it looped is kept up
+        to the loop when that validates. A reply cut at ``max_tokens``, or looped with
+        nothing valid before the loop (a model that ran away) is not sent back, it is asked
+        again from the start with a request to be brief, once: a second runaway ends the
+        call."""
         conversation = list(messages)
         schema_format = response_format(output)
         usage = Usage()
@@ -231,13 +235,15 @@ class OpenAICompatibleClient:
                 exc.replies = attempt - 1
                 raise
             usage += reply.usage
+            looped = reply.finish_reason == LOOPED
             try:
-                value = parse_output(reply.content, output)
+                value = parse_output(reply.salvage if reply.salvage is not None
+                                     else reply.content, output)
             except ValidationError as exc:
                 problem = describe_errors(exc)
             else:
                 return Completion(value=value, usage=usage, model=reply.model, attempts=attempt,
-                                  prompt_version=prompt_version, truncated=truncated)
+                                  prompt_version=prompt_version, truncated=truncated + looped)
             if reply.finish_reason in ("length", LOOPED):
                 truncated += 1
                 cut = (f"when it repeated itself, after {reply.usage.completion_tokens} tokens"
@@ -346,7 +352,7 @@ class OpenAICompatibleClient:
                         # characters a token).
                         prompt = sum(len(message["content"]) for message in messages) // 4
                         return _Reply("".join(pieces), model, Usage(prompt, len(pieces)),
-                                      LOOPED)
+                                      LOOPED, watch.salvage)
             except (ValueError, KeyError, TypeError, AttributeError):
                 return None
         return _Reply("".join(pieces), model, usage or Usage(0, len(pieces)), finish)

@@ -72,11 +72,6 @@ MIN_SIMILARITY = {"NOOP": 0.85, "WORDS": 0.5, "SUPERSEDE": 0.35}
 CANDIDATE_FLOOR = 0.4
 # Memories checked per fact, closest first (a fact rarely changes more than the nearest few).
 CHECKS_PER_FACT = 3
-# A reply's budget: each check is a short object (~17 tokens with the bundled model's
-# tokenizer), so a reply that runs past this is looping, and is cut early, not at the global
-# ``max_tokens``.
-TOKENS_PER_CHECK = 24
-REPLY_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -141,8 +136,7 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
                               for i in open_facts],
                              [Known(memory.text, memory.valid_at) for memory in candidates],
                              context.observed_at),
-            Checks, prompt_version=RESOLVE_VERSION,
-            max_tokens=REPLY_TOKENS + TOKENS_PER_CHECK * len(pairs))
+            Checks, prompt_version=RESOLVE_VERSION)
         plans |= _decide(completion.value.checks, open_facts, pairs, facts, vectors,
                          candidates, likeness)
     for index in range(len(facts)):  # no decision, or none needed: a new fact

@@ -240,32 +240,56 @@ async def test_a_second_runaway_ends_the_call(scripted_llm: ScriptedLLM,
 
 
 LOOPING_FACT = '{"text": "Lives in Paris with a cat called Mimi", "source_indices": [1]}, '
+FIRST_FACT = '{"text": "Has a cat", "source_indices": [1]}, '
 
 
-async def test_a_reply_that_repeats_itself_is_cut_there_and_asked_again(
+async def test_a_reply_that_repeats_itself_is_cut_there_and_what_came_before_kept(
         scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
-    """The reply streams; once the same fact has come back twice the client stops reading
-    (the connection closes, a llama.cpp server stops generating) and asks again, briefly,
-    instead of paying for the rest of the loop up to max_tokens."""
-    looping = '{"facts": [' + LOOPING_FACT * 60
-    scripted_llm.script(Reply(content=looping, finish_reason="length"), GOOD)
+    """The reply streams; once an item has come back a third time the client stops reading
+    (the connection closes, a llama.cpp server stops generating) and keeps each item said
+    before, once, instead of paying for the rest of the loop up to max_tokens."""
+    looping = '{"facts": [' + FIRST_FACT + LOOPING_FACT * 60
+    scripted_llm.script(Reply(content=looping, finish_reason="length"))
 
     completion = await make_client().complete(MESSAGES, Extraction)
 
-    assert completion.value == GOOD
-    assert (completion.attempts, completion.truncated) == (2, 1)
-    assert scripted_llm.requests[1].messages[-1]["content"] == RUNAWAY_REQUEST
-    # Read up to the third copy's closing brace, in four-character pieces, and the prompt
+    assert completion.value == Extraction(facts=[
+        Fact(text="Has a cat", source_indices=[1]),
+        Fact(text="Lives in Paris with a cat called Mimi", source_indices=[1])])
+    assert (completion.attempts, completion.truncated) == (1, 1)
+    assert len(scripted_llm.requests) == 1
+    # Read up to the fourth copy's closing brace, in four-character pieces, and the prompt
     # estimated: not the 60 copies.
-    read = len('{"facts": [' + LOOPING_FACT * 3) - len(", ")
-    cut_tokens = completion.usage.completion_tokens - reply_usage(scripted_llm,
-                                                                  [1]).completion_tokens
-    assert cut_tokens == -(-read // 4)
-    assert completion.usage.prompt_tokens > reply_usage(scripted_llm, [1]).prompt_tokens
+    read = len('{"facts": [' + FIRST_FACT + LOOPING_FACT * 4) - len(", ")
+    assert completion.usage.completion_tokens == -(-read // 4)
+    assert completion.usage.prompt_tokens == sum(len(m["content"]) for m in MESSAGES) // 4
+
+
+class Graph(BaseModel):
+    entities: list[str]
+    relations: list[Fact]
+
+
+async def test_a_loop_with_nothing_valid_before_it_is_asked_again(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    """What came before the loop must validate on its own: here the other list never
+    started, so the reply is a runaway, asked again from the start, briefly."""
+    looping = '{"relations": [' + FIRST_FACT + LOOPING_FACT * 60
+    good = Graph(entities=["Paris"], relations=[])
+    scripted_llm.script(looping, good)
+
+    completion = await make_client().complete(MESSAGES, Graph)
+
+    assert completion.value == good
+    assert (completion.attempts, completion.truncated) == (2, 1)
+    first, second = scripted_llm.requests
+    assert second.messages == [*MESSAGES, {"role": "user", "content": RUNAWAY_REQUEST}]
+    assert second.body["temperature"] > first.body["temperature"]
 
 
 async def test_a_string_that_repeats_its_own_words_is_cut(
         scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    """Cut inside the first fact: no item came before it, so the call is asked again."""
     words = "and then we went home " * 40
     scripted_llm.script(Reply(content='{"facts": [{"text": "' + words), GOOD)
 
