@@ -266,7 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
         data = body.encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if not any(name.lower() == "content-type" for name in headers or {}):
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)

@@ -447,9 +447,15 @@ async def test_unreachable_endpoint_raises_unavailable() -> None:
         await client.aclose()
 
 
+@pytest.mark.parametrize("malformed", [
+    Reply(body="<html>gateway</html>"),
+    Reply(body='data: {"choices": [{"delta": {"content": "{\\"fa"}}]}\n\ndata: {"choi\n\n',
+          headers={"Content-Type": "text/event-stream"}),
+], ids=["whole", "streamed"])
 async def test_malformed_completion_is_retried(scripted_llm: ScriptedLLM,
-                                               make_client: ClientFactory) -> None:
-    scripted_llm.script(Reply(body="<html>gateway</html>"), GOOD)
+                                               make_client: ClientFactory,
+                                               malformed: Reply) -> None:
+    scripted_llm.script(malformed, GOOD)
 
     completion = await make_client().complete(MESSAGES, Extraction)
 
