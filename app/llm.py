@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -45,7 +44,13 @@ from app.errors import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from app.llm_output import LoopWatch, describe_errors, parse_output, response_format
+from app.llm_output import (
+    LoopWatch,
+    describe_errors,
+    parse_output,
+    response_format,
+    stream_event,
+)
 from app.logs import redact_url
 
 logger = logging.getLogger(__name__)
@@ -235,7 +240,7 @@ class OpenAICompatibleClient:
                 exc.replies = attempt - 1
                 raise
             usage += reply.usage
-            looped = reply.finish_reason == LOOPED
+            looped = int(reply.finish_reason == LOOPED)
             try:
                 value = parse_output(reply.salvage if reply.salvage is not None
                                      else reply.content, output)
@@ -332,29 +337,22 @@ class OpenAICompatibleClient:
             data = line.removeprefix("data:").strip()
             if not line.startswith("data:") or data == "[DONE]":
                 continue
-            try:
-                chunk = json.loads(data)
-                model = str(chunk.get("model") or model)
-                if chunk.get("usage"):
-                    usage = Usage(int(chunk["usage"].get("prompt_tokens") or 0),
-                                  int(chunk["usage"].get("completion_tokens") or 0))
-                for choice in chunk.get("choices") or ():
-                    finish = choice.get("finish_reason") or finish
-                    piece = (choice.get("delta") or {}).get("content")
-                    if not piece:
-                        continue
-                    pieces.append(piece)
-                    if watch.feed(piece):
-                        logger.info("LLM reply cut after %d pieces: %s", len(pieces),
-                                    watch.reason)
-                        # Leaving the stream closes the connection. Its usage never came:
-                        # one token per streamed piece, the prompt by its length (~4
-                        # characters a token).
-                        prompt = sum(len(message["content"]) for message in messages) // 4
-                        return _Reply("".join(pieces), model, Usage(prompt, len(pieces)),
-                                      LOOPED, watch.salvage)
-            except (ValueError, KeyError, TypeError, AttributeError):
+            event = stream_event(data)
+            if event is None:
                 return None
+            model = event.model or model
+            usage = Usage(*event.usage) if event.usage else usage
+            finish = event.finish_reason or finish
+            for piece in event.pieces:
+                pieces.append(piece)
+                if watch.feed(piece):
+                    logger.info("LLM reply cut after %d pieces: %s", len(pieces), watch.reason)
+                    # Leaving the stream closes the connection. Its usage never came: one
+                    # token per streamed piece, the prompt by its length (~4 characters a
+                    # token).
+                    prompt = sum(len(message["content"]) for message in messages) // 4
+                    return _Reply("".join(pieces), model, Usage(prompt, len(pieces)), LOOPED,
+                                  watch.salvage)
         return _Reply("".join(pieces), model, usage or Usage(0, len(pieces)), finish)
 
     def _read_reply(self, response: httpx.Response) -> _Reply | None:

@@ -1,10 +1,13 @@
 """What an LLM must answer, and reading what it did: the strict JSON schema sent as
-``response_format`` for a Pydantic model, and the parsing and validation of a reply."""
+``response_format`` for a Pydantic model, the parsing and validation of a reply, the events
+of a streamed one and the watch that cuts it where it loops."""
 
 from __future__ import annotations
 
 import copy
+import json
 import re
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -91,6 +94,35 @@ def describe_errors(error: ValidationError, limit: int = 5) -> str:
     return "; ".join(problems)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One server-sent event of a streamed chat completion; ``usage`` is (prompt,
+    completion) tokens, sent with the last event."""
+
+    model: str | None
+    usage: tuple[int, int] | None
+    finish_reason: str | None
+    pieces: list[str]
+
+
+def stream_event(data: str) -> StreamEvent | None:
+    """The event whose JSON is ``data``; None when it is not a chat completion chunk."""
+    try:
+        chunk = json.loads(data)
+        usage = chunk.get("usage")
+        choices = chunk.get("choices") or []
+        return StreamEvent(
+            model=str(chunk["model"]) if chunk.get("model") else None,
+            usage=(int(usage.get("prompt_tokens") or 0),
+                   int(usage.get("completion_tokens") or 0)) if usage else None,
+            finish_reason=next((c["finish_reason"] for c in choices if c.get("finish_reason")),
+                               None),
+            pieces=[piece for c in choices if (piece := (c.get("delta") or {}).get("content"))],
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class LoopWatch:
     """Tells, while a JSON reply streams in, that the model is looping, so the reply can be
     cut there instead of running on to ``max_tokens`` (a small model that starts repeating
@@ -125,9 +157,7 @@ class LoopWatch:
         self._seen: set[str] = set()
         self._repeated: list[tuple[int, int]] = []  # where the tolerated repeats are
         self._items = 0  # items said once
-        # Each open array or object: its bracket, where it starts and, for an object,
-        # whether it holds an object and a long string said before.
-        self._open: list[tuple[str, int, bool, bool]] = []
+        self._open: list[_Open] = []  # the arrays and objects open, outermost first
         self._string_start: int | None = None
         self._escaped = False
 
@@ -142,47 +172,56 @@ class LoopWatch:
                     self._escaped = False
                 elif char == "\\":
                     self._escaped = True
-                elif char == '"':
-                    begin, self._string_start = self._string_start, None
-                    value = self._text[begin + 1:index]
-                    if len(value) >= self.MIN_STRING:
-                        again = self._said_before("s" + value)
-                        if self._open and self._open[-1][0] == "{":
-                            if again:
-                                bracket, at, nested, _ = self._open[-1]
-                                self._open[-1] = (bracket, at, nested, True)
-                        elif not again:
-                            self._items += 1
-                        elif self._repeat(value, begin, index):
-                            return True
+                elif char == '"' and self._string_closed(index):
+                    return True
             elif char == '"':
                 self._string_start = index
             elif char in "[{":
-                if char == "{":  # the object around it is no innermost item
-                    outer = next((n for n in range(len(self._open) - 1, -1, -1)
-                                  if self._open[n][0] == "{"), None)
-                    if outer is not None:
-                        bracket, at, _, repeated = self._open[outer]
-                        self._open[outer] = (bracket, at, True, repeated)
-                self._open.append((char, index, False, False))
-            elif char in "]}" and self._open:
-                bracket, begin, nested, repeated = self._open.pop()
-                if bracket != "{" or nested:
-                    continue
-                item = " ".join(self._text[begin:index + 1].split())
-                if not (self._said_before("o" + item) or repeated):
-                    self._items += 1
-                elif self._repeat(item, begin, index):
-                    return True
+                if char == "{" and (outer := self._object()) is not None:
+                    outer.nested = True  # no innermost item any more
+                self._open.append(_Open(char, index))
+            elif char in "]}" and self._open and self._closed(self._open.pop(), index):
+                return True
         if self._string_start is not None:
             value = self._text[self._string_start + 1:]
             if (len(value) >= self.TAIL * self.TAIL_REPEATS
                     and value.count(value[-self.TAIL:]) >= self.TAIL_REPEATS):
                 self.reason = f"a string repeats {value[-self.TAIL:]!r}"
-                inside = self._open and self._open[-1][0] == "{"
-                self._cut(self._open.pop()[1] if inside else self._string_start)
+                inside = self._open and self._open[-1].bracket == "{"
+                self._cut(self._open.pop().begin if inside else self._string_start)
                 return True
         return False
+
+    def _object(self) -> _Open | None:
+        """The innermost open object."""
+        return next((frame for frame in reversed(self._open) if frame.bracket == "{"), None)
+
+    def _string_closed(self, end: int) -> bool:
+        """A string ended at ``end``: a long one said before marks its object, or is a
+        repeat itself when it stands alone in an array. True when that makes a loop."""
+        begin, self._string_start = self._string_start, None
+        assert begin is not None
+        value = self._text[begin + 1:end]
+        if len(value) < self.MIN_STRING:
+            return False
+        again = self._said_before("s" + value)
+        if self._open and self._open[-1].bracket == "{":
+            self._open[-1].repeated |= again
+            return False
+        if not again:
+            self._items += 1
+            return False
+        return self._repeat(value, begin, end)
+
+    def _closed(self, frame: _Open, end: int) -> bool:
+        """An array or object ended at ``end``; True when an innermost object made a loop."""
+        if frame.bracket != "{" or frame.nested:
+            return False
+        item = " ".join(self._text[frame.begin:end + 1].split())
+        if not (self._said_before("o" + item) or frame.repeated):
+            self._items += 1
+            return False
+        return self._repeat(item, frame.begin, end)
 
     def _said_before(self, key: str) -> bool:
         if key in self._seen:
@@ -212,6 +251,16 @@ class LoopWatch:
             while at < begin and self._text[at] in " \t\r\n,":
                 at += 1
         kept.append(self._text[at:begin])
-        closers = "".join("]" if bracket == "[" else "}"
-                          for bracket, *_ in reversed(self._open))
+        closers = "".join("]" if frame.bracket == "[" else "}" for frame in reversed(self._open))
         self.salvage = "".join(kept).rstrip().rstrip(",").rstrip() + closers
+
+
+@dataclass(slots=True)
+class _Open:
+    """An array or object of the reply not closed yet; for an object, whether it holds an
+    object (``nested``: then it is no item) and a long string said before (``repeated``)."""
+
+    bracket: str
+    begin: int
+    nested: bool = False
+    repeated: bool = False

@@ -17,7 +17,7 @@ from app.errors import (
     LLMRequestRejected,
     LLMUnavailable,
 )
-from app.llm import RUNAWAY_REQUEST, ChatMessage, OpenAICompatibleClient, Usage
+from app.llm import RUNAWAY_REQUEST, ChatMessage, Completion, OpenAICompatibleClient, Usage
 from app.llm_output import parse_output, strict_schema
 from tests.scripted_llm import Reply, ScriptedLLM
 
@@ -209,6 +209,15 @@ async def test_truncated_output_says_so(scripted_llm: ScriptedLLM,
         await make_client(max_output_retries=0).complete(MESSAGES, Extraction)
 
 
+def assert_asked_again_briefly(scripted_llm: ScriptedLLM, completion: Completion[Any]) -> None:
+    """One runaway, then the answer: asked again from the start with a request to be
+    brief, at a higher temperature."""
+    assert (completion.attempts, completion.truncated) == (2, 1)
+    first, second = scripted_llm.requests
+    assert second.messages == [*MESSAGES, {"role": "user", "content": RUNAWAY_REQUEST}]
+    assert second.body["temperature"] > first.body["temperature"]
+
+
 async def test_a_runaway_is_asked_again_once_from_the_start(
         scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
     """A reply cut at max_tokens is not sent back (it is long and wrong): the call starts
@@ -219,10 +228,7 @@ async def test_a_runaway_is_asked_again_once_from_the_start(
     completion = await make_client().complete(MESSAGES, Extraction)
 
     assert completion.value == GOOD
-    assert (completion.attempts, completion.truncated) == (2, 1)
-    first, second = scripted_llm.requests
-    assert second.messages == [*MESSAGES, {"role": "user", "content": RUNAWAY_REQUEST}]
-    assert second.body["temperature"] > first.body["temperature"]
+    assert_asked_again_briefly(scripted_llm, completion)
 
 
 async def test_a_second_runaway_ends_the_call(scripted_llm: ScriptedLLM,
@@ -281,10 +287,22 @@ async def test_a_loop_with_nothing_valid_before_it_is_asked_again(
     completion = await make_client().complete(MESSAGES, Graph)
 
     assert completion.value == good
-    assert (completion.attempts, completion.truncated) == (2, 1)
-    first, second = scripted_llm.requests
-    assert second.messages == [*MESSAGES, {"role": "user", "content": RUNAWAY_REQUEST}]
-    assert second.body["temperature"] > first.body["temperature"]
+    assert_asked_again_briefly(scripted_llm, completion)
+
+
+async def test_a_list_of_names_that_loops_keeps_each_name_once(
+        scripted_llm: ScriptedLLM, make_client: ClientFactory) -> None:
+    """Long strings standing alone in a list are items too; quotes inside them are text."""
+    name = 'Dana \\"the diver\\" who moved from Lisbon to Oslo'
+    other = "Ines, Dana's sister, who still lives in Lisbon"
+    looping = '{"relations": [], "entities": ["' + other + '", ' + f'"{name}", ' * 60
+    scripted_llm.script(looping)
+
+    completion = await make_client().complete(MESSAGES, Graph)
+
+    assert completion.value == Graph(
+        relations=[], entities=[other, 'Dana "the diver" who moved from Lisbon to Oslo'])
+    assert (completion.attempts, completion.truncated) == (1, 1)
 
 
 async def test_a_string_that_repeats_its_own_words_is_cut(
