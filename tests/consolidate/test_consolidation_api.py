@@ -114,7 +114,7 @@ async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClie
     assert event["job_id"] == job["id"]
     assert event["message_indices"] == [2]
     assert event["model"] == "scripted-model"
-    assert event["prompt_version"] == "extract/v2"
+    assert event["prompt_version"] == "extract/v3"
     assert await texts(client, user_id="u1") == {"User is vegetarian", "User plays the cello"}
 
 
@@ -140,7 +140,7 @@ async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.A
         ("ADD", None, "User likes coffee"),
         ("UPDATE", "User likes coffee", "User likes coffee, espresso above all")]
     assert events[1]["episode_id"] == second["episode_id"]
-    assert events[1]["prompt_version"] == "extract/v2+resolve/v3"
+    assert events[1]["prompt_version"] == "extract/v3+resolve/v3"
     sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
     assert [s["episode_id"] for s in sources] == [first["episode_id"], second["episode_id"]]
 
@@ -234,14 +234,34 @@ async def test_a_fact_saying_less_than_a_memory_confirms_it(client: httpx.AsyncC
 
 async def test_a_changed_count_is_not_taken_for_the_same_fact(client: httpx.AsyncClient,
                                                               brain: Brain) -> None:
-    """Near in meaning is not the same: "three children" after "two children", which the
-    model (wrongly) calls both still true, is a new fact, not a NOOP that would drop it."""
+    """Near in meaning is not the same: "three children" after "two children" is not a NOOP
+    that would drop it. The model (wrongly) calls both still true, but two current facts
+    this alike are one memory told twice (``resolve.SAME_MEMORY``): the newer count takes
+    the older's place, which stays readable as the past."""
     brain.facts = {"I have two children.": ["Eva has two children"],
                    "Now I have three children.": ["Eva has three children"]}
-    await consolidate(client, "I have two children.")
+    first = await consolidate(client, "I have two children.")
     job = await consolidate(client, "Now I have three children.")
+    assert [(r["event"], r["previous_id"]) for r in job["results"]] == [
+        ("SUPERSEDE", first["results"][0]["id"])]
+    assert brain.resolve_calls == 1
+    assert await texts(client, user_id="u1") == {"Eva has three children"}
+    assert await texts(client, user_id="u1", include_superseded="true") == {
+        "Eva has two children", "Eva has three children"}
+
+
+async def test_a_related_fact_the_model_calls_compatible_is_added(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """Alike but not one memory told twice ("girlfriend is Anna" / "married Anna", 0.86 as
+    whole sentences): what the model says stands, both stay current."""
+    brain.facts = {"My girlfriend is Anna.": ["Chris's girlfriend is Anna"],
+                   "Anna and I got married!": ["Chris married Anna"]}
+    await consolidate(client, "My girlfriend is Anna.")
+    job = await consolidate(client, "Anna and I got married!")
     assert [r["event"] for r in job["results"]] == ["ADD"]
     assert brain.resolve_calls == 1
+    assert await texts(client, user_id="u1") == {"Chris's girlfriend is Anna",
+                                                  "Chris married Anna"}
 
 
 async def test_the_model_sees_numbers_never_ids(client: httpx.AsyncClient, brain: Brain,
