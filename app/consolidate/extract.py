@@ -23,13 +23,7 @@ from datetime import UTC, datetime, time
 
 from app.consolidate.context import EpisodeContext
 from app.consolidate.dates import resolve_when
-from app.consolidate.prompts import (
-    EXTRACT_VERSION,
-    DatedFact,
-    ExtractedFacts,
-    Turn,
-    extract_messages,
-)
+from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
 from app.domain import content_hash, normalise, stems, word_key
 from app.errors import LLMError, LLMOutputError
 from app.llm import Completion, LLMClient
@@ -155,11 +149,11 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
             continue
         if word_key(text.split(maxsplit=1)[0]) in agents:
             continue
-        indices = cited(text, fact.source, context.turns, window)
+        indices = cited(text, fact.source_messages, context.turns, window)
         valid_at, stated = context.observed_at, False
         # Time words the conversation does not contain are the model's invention (a small
         # model repeats the worked example's): only words actually said are resolved.
-        when = " ".join(fact.when.split()).lower() if isinstance(fact, DatedFact) else ""
+        when = " ".join((fact.when or "").split()).lower()
         day = resolve_when(when, context.observed_at) if when and when in said else None
         if day is not None:
             valid_at, stated = datetime.combine(day, time(), tzinfo=UTC), True

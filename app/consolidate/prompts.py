@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from app.llm import ChatMessage
 
@@ -27,29 +27,21 @@ MAX_WHEN_CHARS = 40
 
 # -- extract ---------------------------------------------------------------------------------
 
-EXTRACT_VERSION = "extract/v3"
+EXTRACT_VERSION = "extract/v2"
 
 
 class Fact(BaseModel):
-    # Every token of the reply costs the bundled model a forward pass, the JSON's forced
-    # ones too (about 1/25 s each on two cores), so the keys are short and ``when`` is only
-    # written where a message gives time words (``DatedFact``): "source_messages" and
-    # '"when": null' were a quarter of an extraction reply.
-    model_config = ConfigDict(extra="forbid")
-
     text: str = Field(min_length=1, max_length=MAX_FACT_CHARS,
                       description="One short statement that names who it is about.")
-    source: list[int] = Field(
+    source_messages: list[int] = Field(
         min_length=1, max_length=3, description="Numbers of the messages that state it.")
-
-
-class DatedFact(Fact):
-    when: str = Field(min_length=1, max_length=MAX_WHEN_CHARS,
-                      description='The time words of the message, as said ("last March").')
+    when: str | None = Field(
+        max_length=MAX_WHEN_CHARS,
+        description='The time words of the message, as said ("last March"); else null.')
 
 
 class ExtractedFacts(BaseModel):
-    facts: list[DatedFact | Fact] = Field(max_length=MAX_FACTS_PER_REPLY)
+    facts: list[Fact] = Field(max_length=MAX_FACTS_PER_REPLY)
 
 
 _EXTRACT_SYSTEM = """\
@@ -59,9 +51,9 @@ them, their lives, plans, likes, relationships and events. Rules:
 or the name they give for themselves), so it makes sense alone.
 - Keep every name, place, number and thing the message gives (a brother's name, a city, \
 a company) in the fact.
-- source: only the numbers of the messages that say it.
-- when: only if the message says when, copy its time words exactly ("yesterday", \
-"last March", "in 2019"); otherwise leave "when" out. Never compute a date.
+- source_messages: only the numbers of the messages that say it.
+- when: copy the time words of the message exactly ("yesterday", "last March", "in 2019"); \
+null when there are none. Never compute a date.
 - Skip greetings, questions and small talk. Nothing worth keeping: {"facts": []}.
 
 Example.
@@ -73,11 +65,11 @@ Conversation:
 [3] Tom: I fly to Rome tomorrow.
 Answer:
 {"facts": [\
-{"text": "Maya works at Siemens.", "source": [0], "when": "last week"}, \
-{"text": "Maya lives in Munich.", "source": [1, 2]}, \
-{"text": "Maya's brother Leo lives in Hamburg.", "source": [2]}, \
-{"text": "Leo is vegan.", "source": [2]}, \
-{"text": "Tom flies to Rome.", "source": [3], "when": "tomorrow"}]}\
+{"text": "Maya works at Siemens.", "source_messages": [0], "when": "last week"}, \
+{"text": "Maya lives in Munich.", "source_messages": [1, 2], "when": null}, \
+{"text": "Maya's brother Leo lives in Hamburg.", "source_messages": [2], "when": null}, \
+{"text": "Leo is vegan.", "source_messages": [2], "when": null}, \
+{"text": "Tom flies to Rome.", "source_messages": [3], "when": "tomorrow"}]}\
 """
 
 

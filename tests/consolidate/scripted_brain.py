@@ -89,8 +89,8 @@ class Brain:
             index, said = int(match.group(1)), match.group(2).split(": ", 1)[1]
             for spec in self._facts().get(said, []):
                 spec = FactSpec(spec) if isinstance(spec, str) else spec
-                found.append({"text": spec.text, "source": [index]}
-                             | ({"when": spec.when} if spec.when else {}))
+                found.append({"text": spec.text, "source_messages": [index],
+                              "when": spec.when})
         return {"facts": found}
 
     def _facts(self) -> dict[str, Sequence[FactSpec | str]]:

@@ -114,7 +114,7 @@ async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClie
     assert event["job_id"] == job["id"]
     assert event["message_indices"] == [2]
     assert event["model"] == "scripted-model"
-    assert event["prompt_version"] == "extract/v3"
+    assert event["prompt_version"] == "extract/v2"
     assert await texts(client, user_id="u1") == {"User is vegetarian", "User plays the cello"}
 
 
@@ -140,7 +140,7 @@ async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.A
         ("ADD", None, "User likes coffee"),
         ("UPDATE", "User likes coffee", "User likes coffee, espresso above all")]
     assert events[1]["episode_id"] == second["episode_id"]
-    assert events[1]["prompt_version"] == "extract/v3+resolve/v3"
+    assert events[1]["prompt_version"] == "extract/v2+resolve/v3"
     sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
     assert [s["episode_id"] for s in sources] == [first["episode_id"], second["episode_id"]]
 

@@ -115,7 +115,7 @@ async def test_citations_are_held_to_the_messages_that_say_the_fact(
 
     def answer(body: dict[str, Any]) -> dict[str, Any]:
         if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
-            return {"facts": [{"text": text, "source": cited}
+            return {"facts": [{"text": text, "source_messages": cited, "when": None}
                               for text, cited in replies.items()]}
         return brain(body)
 
@@ -175,8 +175,10 @@ async def test_facts_copied_from_the_context_are_dropped(
         prompt = body["messages"][1]["content"]
         if body["response_format"]["json_schema"]["name"] == "ExtractedFacts" \
                 and "Said before" in prompt:
-            return {"facts": [{"text": "Priya works at Google.", "source": [0]},
-                              {"text": "Priya joined Spotify.", "source": [0]}]}
+            return {"facts": [{"text": "Priya works at Google.", "source_messages": [0],
+                               "when": None},
+                              {"text": "Priya joined Spotify.", "source_messages": [0],
+                               "when": None}]}
         return brain(body)
 
     scripted_llm.responder = answer
@@ -223,9 +225,12 @@ async def test_facts_about_an_unnamed_assistant_are_not_kept(
         if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
             prompt = body["messages"][1]["content"]
             agent = "Assistant" if "Assistant:" in prompt else "Melanie"
-            return {"facts": [{"text": "Hana is healthy again.", "source": [0]},
-                              {"text": f"{agent} thanks Hana.", "source": [1]},
-                              {"text": f"{agent}'s reply was kind.", "source": [1]}]}
+            return {"facts": [{"text": "Hana is healthy again.", "source_messages": [0],
+                               "when": None},
+                              {"text": f"{agent} thanks Hana.", "source_messages": [1],
+                               "when": None},
+                              {"text": f"{agent}'s reply was kind.", "source_messages": [1],
+                               "when": None}]}
         return brain(body)
 
     scripted_llm.responder = answer
