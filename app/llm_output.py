@@ -187,10 +187,13 @@ class LoopWatch:
             if (len(value) >= self.TAIL * self.TAIL_REPEATS
                     and value.count(value[-self.TAIL:]) >= self.TAIL_REPEATS):
                 self.reason = f"a string repeats {value[-self.TAIL:]!r}"
-                inside = self._open and self._open[-1].bracket == "{"
-                self._cut(self._open.pop().begin if inside else self._string_start)
+                self._cut(self._open.pop().begin if self._in_object() else self._string_start)
                 return True
         return False
+
+    def _in_object(self) -> bool:
+        """Whether the innermost open bracket is an object's (a string there is a value)."""
+        return bool(self._open) and self._open[-1].bracket == "{"
 
     def _object(self) -> _Open | None:
         """The innermost open object."""
@@ -205,7 +208,7 @@ class LoopWatch:
         if len(value) < self.MIN_STRING:
             return False
         again = self._said_before("s" + value)
-        if self._open and self._open[-1].bracket == "{":
+        if self._in_object():
             self._open[-1].repeated |= again
             return False
         if not again:
