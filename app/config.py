@@ -155,6 +155,13 @@ class SearchSettings(BaseModel):
     neighbour_weight: float = Field(
         default=0.2, ge=0.0, le=10.0, description="Share of its better neighbouring turn's "
         "score that a message gains.")
+    speaker_weight: float = Field(
+        default=1.0, ge=0.0, le=10.0, description="Added for a message said by someone the "
+        'query names ("what did Caroline paint?": what Caroline said).')
+    length_weight: float = Field(
+        default=0.3, ge=0.0, le=10.0, description="Weight of ln((words + 1) / 21) for a "
+        "message: a turn of more words than the usual twenty tends to say more (a greeting "
+        "that names the topic says little of it).")
     recency_weight: float = Field(default=0.0, ge=0.0, le=10.0,
                                   description="Weight of exp(-age / recency_half_life_days).")
     recency_half_life_days: float = Field(default=30.0, gt=0)

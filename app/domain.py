@@ -168,6 +168,30 @@ def word_key(word: str) -> str:
     return word.removesuffix("'s").rstrip("'")
 
 
+def word_count(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def speaker_of(name: object) -> str | None:
+    """Who said a message (its metadata's ``name``) as search compares speakers: case-folded,
+    its spaces collapsed; None when it has none."""
+    if not isinstance(name, str):
+        return None
+    return " ".join(name.casefold().split()) or None
+
+
+def named_speakers(query: str, speakers: set[str]) -> set[str]:
+    """Those of ``speakers`` (as ``speaker_of`` gives them) that ``query`` names, as whole
+    words: "what did Caroline paint?" names "caroline", not "carol"."""
+    words = f" {' '.join(_WORD.findall(query.casefold()))} "
+    named = set()
+    for name in speakers:
+        key = " ".join(_WORD.findall(name))
+        if key and f" {key} " in words:
+            named.add(name)
+    return named
+
+
 def embedding_text(text: str, metadata: dict[str, object] | None) -> str:
     """What a memory's vector is made from: its text, said by its speaker when one is known
     (a message's ``name``): "Caroline: I went to the support group" is found by a question

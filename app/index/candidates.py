@@ -29,6 +29,8 @@ from app.domain import (
     Timeline,
     conjoin,
     scope_filter,
+    speaker_of,
+    word_count,
 )
 from app.store.models import Memory
 from app.store.repositories import memories as repository
@@ -42,8 +44,9 @@ Lap = Callable[[str], None]
 class Candidate:
     """What ranking needs of a memory: its exact cosine similarity to the query, since when
     it holds (``valid_at``, else ``created_at``), when it stopped (``invalid_at``), its
-    kind, and for a message its conversation (an identity, only compared: the id or the
-    index's code for it) and its turn there."""
+    kind, for a message its conversation (an identity, only compared: the id or the
+    index's code for it), its turn there and its speaker (``speaker_of``), and how many
+    words it has."""
 
     similarity: float
     since: datetime
@@ -51,11 +54,14 @@ class Candidate:
     kind: MemoryKind
     conversation: uuid.UUID | int | None = None
     turn: int | None = None
+    speaker: str | None = None
+    words: int = 0
 
     @classmethod
     def of(cls, memory: Memory, similarity: float) -> Candidate:
         return cls(similarity, memory.valid_at or memory.created_at, memory.invalid_at,
-                   cast(MemoryKind, memory.kind), memory.conversation_id, memory.turn)
+                   cast(MemoryKind, memory.kind), memory.conversation_id, memory.turn,
+                   speaker_of(memory.metadata_.get("name")), word_count(memory.text))
 
 
 @dataclass(frozen=True)

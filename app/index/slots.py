@@ -19,7 +19,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from app.domain import KINDS, SCOPE_FIELDS, MemoryKind, ProjectScope, Timeline
+from app.domain import (
+    KINDS,
+    SCOPE_FIELDS,
+    MemoryKind,
+    ProjectScope,
+    Timeline,
+    speaker_of,
+    word_count,
+)
 from app.index.columns import Column
 from app.index.saved import Saved
 from app.store.repositories.changes import IndexRow
@@ -38,16 +46,19 @@ def epoch_ms(value: datetime | None) -> int:
 
 
 def digest(row: IndexRow) -> int:
-    """What decides whether a changed memory needs a new slot: its words and context, as a
-    signed 64-bit number that is the same in every process (snapshots keep it; ``hash`` of
-    a string differs per process)."""
-    words = json.dumps([row.content_hash, row.context]).encode()
+    """What decides whether a changed memory needs a new slot: its words, context and
+    speaker, as a signed 64-bit number that is the same in every process (snapshots keep
+    it; ``hash`` of a string differs per process)."""
+    words = json.dumps([row.content_hash, row.context, row.name]).encode()
     return int.from_bytes(hashlib.blake2b(words, digest_size=8).digest(), "little",
                           signed=True)
 
 
 # The columns holding codes of names (``SlotTable.code``).
-_CODED = ("project", "conversation", *(f"scope.{name}" for name in SCOPE_FIELDS))
+_CODED = ("project", "conversation", "speaker", *(f"scope.{name}" for name in SCOPE_FIELDS))
+# A speaker's code is that of this prefix and the name (``speaker_of``): a user id that is
+# also someone's name keeps a code of its own.
+SPEAKER = "speaker:"
 
 
 class SlotTable:
@@ -56,6 +67,7 @@ class SlotTable:
         self.slot_of: dict[uuid.UUID, int] = {}  # live memories only
         self.digest: dict[int, int] = {}  # live slot → what was indexed
         self.codes: dict[str, int] = {}
+        self.speakers: dict[int, str] = {}  # speaker code → name (``speaker_of``)
         # Codes are never reused while a slot may hold one: a compaction drops the names no
         # live slot uses (an erased user's id leaves memory and the next snapshot).
         self.next_code = 0
@@ -64,6 +76,7 @@ class SlotTable:
             "invalid": Column(np.int64, NEVER), "expires": Column(np.int64, NEVER),
             "alive": Column(np.bool_, False), "kind": Column(np.int8, -1),
             "conversation": Column(np.int32, -1), "turn": Column(np.int32, -1),
+            "speaker": Column(np.int32, -1), "words": Column(np.int32, 0),
             **{f"scope.{name}": Column(np.int32, -1) for name in SCOPE_FIELDS},
         }
         self.postings: dict[tuple[int, int], list[int]] = {}  # (project, -1 | user) → slots
@@ -100,6 +113,10 @@ class SlotTable:
         if row.conversation_id is not None and row.turn is not None:
             self.column("conversation")[slot] = self.code(str(row.conversation_id))
             self.column("turn")[slot] = row.turn
+        speaker = speaker_of(row.name)
+        if speaker is not None:
+            self.column("speaker")[slot] = self.code(SPEAKER + speaker)
+        self.column("words")[slot] = word_count(row.text)
         self.column("alive")[slot] = True
         self._post(slot)
         return project
@@ -122,7 +139,13 @@ class SlotTable:
         if code is None:
             code = self.codes[value] = self.next_code
             self.next_code += 1
+            if value.startswith(SPEAKER):
+                self.speakers[code] = value.removeprefix(SPEAKER)
         return code
+
+    def _name_speakers(self) -> None:
+        self.speakers = {code: name.removeprefix(SPEAKER) for name, code in self.codes.items()
+                         if name.startswith(SPEAKER)}
 
     def _post(self, slot: int) -> None:
         project = int(self.column("project")[slot])
@@ -210,6 +233,7 @@ class SlotTable:
                 or min(numbers, default=0) < 0:
             raise ValueError("snapshot codes repeat or are negative")
         table.next_code = max(numbers, default=-1) + 1
+        table._name_speakers()
         raw = saved.array("ids", np.uint8, (None, 16)).tobytes()
         table.ids = [uuid.UUID(bytes=raw[at:at + 16]) for at in range(0, len(raw), 16)]
         for name, column in table.columns.items():
@@ -257,6 +281,7 @@ class SlotTable:
                              for name in _CODED)) if len(old) else set()
         table.codes = {name: code for name, code in self.codes.items() if code in used}
         table.next_code = self.next_code
+        table._name_speakers()
         table.ids = [self.ids[slot] for slot in old.tolist()]
         table.slot_of = {memory_id: new for new, memory_id in enumerate(table.ids)}
         table.digest = {new: self.digest[slot] for new, slot in enumerate(old.tolist())}

@@ -29,8 +29,9 @@ logger = logging.getLogger(__name__)
 
 # 2: one state object (slots, lexical, cursor); 3: slots hold the kind; 4: and the
 # conversation and turn; 5: no pickle (state.npz and state.json), so an older snapshot,
-# pickled, is never opened: it reads as none and the index is built again
-FORMAT = 5
+# pickled, is never opened: it reads as none and the index is built again; 6: slots hold
+# the speaker and the word count
+FORMAT = 6
 
 
 def write_snapshot(folder: Path, vectors: VectorIndex, state: Saved,

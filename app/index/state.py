@@ -104,11 +104,15 @@ class IndexState:
         kinds = self.slots.column("kind")[slots].tolist()
         conversations = self.slots.column("conversation")[slots].tolist()
         turns = self.slots.column("turn")[slots].tolist()
+        speakers = self.slots.column("speaker")[slots].tolist()
+        words = self.slots.column("words")[slots].tolist()
+        names = self.slots.speakers
         return {m: Candidate(score, _moment(since), None if until == NEVER else _moment(until),
                              KINDS[kind], None if conversation < 0 else conversation,
-                             None if conversation < 0 else turn)
-                for m, score, since, until, kind, conversation, turn in zip(
-                    kept, scores, valid, invalid, kinds, conversations, turns, strict=True)}
+                             None if conversation < 0 else turn, names.get(speaker), count)
+                for m, score, since, until, kind, conversation, turn, speaker, count in zip(
+                    kept, scores, valid, invalid, kinds, conversations, turns, speakers, words,
+                    strict=True)}
 
     def compacted(self, dimension: int) -> IndexState:
         """A new state of the live slots only, renumbered densely (dead ones dropped from

@@ -9,7 +9,8 @@ signal's own list: LoCoMo dev recall@10 0.75 → 0.80. On top: a bonus for memor
 graph reached (whose z-scores are not taken below 0), a bonus for memories said or true in
 the period the query names ("in May 2023", ``dates.query_period``), a recency term, and a
 penalty for
-memories no longer true (visible with ``as_of`` or ``include_superseded``). Then turns of
+memories no longer true (visible with ``as_of`` or ``include_superseded``), a bonus for a
+message said by someone the query names, and a prior on a message's length. Then turns of
 one conversation lend each other score: each gains a share of the best score among the
 candidates of its conversation (the exchange that answers a question tends to hold more
 than the one line that matches it) and of its better neighbouring turn (an answer follows
@@ -25,10 +26,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from app.config import SearchSettings
+from app.domain import named_speakers
 from app.index.candidates import Candidate
 from app.retrieve.dates import Period
 
 DAY_S = 86_400.0
+USUAL_WORDS = 20  # a message of this many words is neither marked up nor down for length
 
 
 @dataclass
@@ -72,14 +75,17 @@ class Ranked:
 
 def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
          graph: Sequence[uuid.UUID], settings: SearchSettings, threshold: float | None,
-         now: datetime | None = None, period: Period | None = None) -> list[Ranked]:
+         now: datetime | None = None, period: Period | None = None,
+         query: str = "") -> list[Ranked]:
     """``rows``: every candidate that matches the search. Returns them all, best first,
     those under ``threshold`` left out. With one of dense and lexical, its raw score is the
     base (so a dense search scores by cosine); with both, their weighted z-scores, and
-    recency and validity count."""
+    recency, validity, the speakers ``query`` names and a message's length count."""
     now = now or datetime.now(UTC)
     reached = set(graph)
     both = dense is not None and lexical is not None
+    named = named_speakers(query, {row.speaker for row in rows.values() if row.speaker}) \
+        if both and settings.speaker_weight else set()
     if dense is not None:
         dense.normalise_over([row.similarity for row in rows.values()])
     if lexical is not None:
@@ -114,6 +120,8 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
             dated = settings.date_weight if period.holds(row.since) else 0.0
             total += dated
             explain["date"] = dated
+        if both:
+            total += _said(row, named, settings, explain)
         if both and settings.recency_weight:
             age_days = max(0.0, (now - row.since).total_seconds() / DAY_S)
             recency = settings.recency_weight * math.exp(-age_days /
@@ -130,6 +138,23 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
         item.explain["fused"] = round(item.score, 4)
     ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory_id))
     return ranked
+
+
+def _said(row: Candidate, named: set[str], settings: SearchSettings,
+          explain: dict[str, object]) -> float:
+    """What a message gains for who said it and how much it says: ``speaker_weight`` when
+    the query names its speaker (LoCoMo dev: 97 % of the questions that name one of the two
+    speakers have evidence that speaker said), and ``length_weight`` times the log of its
+    words over the usual twenty (evidence turns there have a median of 30 words, the others
+    19: "Remember Jon, just do it!" matches "what do Jon and Gina have in common?" by its
+    words, and says nothing of it). A fact gains neither: it says one thing, on its own."""
+    if row.kind != "message":
+        return 0.0
+    speaker = settings.speaker_weight if row.speaker in named else 0.0
+    length = settings.length_weight * math.log((row.words + 1) / (USUAL_WORDS + 1))
+    explain["speaker"] = speaker
+    explain["length"] = round(length, 4)
+    return speaker + length
 
 
 def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],

@@ -94,7 +94,7 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
         lexical = Signal(found.lexical, settings.lexical_weight)
         lexical.extra = found.lexical_scores([m for m in rows if m not in lexical.score])
     ranked = fuse(rows, dense, lexical, reached, settings, request.threshold,
-                  period=query_period(request.query))
+                  period=query_period(request.query), query=request.query)
     facts = [r.memory_id for r in ranked[:FOLD_DEPTH * request.top_k]
              if rows[r.memory_id].kind == "fact"]
     if facts and len(facts) < len(ranked):  # facts and messages ranked together

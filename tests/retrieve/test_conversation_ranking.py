@@ -1,5 +1,6 @@
 """Episode-aware ranking on both candidate sources: turns of one conversation lend each other
-score, a query that names a period finds what was said then, and ``include: ["context"]``
+score, a query that names a period finds what was said then, or someone, what they said, a
+greeting that names a topic says less of it than a turn about it, and ``include: ["context"]``
 gives a hit the exchange it belongs to. Each compared with the same server whose weight for
 that signal is 0 (what ranking was before it), on the same data."""
 
@@ -27,9 +28,11 @@ async def apps(request: pytest.FixtureRequest, settings: Settings,
                embedder: SentenceTransformerEmbedder,
                app: FastAPI) -> AsyncIterator[dict[str, FastAPI]]:
     """On the suite's database, searching through the index named by the parameter: the
-    default ranking ("on"), and the same without conversations and dates ("off")."""
+    default ranking ("on"), and the same without conversations, dates, speakers and
+    lengths ("off")."""
     index = request.param
-    off = {"conversation_weight": 0.0, "neighbour_weight": 0.0, "date_weight": 0.0}
+    off = {"conversation_weight": 0.0, "neighbour_weight": 0.0, "date_weight": 0.0,
+           "speaker_weight": 0.0, "length_weight": 0.0}
     made: dict[str, FastAPI] = {}
     for name, weights in (("on", {}), ("off", off)):
         own = settings.model_copy(update={
@@ -129,6 +132,55 @@ async def test_a_dated_question_finds_what_was_said_then(clients: Clients) -> No
     assert (await top(clients["off"], question, 1)) != [meals[3]]
     [hit] = await search(clients["on"], question, top_k=1, explain=True)
     assert hit["explain"]["date"] == SearchSettings().date_weight
+
+
+async def test_a_question_that_names_someone_finds_what_they_said(clients: Clients) -> None:
+    """Bob's question holds Alice's name and the question's words; Alice's answer says
+    what she paints. Whoever is named, their turns gain; a question naming no one is ranked
+    as before."""
+    for day, turns in (
+            ("2023-04-01T10:00:00Z", [("Bob", "I painted the garden fence on Saturday."),
+                                      ("Alice", "Did it take long?")]),
+            ("2023-04-08T10:00:00Z", [("Alice", "My grandmother turns ninety next month."),
+                                      ("Bob", "A big party then!")]),
+            ("2023-04-15T10:00:00Z", [("Bob", "The museum opened a show of Dutch paintings."),
+                                      ("Alice", "Let's go on Sunday.")])):
+        await post(clients["on"], day, *turns)
+    asked = ("Bob", "Alice, do you still paint?")
+    answer = ("Alice", "These days it is mostly watercolour portraits of my grandmother.")
+    await post(clients["on"], "2023-05-02T10:00:00Z", asked, answer)
+    question = "What does Alice paint?"
+    assert (await top(clients["on"], question, 1)) == [answer[1]]
+    assert (await top(clients["off"], question, 1)) == [asked[1]]
+    explained = {h["memory"]: h["explain"] for h in await search(clients["on"], question,
+                                                                 explain=True)}
+    assert explained[answer[1]]["speaker"] == SearchSettings().speaker_weight
+    assert explained[asked[1]]["speaker"] == 0.0
+    unnamed = {h["memory"]: h["explain"] for h in await search(clients["on"], "what is painted?",
+                                                               explain=True)}
+    assert {e["speaker"] for e in unnamed.values()} == {0.0}
+
+
+async def test_a_turn_about_a_topic_outranks_a_greeting_that_names_it(clients: Clients) -> None:
+    """On days of their own (so no turn lends another score), among other talk: a greeting
+    made of the question's words, and a long turn that answers it."""
+    for day, text in (("2023-05-20", "The weather has been awful all week."),
+                      ("2023-05-23", "I finally fixed the delivery van's brakes."),
+                      ("2023-05-26", "My cousin is visiting from Lyon next weekend."),
+                      ("2023-05-29", "We are thinking about a trip to the coast in July.")):
+        await post(clients["on"], f"{day}T08:00:00Z", ("Gina", text))
+    greeting = "Hi! Busy at the bakery?"
+    update = ("The bakery is busy: we hired two more people in April, the sourdough "
+              "now goes to three cafes downtown, the weekend queue reaches the corner, and "
+              "takings have doubled since March, so we are looking at a second oven.")
+    await post(clients["on"], "2023-06-01T08:00:00Z", ("Gina", greeting))
+    await post(clients["on"], "2023-06-05T08:00:00Z", ("Gina", update))
+    question = "How is the bakery doing?"
+    assert (await top(clients["off"], question, 1)) == [greeting]
+    assert (await top(clients["on"], question, 1)) == [update]
+    explained = {h["memory"]: h["explain"] for h in await search(clients["on"], question,
+                                                                 explain=True)}
+    assert explained[greeting]["length"] < 0 < explained[update]["length"]
 
 
 async def test_a_hit_comes_with_its_exchange(clients: Clients, brain: Brain) -> None:

@@ -38,12 +38,14 @@ class IndexRow:
     deleted: bool
     conversation_id: uuid.UUID | None = None
     turn: int | None = None
+    name: str | None = None  # a message's speaker (its metadata's ``name``)
 
 
 _COLUMNS = (Memory.id, Memory.project_id, Memory.user_id, Memory.agent_id, Memory.run_id,
             Memory.kind, Memory.text, Memory.context, Memory.content_hash, Memory.embedding,
             Memory.created_at, Memory.valid_at, Memory.invalid_at, Memory.expires_at,
-            Memory.deleted_at.is_not(None), Memory.conversation_id, Memory.turn)
+            Memory.deleted_at.is_not(None), Memory.conversation_id, Memory.turn,
+            Memory.metadata_["name"].astext)
 
 
 def _rows(result: sa.Result[tuple[object, ...]]) -> list[IndexRow]:
