@@ -154,7 +154,7 @@ class SearchSettings(BaseModel):
         "candidates of a message's conversation that the message gains.")
     neighbour_weight: float = Field(
         default=0.2, ge=0.0, le=10.0, description="Share of its better neighbouring turn's "
-        "score that a message gains.")
+        "score that a message gains (and half that of the better turn two away).")
     speaker_weight: float = Field(
         default=1.0, ge=0.0, le=10.0, description="Added for a message said by someone the "
         'query names ("what did Caroline paint?": what Caroline said).')

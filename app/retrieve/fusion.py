@@ -13,8 +13,9 @@ memories no longer true (visible with ``as_of`` or ``include_superseded``), a bo
 message said by someone the query names, and a prior on a message's length. Then turns of
 one conversation lend each other score: each gains a share of the best score among the
 candidates of its conversation (the exchange that answers a question tends to hold more
-than the one line that matches it) and of its better neighbouring turn (an answer follows
-its question). Weights were tuned on the LoCoMo dev split (``bench.locomo_recall``).
+than the one line that matches it) and of its better neighbouring turns, one and (by half)
+two away (an answer follows its question; a speaker goes on about it). Weights were tuned
+on the LoCoMo dev split (``bench.locomo_recall``).
 """
 
 from __future__ import annotations
@@ -160,9 +161,11 @@ def _said(row: Candidate, named: set[str], settings: SearchSettings,
 def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],
                                settings: SearchSettings) -> list[Ranked]:
     """Each candidate gains ``conversation_weight`` times the best score among the
-    candidates of its conversation (its own when it has none: a fact, or a message alone)
-    and ``neighbour_weight`` times the better of its neighbouring turns' scores, a
-    neighbour that is no candidate counting as the lowest candidate score. Memories
+    candidates of its conversation (its own when it has none: a fact, or a message alone),
+    ``neighbour_weight`` times the better of its neighbouring turns' scores and half that
+    of the better of the turns two away (in a chat of two, the same speaker's turn before
+    or after: someone going on about what the query matched), a turn that is no candidate
+    counting as the lowest candidate score. Memories
     outside any conversation gain from their own score only, so among themselves their
     order stays as it was."""
     if not ranked or not (settings.conversation_weight or settings.neighbour_weight):
@@ -181,13 +184,16 @@ def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candi
         row = rows[item.memory_id]
         if row.conversation is not None and row.turn is not None:
             peak = best[row.conversation]
-            neighbour = max(at.get((row.conversation, row.turn - 1), lowest),
-                            at.get((row.conversation, row.turn + 1), lowest))
+            neighbour, further = (max(at.get((row.conversation, row.turn - away), lowest),
+                                      at.get((row.conversation, row.turn + away), lowest))
+                                  for away in (1, 2))
         else:
-            peak, neighbour = item.score, lowest
-        gain = settings.conversation_weight * peak + settings.neighbour_weight * neighbour
+            peak, neighbour, further = item.score, lowest, lowest
+        gain = settings.conversation_weight * peak + settings.neighbour_weight * (
+            neighbour + further / 2)
         explain = {**item.explain, "conversation": {"best": round(peak, 4),
                                                     "neighbour": round(neighbour, 4),
+                                                    "further": round(further, 4),
                                                     "gain": round(gain, 4)}}
         lent.append(replace(item, score=item.score + gain, explain=explain))
     return lent

@@ -111,11 +111,19 @@ async def test_an_answer_borrows_the_score_of_the_question_it_answers(
     question = "What did Melanie finish painting?"
     on, off = await top(clients["on"], question, 10), await top(clients["off"], question, 10)
     assert on.index(answer) + 3 <= off.index(answer), (on, off)
-    [hit] = [h for h in await search(clients["on"], question, explain=True)
-             if h["memory"] == answer]
-    lent = hit["explain"]["conversation"]
+    explained = {h["memory"]: h["explain"] for h in await search(clients["on"], question,
+                                                                 explain=True)}
+    lent = explained[answer]["conversation"]
     assert lent["best"] > lent["neighbour"]
     assert lent["gain"] > 0
+    # Two turns before the answer, Melanie's question (she goes on about it) lends by half.
+    asked = explained[PAINTING[0][1]]
+    assert lent["further"] == pytest.approx(asked["fused"] - asked["conversation"]["gain"],
+                                            abs=1e-3)
+    weights = SearchSettings()
+    assert lent["gain"] == pytest.approx(
+        weights.conversation_weight * lent["best"]
+        + weights.neighbour_weight * (lent["neighbour"] + lent["further"] / 2), abs=1e-3)
 
 
 async def test_a_dated_question_finds_what_was_said_then(clients: Clients) -> None:
