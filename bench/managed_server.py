@@ -56,6 +56,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _exit_on_sigterm() -> None:
+    """A benchmark stopped with SIGTERM (``kill``, ``timeout``) exits as on Ctrl-C, through its
+    ``finally`` blocks, so the servers it started (and their Postgres and bundled LLM) stop
+    with it; Python's default for SIGTERM is to die on the spot and leave them running."""
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        with contextlib.suppress(ValueError):  # not the main thread: its owner decides
+            signal.signal(signal.SIGTERM, leave)
+
+
 class ManagedServer:
     """`anamnesis serve` on a free port over a throwaway data directory."""
 
@@ -86,6 +98,7 @@ class ManagedServer:
         self.startup_s: float | None = None
 
     def start(self) -> None:
+        _exit_on_sigterm()
         command = [*anamnesis_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         progress(f"starting {' '.join(command)} (data {self.data_dir}, log {self.log_path})")
         started = time.perf_counter()
