@@ -52,7 +52,8 @@ async def insert(database: Database, project_id: uuid.UUID, user: str, texts: li
                  vectors: np.ndarray, **extra: Any) -> list[uuid.UUID]:  # type: ignore[type-arg]
     async with database.session_scope() as session:
         inserted = await repository.insert_new(session, project_id, Scope(user_id=user), [
-            NewMemory(text, content_hash(text), {"n": i}, vector.tolist(), **extra)
+            NewMemory(text, content_hash(text), {"n": i, "name": ("Ann", "Bo", None)[i % 3]},
+                      vector.tolist(), **extra)
             for i, (text, vector) in enumerate(zip(texts, vectors, strict=True))])
     return [inserted[content_hash(text)] for text in texts]
 
@@ -64,7 +65,9 @@ def state(index: MemoryIndex, project_id: uuid.UUID) -> dict[uuid.UUID, Any]:
     table = index.state.slots
     return {table.ids[s]: (np.round(vectors[s], 5).tobytes(), int(table.column("valid")[s]),
                            int(table.column("invalid")[s]), int(table.column("expires")[s]),
-                           int(table.column("scope.user_id")[s]) >= 0)
+                           int(table.column("scope.user_id")[s]) >= 0,
+                           table.speakers.get(int(table.column("speaker")[s])),
+                           int(table.column("words")[s]))
             for s in slots.tolist()}
 
 
@@ -144,6 +147,11 @@ async def test_restart_from_snapshot_and_change_log_equals_a_fresh_build(
         assert restarted.vectors.size == restarted.live
         assert (state(restarted, project),
                 searches(restarted, project, query, "memory topic 3")) == before
+        # (speakers and word counts are in ``state``: "memory number 7 about topic 0",
+        # "later memory 3", "memory number zero rewritten")
+        kept = state(restarted, project).values()
+        assert {said[5] for said in kept} == {"ann", "bo", None}
+        assert {said[6] for said in kept} == {6, 3, 4}
     finally:
         await restarted.aclose(save=False)
         await fresh.aclose(save=False)
