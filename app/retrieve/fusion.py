@@ -76,8 +76,8 @@ class Ranked:
 
 def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
          graph: Sequence[uuid.UUID], settings: SearchSettings, threshold: float | None,
-         now: datetime | None = None, period: Period | None = None,
-         query: str = "") -> list[Ranked]:
+         now: datetime | None = None, period: Period | None = None, *,
+         query: str) -> list[Ranked]:
     """``rows``: every candidate that matches the search. Returns them all, best first,
     those under ``threshold`` left out. With one of dense and lexical, its raw score is the
     base (so a dense search scores by cosine); with both, their weighted z-scores, and
@@ -165,9 +165,8 @@ def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candi
     ``neighbour_weight`` times the better of its neighbouring turns' scores and half that
     of the better of the turns two away (in a chat of two, the same speaker's turn before
     or after: someone going on about what the query matched), a turn that is no candidate
-    counting as the lowest candidate score. Memories
-    outside any conversation gain from their own score only, so among themselves their
-    order stays as it was."""
+    counting as the lowest candidate score. Memories outside any conversation gain from
+    their own score only, so among themselves their order stays as it was."""
     if not ranked or not (settings.conversation_weight or settings.neighbour_weight):
         return ranked
     best: dict[object, float] = {}
