@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -58,8 +59,9 @@ def free_port() -> int:
 
 def _exit_on_sigterm() -> None:
     """A benchmark stopped with SIGTERM (``kill``, ``timeout``) exits as on Ctrl-C, through its
-    ``finally`` blocks, so the servers it started (and their Postgres and bundled LLM) stop
-    with it; Python's default for SIGTERM is to die on the spot and leave them running."""
+    ``finally`` blocks and exit handlers, so the servers it started (and their Postgres and
+    bundled LLM) stop with it; Python's default for SIGTERM is to die on the spot and leave
+    them running."""
     def leave(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
@@ -79,7 +81,12 @@ class ManagedServer:
         cached question skips its embedding, which a fresh question never does."""
         self.startup_timeout_s = startup_timeout_s
         self.keep_data = keep_data
+        _exit_on_sigterm()
         self.root = Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
+        # Stopped at exit too: a SIGTERM that lands outside the benchmark's try/finally (between
+        # the mkdtemp and the try, or right after start()) still unwinds as SystemExit, and the
+        # interpreter runs this on its way out.
+        atexit.register(self.stop)
         # The bundled Postgres runs as another user when we are root: it must reach the folder.
         self.root.chmod(0o755)
         self.data_dir = self.root / "data"
@@ -98,7 +105,6 @@ class ManagedServer:
         self.startup_s: float | None = None
 
     def start(self) -> None:
-        _exit_on_sigterm()
         command = [*anamnesis_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         progress(f"starting {' '.join(command)} (data {self.data_dir}, log {self.log_path})")
         started = time.perf_counter()
@@ -145,6 +151,7 @@ class ManagedServer:
         self.start()
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         self._terminate()
         if self.keep_data:
             progress(f"kept {self.root}")
