@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="locomo_dev.json (default $LOCOMO_DEV)")
     parser.add_argument("--conversations", type=int, default=2,
                         help="LoCoMo conversations, each with all its sessions (default 2)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="start after the first N conversations, so the dev split can be "
+                             "run in parts (default 0)")
     parser.add_argument("--episode-turns", type=int, default=WHOLE_SESSION,
                         help="turns per posted episode (default: a whole session per add)")
     parser.add_argument("--sessions", type=int, default=None,
@@ -162,7 +165,7 @@ async def turns_of_hit(client: httpx.AsyncClient, hit: dict[str, Any],
 
 
 async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
-    samples = json.loads(args.data.read_text())[:args.conversations]
+    samples = json.loads(args.data.read_text())[args.skip:args.skip + args.conversations]
     rows: list[dict[str, Any]] = []
     recall_rows: dict[str, dict[int, list[tuple[int, bool]]]] = {
         view: {k: [] for k in KS} for view in VIEWS}
@@ -366,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "consolidation_quality",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "config": {"parts": args.part, "conversations": args.conversations,
+        "config": {"parts": args.part, "conversations": args.conversations, "skip": args.skip,
                    "episode_turns": args.episode_turns,
                    "sessions": args.sessions, "scenarios": args.scenario or args.scenarios,
                    "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
