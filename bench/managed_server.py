@@ -151,12 +151,14 @@ class ManagedServer:
         self.start()
 
     def stop(self) -> None:
-        atexit.unregister(self.stop)
         self._terminate()
         if self.keep_data:
             progress(f"kept {self.root}")
         else:
             shutil.rmtree(self.root, ignore_errors=True)
+        # Last: a second SIGTERM (``timeout`` passes on the one it got) that cuts this short
+        # leaves the exit hook to finish it.
+        atexit.unregister(self.stop)
 
     def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
