@@ -153,6 +153,40 @@ def content_hash(text: str) -> str:
 _WORD = re.compile(r"[^\W_]+")
 
 
+# Snowball's English stopword list: the words BM25 drops, and those that are never a name.
+_STOPWORD_TEXT = """
+a about above after again against all am an and any are aren't as at be because been before
+being below between both but by can't cannot could couldn't did didn't do does doesn't doing
+don't down during each few for from further had hadn't has hasn't have haven't having he he'd
+he'll he's her here here's hers herself him himself his how how's i i'd i'll i'm i've if in
+into is isn't it it's its itself let's me more most mustn't my myself no nor not of off on
+once only or other ought our ours ourselves out over own same shan't she she'd she'll she's
+should shouldn't so some such than that that's the their theirs them themselves then there
+there's these they they'd they'll they're they've this those through to too under until up
+very was wasn't we we'd we'll we're we've were weren't what what's when when's where where's
+which while who who's whom why why's with won't would wouldn't you you'd you'll you're you've
+your yours yourself yourselves s t d ll m re ve
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Capitalised words that name no one.
+_NOT_NAMES = frozenset((
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january",
+    "february", "march", "april", "may", "june", "july", "august", "september", "october",
+    "november", "december"))
+
+
+def names(text: str) -> list[str]:
+    """The names a statement mentions, in order, as ``word_key`` compares words: its
+    capitalised words, but a function word or a day or month that starts a sentence ("The",
+    "Her", "On Monday")."""
+    found = []
+    for word in _WORD.findall(text):
+        key = word.lower()
+        if word[0].isupper() and key not in STOPWORDS and key not in _NOT_NAMES:
+            found.append(key)
+    return found
+
+
 def stems(text: str, shortest: int = 1) -> set[str]:
     """Crude stems of a text's words of ``shortest`` letters or more (their first five
     letters, lower case): "sister" and "sister's", "child" and "children" meet; names and

@@ -7,7 +7,10 @@ so is a pair too unalike for any outcome below (what the two say of their common
 ``MIN_SIMILARITY``): the model's answer would change nothing, and every answer costs time.
 For the rest, one call asks the model a yes/no question per (fact, close memory) pair: can
 the memory still be true now? (``prompts.Check``). The model sees facts and memories as small
-numbers, never ids. Code decides the rest from the answers and the texts:
+numbers, never ids. A fact is only ever compared with memories about the one it is about
+(``one_subject``): "Melanie is interested in painting" neither ends nor confirms "Caroline is
+interested in counseling", whatever the model says. Code decides the rest from the answers
+and the texts:
 
 * SUPERSEDE the closest memory the fact ends (``still_true`` false), when what the two say of
   their subject is alike enough (``MIN_SIMILARITY``): a small model asked about "Dana works
@@ -44,7 +47,7 @@ from app.consolidate.prompts import (
     NewFact,
     resolve_messages,
 )
-from app.domain import stems, word_key
+from app.domain import names, stems, word_key
 from app.embeddings import Embedder
 from app.llm import Completion, LLMClient
 from app.store.models import Memory
@@ -123,7 +126,9 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
         same = by_hash.get(fact.content_hash)
         if same is not None:
             plans[index] = Plan(fact, "NOOP", same, same.text, same.content_hash, vector)
-    pairs = _pairs_to_check(near, set(plans))
+    pairs = _pairs_to_check([[(memory, score) for memory, score in found
+                              if one_subject(fact.text, memory.text)]
+                             for fact, found in zip(facts, near, strict=True)], set(plans))
     # A pair whose predicates are less alike than any outcome needs is an ADD whatever the
     # model would answer (see ``_decide``): it is not asked about. On LoCoMo most close pairs
     # are one person's unrelated facts, so this takes most questions, often the whole call,
@@ -157,6 +162,20 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
             plans[index] = Plan(fact, "ADD", None, fact.text, fact.content_hash, vectors[index])
     return Resolution([plans[index] for index in sorted(plans)], completion,
                       RESOLVE_VERSION if completion is not None else None)
+
+
+def one_subject(fact: str, memory: str) -> bool:
+    """Whether ``fact`` may end, confirm or rewrite ``memory``: the one it is about (the first
+    name it gives) is named in the memory. Asked about "Melanie is interested in painting"
+    next to "Caroline is interested in counseling", the bundled model called Caroline's fact
+    ended (LoCoMo conv-26: most of the facts it superseded after eight sessions were another
+    person's, at predicate likeness 0.38-0.74, where real changes also lie). A fact naming
+    no one, or a memory naming no one, is not held to it; "Luna passed away" may still end
+    "Oscar has a cat named Luna"."""
+    subject = next(iter(names(fact)), None)
+    if subject is None or not names(memory):
+        return True
+    return subject in {word_key(word) for word in memory.split()}
 
 
 def _pairs_to_check(near: list[list[tuple[Memory, float]]], settled: set[int]
@@ -262,7 +281,8 @@ async def replaced_memories(session: AsyncSession, embedder: Embedder, context: 
     found: dict[int, Memory] = {}
     for index, (plan, result) in enumerate(zip(plans, results, strict=True)):
         targets = [current[m] for m in replaced.get(index, []) if m in current
-                   and m not in claimed and current[m].kind == "fact"]
+                   and m not in claimed and current[m].kind == "fact"
+                   and one_subject(plan.text, current[m].text)]
         if result["event"] != "ADD" or not targets:
             continue
         alike = await _predicates_alike(embedder, [(plan.text, t.text) for t in targets])

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from app.consolidate.resolve import one_subject
 from app.domain import Scope
 from app.store.db import Database
 from app.store.repositories import episodes, jobs
@@ -317,6 +318,52 @@ async def test_a_decision_about_an_unlike_memory_falls_back_to_add(
         "Dana lives in Lisbon", "Dana plays the cello", "Dana works at Equinor as a geologist"}
 
 
+async def test_a_fact_about_someone_else_never_ends_their_memory(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """Two people in one chat say alike things ("loves camping with her family" / "… with
+    her friends", 0.57 alike): a model that calls one the end of the other is not asked,
+    because a fact only acts on memories that name whom it is about
+    (``resolve.one_subject``). Both stay current."""
+    brain.facts = {"I love camping with my family.": ["Melanie loves camping with her family"],
+                   "I love camping with my friends.": ["Caroline loves camping with her friends"]}
+    brain.still_true = ends(("Caroline loves camping with her friends",
+                             "Melanie loves camping with her family"))
+    await consolidate(client, "I love camping with my family.")
+    job = await consolidate(client, "I love camping with my friends.")
+    assert [r["event"] for r in job["results"]] == ["ADD"]
+    assert brain.resolve_calls == 0
+    assert await texts(client, user_id="u1") == {"Melanie loves camping with her family",
+                                                  "Caroline loves camping with her friends"}
+
+
+@pytest.mark.parametrize(("fact", "memory", "same"), [
+    ("Caroline loves camping", "Melanie loves camping with her family", False),
+    ("Luna passed away", "Oscar has a cat named Luna", True),  # named, not the subject
+    ("Anna and Chris got married", "Chris's girlfriend is Anna", True),
+    ("On Monday, Melanie ran a race", "Melanie runs", True),  # a day is no one
+    ("The kitchen renovation is finished", "Julia's kitchen is being renovated", True),
+    ("User moved to Bergen", "The user lives in Oslo", True),  # names no one
+    ("Melanie's kids love painting", "Caroline paints", False),
+])
+def test_a_fact_acts_only_on_memories_that_name_whom_it_is_about(fact: str, memory: str,
+                                                                 same: bool) -> None:
+    assert one_subject(fact, memory) is same
+
+
+async def test_a_fact_about_someone_named_in_a_memory_may_end_it(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """The one rule is about names, not sentence subjects: "Luna passed away" is about the
+    Luna that "Oscar has a cat named Luna" names, and ends it."""
+    brain.facts = {"I have a cat named Luna.": ["Oscar has a cat named Luna"],
+                   "Luna passed away.": ["Luna passed away"]}
+    brain.still_true = ends(("Luna passed away", "Oscar has a cat named Luna"))
+    first = await consolidate(client, "I have a cat named Luna.")
+    job = await consolidate(client, "Luna passed away.")
+    assert [(r["event"], r["previous_id"]) for r in job["results"]] == [
+        ("SUPERSEDE", first["results"][0]["id"])]
+    assert await texts(client, user_id="u1") == {"Luna passed away"}
+
+
 async def test_a_fact_like_no_memory_is_added_without_asking(client: httpx.AsyncClient,
                                                              brain: Brain) -> None:
     brain.facts = {"I have a parrot.": ["User has a parrot"],
@@ -354,6 +401,30 @@ async def test_an_exclusive_relation_supersedes_what_the_model_missed(
                                                   "Ravi plays the violin"}
     old = (await client.get(f"/v1/memories/{canada['id']}")).json()
     assert old["superseded_by"] == perth["id"]
+
+
+async def test_a_relation_given_to_the_wrong_person_ends_no_memory_of_theirs(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """The graph model files Caroline's new home under Melanie, whose exclusive lives_in it
+    then replaces; Melanie's home fact is not retired by a fact about Caroline."""
+    brain.facts = {"I live in Boston.": ["Melanie lives in Boston"],
+                   "I live in Denver.": ["Caroline lives in Denver"]}
+
+    def graph(facts: list[str]) -> dict[str, Any]:
+        place = {"Melanie lives in Boston": "Boston", "Caroline lives in Denver": "Denver"}
+        return {"entities": [{"name": "Melanie", "type": "person", "summary": "a painter"}] +
+                [{"name": place[fact], "type": "place", "summary": "a city"}
+                 for fact in facts],
+                "relations": [{"source": "Melanie", "relation": "lives_in",
+                               "target": place[fact], "fact": index, "exclusive": True}
+                              for index, fact in enumerate(facts)]}
+
+    brain.graph = graph
+    await consolidate(client, "I live in Boston.")
+    job = await consolidate(client, "I live in Denver.")
+    assert [(r["event"], r["previous_id"]) for r in job["results"]] == [("ADD", None)]
+    assert await texts(client, user_id="u1") == {"Melanie lives in Boston",
+                                                  "Caroline lives in Denver"}
 
 
 async def test_facts_are_searchable_while_the_graph_step_runs(
