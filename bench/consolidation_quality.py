@@ -30,7 +30,7 @@ import json
 import statistics
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,10 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
         "failures": sorted({(job.get("error") or {}).get("code", "") for job in jobs
                             if job["status"] != "SUCCEEDED"}),
         "truncated_replies": sum(u.get("truncated_replies", 0) for u in usage),
+        "decisions": dict(Counter(result["event"] for job in jobs for result in job["results"])),
+        # what each SUPERSEDE retired, to be read: a wrong one ends a fact that still holds
+        "supersessions": [[result["previous_memory"], result["memory"]] for job in jobs
+                          for result in job["results"] if result["event"] == "SUPERSEDE"],
         "facts_per_user_turn": round(facts / max(1, sum(r["user_turns"] for r in rows)), 3),
         "entities_per_session": round(graph["entities"] / max(1, sessions), 2),
         "relations_per_session": round(graph["relations"] / max(1, sessions), 2),
