@@ -44,6 +44,9 @@ class ExtractedFact:
     message_indices: tuple[int, ...]
     valid_at: datetime
     stated_valid_from: bool
+    # A state holds until something ends it; an event, once told, never stops being true
+    # (``prompts.Fact.type``), so no later fact is checked against it.
+    lasting: bool = True
 
 
 def windows(turns: Sequence[Turn]) -> list[list[tuple[int, Turn]]]:
@@ -157,7 +160,8 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
         day = resolve_when(when, context.observed_at) if when and when in said else None
         if day is not None:
             valid_at, stated = datetime.combine(day, time(), tzinfo=UTC), True
-        found.append(ExtractedFact(text, content_hash(text), indices, valid_at, stated))
+        found.append(ExtractedFact(text, content_hash(text), indices, valid_at, stated,
+                                   lasting=fact.type == "state"))
     return found
 
 
@@ -186,8 +190,8 @@ def cited(text: str, named: Sequence[int], turns: Sequence[Turn],
 
 
 def merge(facts: Sequence[ExtractedFact], max_facts: int) -> list[ExtractedFact]:
-    """Repeats (the same text from two windows) become one fact citing both; at most
-    ``max_facts``, in order."""
+    """Repeats (the same text from two windows) become one fact citing both, a state if
+    either telling says so (it stays open to change); at most ``max_facts``, in order."""
     merged: dict[str, ExtractedFact] = {}
     for fact in facts:
         previous = merged.get(fact.content_hash)
@@ -195,7 +199,7 @@ def merge(facts: Sequence[ExtractedFact], max_facts: int) -> list[ExtractedFact]
             indices = tuple(sorted(set(previous.message_indices) | set(fact.message_indices)))
             merged[fact.content_hash] = ExtractedFact(
                 previous.text, previous.content_hash, indices, previous.valid_at,
-                previous.stated_valid_from)
+                previous.stated_valid_from, previous.lasting or fact.lasting)
         elif len(merged) < max_facts:
             merged[fact.content_hash] = fact
     return list(merged.values())

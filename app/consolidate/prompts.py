@@ -27,7 +27,7 @@ MAX_WHEN_CHARS = 40
 
 # -- extract ---------------------------------------------------------------------------------
 
-EXTRACT_VERSION = "extract/v2"
+EXTRACT_VERSION = "extract/v3"
 
 
 class Fact(BaseModel):
@@ -38,6 +38,13 @@ class Fact(BaseModel):
     when: str | None = Field(
         max_length=MAX_WHEN_CHARS,
         description='The time words of the message, as said ("last March"); else null.')
+    # Whether a later fact can end this one. An event (something that happened or was
+    # said) stays true once told, so resolve never asks about it: on LoCoMo the bundled
+    # model called most of a person's past events "no longer true" next to their newer
+    # ones ("went to a support group" retired by "went to a pride parade").
+    type: Literal["state", "event"] = Field(
+        description="state: holds until something changes it (lives, works, has, likes, "
+                    "plans, is); event: happened or was said once (went, met, shared).")
 
 
 class ExtractedFacts(BaseModel):
@@ -54,6 +61,9 @@ a company) in the fact.
 - source_messages: only the numbers of the messages that say it.
 - when: copy the time words of the message exactly ("yesterday", "last March", "in 2019"); \
 null when there are none. Never compute a date.
+- type: "state" when it stays true until something changes it (where someone lives or \
+works, what they have, like, plan, do regularly or are); "event" when it happened once \
+(went, visited, met, made, shared, said).
 - Skip greetings, questions and small talk. Nothing worth keeping: {"facts": []}.
 
 Example.
@@ -62,14 +72,19 @@ Conversation:
 [0] Maya: I started a new job at Siemens last week!
 [1] Tom: Congrats! Are you still in Munich?
 [2] Maya: Yes. My brother Leo still lives in Hamburg, he is vegan.
-[3] Tom: I fly to Rome tomorrow.
+[3] Tom: I ran a half marathon yesterday. I fly to Rome tomorrow.
 Answer:
 {"facts": [\
-{"text": "Maya works at Siemens.", "source_messages": [0], "when": "last week"}, \
-{"text": "Maya lives in Munich.", "source_messages": [1, 2], "when": null}, \
-{"text": "Maya's brother Leo lives in Hamburg.", "source_messages": [2], "when": null}, \
-{"text": "Leo is vegan.", "source_messages": [2], "when": null}, \
-{"text": "Tom flies to Rome.", "source_messages": [3], "when": "tomorrow"}]}\
+{"text": "Maya works at Siemens.", "source_messages": [0], "when": "last week", \
+"type": "state"}, \
+{"text": "Maya lives in Munich.", "source_messages": [1, 2], "when": null, "type": "state"}, \
+{"text": "Maya's brother Leo lives in Hamburg.", "source_messages": [2], "when": null, \
+"type": "state"}, \
+{"text": "Leo is vegan.", "source_messages": [2], "when": null, "type": "state"}, \
+{"text": "Tom ran a half marathon.", "source_messages": [3], "when": "yesterday", \
+"type": "event"}, \
+{"text": "Tom plans to fly to Rome.", "source_messages": [3], "when": "tomorrow", \
+"type": "state"}]}\
 """
 
 

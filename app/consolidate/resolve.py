@@ -6,10 +6,12 @@ with no similar fact in its scope (``CANDIDATE_FLOOR``) is an ADD without asking
 so is a pair too unalike for any outcome below (what the two say of their common subject,
 ``MIN_SIMILARITY``): the model's answer would change nothing, and every answer costs time.
 For the rest, one call asks the model a yes/no question per (fact, close memory) pair: can
-the memory still be true now? (``prompts.Check``). The model sees facts and memories as small
-numbers, never ids. A fact is only ever compared with memories about the one it is about
-(``one_subject``): "Melanie is interested in painting" neither ends nor confirms "Caroline is
-interested in counseling", whatever the model says. Code decides the rest from the answers
+the memory still be true now? (``prompts.Check``). It is asked of states only: an event
+(``Memory.lasting`` false: "went to a pride parade") stays true once told, and nothing ends
+it. The model sees facts and memories as small numbers, never ids. A fact is only ever
+compared with memories about the one it is about (``one_subject``): "Melanie is interested
+in painting" neither ends nor confirms "Caroline is interested in counseling", whatever the
+model says. Code decides the rest from the answers
 and the texts:
 
 * SUPERSEDE the closest memory the fact ends (``still_true`` false), when what the two say of
@@ -21,7 +23,7 @@ and the texts:
 * otherwise UPDATE a memory whose every word the fact keeps and adds to ("likes jazz" →
   "likes jazz and blues"): the memory is rewritten in place;
 * otherwise SUPERSEDE a memory so alike as a whole that the two are one memory told twice
-  (``SAME_MEMORY``): the newer telling is the current one;
+  (``SAME_MEMORY``): the newer telling is the current one (NOOP for an event: it stays);
 * otherwise ADD. Whatever the reply says that does not fit (unknown numbers, a pair not
   asked about, a memory ended twice) counts for nothing: a possible duplicate is
   recoverable, a wrong overwrite is not.
@@ -139,23 +141,30 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
                         strict=True))
     pairs = [(index, memory) for index, memory in pairs
              if likeness[(index, memory.id)] >= MIN_SIMILARITY["SUPERSEDE"]]  # the lowest
-    open_facts = sorted({index for index, _ in pairs})
-    candidates = list(dict.fromkeys(memory for _, memory in pairs))
-    number = {memory.id: position for position, memory in enumerate(candidates)}
+    # An event stays true once told (``Memory.lasting``): whether a fact ends it is not
+    # asked, though the fact may still repeat it (NOOP) or add to it (UPDATE). On LoCoMo
+    # most pairs left here are one person's events, which the bundled model often called
+    # "no longer true" for another event of theirs.
+    asked = [(index, memory) for index, memory in pairs if memory.lasting is not False]
+    ended: set[tuple[int, uuid.UUID]] = set()
     completion = None
-    if pairs:
+    if asked:
+        open_facts = sorted({index for index, _ in asked})
+        candidates = list(dict.fromkeys(memory for _, memory in asked))
+        number = {memory.id: position for position, memory in enumerate(candidates)}
         completion = await llm.complete(
             resolve_messages([NewFact(facts[i].text, facts[i].valid_at.date()
                                       if facts[i].stated_valid_from else None,
-                                      tuple(number[m.id] for j, m in pairs if j == i))
+                                      tuple(number[m.id] for j, m in asked if j == i))
                               for i in open_facts],
                              [Known(memory.text, memory.valid_at) for memory in candidates],
                              context.observed_at),
             Checks, prompt_version=RESOLVE_VERSION)
+        ended = _ended(completion.value.checks, open_facts, candidates)
+    if pairs:
         closeness = {(index, memory.id): score for index, found in enumerate(near)
                      for memory, score in found}
-        plans |= _decide(completion.value.checks, open_facts, pairs, facts, vectors,
-                         candidates, likeness, closeness)
+        plans |= _decide(ended, pairs, facts, vectors, likeness, closeness)
     for index in range(len(facts)):  # no decision, or none needed: a new fact
         if index not in plans:
             fact = facts[index]
@@ -190,23 +199,32 @@ def _pairs_to_check(near: list[list[tuple[Memory, float]]], settled: set[int]
             if (index, memory.id) in kept]
 
 
-def _decide(checks: list[Check], open_facts: list[int], pairs: list[tuple[int, Memory]],
-            facts: list[ExtractedFact], vectors: list[list[float]], candidates: list[Memory],
-            likeness: dict[tuple[int, uuid.UUID], float],
-            closeness: dict[tuple[int, uuid.UUID], float]) -> dict[int, Plan]:
+def _ended(checks: list[Check], open_facts: list[int], candidates: list[Memory]
+           ) -> set[tuple[int, uuid.UUID]]:
+    """(fact, memory) pairs the reply calls no longer true; numbers out of range count for
+    nothing."""
     ended: set[tuple[int, uuid.UUID]] = set()
     for check in checks:
         if check.still_true or not 0 <= check.fact < len(open_facts) \
                 or not 0 <= check.memory < len(candidates):
             continue
         ended.add((open_facts[check.fact], candidates[check.memory].id))
+    return ended
+
+
+def _decide(ended: set[tuple[int, uuid.UUID]], pairs: list[tuple[int, Memory]],
+            facts: list[ExtractedFact], vectors: list[list[float]],
+            likeness: dict[tuple[int, uuid.UUID], float],
+            closeness: dict[tuple[int, uuid.UUID], float]) -> dict[int, Plan]:
+    """A plan for each fact with a pair (see the module); ``ended`` only holds pairs that
+    were asked about."""
     plans: dict[int, Plan] = {}
     claimed: set[uuid.UUID] = set()  # one rewrite per memory per episode
-    for index in open_facts:
+    for index in sorted({index for index, _ in pairs}):
         fact, vector = facts[index], vectors[index]
         mine = sorted(((likeness[(index, memory.id)], memory) for j, memory in pairs
                        if j == index), key=lambda item: -item[0])
-        # Every pair asked about is alike enough to supersede (``resolve`` asks no other).
+        # Every pair is alike enough to supersede (``resolve`` keeps no other).
         superseded = next((memory for _, memory in mine if (index, memory.id) in ended
                            and memory.id not in claimed), None)
         if superseded is not None:
@@ -233,7 +251,9 @@ def _decide(checks: list[Check], open_facts: list[int], pairs: list[tuple[int, M
             told = max((memory for _, memory in mine if memory.id not in claimed
                         and closeness[(index, memory.id)] >= SAME_MEMORY),
                        key=lambda memory: closeness[(index, memory.id)], default=None)
-            if told is not None:
+            if told is not None and told.lasting is False:  # an event is not retired
+                plans[index] = Plan(fact, "NOOP", told, told.text, told.content_hash, vector)
+            elif told is not None:
                 claimed.add(told.id)
                 plans[index] = Plan(fact, "SUPERSEDE", told, fact.text, fact.content_hash,
                                     vector)
@@ -282,6 +302,7 @@ async def replaced_memories(session: AsyncSession, embedder: Embedder, context: 
     for index, (plan, result) in enumerate(zip(plans, results, strict=True)):
         targets = [current[m] for m in replaced.get(index, []) if m in current
                    and m not in claimed and current[m].kind == "fact"
+                   and current[m].lasting is not False
                    and one_subject(plan.text, current[m].text)]
         if result["event"] != "ADD" or not targets:
             continue

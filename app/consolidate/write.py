@@ -54,7 +54,8 @@ class _Writer:
                 if 0 <= i < len(self.context.turns)]
         item = NewMemory(plan.text, plan.content_hash, dict(self.context.metadata),
                          plan.embedding, self.context.expires_at, plan.fact.valid_at,
-                         lexical_context(said, self.context.observed_at))
+                         lexical_context(said, self.context.observed_at),
+                         lasting=plan.fact.lasting)
         found = await memories.insert_or_find(self.session, self.context.project_id,
                                               self.context.scope, [item])
         return found[plan.content_hash]

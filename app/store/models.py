@@ -98,6 +98,10 @@ class Memory(Base):
     # "message": what was said, one per message of an episode; "fact": what consolidation
     # distilled (unique per scope by content).
     kind: Mapped[str] = mapped_column(String(16), server_default="fact")
+    # Facts only: whether a later fact may end it (a state: lives in, works at, likes) or
+    # not (an event, true once told: went to, met); null when unknown (written by a client,
+    # imported, or consolidated before migration 0014), which counts as a state.
+    lasting: Mapped[bool | None]
     text: Mapped[str] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64))
     metadata_: Mapped[dict[str, Any]] = mapped_column(

@@ -21,10 +21,12 @@ CHECKED = re.compile(r"^\[(\d+)\] (.*?)(?: - check memor(?:y|ies) ([\d, ]+))?$")
 
 @dataclass(frozen=True)
 class FactSpec:
-    """A fact and its time words as the message says them (an ISO day reads as that day)."""
+    """A fact, its time words as the message says them (an ISO day reads as that day) and
+    whether it is a state or an event (``prompts.Fact.type``)."""
 
     text: str
     when: str | None = None
+    type: str = "state"
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Brain:
             for spec in self._facts().get(said, []):
                 spec = FactSpec(spec) if isinstance(spec, str) else spec
                 found.append({"text": spec.text, "source_messages": [index],
-                              "when": spec.when})
+                              "when": spec.when, "type": spec.type})
         return {"facts": found}
 
     def _facts(self) -> dict[str, Sequence[FactSpec | str]]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from app.consolidate.prompts import EXTRACT_VERSION, RESOLVE_VERSION
 from app.consolidate.resolve import one_subject
 from app.domain import Scope
 from app.store.db import Database
@@ -115,7 +116,7 @@ async def test_add_stores_facts_with_sources_and_history(client: httpx.AsyncClie
     assert event["job_id"] == job["id"]
     assert event["message_indices"] == [2]
     assert event["model"] == "scripted-model"
-    assert event["prompt_version"] == "extract/v2"
+    assert event["prompt_version"] == EXTRACT_VERSION
     assert await texts(client, user_id="u1") == {"User is vegetarian", "User plays the cello"}
 
 
@@ -141,7 +142,7 @@ async def test_update_rewrites_and_keeps_the_old_text_in_history(client: httpx.A
         ("ADD", None, "User likes coffee"),
         ("UPDATE", "User likes coffee", "User likes coffee, espresso above all")]
     assert events[1]["episode_id"] == second["episode_id"]
-    assert events[1]["prompt_version"] == "extract/v2+resolve/v3"
+    assert events[1]["prompt_version"] == f"{EXTRACT_VERSION}+{RESOLVE_VERSION}"
     sources = (await client.get(f"/v1/memories/{memory_id}")).json()["sources"]
     assert [s["episode_id"] for s in sources] == [first["episode_id"], second["episode_id"]]
 
@@ -364,6 +365,58 @@ async def test_a_fact_about_someone_named_in_a_memory_may_end_it(
     assert await texts(client, user_id="u1") == {"Luna passed away"}
 
 
+@pytest.mark.parametrize("told_as", ["state", "event"])
+async def test_an_event_is_never_asked_about_nor_ended(
+        client: httpx.AsyncClient, brain: Brain, database: Database, told_as: str) -> None:
+    """What happened stays true once told: the bundled model called "Melanie asked Caroline
+    about the camping trip" ended by "… shared a great time exploring nature" (LoCoMo
+    conv-26, predicates 0.64 alike). Marked an event at extraction, the memory is not asked
+    about and stays current; the same memory marked a state is asked, and retired."""
+    brain.facts = {"Did you enjoy the camping trip?": [
+                       FactSpec("Melanie asked Caroline about the camping trip", type=told_as)],
+                   "We had a great time exploring nature.": [
+                       FactSpec("Melanie and Caroline shared a great time exploring nature",
+                                type="event")]}
+    brain.still_true = ends(("Melanie and Caroline shared a great time exploring nature",
+                             "Melanie asked Caroline about the camping trip"))
+    first = await consolidate(client, "Did you enjoy the camping trip?")
+    job = await consolidate(client, "We had a great time exploring nature.")
+    lasting = await count(database, "SELECT count(*) FROM memories WHERE lasting AND "
+                          "text = 'Melanie asked Caroline about the camping trip'")
+    if told_as == "event":
+        assert lasting == 0
+        assert [r["event"] for r in job["results"]] == ["ADD"]
+        assert brain.resolve_calls == 0
+        assert await texts(client, user_id="u1") == {
+            "Melanie asked Caroline about the camping trip",
+            "Melanie and Caroline shared a great time exploring nature"}
+    else:
+        assert lasting == 1
+        assert [(r["event"], r["previous_id"]) for r in job["results"]] == [
+            ("SUPERSEDE", first["results"][0]["id"])]
+
+
+@pytest.mark.parametrize("told_as", ["state", "event"])
+async def test_an_event_told_again_is_confirmed_not_retired(
+        client: httpx.AsyncClient, brain: Brain, told_as: str) -> None:
+    """Two tellings so alike as sentences (0.93) that they are one memory: a state's newer
+    telling takes its place, an event's confirms it (the event still happened)."""
+    brain.facts = {"I read a book to my kids tonight.": [
+                       FactSpec("Melanie read a book to her kids", type=told_as)],
+                   "I read a story to my children.": [
+                       FactSpec("Melanie read a story to her children", type="event")]}
+    first = await consolidate(client, "I read a book to my kids tonight.")
+    job = await consolidate(client, "I read a story to my children.")
+    [result] = job["results"]
+    if told_as == "event":
+        assert (result["event"], result["id"]) == ("NOOP", first["results"][0]["id"])
+        assert await texts(client, user_id="u1") == {"Melanie read a book to her kids"}
+    else:
+        assert (result["event"], result["previous_id"]) == (
+            "SUPERSEDE", first["results"][0]["id"])
+        assert await texts(client, user_id="u1") == {"Melanie read a story to her children"}
+
+
 async def test_a_fact_like_no_memory_is_added_without_asking(client: httpx.AsyncClient,
                                                              brain: Brain) -> None:
     brain.facts = {"I have a parrot.": ["User has a parrot"],
@@ -425,6 +478,37 @@ async def test_a_relation_given_to_the_wrong_person_ends_no_memory_of_theirs(
     assert [(r["event"], r["previous_id"]) for r in job["results"]] == [("ADD", None)]
     assert await texts(client, user_id="u1") == {"Melanie lives in Boston",
                                                   "Caroline lives in Denver"}
+
+
+@pytest.mark.parametrize("told_as", ["state", "event"])
+async def test_an_exclusive_relation_never_ends_an_event(
+        client: httpx.AsyncClient, brain: Brain, told_as: str) -> None:
+    """"Ravi moved to Canada" gives Ravi an exclusive lives_in, which "Ravi lives in Perth
+    now" replaces in the graph; the move still happened, so its memory stays current. Told
+    as a state ("lives in"), the same memory is retired."""
+    old = "Ravi moved to Canada" if told_as == "event" else "Ravi lives in Canada"
+    brain.facts = {"I live in Canada.": [FactSpec(old, type=told_as)],
+                   "We live in Perth now.": ["Ravi lives in Perth now"]}
+    lives = {old: "Canada", "Ravi lives in Perth now": "Perth"}
+
+    def graph(facts: list[str]) -> dict[str, Any]:
+        places = [(index, lives[fact]) for index, fact in enumerate(facts)]
+        return {"entities": [{"name": "Ravi", "type": "person", "summary": "a violinist"}] +
+                [{"name": place, "type": "place", "summary": "a country or city"}
+                 for _, place in places],
+                "relations": [{"source": "Ravi", "relation": "lives_in", "target": place,
+                               "fact": index, "exclusive": True} for index, place in places]}
+
+    brain.graph = graph  # the model says the old fact is still true
+    first = await consolidate(client, "I live in Canada.")
+    job = await consolidate(client, "We live in Perth now.")
+    [perth] = job["results"]
+    if told_as == "event":
+        assert (perth["event"], perth["previous_id"]) == ("ADD", None)
+        assert await texts(client, user_id="u1") == {old, "Ravi lives in Perth now"}
+    else:
+        assert (perth["event"], perth["previous_id"]) == ("SUPERSEDE",
+                                                          first["results"][0]["id"])
 
 
 async def test_facts_are_searchable_while_the_graph_step_runs(

@@ -4,6 +4,7 @@ replies, and citations are held to the messages that say the fact."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -11,7 +12,8 @@ import httpx
 import pytest
 
 from app.consolidate.dates import resolve_when
-from app.consolidate.extract import TOKENS_PER_TURN, WINDOW_TURNS
+from app.consolidate.extract import TOKENS_PER_TURN, WINDOW_TURNS, ExtractedFact, merge
+from app.domain import content_hash
 from tests.consolidate.scripted_brain import Brain, FactSpec
 from tests.consolidate.test_consolidation_api import memories
 from tests.scripted_llm import Reply, ScriptedLLM
@@ -115,7 +117,8 @@ async def test_citations_are_held_to_the_messages_that_say_the_fact(
 
     def answer(body: dict[str, Any]) -> dict[str, Any]:
         if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
-            return {"facts": [{"text": text, "source_messages": cited, "when": None}
+            return {"facts": [{"text": text, "source_messages": cited, "when": None,
+                               "type": "state"}
                               for text, cited in replies.items()]}
         return brain(body)
 
@@ -176,9 +179,9 @@ async def test_facts_copied_from_the_context_are_dropped(
         if body["response_format"]["json_schema"]["name"] == "ExtractedFacts" \
                 and "Said before" in prompt:
             return {"facts": [{"text": "Priya works at Google.", "source_messages": [0],
-                               "when": None},
+                               "when": None, "type": "state"},
                               {"text": "Priya joined Spotify.", "source_messages": [0],
-                               "when": None}]}
+                               "when": None, "type": "state"}]}
         return brain(body)
 
     scripted_llm.responder = answer
@@ -226,11 +229,11 @@ async def test_facts_about_an_unnamed_assistant_are_not_kept(
             prompt = body["messages"][1]["content"]
             agent = "Assistant" if "Assistant:" in prompt else "Melanie"
             return {"facts": [{"text": "Hana is healthy again.", "source_messages": [0],
-                               "when": None},
+                               "when": None, "type": "state"},
                               {"text": f"{agent} thanks Hana.", "source_messages": [1],
-                               "when": None},
+                               "when": None, "type": "state"},
                               {"text": f"{agent}'s reply was kind.", "source_messages": [1],
-                               "when": None}]}
+                               "when": None, "type": "state"}]}
         return brain(body)
 
     scripted_llm.responder = answer
@@ -246,3 +249,15 @@ async def test_facts_about_an_unnamed_assistant_are_not_kept(
         "Hana is healthy again."}
     assert {m["memory"] for m in await memories(client, user_id="u2")} == {
         "Hana is healthy again.", "Melanie thanks Hana.", "Melanie's reply was kind."}
+
+
+def test_a_fact_told_in_two_windows_is_a_state_when_either_says_so() -> None:
+    """Merged repeats stay open to change if any telling calls them a state: a wrong
+    "event" only costs a question, a wrong "state"'s absence a missed change."""
+    text = "Dana drives a red Toyota."
+    event = ExtractedFact(text, content_hash(text), (0,), datetime(2024, 5, 1, tzinfo=UTC),
+                          False, lasting=False)
+    [merged] = merge([event, replace(event, message_indices=(14,), lasting=True)], 10)
+    assert (merged.message_indices, merged.lasting) == ((0, 14), True)
+    [merged] = merge([event, replace(event, message_indices=(14,))], 10)
+    assert (merged.message_indices, merged.lasting) == ((0, 14), False)

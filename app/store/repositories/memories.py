@@ -41,6 +41,7 @@ class NewMemory:
     context: str | None = None
     conversation_id: uuid.UUID | None = None  # messages only (migration 0008)
     turn: int | None = None
+    lasting: bool | None = None  # facts only: see ``Memory.lasting``
 
 
 def live() -> ColumnElement[bool]:
@@ -94,6 +95,7 @@ async def insert_new(session: AsyncSession, project_id: uuid.UUID, scope: Scope,
             "content_hash": item.content_hash, "metadata": item.metadata,
             "embedding": item.embedding, "expires_at": item.expires_at,
             "valid_at": item.valid_at, "context": item.context, "kind": "fact",
+            "lasting": item.lasting,
         }
         for item in items
     ]).on_conflict_do_nothing(
