@@ -112,7 +112,8 @@ async def _postgres(session: AsyncSession, project_id: uuid.UUID,
             "context": m.context, "conversation_id": m.conversation_id, "turn": m.turn,
             "created_at": m.created_at, "updated_at": m.updated_at,
             "expires_at": m.expires_at, "valid_at": m.valid_at, "invalid_at": m.invalid_at,
-            "superseded_by": m.superseded_by, "embedding_model": m.embedding_model,
+            "superseded_by": m.superseded_by, "lasting": m.lasting,
+            "embedding_model": m.embedding_model,
             "embedding": _sent_vector(m.vector)})
     async for s in _paged(lambda after: repository.sources_after(
             session, project_id, after, page), lambda s: (s.memory_id, s.episode_id)):

@@ -162,7 +162,8 @@ class Loader:
         vectors = await self._vectors([record for _, record, _ in todo])
         rows = [(new, r.kind, r.user_id, r.agent_id, r.run_id, normalise(r.text),
                  content_hash(r.text), _json(r.metadata), vector, r.context, r.conversation_id,
-                 r.turn, r.created_at, r.updated_at, r.expires_at, r.valid_at, r.invalid_at)
+                 r.turn, r.created_at, r.updated_at, r.expires_at, r.valid_at, r.invalid_at,
+                 r.lasting)
                 for (_, r, new), vector in zip(todo, vectors, strict=True)]
         async with self.target.database.session_scope() as session:
             inserted = await bulk_insert.insert(session, bulk_insert.MEMORIES, project, rows)

@@ -199,6 +199,7 @@ class MemoryLine(Embedded):
     valid_at: OptionalTimestamp = None
     invalid_at: OptionalTimestamp = None
     superseded_by: uuid.UUID | None = None
+    lasting: bool | None = None  # a fact's: a state (true), an event (false), unknown (null)
 
     _metadata = field_validator("metadata")(_metadata)
 

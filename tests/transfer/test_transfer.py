@@ -111,6 +111,9 @@ async def test_export_erase_import_gives_back_the_same_project(
     data = await export_of(client)
     kinds = Counter(line["record"] for line in records(data))
     assert kinds["memory"] == len(before["memories"])
+    # Whether a fact is a state travels (messages have none), as the re-export below shows.
+    assert {line["lasting"] for line in records(data) if line["record"] == "memory"} == {
+        True, None}
     assert kinds["entity"] == len(before["graph"]["entities"]) > 0
 
     for user in ("u1", "u2"):

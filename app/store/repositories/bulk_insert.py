@@ -46,7 +46,7 @@ MEMORIES = Stage("transfer_memories", (
     ("metadata", "jsonb"), ("embedding", "vector"), ("context", "text"),
     ("conversation_id", "uuid"), ("turn", "integer"), ("created_at", "timestamptz"),
     ("updated_at", "timestamptz"), ("expires_at", "timestamptz"), ("valid_at", "timestamptz"),
-    ("invalid_at", "timestamptz")))
+    ("invalid_at", "timestamptz"), ("lasting", "boolean")))
 EPISODES = Stage("transfer_episodes", (
     ("id", "uuid"), *_SCOPE, ("messages", "jsonb"), ("metadata", "jsonb"),
     ("instructions", "text"), ("observed_at", "timestamptz"), ("expires_at", "timestamptz"),
@@ -72,11 +72,11 @@ _INSERTS = {
     MEMORIES.table: """
         INSERT INTO memories (id, project_id, user_id, agent_id, run_id, kind, text,
             content_hash, metadata, embedding, context, conversation_id, turn, created_at,
-            updated_at, expires_at, valid_at, invalid_at)
+            updated_at, expires_at, valid_at, invalid_at, lasting)
         SELECT s.id, :p, s.user_id, s.agent_id, s.run_id, s.kind, s.text, s.content_hash,
             s.metadata, s.embedding, s.context, s.conversation_id, s.turn,
             coalesce(s.created_at, now()), coalesce(s.updated_at, s.created_at, now()),
-            s.expires_at, s.valid_at, s.invalid_at
+            s.expires_at, s.valid_at, s.invalid_at, s.lasting
         FROM transfer_memories s
         ON CONFLICT DO NOTHING RETURNING id""",
     EPISODES.table: """

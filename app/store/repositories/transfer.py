@@ -66,7 +66,7 @@ async def episodes_after(session: AsyncSession, project_id: uuid.UUID,
 MEMORY_COLUMNS = (Memory.id, Memory.kind, Memory.user_id, Memory.agent_id, Memory.run_id,
                   Memory.text, Memory.metadata_, Memory.context, Memory.conversation_id,
                   Memory.turn, Memory.created_at, Memory.updated_at, Memory.expires_at,
-                  Memory.valid_at, Memory.invalid_at, Memory.superseded_by,
+                  Memory.valid_at, Memory.invalid_at, Memory.superseded_by, Memory.lasting,
                   Memory.embedding_model)
 
 
