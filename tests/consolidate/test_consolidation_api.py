@@ -19,7 +19,7 @@ from app.domain import Scope
 from app.store.db import Database
 from app.store.repositories import episodes, jobs
 from tests.conftest import KeyFactory
-from tests.consolidate.scripted_brain import Brain, FactSpec, Seen, ends
+from tests.consolidate.scripted_brain import Brain, FactSpec, Graph, Seen, ends
 from tests.scripted_llm import Reply, ScriptedLLM
 
 UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -427,14 +427,9 @@ async def test_a_fact_like_no_memory_is_added_without_asking(client: httpx.Async
     assert brain.resolve_calls == 0  # nothing similar enough to decide about
 
 
-async def test_an_exclusive_relation_supersedes_what_the_model_missed(
-        client: httpx.AsyncClient, brain: Brain) -> None:
-    """The model ADDs "Ravi lives in Perth" next to "Ravi lives in Canada", but the graph step
-    lists lives_in as exclusive: the old home's memory is superseded, not left current."""
-    brain.facts = {"I live in Canada and I play the violin.": ["Ravi lives in Canada",
-                                                               "Ravi plays the violin"],
-                   "We live in Perth now.": ["Ravi lives in Perth now"]}
-    lives = {"Ravi lives in Canada": "Canada", "Ravi lives in Perth now": "Perth"}
+def ravi_lives_in(lives: dict[str, str]) -> Graph:
+    """A graph model that gives Ravi an exclusive lives_in for each fact in ``lives``
+    (fact text → place)."""
 
     def graph(facts: list[str]) -> dict[str, Any]:
         places = [(index, lives[fact]) for index, fact in enumerate(facts) if fact in lives]
@@ -444,7 +439,19 @@ async def test_an_exclusive_relation_supersedes_what_the_model_missed(
                 "relations": [{"source": "Ravi", "relation": "lives_in", "target": place,
                                "fact": index, "exclusive": True} for index, place in places]}
 
-    brain.graph = graph  # the model says the old home is still true
+    return graph
+
+
+async def test_an_exclusive_relation_supersedes_what_the_model_missed(
+        client: httpx.AsyncClient, brain: Brain) -> None:
+    """The model ADDs "Ravi lives in Perth" next to "Ravi lives in Canada", but the graph step
+    lists lives_in as exclusive: the old home's memory is superseded, not left current."""
+    brain.facts = {"I live in Canada and I play the violin.": ["Ravi lives in Canada",
+                                                               "Ravi plays the violin"],
+                   "We live in Perth now.": ["Ravi lives in Perth now"]}
+    # the model says the old home is still true
+    brain.graph = ravi_lives_in({"Ravi lives in Canada": "Canada",
+                                 "Ravi lives in Perth now": "Perth"})
     first = await consolidate(client, "I live in Canada and I play the violin.")
     canada = next(r for r in first["results"] if r["memory"] == "Ravi lives in Canada")
     job = await consolidate(client, "We live in Perth now.")
@@ -489,17 +496,8 @@ async def test_an_exclusive_relation_never_ends_an_event(
     old = "Ravi moved to Canada" if told_as == "event" else "Ravi lives in Canada"
     brain.facts = {"I live in Canada.": [FactSpec(old, type=told_as)],
                    "We live in Perth now.": ["Ravi lives in Perth now"]}
-    lives = {old: "Canada", "Ravi lives in Perth now": "Perth"}
-
-    def graph(facts: list[str]) -> dict[str, Any]:
-        places = [(index, lives[fact]) for index, fact in enumerate(facts)]
-        return {"entities": [{"name": "Ravi", "type": "person", "summary": "a violinist"}] +
-                [{"name": place, "type": "place", "summary": "a country or city"}
-                 for _, place in places],
-                "relations": [{"source": "Ravi", "relation": "lives_in", "target": place,
-                               "fact": index, "exclusive": True} for index, place in places]}
-
-    brain.graph = graph  # the model says the old fact is still true
+    # the model says the old fact is still true
+    brain.graph = ravi_lives_in({old: "Canada", "Ravi lives in Perth now": "Perth"})
     first = await consolidate(client, "I live in Canada.")
     job = await consolidate(client, "We live in Perth now.")
     [perth] = job["results"]
