@@ -171,6 +171,9 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
         view: {k: [] for k in KS} for view in VIEWS}
     graph = {"entities": 0, "relations": 0}
     sessions = 0
+    # Questions the messages alone answer within 10 and the fused search does not: where
+    # facts took a message's place (the target is that facts never subtract).
+    fusion_losses: list[dict[str, Any]] = []
     for sample in samples:
         episodes = [e for e in conversation_episodes(sample, args.episode_turns)
                     if args.sessions is None or e.session <= args.sessions]
@@ -192,13 +195,18 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
         cache: dict[str, set[str]] = {}
         for qa in answerable(sample, ingested):
             evidence = set(qa["evidence"])
+            first: dict[str, int | None] = {}  # view → rank of the first hit with evidence
             for view, filters in VIEWS.items():
                 hits = await search(client, qa["question"], user_id, max(KS), filters)
                 covered: list[set[str]] = [await turns_of_hit(client, hit, turns_of, cache)
                                            for hit in hits]
+                first[view] = next((rank for rank, turns in enumerate(covered, 1)
+                                    if evidence & turns), None)
                 for k in KS:
                     found = set().union(*covered[:k]) if covered[:k] else set()
                     recall_rows[view][k].append((qa["category"], bool(evidence & found)))
+            if _within(first["messages"], 10) and not _within(first["both"], 10):
+                fusion_losses.append({"question": qa["question"], "first_hit": first})
     jobs = [row["job"] for row in rows]
     usage = [job["usage"] for job in jobs]
     facts = sum(1 for job in jobs for result in job["results"]
@@ -237,12 +245,17 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
                                                                 for r in eight)},
         "recall": {view: {f"recall@{k}": _recall(rows_k) for k, rows_k in per_k.items()}
                    for view, per_k in recall_rows.items()},
+        "fusion_losses": fusion_losses,
         "episodes_detail": [{key: value for key, value in row.items()
                              if key not in ("job", "dia_ids")} |
                             {"status": row["job"]["status"],
                              "facts": len(row["job"]["results"]),
                              "usage": row["job"]["usage"]} for row in rows],
     }
+
+
+def _within(rank: int | None, k: int) -> bool:
+    return rank is not None and rank <= k
 
 
 def _recall(rows: list[tuple[int, bool]]) -> dict[str, Any]:
