@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from bench.knowledge_updates import SCENARIOS, Scenario
+from bench.knowledge_updates import SCENARIOS, updates
 from bench.locomo_data import Episode, conversation_episodes, default_data_path
 from bench.locomo_graph import CATEGORIES, answerable, graph_size
 from bench.managed_server import (
@@ -47,11 +47,11 @@ from bench.managed_server import (
     server_env,
     set_progress_label,
 )
+from bench.memory_api import search, wait_job
 
 KS = (1, 5, 10, 20)
 VIEWS = {"facts": {"kind": "fact"}, "messages": {"kind": "message"}, "both": None}
 WHOLE_SESSION = 10_000  # turns per episode: a session is one add
-DUPLICATE_SIMILARITY = 0.9
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,33 +87,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if "locomo" in args.part and (args.data is None or not args.data.is_file()):
         parser.error("LoCoMo data not found: pass --data PATH/locomo_dev.json")
     return args
-
-
-async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float,
-                   written: list[float] | None = None) -> dict[str, Any]:
-    """The job once it ended (or ``timeout_s`` passed). ``written`` gets the
-    ``time.perf_counter()`` of the first poll that saw its facts written (results listed
-    while it still runs the graph step, or the job ended)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
-        ended = job["status"] in ("SUCCEEDED", "FAILED")
-        if written is not None and not written and (job["results"] or ended):
-            written.append(time.perf_counter())
-        if ended or time.monotonic() > deadline:
-            return job
-        await asyncio.sleep(0.25)
-
-
-async def search(client: httpx.AsyncClient, query: str, user_id: str, top_k: int,
-                 filters: dict[str, Any] | None = None, **extra: Any) -> list[dict[str, Any]]:
-    body: dict[str, Any] = {"query": query, "user_id": user_id, "top_k": top_k, **extra}
-    if filters is not None:
-        body["filters"] = filters
-    response = await client.post("/v1/memories/search", json=body)
-    response.raise_for_status()
-    hits: list[dict[str, Any]] = response.json()["results"]
-    return hits
 
 
 # -- locomo ----------------------------------------------------------------------------------
@@ -275,95 +248,6 @@ def _mean(values: Any) -> float | None:
 def _p50(values: Any) -> float | None:
     found = list(values)
     return round(statistics.median(found), 2) if found else None
-
-
-# -- knowledge updates -------------------------------------------------------------------------
-
-
-def _holds(text: str, words: tuple[str, ...]) -> bool:
-    lowered = text.lower()
-    return all(word in lowered for word in words)
-
-
-async def facts_of(client: httpx.AsyncClient, user_id: str,
-                   include_superseded: bool = False) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"user_id": user_id, "kind": "fact", "limit": 1000}
-    if include_superseded:
-        params["include_superseded"] = "true"
-    found: list[dict[str, Any]] = (await client.get("/v1/memories", params=params)).json()[
-        "results"]
-    return found
-
-
-async def scenario(client: httpx.AsyncClient, case: Scenario,
-                   timeout_s: float) -> dict[str, Any]:
-    user_id = f"ku-{case.name}-{uuid.uuid4().hex[:6]}"
-    day = dt.datetime(2025, 1, 6, 18, 0, tzinfo=dt.UTC)
-    jobs = []
-    kept_at_first = False
-    for number, said in enumerate(case.episodes):
-        messages: list[dict[str, Any]] = []
-        for text in said:
-            messages += [{"role": "user", "name": case.person, "content": text},
-                         {"role": "assistant", "content": "Thanks for telling me."}]
-        response = await client.post("/v1/memories", json={
-            "messages": messages, "user_id": user_id,
-            "observed_at": (day + dt.timedelta(days=30 * number)).isoformat()})
-        response.raise_for_status()
-        jobs.append(await wait_job(client, response.json()["job_id"], timeout_s))
-        if number == 0:
-            kept_at_first = any(_holds(f["memory"], case.kept)
-                                for f in await facts_of(client, user_id))
-    current = await facts_of(client, user_id)
-    every = await facts_of(client, user_id, include_superseded=True)
-    hits = await search(client, case.question, user_id, 3, {"kind": "fact"})
-    old_rows = [f for f in every if _holds(f["memory"], case.old)
-                and not _holds(f["memory"], case.current)]
-    duplicates = 0
-    for fact in current:
-        similar = await search(client, fact["memory"], user_id, 2, {"kind": "fact"})
-        duplicates += sum(1 for hit in similar if hit["id"] != fact["id"]
-                          and hit["similarity"] >= DUPLICATE_SIMILARITY)
-    return {
-        "name": case.name, "kind": case.kind,
-        "jobs": [job["status"] for job in jobs],
-        "current_first": bool(hits) and _holds(hits[0]["memory"], case.current),
-        "top_fact": hits[0]["memory"] if hits else None,
-        "old": ("superseded" if old_rows and all(f["invalid_at"] for f in old_rows)
-                else "still_current" if old_rows else "never_stored"),
-        "kept_extracted": kept_at_first,
-        "wrongly_destroyed": kept_at_first and not any(_holds(f["memory"], case.kept)
-                                                       for f in current),
-        "duplicates": duplicates // 2,
-        "current_facts": [f["memory"] for f in current],
-        "events": [[f"{r['event']}: {r['memory']}" for r in job["results"]] for job in jobs],
-    }
-
-
-async def updates(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
-    results = []
-    cases = [case for case in SCENARIOS if case.name in args.scenario] if args.scenario \
-        else SCENARIOS[:args.scenarios]
-    for number, case in enumerate(cases, 1):
-        result = await scenario(client, case, args.job_timeout)
-        results.append(result)
-        progress(f"{case.name} ({number}/{len(cases)}): current first "
-                 f"{result['current_first']}, old {result['old']}, destroyed "
-                 f"{result['wrongly_destroyed']}")
-    count = max(1, len(results))
-    return {
-        "scenarios": len(results),
-        "current_first_rate": round(sum(r["current_first"] for r in results) / count, 3),
-        "old_superseded_rate": round(sum(r["old"] == "superseded" for r in results) / count, 3),
-        "old_still_current": sum(r["old"] == "still_current" for r in results),
-        "wrongly_destroyed": sum(r["wrongly_destroyed"] for r in results),
-        "duplicates": sum(r["duplicates"] for r in results),
-        "jobs_failed": sum(status != "SUCCEEDED" for r in results for status in r["jobs"]),
-        "by_kind": {kind: round(statistics.fmean(r["current_first"] for r in results
-                                                 if r["kind"] == kind), 3)
-                    for kind in sorted({r["kind"] for r in results})},
-        "results": results,
-    }
 
 
 async def run(base_url: str, api_key: str, args: argparse.Namespace) -> dict[str, Any]:
