@@ -226,6 +226,7 @@ class OpenAICompatibleClient:
         limit = min(max_tokens or self.max_tokens, self.max_tokens)
         replies = self.max_output_retries + 1
         attempt = 0
+        started = time.perf_counter()
         for attempt in range(1, replies + 1):
             logger.debug("LLM call %s (prompt %s), reply %d/%d, %d messages", output.__name__,
                          prompt_version, attempt, replies, len(conversation))
@@ -247,6 +248,12 @@ class OpenAICompatibleClient:
             except ValidationError as exc:
                 problem = describe_errors(exc)
             else:
+                # One line per call, so an operator (and bench.consolidation_quality) can tell
+                # which step of a job the time and tokens went to.
+                logger.info("LLM call %s (prompt %s): %d replies, %d prompt + %d completion "
+                            "tokens, %.2f s", output.__name__, prompt_version, attempt,
+                            usage.prompt_tokens, usage.completion_tokens,
+                            time.perf_counter() - started)
                 return Completion(value=value, usage=usage, model=reply.model, attempts=attempt,
                                   prompt_version=prompt_version, truncated=truncated + looped)
             if reply.finish_reason in ("length", LOOPED):

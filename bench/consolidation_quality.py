@@ -42,6 +42,8 @@ from bench.locomo_graph import CATEGORIES, answerable, graph_size
 from bench.managed_server import (
     ManagedServer,
     emit_report,
+    llm_calls_logged,
+    log_size,
     machine_info,
     progress,
     server_env,
@@ -280,7 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         api_key = server.create_key(f"bench-quality-{uuid.uuid4().hex[:8]}")
+        offset = log_size(server.log_path)
         report |= asyncio.run(run(server.base_url, api_key, args))
+        # per step of a job (extract, resolve, graph): where its time and tokens go
+        report["llm_calls"] = llm_calls_logged(server.log_path, offset)
     finally:
         server.stop()
     report["duration_s"] = round(time.perf_counter() - started, 1)

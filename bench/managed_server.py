@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -280,6 +281,36 @@ def log_problems(path: Path, offset: int) -> dict[str, Any]:
         if len(samples) < 8:
             samples[f"{match['level']} {match['logger']}: {match['message'][:300]}"] = None
     return {"lines": len(lines), "by_level_and_logger": dict(counts), "samples": list(samples)}
+
+
+LLM_CALL = re.compile(r"^\S+ \S+ INFO app\.llm(?: \[[^\]]*\])?: LLM call (?P<output>\w+) "
+                      r"\(prompt (?P<prompt>\S+)\): (?P<replies>\d+) replies, "
+                      r"(?P<prompt_tokens>\d+) prompt \+ (?P<completion_tokens>\d+) completion "
+                      r"tokens, (?P<seconds>[\d.]+) s$")
+
+
+def llm_calls_logged(path: Path, offset: int) -> dict[str, Any]:
+    """The started server's LLM calls from ``offset`` (bytes) on, per kind of call (the reply's
+    type and prompt version): how many, and per call the replies, tokens and seconds (mean and
+    median), read from the line ``app.llm`` logs for each call that succeeded."""
+    try:
+        with path.open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return {}
+    calls: dict[str, list[re.Match[str]]] = {}
+    for line in lines:
+        if (match := LLM_CALL.match(line)) is not None:
+            calls.setdefault(f"{match['output']} {match['prompt']}", []).append(match)
+    report: dict[str, Any] = {}
+    for kind, matches in sorted(calls.items()):
+        report[kind] = {"calls": len(matches)}
+        for field in ("replies", "prompt_tokens", "completion_tokens", "seconds"):
+            values = [float(match[field]) for match in matches]
+            report[kind][field] = {"mean": round(statistics.fmean(values), 2),
+                                   "p50": round(statistics.median(values), 2)}
+    return report
 
 
 def log_size(path: Path) -> int:
