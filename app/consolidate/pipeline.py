@@ -5,10 +5,12 @@ heartbeat and settles it):
 
 1. *context*  the episode, the scope's previous episodes and the extraction instructions;
 2. *extract*  one LLM call: facts with their source messages and the day they became true;
-3. *resolve*  nearest current memories of the scope, one LLM call: ADD / UPDATE /
-   SUPERSEDE / NOOP per fact;
+3. *resolve*  nearest current memories of the scope: ADD / UPDATE / SUPERSEDE / NOOP per
+   fact, decided in code where the answer to the LLM question below cannot change it;
 4. *write*    one transaction: memories, history events, sources, and the results on the
-   job. From here the facts are searchable, while the job still runs;
+   job. From here the facts are searchable, while the job still runs; then one LLM call
+   asks which close memories the facts end, and a second transaction retires them and
+   writes the few facts held for the answer (``resolve.settle``);
 5. *graph*    one more LLM call lists entities and relations; a fact whose exclusive relation
    (lives_in, works_at) replaces a current one in the graph supersedes that relation's
    memory (``write.supersede_added``); the extraction is stored and applied to the graph
@@ -33,7 +35,7 @@ from app.consolidate import graph, replay
 from app.consolidate.context import EpisodeContext, load_context
 from app.consolidate.extract import ExtractedFact, extract
 from app.consolidate.prompts import GRAPH_VERSION, ExtractedGraph
-from app.consolidate.resolve import replaced_memories, resolve
+from app.consolidate.resolve import Plan, replaced_memories, resolve, settle
 from app.consolidate.write import supersede_added, write
 from app.errors import LLMError, LLMOutputError, LLMRequestRejected
 from app.llm import Completion, LLMClient, Usage
@@ -101,26 +103,35 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
     for failure in extraction.failures:
         ledger.record_failure(failure)
     vectors = await embedder.embed([fact.text for fact in facts]) if facts else []
+    graph_step = bool(facts) and config.extract_graph
     async with jobs.scope_lock(database.engine, context.project_id, context.scope):
         async with database.session_scope() as session:
-            resolution = await resolve(session, embedder, llm, context, facts, vectors,
+            resolution = await resolve(session, embedder, context, facts, vectors,
                                        config.candidates_per_fact)
-        ledger.record(resolution.completion)
-        cause = Cause(episode_id=context.episode_id, job_id=job.id, model=ledger.model,
-                      prompt_version="+".join(v for v in ledger.prompt_versions
-                                              if v != GRAPH_VERSION) or None)
-        plans = resolution.plans
-        graph_step = bool(facts) and config.extract_graph
+        # What code decided alone is written first: searchable while the model is asked.
+        plans = dict(resolution.plans)
         async with database.session_scope() as session:
-            if not await jobs.still_ours(session, job):
-                raise LostLease(str(job.id))
-            results = await write(session, context, plans, cause)
-            if not graph_step:
-                await ledger.charge(session, job)
-                await jobs.succeed(session, job.id, results)
-                _finished(job, facts, results, ledger)
-                return
-            await jobs.record_results(session, job.id, results)
+            written = await _write(session, job, context, plans, _cause(context, job, ledger))
+            if not graph_step and not resolution.asked:
+                return await _succeed(session, job, facts, list(written.values()), ledger)
+            await jobs.record_results(session, job.id, [written[i] for i in sorted(written)])
+        settlement = await settle(llm, context, resolution)
+        if settlement is not None:
+            ledger.record(settlement.completion)
+            plans |= settlement.plans
+            cause = _cause(context, job, ledger)
+            async with database.session_scope() as session:
+                written |= await _write(session, job, context, settlement.plans, cause)
+                results = await supersede_added(
+                    session, context, [plans[i] for i in range(len(facts))],
+                    [written[i] for i in range(len(facts))], settlement.retired, cause)
+                if not graph_step:
+                    return await _succeed(session, job, facts, results, ledger)
+                await jobs.record_results(session, job.id, results)
+                written = dict(enumerate(results))
+        cause = _cause(context, job, ledger)
+        results = [written[i] for i in range(len(facts))]
+        ordered = [plans[i] for i in range(len(facts))]
         entities = await _extract_graph(llm, context, facts, ledger)
         recorded = None
         async with database.session_scope() as session:
@@ -130,9 +141,9 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
                 replaced = await graph.replaced_by_relations(
                     resources.graph, context.scope.within(context.project_id), entities,
                     len(facts))
-                targets = await replaced_memories(session, embedder, context, plans, results,
-                                                  replaced)
-                results = await supersede_added(session, context, plans, results, targets,
+                targets = await replaced_memories(session, embedder, context, ordered,
+                                                  results, replaced)
+                results = await supersede_added(session, context, ordered, results, targets,
                                                 cause)
                 recorded = await graph_records.add_extraction(
                     session, context.project_id, context.scope, episode_id=context.episode_id,
@@ -147,6 +158,32 @@ async def consolidate_episode(resources: Resources, job: Job, ledger: Ledger) ->
             await replay.apply_extraction(database, resources.graph, embedder, recorded)
             async with database.session_scope() as session:
                 await jobs.succeed(session, job.id, results)
+    _finished(job, facts, results, ledger)
+
+
+async def _write(session: AsyncSession, job: Job, context: EpisodeContext,
+                 plans: dict[int, Plan], cause: Cause) -> dict[int, dict[str, Any]]:
+    """``plans`` (by fact number) written, if the job is still this run's; what was done
+    with each fact, by number."""
+    if not await jobs.still_ours(session, job):
+        raise LostLease(str(job.id))
+    numbers = sorted(plans)
+    return dict(zip(numbers, await write(session, context, [plans[i] for i in numbers], cause),
+                    strict=True))
+
+
+def _cause(context: EpisodeContext, job: Job, ledger: Ledger) -> Cause:
+    """What history records as the cause of a change: the episode, the job and the prompts
+    that decided it so far (the graph's aside: it only retires what a fact states)."""
+    return Cause(episode_id=context.episode_id, job_id=job.id, model=ledger.model,
+                 prompt_version="+".join(v for v in ledger.prompt_versions
+                                         if v != GRAPH_VERSION) or None)
+
+
+async def _succeed(session: AsyncSession, job: Job, facts: list[ExtractedFact],
+                   results: list[dict[str, Any]], ledger: Ledger) -> None:
+    await ledger.charge(session, job)
+    await jobs.succeed(session, job.id, results)
     _finished(job, facts, results, ledger)
 
 

@@ -27,12 +27,21 @@ and the texts:
 * otherwise ADD. Whatever the reply says that does not fit (unknown numbers, a pair not
   asked about, a memory ended twice) counts for nothing: a possible duplicate is
   recoverable, a wrong overwrite is not.
+
+The model's answer can only turn an ADD into a SUPERSEDE of the memory it ends, so a fact
+planned as an ADD is written before the model is asked (``resolve``), and the memory it
+ends is retired when the answer comes (``settle``): on the bundled model the question takes
+some 7 s, and the episode's facts are searchable without waiting for it. For those seconds
+the old memory is current beside the new one, as it is until the graph step retires a
+memory by an exclusive relation. Only a fact whose plan the answer could otherwise change
+(a NOOP, UPDATE or retelling of one memory while another is asked about) waits for it.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -51,7 +60,7 @@ from app.consolidate.prompts import (
 )
 from app.domain import names, stems, word_key
 from app.embeddings import Embedder
-from app.llm import Completion, LLMClient
+from app.llm import ChatMessage, Completion, LLMClient
 from app.store.models import Memory
 from app.store.repositories import memories
 
@@ -102,16 +111,58 @@ class Plan:
     embedding: list[float]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Resolution:
-    plans: list[Plan]
-    completion: Completion[Checks] | None
-    prompt_version: str | None
+    """The decisions code can take alone, and the question for the model.
+
+    ``plans``: fact number → plan, for every fact that can be written before the model
+    answers: those with nothing to ask, and those whose plan without an answer is an ADD (an
+    answer can only add a memory for it to retire, ``settle``). ``held``: the few whose plan
+    an answer could change otherwise (a NOOP, UPDATE or retelling of one memory while the
+    model is asked whether another ended), decided by ``settle``."""
+
+    facts: list[ExtractedFact]
+    vectors: list[list[float]]
+    plans: dict[int, Plan]
+    held: list[int]
+    asked: list[tuple[int, Memory]]
+    pairs: list[tuple[int, Memory]]
+    likeness: dict[tuple[int, uuid.UUID], float]
+    closeness: dict[tuple[int, uuid.UUID], float]
+
+    def question(self, observed_at: datetime) -> tuple[list[ChatMessage], list[int],
+                                                         list[Memory]] | None:
+        """The resolve prompt, the fact numbers and the memories it numbers; None when there
+        is nothing to ask."""
+        if not self.asked:
+            return None
+        facts = self.facts
+        open_facts = sorted({index for index, _ in self.asked})
+        candidates = list(dict.fromkeys(memory for _, memory in self.asked))
+        number = {memory.id: position for position, memory in enumerate(candidates)}
+        messages = resolve_messages(
+            [NewFact(facts[i].text, facts[i].valid_at.date() if facts[i].stated_valid_from
+                     else None, tuple(number[m.id] for j, m in self.asked if j == i))
+             for i in open_facts],
+            [Known(memory.text, memory.valid_at) for memory in candidates], observed_at)
+        return messages, open_facts, candidates
 
 
-async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
-                  context: EpisodeContext, facts: list[ExtractedFact],
-                  vectors: list[list[float]], candidates_per_fact: int) -> Resolution:
+@dataclass(frozen=True)
+class Settlement:
+    """What the model's answer decided: plans for the held facts, and for facts already
+    written as ADDs the memory each retires."""
+
+    plans: dict[int, Plan]
+    retired: dict[int, Memory]
+    completion: Completion[Checks]
+
+
+async def resolve(session: AsyncSession, embedder: Embedder, context: EpisodeContext,
+                  facts: list[ExtractedFact], vectors: list[list[float]],
+                  candidates_per_fact: int) -> Resolution:
+    """Everything but the model's answer (see ``Resolution``): the facts it plans can be
+    written, and so searched, while the model is asked about the rest."""
     near: list[list[tuple[Memory, float]]] = []  # per fact: candidates, closest first
     for vector in vectors:
         found = await memories.nearest(session, context.project_id, vector, None,
@@ -146,31 +197,56 @@ async def resolve(session: AsyncSession, embedder: Embedder, llm: LLMClient,
     # most pairs left here are one person's events, which the bundled model often called
     # "no longer true" for another event of theirs.
     asked = [(index, memory) for index, memory in pairs if memory.lasting is not False]
-    ended: set[tuple[int, uuid.UUID]] = set()
-    completion = None
-    if asked:
-        open_facts = sorted({index for index, _ in asked})
-        candidates = list(dict.fromkeys(memory for _, memory in asked))
-        number = {memory.id: position for position, memory in enumerate(candidates)}
-        completion = await llm.complete(
-            resolve_messages([NewFact(facts[i].text, facts[i].valid_at.date()
-                                      if facts[i].stated_valid_from else None,
-                                      tuple(number[m.id] for j, m in asked if j == i))
-                              for i in open_facts],
-                             [Known(memory.text, memory.valid_at) for memory in candidates],
-                             context.observed_at),
-            Checks, prompt_version=RESOLVE_VERSION)
-        ended = _ended(completion.value.checks, open_facts, candidates)
-    if pairs:
-        closeness = {(index, memory.id): score for index, found in enumerate(near)
-                     for memory, score in found}
-        plans |= _decide(ended, pairs, facts, vectors, likeness, closeness)
+    closeness = {(index, memory.id): score for index, found in enumerate(near)
+                 for memory, score in found}
+    # Planned as if the model ended nothing: right for every fact not asked about, and for
+    # an asked fact planned as an ADD (an answer only adds a memory for it to retire).
+    unanswered = _decide(set(), pairs, facts, vectors, likeness, closeness)
+    questioned = {index for index, _ in asked}
+    held = sorted(index for index, plan in unanswered.items()
+                  if index in questioned and plan.action != "ADD")
+    plans |= {index: plan for index, plan in unanswered.items() if index not in held}
     for index in range(len(facts)):  # no decision, or none needed: a new fact
-        if index not in plans:
+        if index not in plans and index not in held:
             fact = facts[index]
             plans[index] = Plan(fact, "ADD", None, fact.text, fact.content_hash, vectors[index])
-    return Resolution([plans[index] for index in sorted(plans)], completion,
-                      RESOLVE_VERSION if completion is not None else None)
+    return Resolution(facts, vectors, plans, held, asked, pairs, likeness, closeness)
+
+
+async def settle(llm: LLMClient, context: EpisodeContext,
+                 resolution: Resolution) -> Settlement | None:
+    """The model asked whether each asked memory still holds; its answer decides the held
+    facts and which memories the facts written as ADDs retire. None when nothing is asked."""
+    question = resolution.question(context.observed_at)
+    if question is None:
+        return None
+    messages, open_facts, candidates = question
+    completion = await llm.complete(messages, Checks, prompt_version=RESOLVE_VERSION)
+    ended = _ended(completion.value.checks, open_facts, candidates)
+    written = resolution.plans
+    held = set(resolution.held)
+    plans = _decide(ended, [(index, memory) for index, memory in resolution.pairs
+                            if index in held], resolution.facts, resolution.vectors,
+                    resolution.likeness, resolution.closeness,
+                    claimed={plan.target.id for plan in written.values()
+                             if plan.target is not None and plan.action != "NOOP"})
+    for index in resolution.held:  # nothing to do after all: a new fact
+        if index not in plans:
+            fact = resolution.facts[index]
+            plans[index] = Plan(fact, "ADD", None, fact.text, fact.content_hash,
+                                resolution.vectors[index])
+    claimed = {plan.target.id for plan in (*written.values(), *plans.values())
+               if plan.target is not None and plan.action != "NOOP"}
+    retired: dict[int, Memory] = {}
+    for index in sorted(index for index, plan in written.items() if plan.action == "ADD"):
+        ends = sorted(((resolution.likeness[(index, memory.id)], memory)
+                       for j, memory in resolution.asked if j == index
+                       and (index, memory.id) in ended and memory.id not in claimed),
+                      key=lambda item: -item[0])
+        if ends:
+            claimed.add(ends[0][1].id)
+            retired[index] = ends[0][1]
+    return Settlement(plans, retired, completion)
 
 
 def one_subject(fact: str, memory: str) -> bool:
@@ -215,11 +291,12 @@ def _ended(checks: list[Check], open_facts: list[int], candidates: list[Memory]
 def _decide(ended: set[tuple[int, uuid.UUID]], pairs: list[tuple[int, Memory]],
             facts: list[ExtractedFact], vectors: list[list[float]],
             likeness: dict[tuple[int, uuid.UUID], float],
-            closeness: dict[tuple[int, uuid.UUID], float]) -> dict[int, Plan]:
+            closeness: dict[tuple[int, uuid.UUID], float],
+            claimed: set[uuid.UUID] | None = None) -> dict[int, Plan]:
     """A plan for each fact with a pair (see the module); ``ended`` only holds pairs that
-    were asked about."""
+    were asked about; ``claimed``: memories other plans of the episode already act on."""
     plans: dict[int, Plan] = {}
-    claimed: set[uuid.UUID] = set()  # one rewrite per memory per episode
+    claimed = set(claimed or ())  # one rewrite per memory per episode
     for index in sorted({index for index, _ in pairs}):
         fact, vector = facts[index], vectors[index]
         mine = sorted(((likeness[(index, memory.id)], memory) for j, memory in pairs

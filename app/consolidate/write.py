@@ -135,14 +135,23 @@ async def write(session: AsyncSession, context: EpisodeContext, plans: list[Plan
 async def supersede_added(session: AsyncSession, context: EpisodeContext, plans: list[Plan],
                           results: list[dict[str, Any]], targets: dict[int, Memory],
                           cause: Cause) -> list[dict[str, Any]]:
-    """After the graph step: each fact number in ``targets`` (an ADD already written)
-    supersedes that memory, as ``write`` would have had the decision said so. ``targets``
-    are read live in this same transaction (``resolve.replaced_memories``), under the scope
-    lock. Returns the job's results with those ADDs become SUPERSEDEs."""
+    """Each fact number in ``targets`` whose fact was written as an ADD (before the model's
+    answer or the graph step said it ends that memory) supersedes the memory, as ``write``
+    would have had the decision said so, its ADD event included. A target a client changed
+    or deleted meanwhile is read again here and passed over when no longer current. Returns
+    the job's results (``results``: per fact, in fact order) with those ADDs become
+    SUPERSEDEs."""
+    current = await memories.live_by_ids(session, context.project_id,
+                                         sorted({target.id for target in targets.values()}))
     writer = _Writer(session, context, cause, [], [], list(results))
     for index, target in sorted(targets.items()):
+        if target.id not in current or results[index]["event"] != "ADD":
+            continue
+        target = current[target.id]
         new_id = uuid.UUID(results[index]["id"])
         await writer.retire(plans[index], target, new_id)
+        await history.mark_superseding(session, context.project_id, new_id, cause.job_id,
+                                       target.id)
         writer.results[index] = _superseding(new_id, plans[index], target)
     await history.add_events(session, context.project_id, writer.events, actor_key_id=None,
                              request_id=None)

@@ -461,6 +461,8 @@ async def test_an_exclusive_relation_supersedes_what_the_model_missed(
                                                   "Ravi plays the violin"}
     old = (await client.get(f"/v1/memories/{canada['id']}")).json()
     assert old["superseded_by"] == perth["id"]
+    [added] = await history(client, perth["id"])
+    assert (added["decision"], added["related_memory_id"]) == ("SUPERSEDE", canada["id"])
 
 
 async def test_a_relation_given_to_the_wrong_person_ends_no_memory_of_theirs(
@@ -544,6 +546,85 @@ async def test_facts_are_searchable_while_the_graph_step_runs(
     job = await finished(client, job_id)
     assert job["status"] == "SUCCEEDED"
     assert brain.graph_calls == 1
+
+
+async def test_facts_are_searchable_before_the_model_says_what_they_end(
+        client: httpx.AsyncClient, brain: Brain, scripted_llm: ScriptedLLM) -> None:
+    """A fact the model is asked about is written as soon as code has decided it is no
+    repeat: while the question is out it is found by search, beside the memory it will end
+    and a held fact (a retelling of another memory, which the answer could change) is not;
+    the answer then retires the old memory, and history records the supersession on both,
+    as when it is decided before the write."""
+    brain.facts = {"I live in Paris and I like jazz.": ["User lives in Paris",
+                                                        "User likes jazz"],
+                   "I moved to Berlin. I like jazz and blues.": ["User lives in Berlin",
+                                                                 "User likes jazz and blues"]}
+    paris, jazz = (await consolidate(client, "I live in Paris and I like jazz."))["results"]
+    asked, release = threading.Event(), threading.Event()
+
+    def slow_resolve(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "Checks":
+            asked.set()
+            release.wait(30)
+        return brain(body)
+
+    brain.still_true = ends(("User lives in Berlin", "User lives in Paris"))
+    scripted_llm.responder = slow_resolve
+    response = await post(client, said("I moved to Berlin. I like jazz and blues."))
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    try:
+        deadline = time.monotonic() + 60
+        while not asked.is_set():
+            assert time.monotonic() < deadline, "the model was never asked"
+            await asyncio.sleep(0.05)
+        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+        assert job["status"] == "RUNNING"
+        assert [(r["memory"], r["event"]) for r in job["results"]] == [
+            ("User lives in Berlin", "ADD")]
+        assert await texts(client, user_id="u1") == {"User lives in Paris", "User likes jazz",
+                                                      "User lives in Berlin"}
+        found = await client.post("/v1/memories/search", json={
+            "query": "where does the user live", "user_id": "u1", "filters": {"kind": "fact"}})
+        assert "User lives in Berlin" in [hit["memory"] for hit in found.json()["results"]]
+    finally:
+        release.set()
+    job = await finished(client, job_id)
+    assert job["status"] == "SUCCEEDED"
+    berlin, blues = job["results"]
+    assert (berlin["memory"], berlin["event"], berlin["previous_id"]) == (
+        "User lives in Berlin", "SUPERSEDE", paris["id"])
+    assert (blues["memory"], blues["event"], blues["id"]) == (
+        "User likes jazz and blues", "UPDATE", jazz["id"])
+    assert await texts(client, user_id="u1") == {"User lives in Berlin",
+                                                  "User likes jazz and blues"}
+    [added] = await history(client, berlin["id"])
+    assert (added["decision"], added["related_memory_id"]) == ("SUPERSEDE", paris["id"])
+    assert added["prompt_version"] == EXTRACT_VERSION  # written before the model's answer
+    retired = (await history(client, paris["id"]))[-1]
+    assert (retired["event"], retired["related_memory_id"]) == ("SUPERSEDE", berlin["id"])
+    assert retired["prompt_version"] == f"{EXTRACT_VERSION}+{RESOLVE_VERSION}"
+
+
+async def test_without_the_graph_step_a_job_ends_when_its_facts_are_settled(
+        client: httpx.AsyncClient, brain: Brain, app: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``consolidation.extract_graph`` off: a job with nothing to ask ends with its first
+    write, one that asks the model once its answer is written; no graph call either way."""
+    monkeypatch.setattr(app.state.resources.settings.consolidation, "extract_graph", False)
+    brain.facts = {"I live in Paris.": ["User lives in Paris"],
+                   "I moved to Berlin.": ["User lives in Berlin"]}
+    brain.still_true = ends(("User lives in Berlin", "User lives in Paris"))
+    first = await consolidate(client, "I live in Paris.")
+    assert [(r["event"], r["memory"]) for r in first["results"]] == [
+        ("ADD", "User lives in Paris")]
+    assert first["usage"]["llm_calls"] == 1
+    second = await consolidate(client, "I moved to Berlin.")
+    assert [(r["event"], r["previous_id"]) for r in second["results"]] == [
+        ("SUPERSEDE", first["results"][0]["id"])]
+    assert second["usage"]["llm_calls"] == 2
+    assert (brain.resolve_calls, brain.graph_calls) == (1, 0)
+    assert await texts(client, user_id="u1") == {"User lives in Berlin"}
 
 
 # -- failures and retries ------------------------------------------------------------------

@@ -63,6 +63,19 @@ async def add_events(session: AsyncSession, project_id: uuid.UUID,
     ])
 
 
+async def mark_superseding(session: AsyncSession, project_id: uuid.UUID,
+                           memory_id: uuid.UUID, job_id: uuid.UUID,
+                           replaced: uuid.UUID) -> None:
+    """The ``ADD`` event a job wrote for ``memory_id`` records the memory it turned out to
+    replace (decided after the write: the model's answer, or the graph step), as if the
+    job had decided the supersession before writing."""
+    await session.execute(
+        sa.update(MemoryEvent)
+        .where(MemoryEvent.project_id == project_id, MemoryEvent.memory_id == memory_id,
+               MemoryEvent.job_id == job_id, MemoryEvent.event == "ADD")
+        .values(decision="SUPERSEDE", related_memory_id=replaced))
+
+
 async def history(session: AsyncSession, project_id: uuid.UUID,
                   memory_id: uuid.UUID) -> Sequence[MemoryEvent]:
     query = (sa.select(MemoryEvent)
