@@ -113,15 +113,18 @@ async def post_episode(client: httpx.AsyncClient, episode: Episode, user_id: str
             messages_s = time.perf_counter() - accepted
             break
         await asyncio.sleep(0.05)
-    written: list[float] = []
-    job = await wait_job(client, response.json()["job_id"], timeout_s, written)
+    seen: dict[str, float] = {}
+    job = await wait_job(client, response.json()["job_id"], timeout_s, seen)
     done = time.perf_counter()
+    written = [seen.get(result["id"], done) for result in job["results"]] or [done]
     return {"label": episode.label, "turns": len(messages), "job": job,
             "episode_id": job["episode_id"], "dia_ids": episode.dia_ids,
             "user_turns": sum(1 for m in messages if m["role"] == "user"),
             "post_s": round(accepted - began, 3),
             "messages_searchable_s": None if messages_s is None else round(messages_s, 3),
-            "facts_searchable_s": round((written[0] if written else done) - accepted, 2),
+            # the first facts, and the last of those the job ended with
+            "facts_searchable_s": round(min(written) - accepted, 2),
+            "all_facts_searchable_s": round(max(written) - accepted, 2),
             "job_done_s": round(done - accepted, 2)}
 
 
@@ -216,6 +219,8 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
         "eight_turn_episodes": {"count": len(eight),
                                 "seconds_to_facts_p50": _p50(r["facts_searchable_s"]
                                                              for r in eight),
+                                "seconds_to_all_facts_p50": _p50(r["all_facts_searchable_s"]
+                                                                 for r in eight),
                                 "seconds_to_job_done_p50": _p50(r["job_done_s"]
                                                                 for r in eight)},
         "recall": {view: {f"recall@{k}": _recall(rows_k) for k, rows_k in per_k.items()}

@@ -11,16 +11,18 @@ import httpx
 
 
 async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float,
-                   written: list[float] | None = None) -> dict[str, Any]:
-    """The job once it ended (or ``timeout_s`` passed). ``written`` gets the
-    ``time.perf_counter()`` of the first poll that saw its facts written (results listed
-    while it still runs the graph step, or the job ended)."""
+                   seen: dict[str, float] | None = None) -> dict[str, Any]:
+    """The job once it ended (or ``timeout_s`` passed). ``seen`` gets, for each memory the
+    job's results list, the ``time.perf_counter()`` of the first poll that listed it (a job
+    lists its facts as it writes them, while it still runs)."""
     deadline = time.monotonic() + timeout_s
     while True:
         job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
         ended = job["status"] in ("SUCCEEDED", "FAILED")
-        if written is not None and not written and (job["results"] or ended):
-            written.append(time.perf_counter())
+        if seen is not None:
+            now = time.perf_counter()
+            for result in job["results"]:
+                seen.setdefault(result["id"], now)
         if ended or time.monotonic() > deadline:
             return job
         await asyncio.sleep(0.25)
