@@ -262,14 +262,21 @@ LOG_LINE = re.compile(r"^\S+ \S+ (?P<level>ERROR|WARNING|CRITICAL) (?P<logger>\S
                       r"(?: \[[^\]]*\])?: (?P<message>.*)$")
 
 
-def log_problems(path: Path, offset: int) -> dict[str, Any]:
-    """Warnings and errors the started server logged from ``offset`` (bytes) on, in the text
-    format: counts per level and logger, and the first distinct messages."""
+def log_lines(path: Path, offset: int) -> list[str] | None:
+    """The lines of the log at ``path`` from ``offset`` (bytes) on; None when unreadable."""
     try:
         with path.open("rb") as log:
             log.seek(offset)
-            lines = log.read().decode(errors="replace").splitlines()
+            return log.read().decode(errors="replace").splitlines()
     except OSError:
+        return None
+
+
+def log_problems(path: Path, offset: int) -> dict[str, Any]:
+    """Warnings and errors the started server logged from ``offset`` (bytes) on, in the text
+    format: counts per level and logger, and the first distinct messages."""
+    lines = log_lines(path, offset)
+    if lines is None:
         return {}
     counts: Counter[str] = Counter()
     samples: dict[str, None] = {}
@@ -293,14 +300,8 @@ def llm_calls_logged(path: Path, offset: int) -> dict[str, Any]:
     """The started server's LLM calls from ``offset`` (bytes) on, per kind of call (the reply's
     type and prompt version): how many, and per call the replies, tokens and seconds (mean and
     median), read from the line ``app.llm`` logs for each call that succeeded."""
-    try:
-        with path.open("rb") as log:
-            log.seek(offset)
-            lines = log.read().decode(errors="replace").splitlines()
-    except OSError:
-        return {}
     calls: dict[str, list[re.Match[str]]] = {}
-    for line in lines:
+    for line in log_lines(path, offset) or []:
         if (match := LLM_CALL.match(line)) is not None:
             calls.setdefault(f"{match['output']} {match['prompt']}", []).append(match)
     report: dict[str, Any] = {}

@@ -57,6 +57,28 @@ async def finished(client: httpx.AsyncClient, job_id: str, timeout_s: float = 60
         await asyncio.sleep(0.05)
 
 
+class Held:
+    """The brain answers, but a call for ``schema`` waits (in the server's thread) until
+    ``release`` is set: the test looks at the job while that step's answer is out."""
+
+    def __init__(self, scripted_llm: ScriptedLLM, brain: Brain, schema: str) -> None:
+        self.asked, self.release = threading.Event(), threading.Event()
+
+        def respond(body: dict[str, Any]) -> dict[str, Any]:
+            if body["response_format"]["json_schema"]["name"] == schema:
+                self.asked.set()
+                self.release.wait(30)
+            return brain(body)
+
+        scripted_llm.responder = respond
+
+    async def reached(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.asked.is_set():
+            assert time.monotonic() < deadline, "the held step was never reached"
+            await asyncio.sleep(0.05)
+
+
 async def memories(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
     """The facts (by default: ``kind`` says otherwise) of the caller's project."""
     response = await client.get("/v1/memories", params={"limit": 1000, "kind": "fact",
@@ -517,23 +539,12 @@ async def test_facts_are_searchable_while_the_graph_step_runs(
     out, the facts are written, found by search and listed on the RUNNING job; the job is
     SUCCEEDED once the graph shows them too."""
     brain.facts = {"I live in Oslo.": ["Dana lives in Oslo"]}
-    graph_asked, release = threading.Event(), threading.Event()
-
-    def slow_graph(body: dict[str, Any]) -> dict[str, Any]:
-        if body["response_format"]["json_schema"]["name"] == "ExtractedGraph":
-            graph_asked.set()
-            release.wait(30)
-        return brain(body)
-
-    scripted_llm.responder = slow_graph
+    held = Held(scripted_llm, brain, "ExtractedGraph")
     response = await post(client, said("I live in Oslo."))
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     try:
-        deadline = time.monotonic() + 60
-        while not graph_asked.is_set():
-            assert time.monotonic() < deadline, "the graph step was never reached"
-            await asyncio.sleep(0.05)
+        await held.reached()
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
         assert job["status"] == "RUNNING"
         assert [(r["memory"], r["event"]) for r in job["results"]] == [
@@ -542,7 +553,7 @@ async def test_facts_are_searchable_while_the_graph_step_runs(
             "query": "where does Dana live", "user_id": "u1", "filters": {"kind": "fact"}})
         assert [hit["memory"] for hit in found.json()["results"]] == ["Dana lives in Oslo"]
     finally:
-        release.set()
+        held.release.set()
     job = await finished(client, job_id)
     assert job["status"] == "SUCCEEDED"
     assert brain.graph_calls == 1
@@ -560,24 +571,13 @@ async def test_facts_are_searchable_before_the_model_says_what_they_end(
                    "I moved to Berlin. I like jazz and blues.": ["User lives in Berlin",
                                                                  "User likes jazz and blues"]}
     paris, jazz = (await consolidate(client, "I live in Paris and I like jazz."))["results"]
-    asked, release = threading.Event(), threading.Event()
-
-    def slow_resolve(body: dict[str, Any]) -> dict[str, Any]:
-        if body["response_format"]["json_schema"]["name"] == "Checks":
-            asked.set()
-            release.wait(30)
-        return brain(body)
-
     brain.still_true = ends(("User lives in Berlin", "User lives in Paris"))
-    scripted_llm.responder = slow_resolve
+    held = Held(scripted_llm, brain, "Checks")
     response = await post(client, said("I moved to Berlin. I like jazz and blues."))
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     try:
-        deadline = time.monotonic() + 60
-        while not asked.is_set():
-            assert time.monotonic() < deadline, "the model was never asked"
-            await asyncio.sleep(0.05)
+        await held.reached()
         job = (await client.get(f"/v1/jobs/{job_id}")).json()
         assert job["status"] == "RUNNING"
         assert [(r["memory"], r["event"]) for r in job["results"]] == [
@@ -588,7 +588,7 @@ async def test_facts_are_searchable_before_the_model_says_what_they_end(
             "query": "where does the user live", "user_id": "u1", "filters": {"kind": "fact"}})
         assert "User lives in Berlin" in [hit["memory"] for hit in found.json()["results"]]
     finally:
-        release.set()
+        held.release.set()
     job = await finished(client, job_id)
     assert job["status"] == "SUCCEEDED"
     berlin, blues = job["results"]
