@@ -19,7 +19,8 @@ reply cut at ``max_tokens``. A server that answers a streamed request with the
 whole completion at once is read as such.
 
 Token usage is summed over every reply of a call, rejected ones included; a failed call's
-error carries the tokens it spent.
+error carries the tokens it spent. A call that succeeds logs its replies, tokens and seconds
+(one INFO line: which step of a job the time went to; ``bench.consolidation_quality``).
 """
 
 from __future__ import annotations
@@ -221,12 +222,10 @@ class OpenAICompatibleClient:
         conversation = list(messages)
         schema_format = response_format(output)
         usage = Usage()
-        problem = ""
-        truncated = 0
+        problem, truncated, started = "", 0, time.perf_counter()
         limit = min(max_tokens or self.max_tokens, self.max_tokens)
         replies = self.max_output_retries + 1
         attempt = 0
-        started = time.perf_counter()
         for attempt in range(1, replies + 1):
             logger.debug("LLM call %s (prompt %s), reply %d/%d, %d messages", output.__name__,
                          prompt_version, attempt, replies, len(conversation))
@@ -248,8 +247,6 @@ class OpenAICompatibleClient:
             except ValidationError as exc:
                 problem = describe_errors(exc)
             else:
-                # One line per call, so an operator (and bench.consolidation_quality) can tell
-                # which step of a job the time and tokens went to.
                 logger.info("LLM call %s (prompt %s): %d replies, %d prompt + %d completion "
                             "tokens, %.2f s", output.__name__, prompt_version, attempt,
                             usage.prompt_tokens, usage.completion_tokens,
