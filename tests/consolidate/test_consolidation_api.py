@@ -4,9 +4,11 @@ OpenAI-compatible HTTP server whose replies follow the test's rules (``Brain``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -57,26 +59,33 @@ async def finished(client: httpx.AsyncClient, job_id: str, timeout_s: float = 60
         await asyncio.sleep(0.05)
 
 
-class Held:
-    """The brain answers, but a call for ``schema`` waits (in the server's thread) until
-    ``release`` is set: the test looks at the job while that step's answer is out."""
+@contextlib.asynccontextmanager
+async def held_at(client: httpx.AsyncClient, scripted_llm: ScriptedLLM, brain: Brain,
+                  schema: str, messages: list[dict[str, str]]
+                  ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Posts ``messages``; the brain answers, but the call for ``schema`` waits (in the
+    server's thread) until the block ends. The block gets the job's id and the job as it
+    stands while that step's answer is out."""
+    asked, release = threading.Event(), threading.Event()
 
-    def __init__(self, scripted_llm: ScriptedLLM, brain: Brain, schema: str) -> None:
-        self.asked, self.release = threading.Event(), threading.Event()
+    def respond(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == schema:
+            asked.set()
+            release.wait(30)
+        return brain(body)
 
-        def respond(body: dict[str, Any]) -> dict[str, Any]:
-            if body["response_format"]["json_schema"]["name"] == schema:
-                self.asked.set()
-                self.release.wait(30)
-            return brain(body)
-
-        scripted_llm.responder = respond
-
-    async def reached(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.asked.is_set():
-            assert time.monotonic() < deadline, "the held step was never reached"
+    scripted_llm.responder = respond
+    response = await post(client, messages)
+    assert response.status_code == 202, response.text
+    job_id = response.json()["job_id"]
+    try:
+        deadline = time.monotonic() + 60
+        while not asked.is_set():
+            assert time.monotonic() < deadline, f"the {schema} call was never made"
             await asyncio.sleep(0.05)
+        yield job_id, (await client.get(f"/v1/jobs/{job_id}")).json()
+    finally:
+        release.set()
 
 
 async def memories(client: httpx.AsyncClient, **params: Any) -> list[dict[str, Any]]:
@@ -539,21 +548,14 @@ async def test_facts_are_searchable_while_the_graph_step_runs(
     out, the facts are written, found by search and listed on the RUNNING job; the job is
     SUCCEEDED once the graph shows them too."""
     brain.facts = {"I live in Oslo.": ["Dana lives in Oslo"]}
-    held = Held(scripted_llm, brain, "ExtractedGraph")
-    response = await post(client, said("I live in Oslo."))
-    assert response.status_code == 202, response.text
-    job_id = response.json()["job_id"]
-    try:
-        await held.reached()
-        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+    async with held_at(client, scripted_llm, brain, "ExtractedGraph",
+                       said("I live in Oslo.")) as (job_id, job):
         assert job["status"] == "RUNNING"
         assert [(r["memory"], r["event"]) for r in job["results"]] == [
             ("Dana lives in Oslo", "ADD")]
         found = await client.post("/v1/memories/search", json={
             "query": "where does Dana live", "user_id": "u1", "filters": {"kind": "fact"}})
         assert [hit["memory"] for hit in found.json()["results"]] == ["Dana lives in Oslo"]
-    finally:
-        held.release.set()
     job = await finished(client, job_id)
     assert job["status"] == "SUCCEEDED"
     assert brain.graph_calls == 1
@@ -572,13 +574,8 @@ async def test_facts_are_searchable_before_the_model_says_what_they_end(
                                                                  "User likes jazz and blues"]}
     paris, jazz = (await consolidate(client, "I live in Paris and I like jazz."))["results"]
     brain.still_true = ends(("User lives in Berlin", "User lives in Paris"))
-    held = Held(scripted_llm, brain, "Checks")
-    response = await post(client, said("I moved to Berlin. I like jazz and blues."))
-    assert response.status_code == 202, response.text
-    job_id = response.json()["job_id"]
-    try:
-        await held.reached()
-        job = (await client.get(f"/v1/jobs/{job_id}")).json()
+    async with held_at(client, scripted_llm, brain, "Checks",
+                       said("I moved to Berlin. I like jazz and blues.")) as (job_id, job):
         assert job["status"] == "RUNNING"
         assert [(r["memory"], r["event"]) for r in job["results"]] == [
             ("User lives in Berlin", "ADD")]
@@ -587,8 +584,6 @@ async def test_facts_are_searchable_before_the_model_says_what_they_end(
         found = await client.post("/v1/memories/search", json={
             "query": "where does the user live", "user_id": "u1", "filters": {"kind": "fact"}})
         assert "User lives in Berlin" in [hit["memory"] for hit in found.json()["results"]]
-    finally:
-        held.release.set()
     job = await finished(client, job_id)
     assert job["status"] == "SUCCEEDED"
     berlin, blues = job["results"]
