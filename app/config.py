@@ -156,7 +156,7 @@ class SearchSettings(BaseModel):
         default=0.2, ge=0.0, le=10.0, description="Share of its better neighbouring turn's "
         "score that a message gains (and half that of the better turn two away).")
     speaker_weight: float = Field(
-        default=1.0, ge=0.0, le=10.0, description="Added for a message said by someone the "
+        default=2.0, ge=0.0, le=10.0, description="Added for a message said by someone the "
         'query names ("what did Caroline paint?": what Caroline said).')
     length_weight: float = Field(
         default=0.3, ge=0.0, le=10.0, description="Weight of ln((words + 1) / 21) for a "

@@ -226,6 +226,24 @@ def named_speakers(query: str, speakers: set[str]) -> set[str]:
     return named
 
 
+def without_names(query: str, names: set[str]) -> str:
+    """``query`` as its words and meaning are searched when it names these speakers (as
+    ``named_speakers`` gives them): without their names and possessives. Who said a message
+    is ranked by its speaker ("speaker_weight"); left in, a name outweighs what is asked of
+    its bearer (in MiniLM vectors most of all), and every turn that greets them matches it.
+    LoCoMo dev, hybrid recall@10: 0.860 → 0.882. A query that would be left without a word
+    is searched as it is."""
+    searched = query
+    for name in names:
+        words = _WORD.findall(name)
+        if words:
+            said = r"[\W_]+".join(re.escape(word) for word in words)
+            searched = re.sub(rf"(?<![^\W_]){said}(?:['\u2019]s)?(?![^\W_])", " ", searched,
+                              flags=re.IGNORECASE)
+    searched = " ".join(searched.split())
+    return searched if _WORD.search(searched) else query
+
+
 def embedding_text(text: str, metadata: dict[str, object] | None) -> str:
     """What a memory's vector is made from: its text, said by its speaker when one is known
     (a message's ``name``): "Caroline: I went to the support group" is found by a question

@@ -28,12 +28,15 @@ from app.domain import (
     ProjectScope,
     Timeline,
     conjoin,
+    lexical_text,
+    named_speakers,
     scope_filter,
     speaker_of,
     word_count,
 )
 from app.store.models import Memory
 from app.store.repositories import memories as repository
+from app.store.repositories import scopes
 
 Ranking = Literal["hybrid", "dense", "lexical"]
 Ranked = list[tuple[uuid.UUID, float]]
@@ -104,6 +107,10 @@ class Candidates(Protocol):
         """BM25 of candidates the lexical list left out, where the source can tell."""
         ...
 
+    def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
+        """Those of ``ids`` whose words (text and context) name one of ``names``."""
+        ...
+
     def rows(self) -> dict[uuid.UUID, Memory]:
         """Memories the source already read from Postgres (hydration skips them)."""
         ...
@@ -112,6 +119,11 @@ class Candidates(Protocol):
 class CandidateSource(Protocol):
     async def candidates(self, session: AsyncSession, query: CandidateQuery,
                          lap: Lap | None = None) -> Candidates: ...
+
+    async def speakers(self, session: AsyncSession, where: ProjectScope,
+                       began: float) -> set[str]:
+        """Who said messages of ``where`` (``speaker_of``): the names a query may use."""
+        ...
 
 
 class PostgresCandidates:
@@ -133,6 +145,11 @@ class PostgresCandidates:
                                                              query.depth)
         return found
 
+    async def speakers(self, session: AsyncSession, where: ProjectScope,
+                       began: float) -> set[str]:
+        return {speaker for name in await scopes.speakers(session, where)
+                if (speaker := speaker_of(name)) is not None}
+
 
 @dataclass
 class _FromPostgres:
@@ -152,6 +169,10 @@ class _FromPostgres:
 
     def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
         return {}  # ts_rank of a memory that did not match the words is 0 anyway
+
+    def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
+        return {memory_id for memory_id in ids if (row := self._rows.get(memory_id)) is not None
+                and named_speakers(lexical_text(row.text, row.context), names)}
 
     def rows(self) -> dict[uuid.UUID, Memory]:
         return self._rows

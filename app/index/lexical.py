@@ -145,6 +145,15 @@ class LexicalIndex:
         norm = K1 * (1.0 - B + B * self._lengths.view()[slots] / mean_length)
         return (idf * freqs * (K1 + 1.0) / (freqs + norm)).astype(np.float32)
 
+    def holding(self, slots: list[int], text: str) -> list[bool]:
+        """Whether each of these documents holds every word of ``text`` (as tokenised)."""
+        terms = [self._term_ids.get(token) for token in dict.fromkeys(tokenize(text))]
+        if not terms or None in terms:
+            return [False] * len(slots)
+        wanted = np.asarray(terms, dtype=np.int32)
+        return [slot in self._doc_terms and bool(np.isin(wanted, self._doc_terms[slot]).all())
+                for slot in slots]
+
     def renumbered(self, old: npt.NDArray[np.int64]) -> LexicalIndex:
         """The same documents with slot ``old[i]`` moved to ``i`` (compaction); slots not
         in ``old`` are dropped, and so are the words only they held: nothing of a deleted

@@ -299,6 +299,11 @@ class MemoryIndex:
                                                                 allowed))
         return found
 
+    async def speakers(self, session: AsyncSession, where: ProjectScope,
+                       began: float) -> set[str]:
+        await self.refresh(began, session)
+        return self.state.slots.speakers_of(where)
+
     def allowed(self, where: ProjectScope, timeline: Timeline,
                 among: Sequence[uuid.UUID] | None = None,
                 kinds: Sequence[MemoryKind] | None = None) -> Slots:
@@ -326,10 +331,6 @@ class MemoryIndex:
         scores = self.state.lexical.scores_at(
             project, query, np.asarray([s for _, s in pairs], dtype=np.int64))
         return {m: float(score) for (m, _), score in zip(pairs, scores.tolist(), strict=True)}
-
-    def describe(self, query: npt.NDArray[np.float32], ids: Sequence[uuid.UUID],
-                 allowed: Slots) -> dict[uuid.UUID, Candidate]:
-        return self.state.describe(query, ids, allowed)
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -385,6 +386,12 @@ class _FromIndex:
 
     def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
         return self.index.lexical_scores(self.query.where.project_id, self.query.text, ids)
+
+    def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
+        pairs = self.state.slots.slots(ids)
+        slots = [slot for _, slot in pairs]
+        return {memory_id for name in names for (memory_id, _), held
+                in zip(pairs, self.state.lexical.holding(slots, name), strict=True) if held}
 
     def rows(self) -> dict[uuid.UUID, Memory]:
         return {}  # ranked on what the index holds: only the winners are read from Postgres

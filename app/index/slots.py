@@ -81,6 +81,7 @@ class SlotTable:
         }
         self.postings: dict[tuple[int, int], list[int]] = {}  # (project, -1 | user) → slots
         self._posting_arrays: dict[tuple[int, int], Slots] = {}
+        self._posting_speakers: dict[tuple[int, int], set[str]] = {}
 
     @property
     def live(self) -> int:
@@ -153,6 +154,7 @@ class SlotTable:
         for key in ((project, -1), (project, user)) if user >= 0 else ((project, -1),):
             self.postings.setdefault(key, []).append(slot)
             self._posting_arrays.pop(key, None)
+            self._posting_speakers.pop(key, None)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -197,6 +199,21 @@ class SlotTable:
         elif not timeline.include_superseded:
             keep &= self.column("invalid")[slots] > moment
         return np.sort(slots[keep])
+
+    def speakers_of(self, where: ProjectScope) -> set[str]:
+        """Who said the messages held for ``where``'s project and user (any agent or run, in
+        any state: the names a query may use for them), kept per posting until it grows."""
+        project = self.codes.get(str(where.project_id))
+        user = -1 if where.user_id is None else self.codes.get(where.user_id)
+        if project is None or user is None:
+            return set()
+        key = (project, user)
+        names = self._posting_speakers.get(key)
+        if names is None:
+            codes = np.unique(self.column("speaker")[self._posting(key)]).tolist()
+            names = {self.speakers[code] for code in codes if code in self.speakers}
+            self._posting_speakers[key] = names
+        return names
 
     def _posting(self, key: tuple[int, int]) -> Slots:
         array = self._posting_arrays.get(key)
@@ -253,7 +270,7 @@ class SlotTable:
     def _post_every(self) -> None:
         """``postings`` of every slot at once: what ``_post`` makes one slot at a time (slots
         ascending in each list), sorted by numpy rather than appended in Python."""
-        self.postings, self._posting_arrays = {}, {}
+        self.postings, self._posting_arrays, self._posting_speakers = {}, {}, {}
         slots = np.arange(len(self.ids), dtype=np.int64)
         project = self.column("project").astype(np.int64)
         user = self.column("scope.user_id").astype(np.int64)

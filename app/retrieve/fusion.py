@@ -10,7 +10,8 @@ graph reached (whose z-scores are not taken below 0), a bonus for memories said 
 the period the query names ("in May 2023", ``dates.query_period``), a recency term, and a
 penalty for
 memories no longer true (visible with ``as_of`` or ``include_superseded``), a bonus for a
-message said by someone the query names, and a prior on a message's length. Then turns of
+message said by someone the query names (and for a fact naming them), and a prior on a
+message's length. Then turns of
 one conversation lend each other score: each gains a share of the best score among the
 candidates of its conversation (the exchange that answers a question tends to hold more
 than the one line that matches it) and of its better neighbouring turns, one and (by half)
@@ -22,12 +23,11 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from app.config import SearchSettings
-from app.domain import named_speakers
 from app.index.candidates import Candidate
 from app.retrieve.dates import Period
 
@@ -77,16 +77,15 @@ class Ranked:
 def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
          graph: Sequence[uuid.UUID], settings: SearchSettings, threshold: float | None,
          now: datetime | None = None, period: Period | None = None, *,
-         query: str) -> list[Ranked]:
+         named: Set[str] = frozenset(), naming: Set[uuid.UUID] = frozenset()) -> list[Ranked]:
     """``rows``: every candidate that matches the search. Returns them all, best first,
     those under ``threshold`` left out. With one of dense and lexical, its raw score is the
     base (so a dense search scores by cosine); with both, their weighted z-scores, and
-    recency, validity, the speakers ``query`` names and a message's length count."""
+    recency, validity, the speakers the query names (``named``; ``naming``: the facts that
+    name one of them) and a message's length count."""
     now = now or datetime.now(UTC)
     reached = set(graph)
     both = dense is not None and lexical is not None
-    named = named_speakers(query, {row.speaker for row in rows.values() if row.speaker}) \
-        if both and settings.speaker_weight else set()
     if dense is not None:
         dense.normalise_over([row.similarity for row in rows.values()])
     if lexical is not None:
@@ -122,7 +121,7 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
             total += dated
             explain["date"] = dated
         if both:
-            total += _said(row, named, settings, explain)
+            total += _said(row, named, memory_id in naming, settings, explain)
         if both and settings.recency_weight:
             age_days = max(0.0, (now - row.since).total_seconds() / DAY_S)
             recency = settings.recency_weight * math.exp(-age_days /
@@ -141,16 +140,20 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
     return ranked
 
 
-def _said(row: Candidate, named: set[str], settings: SearchSettings,
+def _said(row: Candidate, named: Set[str], names: bool, settings: SearchSettings,
           explain: dict[str, object]) -> float:
     """What a message gains for who said it and how much it says: ``speaker_weight`` when
     the query names its speaker (LoCoMo dev: 97 % of the questions that name one of the two
     speakers have evidence that speaker said), and ``length_weight`` times the log of its
     words over the usual twenty (evidence turns there have a median of 30 words, the others
     19: "Remember Jon, just do it!" matches "what do Jon and Gina have in common?" by its
-    words, and says nothing of it). A fact gains neither: it says one thing, on its own."""
+    words, and says nothing of it). A fact gains ``speaker_weight`` when it ``names`` someone
+    the query names (the query was searched without the name: "Dana works at Equinor" is
+    about Dana as what Dana said is), and nothing for its length: it says one thing."""
     if row.kind != "message":
-        return 0.0
+        gain = settings.speaker_weight if names else 0.0
+        explain["speaker"] = gain
+        return gain
     speaker = settings.speaker_weight if row.speaker in named else 0.0
     length = settings.length_weight * math.log((row.words + 1) / (USUAL_WORDS + 1))
     explain["speaker"] = speaker

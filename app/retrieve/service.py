@@ -1,6 +1,8 @@
 """Search: candidates → fusion → hydration.
 
-1. *embed*       the query, through the LRU of query embeddings;
+1. *embed*       the query, through the LRU of query embeddings; in a hybrid search without
+                 the names of the scope's speakers it names (``without_names``: who said
+                 it is ranked by ``speaker_weight`` instead), and matched by words so too;
 2. *candidates*  from the configured ``CandidateSource`` (``app.index``): dense (cosine) and
                  lexical (BM25) lists among exactly what the scope, filters and timeline let
                  through, from the in-process index or from Postgres; with ``graph``, also
@@ -32,6 +34,8 @@ from app.domain import (
     ProjectScope,
     Scope,
     Timeline,
+    named_speakers,
+    without_names,
 )
 from app.graph.schemas import RelationRead
 from app.index.candidates import CandidateQuery, CandidateSource
@@ -76,10 +80,15 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     asked = ProjectScope(caller.project_id, request.user_id, request.agent_id, request.run_id)
     where, kinds, extra = _fold(parse_filters(request.filters), asked)
     seen = Timeline.of(request.as_of, request.include_superseded)
-    vector, model = await queries.made(caller.project_id, request.query)
-    query = CandidateQuery(where, seen, extra, vector, request.query,
-                           max(settings.candidates, request.top_k),
-                           request.ranking or settings.ranking, began, kinds, model)
+    ranking = request.ranking or settings.ranking
+    named: set[str] = set()
+    if ranking == "hybrid" and settings.speaker_weight:  # who said it is ranked on its own
+        named = named_speakers(request.query, await source.speakers(session, where, began))
+    searched = without_names(request.query, named)
+    vector, model = await queries.made(caller.project_id, searched)
+    query = CandidateQuery(where, seen, extra, vector, searched,
+                           max(settings.candidates, request.top_k), ranking, began, kinds,
+                           model)
     watch.lap("embed")
     found = await source.candidates(session, query, watch.lap)
     watch.lap("candidates")
@@ -93,8 +102,10 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     if found.lexical is not None:
         lexical = Signal(found.lexical, settings.lexical_weight)
         lexical.extra = found.lexical_scores([m for m in rows if m not in lexical.score])
+    naming = found.naming([m for m, row in rows.items() if row.kind == "fact"], named) \
+        if named else set()
     ranked = fuse(rows, dense, lexical, reached, settings, request.threshold,
-                  period=query_period(request.query), query=request.query)
+                  period=query_period(request.query), named=named, naming=naming)
     facts = [r.memory_id for r in ranked[:FOLD_DEPTH * request.top_k]
              if rows[r.memory_id].kind == "fact"]
     if facts and len(facts) < len(ranked):  # facts and messages ranked together
@@ -105,7 +116,8 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
                               found.rows())
     ranked = [r for r in ranked if r.memory_id in memories][:request.top_k]
     hits = [SearchHit.of(memories[r.memory_id], score=r.score, similarity=r.similarity,
-                         explain=r.explain if request.explain else None) for r in ranked]
+                         explain={**r.explain, "searched": searched} if request.explain
+                         else None) for r in ranked]
     watch.lap("hydrate")
     if "context" in request.include:
         around = await _exchanges(session, caller, [memories[r.memory_id] for r in ranked],

@@ -169,6 +169,47 @@ async def test_a_question_that_names_someone_finds_what_they_said(clients: Clien
     assert {e["speaker"] for e in unnamed.values()} == {0.0}
 
 
+async def test_a_question_is_searched_without_the_names_of_its_speakers(
+        clients: Clients, brain: Brain) -> None:
+    """Nate greets Joanna by name in every turn; what Joanna says of her script does not
+    name her. Searched for with her name, the greetings match it by word and by vector;
+    searched for without it, with her turns gaining for who said them, her answer comes
+    first. A fact is about whom it names: of two that match the rest of the question as
+    well, the one naming Joanna gains as her turns do."""
+    for day, turns in (
+            ("2023-07-01T10:00:00Z", [("Nate", "Joanna! Long time, Joanna, how are you?"),
+                                      ("Joanna", "Busy, but good.")]),
+            ("2023-07-08T10:00:00Z", [("Nate", "Joanna, did you see the game last night?"),
+                                      ("Joanna", "I missed it, sadly.")]),
+            ("2023-07-15T10:00:00Z", [("Nate", "Good luck with everything, Joanna!"),
+                                      ("Joanna", "Thanks, you too.")]),
+            ("2023-07-22T10:00:00Z", [("Nate", "What have you been up to?"),
+                                      ("Joanna", "I wrapped up the screenplay about my "
+                                                 "grandmother's farm last week.")])):
+        await post(clients["on"], day, *turns)
+    question = "What did Joanna finish writing?"
+    assert (await top(clients["on"], question, 1)) == [
+        "I wrapped up the screenplay about my grandmother's farm last week."]
+    assert (await top(clients["off"], question, 1)) != (await top(clients["on"], question, 1))
+    [hit] = await search(clients["on"], question, top_k=1, explain=True)
+    assert hit["explain"]["searched"] == "What did finish writing?"
+    unnamed = await search(clients["on"], "what did they finish writing?", top_k=1,
+                           explain=True)
+    assert unnamed[0]["explain"]["searched"] == "what did they finish writing?"
+
+    brain.facts = {"We both finished a race this spring.": ["Joanna finished a marathon",
+                                                           "Nate finished a marathon"]}
+    response = await clients["on"].post("/v1/memories", json={
+        "messages": [{"role": "user", "content": "We both finished a race this spring.",
+                      "name": "Joanna"}], "user_id": "u1", "wait": True})
+    assert response.json()["status"] == "SUCCEEDED", response.json()
+    facts = await search(clients["on"], "What race did Joanna finish?", explain=True,
+                         filters={"kind": "fact"})
+    assert [(f["memory"], f["explain"]["speaker"]) for f in facts] == [
+        ("Joanna finished a marathon", SearchSettings().speaker_weight),
+        ("Nate finished a marathon", 0.0)]
+
+
 async def test_a_turn_about_a_topic_outranks_a_greeting_that_names_it(clients: Clients) -> None:
     """On days of their own (so no turn lends another score), among other talk: a greeting
     made of the question's words, and a long turn that answers it."""

@@ -1,4 +1,5 @@
-"""The user, agent and run ids a project's memories are stored under (SQL only)."""
+"""The user, agent and run ids a project's memories are stored under, and who speaks in them
+(SQL only)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain import ProjectScope
 from app.store.models import Memory
 
 ScopeKind = Literal["user", "agent", "run"]
@@ -58,3 +60,13 @@ async def scope_ids(session: AsyncSession, project_id: uuid.UUID) -> list[ScopeI
         found += [ScopeId(field, str(value), int(n), first, last)
                   for value, n, first, last in rows]
     return found
+
+
+async def speakers(session: AsyncSession, where: ProjectScope, limit: int = 10_000) -> list[str]:
+    """Names messages of ``where``'s user were said under (any agent, run or state)."""
+    name = Memory.metadata_["name"].astext
+    user = [] if where.user_id is None else [Memory.user_id == where.user_id]
+    return [str(found) for found in (await session.scalars(
+        sa.select(name).distinct().where(Memory.project_id == where.project_id, *user,
+                                         Memory.kind == "message", name.is_not(None))
+        .limit(limit))).all()]
