@@ -154,7 +154,9 @@ class SlotTable:
         for key in ((project, -1), (project, user)) if user >= 0 else ((project, -1),):
             self.postings.setdefault(key, []).append(slot)
             self._posting_arrays.pop(key, None)
-            self._posting_speakers.pop(key, None)
+            said = self._posting_speakers.get(key)  # kept up to date once made
+            if said is not None and (code := int(self.column("speaker")[slot])) >= 0:
+                said.add(self.speakers[code])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -202,7 +204,8 @@ class SlotTable:
 
     def speakers_of(self, where: ProjectScope) -> set[str]:
         """Who said the messages held for ``where``'s project and user (any agent or run, in
-        any state: the names a query may use for them), kept per posting until it grows."""
+        any state: the names a query may use for them); made once per posting, then added to
+        as it grows (a search of a busy project does not count its speakers again)."""
         project = self.codes.get(str(where.project_id))
         user = -1 if where.user_id is None else self.codes.get(where.user_id)
         if project is None or user is None:

@@ -3,9 +3,15 @@ the query searched without them (``app.domain.without_names``)."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 
-from app.domain import named_speakers, speaker_of, without_names
+from app.domain import ProjectScope, named_speakers, speaker_of, without_names
+from app.index.lexical import LexicalIndex
+from app.index.slots import SlotTable
+from app.store.repositories.changes import IndexRow
 
 SPEAKERS = {speaker_of(name) for name in ("Caroline", "Melanie", "Mary Ann", "J.R.", "!!!")}
 
@@ -44,3 +50,34 @@ def test_a_speaker_is_a_name_that_says_something() -> None:
 ])
 def test_a_query_is_searched_without_the_speakers_it_names(query: str, searched: str) -> None:
     assert without_names(query, named_speakers(query, {s for s in SPEAKERS if s})) == searched
+
+
+def _row(project: uuid.UUID, user: str, name: str | None, kind: str = "message") -> IndexRow:
+    now = datetime.now(UTC)
+    return IndexRow(uuid.uuid4(), project, user, None, None, kind, "text", None, "hash", [],
+                    now, None, None, None, False, name=name)
+
+
+def test_the_index_knows_who_speaks_in_a_scope_as_messages_arrive() -> None:
+    table, project, other = SlotTable(), uuid.uuid4(), uuid.uuid4()
+    for slot, row in enumerate([_row(project, "u1", "Caroline"), _row(project, "u1", None),
+                                _row(project, "u2", "Melanie"), _row(other, "u1", "Nate"),
+                                _row(project, "u1", None, kind="fact")]):
+        table.add(slot, row)
+    assert table.speakers_of(ProjectScope(project, "u1")) == {"caroline"}
+    assert table.speakers_of(ProjectScope(project)) == {"caroline", "melanie"}
+    assert table.speakers_of(ProjectScope(project, "nobody")) == set()
+    table.add(5, _row(project, "u1", "  Mary   Ann "))  # after the first look: added to it
+    assert table.speakers_of(ProjectScope(project, "u1")) == {"caroline", "mary ann"}
+    assert table.speakers_of(ProjectScope(project)) == {"caroline", "melanie", "mary ann"}
+    assert table.speakers_of(ProjectScope(uuid.uuid4(), "u1")) == set()
+
+
+def test_the_lexical_index_tells_which_documents_hold_a_name() -> None:
+    lexical = LexicalIndex()
+    for slot, text in enumerate(["Joanna finished a marathon", "Nate finished a marathon",
+                                 "Mary Ann plays chess", "Ann plays chess"]):
+        lexical.add(slot, 0, text)
+    assert lexical.holding([0, 1, 9], "joanna") == [True, False, False]
+    assert lexical.holding([2, 3], "mary ann") == [True, False]  # every word of the name
+    assert lexical.holding([0, 1], "nobody") == [False, False]
