@@ -157,7 +157,8 @@ class SearchSettings(BaseModel):
         "score that a message gains (and half that of the better turn two away).")
     speaker_weight: float = Field(
         default=2.0, ge=0.0, le=10.0, description="Added for a message said by someone the "
-        'query names ("what did Caroline paint?": what Caroline said).')
+        'query names ("what did Caroline paint?": what Caroline said), and for a fact naming '
+        "them; a hybrid query is searched without those names.")
     length_weight: float = Field(
         default=0.3, ge=0.0, le=10.0, description="Weight of ln((words + 1) / 21) for a "
         "message: a turn of more words than the usual twenty tends to say more (a greeting "
