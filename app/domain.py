@@ -214,16 +214,26 @@ def speaker_of(name: object) -> str | None:
     return " ".join(name.casefold().split()) or None
 
 
+def name_key(speaker: str) -> str:
+    """A speaker (as ``speaker_of`` gives it) as a query names it: its words, one space
+    apart ("j.r." is "j r"); empty for a name without letters."""
+    return " ".join(_WORD.findall(speaker))
+
+
+def word_runs(query: str, longest: int) -> set[str]:
+    """Every run of up to ``longest`` consecutive words of ``query``, case-folded, as
+    ``name_key`` spells names: what a query can name someone by."""
+    words = _WORD.findall(query.casefold())
+    return {" ".join(words[start:start + length]) for length in range(1, longest + 1)
+            for start in range(len(words) - length + 1)}
+
+
 def named_speakers(query: str, speakers: set[str]) -> set[str]:
     """Those of ``speakers`` (as ``speaker_of`` gives them) that ``query`` names, as whole
     words: "what did Caroline paint?" names "caroline", not "carol"."""
-    words = f" {' '.join(_WORD.findall(query.casefold()))} "
-    named = set()
-    for name in speakers:
-        key = " ".join(_WORD.findall(name))
-        if key and f" {key} " in words:
-            named.add(name)
-    return named
+    keys = {speaker: key for speaker in speakers if (key := name_key(speaker))}
+    runs = word_runs(query, max((key.count(" ") + 1 for key in keys.values()), default=0))
+    return {speaker for speaker, key in keys.items() if key in runs}
 
 
 def without_names(query: str, names: set[str]) -> str:

@@ -120,9 +120,10 @@ class CandidateSource(Protocol):
     async def candidates(self, session: AsyncSession, query: CandidateQuery,
                          lap: Lap | None = None) -> Candidates: ...
 
-    async def speakers(self, session: AsyncSession, where: ProjectScope,
-                       began: float) -> set[str]:
-        """Who said messages of ``where`` (``speaker_of``): the names a query may use."""
+    async def speakers_named(self, session: AsyncSession, where: ProjectScope, query: str,
+                             began: float) -> set[str]:
+        """Those who said messages of ``where``'s user (``speaker_of``) that ``query``
+        names (``named_speakers``)."""
         ...
 
 
@@ -145,10 +146,10 @@ class PostgresCandidates:
                                                              query.depth)
         return found
 
-    async def speakers(self, session: AsyncSession, where: ProjectScope,
-                       began: float) -> set[str]:
-        return {speaker for name in await scopes.speakers(session, where)
-                if (speaker := speaker_of(name)) is not None}
+    async def speakers_named(self, session: AsyncSession, where: ProjectScope, query: str,
+                             began: float) -> set[str]:
+        return named_speakers(query, {speaker for name in await scopes.speakers(session, where)
+                                      if (speaker := speaker_of(name)) is not None})
 
 
 @dataclass

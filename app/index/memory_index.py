@@ -225,11 +225,13 @@ class MemoryIndex:
         """Makes sure every change committed before ``began`` (``time.monotonic()``) is
         applied: a catch-up that started after it is enough, and so is the change log's last
         number, read on the caller's ``session``, being one already applied (the common case:
-        one index lookup, no catch-up)."""
+        one index lookup, no catch-up; it then counts as a catch-up started before it)."""
         if self._last_catch_up >= began:
             return
+        checked = time.monotonic()
         if session is not None and not self.state.cursor.holes and \
                 await changes.last_seq(session) <= self.position:
+            self._last_catch_up = max(self._last_catch_up, checked)
             return
         async with self._lock:
             while self._last_catch_up < began and await self._catch_up_locked():
@@ -299,10 +301,10 @@ class MemoryIndex:
                                                                 allowed))
         return found
 
-    async def speakers(self, session: AsyncSession, where: ProjectScope,
-                       began: float) -> set[str]:
-        await self.refresh(began, session)
-        return self.state.slots.speakers_of(where)
+    async def speakers_named(self, session: AsyncSession, where: ProjectScope, query: str,
+                             began: float) -> set[str]:
+        await self.refresh(began, session)  # the search's one look at the change log
+        return self.state.slots.speakers_named(where, query)
 
     def allowed(self, where: ProjectScope, timeline: Timeline,
                 among: Sequence[uuid.UUID] | None = None,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,8 +26,10 @@ from app.domain import (
     MemoryKind,
     ProjectScope,
     Timeline,
+    name_key,
     speaker_of,
     word_count,
+    word_runs,
 )
 from app.index.columns import Column
 from app.index.saved import Saved
@@ -81,7 +84,7 @@ class SlotTable:
         }
         self.postings: dict[tuple[int, int], list[int]] = {}  # (project, -1 | user) → slots
         self._posting_arrays: dict[tuple[int, int], Slots] = {}
-        self._posting_speakers: dict[tuple[int, int], set[str]] = {}
+        self._posting_speakers: dict[tuple[int, int], _Speakers] = {}  # once searched
 
     @property
     def live(self) -> int:
@@ -154,9 +157,9 @@ class SlotTable:
         for key in ((project, -1), (project, user)) if user >= 0 else ((project, -1),):
             self.postings.setdefault(key, []).append(slot)
             self._posting_arrays.pop(key, None)
-            said = self._posting_speakers.get(key)  # kept up to date once made
+            said = self._posting_speakers.get(key)
             if said is not None and (code := int(self.column("speaker")[slot])) >= 0:
-                said.add(self.speakers[code])
+                said.file(self.speakers[code])
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -202,21 +205,24 @@ class SlotTable:
             keep &= self.column("invalid")[slots] > moment
         return np.sort(slots[keep])
 
-    def speakers_of(self, where: ProjectScope) -> set[str]:
-        """Who said the messages held for ``where``'s project and user (any agent or run, in
-        any state: the names a query may use for them); made once per posting, then added to
-        as it grows (a search of a busy project does not count its speakers again)."""
+    def speakers_named(self, where: ProjectScope, query: str) -> set[str]:
+        """Those who said messages held for ``where``'s project and user (any agent or run,
+        in any state) that ``query`` names (``named_speakers``). Looked up by the query's
+        word runs, not by going through every speaker: a search of a project of many users
+        costs the same as one of a user. Each posting's speakers are gathered at its first
+        search, then added to as it grows."""
         project = self.codes.get(str(where.project_id))
         user = -1 if where.user_id is None else self.codes.get(where.user_id)
         if project is None or user is None:
             return set()
         key = (project, user)
-        names = self._posting_speakers.get(key)
-        if names is None:
-            codes = np.unique(self.column("speaker")[self._posting(key)]).tolist()
-            names = {self.speakers[code] for code in codes if code in self.speakers}
-            self._posting_speakers[key] = names
-        return names
+        said = self._posting_speakers.get(key)
+        if said is None:
+            said = self._posting_speakers[key] = _Speakers()
+            for code in np.unique(self.column("speaker")[self._posting(key)]).tolist():
+                if code in self.speakers:
+                    said.file(self.speakers[code])
+        return said.named(query)
 
     def _posting(self, key: tuple[int, int]) -> Slots:
         array = self._posting_arrays.get(key)
@@ -311,3 +317,20 @@ class SlotTable:
         for new in range(len(old)):
             table._post(new)
         return table
+
+
+@dataclass
+class _Speakers:
+    """A posting's speakers by ``name_key``, and the most words one of those has."""
+
+    by_key: dict[str, set[str]] = field(default_factory=dict)
+    longest: int = 0
+
+    def file(self, speaker: str) -> None:
+        if key := name_key(speaker):
+            self.by_key.setdefault(key, set()).add(speaker)
+            self.longest = max(self.longest, key.count(" ") + 1)
+
+    def named(self, query: str) -> set[str]:
+        return {speaker for run in word_runs(query, self.longest)
+                for speaker in self.by_key.get(run, ())}

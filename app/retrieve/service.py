@@ -34,7 +34,6 @@ from app.domain import (
     ProjectScope,
     Scope,
     Timeline,
-    named_speakers,
     without_names,
 )
 from app.graph.schemas import RelationRead
@@ -83,7 +82,7 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     ranking = request.ranking or settings.ranking
     named: set[str] = set()
     if ranking == "hybrid" and settings.speaker_weight:  # who said it is ranked on its own
-        named = named_speakers(request.query, await source.speakers(session, where, began))
+        named = await source.speakers_named(session, where, request.query, began)
     searched = without_names(request.query, named)
     vector, model = await queries.made(caller.project_id, searched)
     query = CandidateQuery(where, seen, extra, vector, searched,

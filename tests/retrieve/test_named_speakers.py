@@ -64,13 +64,20 @@ def test_the_index_knows_who_speaks_in_a_scope_as_messages_arrive() -> None:
                                 _row(project, "u2", "Melanie"), _row(other, "u1", "Nate"),
                                 _row(project, "u1", None, kind="fact")]):
         table.add(slot, row)
-    assert table.speakers_of(ProjectScope(project, "u1")) == {"caroline"}
-    assert table.speakers_of(ProjectScope(project)) == {"caroline", "melanie"}
-    assert table.speakers_of(ProjectScope(project, "nobody")) == set()
+    everyone = "Did Caroline, Melanie, Mary Ann or Nate call?"
+
+    def named(where: ProjectScope) -> set[str]:
+        return table.speakers_named(where, everyone)
+
+    assert named(ProjectScope(project, "u1")) == {"caroline"}
+    assert named(ProjectScope(project)) == {"caroline", "melanie"}
+    assert named(ProjectScope(project, "nobody")) == set()
     table.add(5, _row(project, "u1", "  Mary   Ann "))  # after the first look: added to it
-    assert table.speakers_of(ProjectScope(project, "u1")) == {"caroline", "mary ann"}
-    assert table.speakers_of(ProjectScope(project)) == {"caroline", "melanie", "mary ann"}
-    assert table.speakers_of(ProjectScope(uuid.uuid4(), "u1")) == set()
+    assert named(ProjectScope(project, "u1")) == {"caroline", "mary ann"}
+    assert named(ProjectScope(project)) == {"caroline", "melanie", "mary ann"}
+    assert named(ProjectScope(uuid.uuid4(), "u1")) == set()
+    assert table.speakers_named(ProjectScope(project), "Did Mary call?") == set()
+    assert table.speakers_named(ProjectScope(project), "did MARY ANN's cat?") == {"mary ann"}
 
 
 def test_the_lexical_index_tells_which_documents_hold_a_name() -> None:
