@@ -63,7 +63,8 @@ async def scope_ids(session: AsyncSession, project_id: uuid.UUID) -> list[ScopeI
 
 
 async def speakers(session: AsyncSession, where: ProjectScope, limit: int = 10_000) -> list[str]:
-    """Names messages of ``where``'s user were said under (any agent, run or state)."""
+    """Names messages of ``where``'s user were said under (any agent, run or state), the
+    first ``limit`` of them: a query naming someone past that is searched with the name."""
     name = Memory.metadata_["name"].astext
     user = [] if where.user_id is None else [Memory.user_id == where.user_id]
     return [str(found) for found in (await session.scalars(
