@@ -144,6 +144,11 @@ class SearchSettings(BaseModel):
                             "(at least top_k).")
     dense_weight: float = Field(default=0.5, ge=0.0, le=10.0)
     lexical_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    lexical_clarity: float = Field(
+        default=0.4, ge=0.0, le=10.0, description="A lexical list whose ten best BM25 "
+        "scores average under this share of the query's term weight (what a memory of mean "
+        "length holding each query term once scores) matches incidental words of the query: "
+        "lexical_weight is scaled down in proportion. 0: never.")
     graph_weight: float = Field(default=1.0, ge=0.0, le=10.0,
                                 description="Added for a memory the graph reached.")
     date_weight: float = Field(

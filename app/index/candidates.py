@@ -107,6 +107,11 @@ class Candidates(Protocol):
         """BM25 of candidates the lexical list left out, where the source can tell."""
         ...
 
+    def query_weight(self) -> float | None:
+        """What a document of mean length holding each query term once scores lexically
+        (``LexicalIndex.weight``); None where the source has no term statistics."""
+        ...
+
     def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
         """Those of ``ids`` whose words (text and context) name one of ``names``."""
         ...
@@ -170,6 +175,9 @@ class _FromPostgres:
 
     def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
         return {}  # ts_rank of a memory that did not match the words is 0 anyway
+
+    def query_weight(self) -> float | None:
+        return None  # ts_rank_cd weighs no term by its rarity
 
     def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
         return {memory_id for memory_id in ids if (row := self._rows.get(memory_id)) is not None

@@ -124,6 +124,11 @@ class LexicalIndex:
                 scores[found] += self._bm25(slots[found], freqs[at[found]], idf, mean_length)
         return scores
 
+    def weight(self, project: int, query: str) -> float:
+        """What a document of the project's mean length holding each of the query's terms
+        once scores: the sum of their IDF (terms the project never saw left out)."""
+        return sum(idf for _, _, idf, _ in self._terms(project, query))
+
     def _terms(self, project: int, query: str) -> Iterator[
             tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], float, float]]:
         """Per distinct query term the project holds: its postings (slots and frequencies,

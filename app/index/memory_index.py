@@ -289,7 +289,7 @@ class MemoryIndex:
         # first: it does not wait, so it reads this state too.)
         state = self.state
         allowed = state.slots.allowed(query.where, query.timeline, among, kinds=query.kinds)
-        found = _FromIndex(self, state, query, allowed)
+        found = _FromIndex(state, query, allowed)
         if query.lexical:
             found.lexical = self.lexical_search(query.where.project_id, query.text, allowed,
                                                 query.depth)
@@ -322,17 +322,6 @@ class MemoryIndex:
         mask = np.zeros(self.vectors.size, dtype=bool)
         mask[allowed] = True
         return _ranked(self.state, *self.state.lexical.search(project, query, mask, n))
-
-    def lexical_scores(self, project_id: uuid.UUID, query: str,
-                       ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
-        """BM25 of these memories (fusion scores candidates the lexical list left out)."""
-        project = self.state.slots.codes.get(str(project_id))
-        pairs = self.state.slots.slots(ids)
-        if project is None or not pairs:
-            return {}
-        scores = self.state.lexical.scores_at(
-            project, query, np.asarray([s for _, s in pairs], dtype=np.int64))
-        return {m: float(score) for (m, _), score in zip(pairs, scores.tolist(), strict=True)}
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -377,17 +366,26 @@ class _FromIndex:
     """The index's candidates for one search, over the slots it may return (of ``state``,
     the index's state when the search began)."""
 
-    def __init__(self, index: MemoryIndex, state: IndexState, query: CandidateQuery,
-                 allowed: Slots):
-        self.index, self.state, self.query, self.allowed = index, state, query, allowed
+    def __init__(self, state: IndexState, query: CandidateQuery, allowed: Slots):
+        self.state, self.query, self.allowed = state, query, allowed
         self.dense: Ranked | None = None
         self.lexical: Ranked | None = None
+        self.project = state.slots.codes.get(str(query.where.project_id))
 
     async def describe(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
         return self.state.describe(self.query.vector, ids, self.allowed)
 
     def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
-        return self.index.lexical_scores(self.query.where.project_id, self.query.text, ids)
+        pairs = self.state.slots.slots(ids)
+        if self.project is None or not pairs:
+            return {}
+        scores = self.state.lexical.scores_at(
+            self.project, self.query.text, np.asarray([s for _, s in pairs], dtype=np.int64))
+        return {m: float(score) for (m, _), score in zip(pairs, scores.tolist(), strict=True)}
+
+    def query_weight(self) -> float | None:
+        return None if self.project is None else self.state.lexical.weight(self.project,
+                                                                           self.query.text)
 
     def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
         pairs = self.state.slots.slots(ids)

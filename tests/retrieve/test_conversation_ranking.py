@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from app.config import SearchSettings, Settings
 from app.embeddings import SentenceTransformerEmbedder
 from app.main import create_app
-from tests.conftest import KeyFactory
 from tests.consolidate.scripted_brain import Brain
 
 Clients = dict[str, httpx.AsyncClient]
@@ -42,21 +41,6 @@ async def apps(request: pytest.FixtureRequest, settings: Settings,
     async with made["on"].router.lifespan_context(made["on"]), \
             made["off"].router.lifespan_context(made["off"]):
         yield made
-
-
-@pytest.fixture
-async def clients(apps: dict[str, FastAPI], api_key_factory: KeyFactory
-                  ) -> AsyncIterator[Clients]:
-    key = await api_key_factory()
-    opened = {name: httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
-                                      base_url="http://test",
-                                      headers={"Authorization": f"Bearer {key}"})
-              for name, application in apps.items()}
-    try:
-        yield opened
-    finally:
-        for client in opened.values():
-            await client.aclose()
 
 
 def said(name: str, text: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import math
 import random
 
 import numpy as np
+import pytest
 
 from app.index.lexical import K1, B, LexicalIndex, tokenize
 from app.index.saved import Saved
@@ -122,3 +123,18 @@ def test_read_back_from_a_snapshot_it_scores_and_counts_on_the_same() -> None:
         assert np.array_equal(ours, theirs)
     empty = read_back(LexicalIndex())
     assert empty.scores(1, "ferry", np.ones(3, dtype=bool)).tolist() == [0.0] * 3
+
+
+def test_a_query_weighs_the_rarity_of_the_terms_the_project_holds() -> None:
+    lexical = LexicalIndex()
+    for slot, text in enumerate(["lean on friends", "I like tea", "I like coffee",
+                                 "we like walks"]):
+        lexical.add(slot, 0, text)
+    lean, like = lexical.weight(0, "lean"), lexical.weight(0, "like")
+    assert lean > like > 0
+    # "political" is in no memory of the project, and "would" is a stopword.
+    assert lexical.weight(0, "would political leaning likely") == pytest.approx(lean + like)
+    assert lexical.weight(1, "lean") == 0.0  # another project holds nothing
+    # Every document is two terms long: the one holding "lean" once scores its weight.
+    _, [score] = lexical.search(0, "lean", np.ones(4, dtype=bool), 1)
+    assert score == pytest.approx(lean)
