@@ -23,7 +23,13 @@ from datetime import UTC, datetime, time
 
 from app.consolidate.context import EpisodeContext
 from app.consolidate.dates import resolve_when
-from app.consolidate.prompts import EXTRACT_VERSION, ExtractedFacts, Turn, extract_messages
+from app.consolidate.prompts import (
+    EXAMPLE_NAMES,
+    EXTRACT_VERSION,
+    ExtractedFacts,
+    Turn,
+    extract_messages,
+)
 from app.domain import content_hash, normalise, stems, word_key
 from app.errors import LLMError, LLMOutputError
 from app.llm import Completion, LLMClient
@@ -134,7 +140,9 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
     was said before the window (shown as context) is dropped: a small model copies facts
     out of the context, which were extracted when it was new. So is a fact about an unnamed
     assistant (the agent itself: "Assistant thanks Hana."): memories are of the people it
-    talks with, and what it said stays searchable as messages."""
+    talks with, and what it said stays searchable as messages. So is a fact naming someone or
+    something of the worked example (``EXAMPLE_NAMES``) that neither the window nor what was
+    said before it names: the model copied it from the example."""
     found = []
     said = " ".join(" ".join(context.turns[index].content.split()) for index in window).lower()
     speakers = {word for index in window for word in stems(context.turns[index].speaker, 3)}
@@ -143,12 +151,13 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
               and not (turn.name or "").strip()}
     in_window = stems(said, 3)
     in_context = stems(" ".join(turn.content for turn in before), 3)
+    copied = stems(" ".join(EXAMPLE_NAMES), 3) - in_window - in_context - speakers
     for fact in extracted.facts:
         text = normalise(fact.text)
         if not text:
             continue
         words = stems(text, 3) - speakers
-        if words and not words & in_window and words & in_context:
+        if words & copied or (words and not words & in_window and words & in_context):
             continue
         if word_key(text.split(maxsplit=1)[0]) in agents:
             continue

@@ -26,12 +26,13 @@ from typing import Any
 from app.consolidate.context import EpisodeContext
 from app.consolidate.extract import ExtractedFact
 from app.consolidate.prompts import (
+    EXAMPLE_NAMES,
     GRAPH_VERSION,
     ExtractedGraph,
     NewFact,
     graph_messages,
 )
-from app.domain import ProjectScope
+from app.domain import ProjectScope, stems
 from app.embeddings import Embedder
 from app.llm import Completion, LLMClient
 from app.store.graph.base import (
@@ -54,6 +55,16 @@ async def extract_graph(llm: LLMClient, context: EpisodeContext, facts: list[Ext
         graph_messages([NewFact(fact.text, fact.valid_at.date() if fact.stated_valid_from
                                 else None) for fact in facts], context.observed_at),
         ExtractedGraph, prompt_version=GRAPH_VERSION)
+
+
+def without_example_names(extraction: ExtractedGraph, facts: list[ExtractedFact]
+                          ) -> ExtractedGraph:
+    """The extraction less the entities that hold a name of the worked example
+    (``EXAMPLE_NAMES``) no fact holds: the model copied them from the example (their
+    relations then end nowhere, and ``apply`` passes them over)."""
+    copied = stems(" ".join(EXAMPLE_NAMES), 3) - stems(" ".join(f.text for f in facts), 3)
+    return extraction.model_copy(update={"entities": [
+        entity for entity in extraction.entities if not stems(entity.name, 3) & copied]})
 
 
 async def replaced_by_relations(store: GraphStore, scope: ProjectScope,

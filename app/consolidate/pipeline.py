@@ -207,7 +207,7 @@ async def _extract_graph(llm: LLMClient, context: EpisodeContext,
         logger.warning("episode %s: no graph extracted (%s)", context.episode_id, exc)
         return None
     ledger.record(completion)
-    return completion.value
+    return graph.without_example_names(completion.value, facts)
 
 
 def _summary(results: list[dict[str, Any]]) -> str:

@@ -88,6 +88,12 @@ Answer:
 """
 
 
+# The names the worked examples use. A small model sometimes copies one into what it writes
+# ("Caroline found support at Siemens"): a fact or entity holding one that was never said
+# is dropped (``extract.clean_facts``, ``graph.without_example_names``).
+EXAMPLE_NAMES = ("Maya", "Tom", "Siemens", "Munich", "Leo", "Hamburg", "Rome")
+
+
 @dataclass(frozen=True)
 class Turn:
     role: str

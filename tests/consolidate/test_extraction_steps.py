@@ -261,3 +261,37 @@ def test_a_fact_told_in_two_windows_is_a_state_when_either_says_so() -> None:
     assert (merged.message_indices, merged.lasting) == ((0, 14), True)
     [merged] = merge([event, replace(event, message_indices=(14,))], 10)
     assert (merged.message_indices, merged.lasting) == ((0, 14), False)
+
+
+async def test_names_copied_from_the_worked_example_are_dropped(
+        client: httpx.AsyncClient, scripted_llm: ScriptedLLM, brain: Brain) -> None:
+    """A small model writes the example's "Siemens" into a fact and an entity of a chat that
+    never says it: neither is kept. Where the chat says it, both are."""
+    def answer(body: dict[str, Any]) -> dict[str, Any]:
+        if body["response_format"]["json_schema"]["name"] == "ExtractedFacts":
+            return {"facts": [{"text": "Caroline went to a support group.",
+                               "source_messages": [0], "when": None, "type": "event"},
+                              {"text": "Caroline found support at Siemens.",
+                               "source_messages": [0], "when": None, "type": "event"}]}
+        return brain(body)
+
+    brain.graph = lambda facts: {
+        "entities": [{"name": "Caroline", "type": "person", "summary": "a friend"},
+                     {"name": "Siemens", "type": "organization", "summary": "company"}],
+        "relations": [{"source": "Caroline", "relation": "works_at", "target": "Siemens",
+                       "fact": 1, "exclusive": True}]}
+    scripted_llm.responder = answer
+    for user, said in (("u1", "I went to a support group."),
+                       ("u2", "I went to a support group the Siemens works council runs.")):
+        response = await client.post("/v1/memories", json={
+            "messages": [{"role": "user", "content": said, "name": "Caroline"}],
+            "user_id": user, "observed_at": OBSERVED, "wait": True})
+        assert response.json()["status"] == "SUCCEEDED"
+    entities = {user: {e["name"] for e in (await client.get(
+        "/v1/entities", params={"user_id": user})).json()["results"]} for user in ("u1", "u2")}
+    assert {m["memory"] for m in await memories(client, user_id="u1")} == {
+        "Caroline went to a support group."}
+    assert entities["u1"] == {"Caroline"}
+    assert {m["memory"] for m in await memories(client, user_id="u2")} == {
+        "Caroline went to a support group.", "Caroline found support at Siemens."}
+    assert entities["u2"] == {"Caroline", "Siemens"}
