@@ -41,6 +41,7 @@ WINDOW_CHARS = 3000
 CONTEXT_TURNS = 2  # of the previous window (or the previous episode), shown before a window
 TOKENS_PER_TURN = 60  # a reply's budget: facts of a turn are rarely more than two sentences
 MIN_REPLY_TOKENS = 160
+EXAMPLE_STEMS = frozenset(stems(" ".join(EXAMPLE_NAMES), 3))  # what a copied example holds
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def clean_facts(extracted: ExtractedFacts, context: EpisodeContext, window: Sequ
               and not (turn.name or "").strip()}
     in_window = stems(said, 3)
     in_context = stems(" ".join(turn.content for turn in before), 3)
-    copied = stems(" ".join(EXAMPLE_NAMES), 3) - in_window - in_context - speakers
+    copied = EXAMPLE_STEMS - in_window - in_context - speakers
     for fact in extracted.facts:
         text = normalise(fact.text)
         if not text:

@@ -24,9 +24,8 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 from app.consolidate.context import EpisodeContext
-from app.consolidate.extract import ExtractedFact
+from app.consolidate.extract import EXAMPLE_STEMS, ExtractedFact
 from app.consolidate.prompts import (
-    EXAMPLE_NAMES,
     GRAPH_VERSION,
     ExtractedGraph,
     NewFact,
@@ -62,7 +61,7 @@ def without_example_names(extraction: ExtractedGraph, facts: list[ExtractedFact]
     """The extraction less the entities that hold a name of the worked example
     (``EXAMPLE_NAMES``) no fact holds: the model copied them from the example (their
     relations then end nowhere, and ``apply`` passes them over)."""
-    copied = stems(" ".join(EXAMPLE_NAMES), 3) - stems(" ".join(f.text for f in facts), 3)
+    copied = EXAMPLE_STEMS - stems(" ".join(f.text for f in facts), 3)
     return extraction.model_copy(update={"entities": [
         entity for entity in extraction.entities if not stems(entity.name, 3) & copied]})
 
