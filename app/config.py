@@ -141,7 +141,8 @@ class SearchSettings(BaseModel):
         default="hybrid", description="The default of a search's `ranking`.")
     candidates: int = Field(default=50, ge=1, le=1000,
                             description="Candidates taken from each signal before fusion "
-                            "(at least top_k).")
+                            "(at least top_k), of each kind when a search ranks messages "
+                            "and facts together.")
     dense_weight: float = Field(default=0.5, ge=0.0, le=10.0)
     lexical_weight: float = Field(default=0.5, ge=0.0, le=10.0)
     lexical_clarity: float = Field(

@@ -1,19 +1,20 @@
 """The one entry point retrieval uses: candidates for a search, from whichever index serves.
 
 A ``CandidateSource`` takes a ``CandidateQuery`` (where, when, the filter beyond the scope,
-the query's vector and text, how many per signal, which signals) and answers ``Candidates``:
-a dense and a lexical list, best first, and the means to describe any candidate for fusion
-(its exact cosine similarity and validity) and to score it lexically. Two sources keep this
-contract: the in-process ``MemoryIndex`` (FAISS + BM25 fed by the change log) and
-``PostgresCandidates`` (pgvector's HNSW and full-text search; ``search.index = postgres``,
-and the index's own fallback for filters that match too many memories to list).
+the query's vector and text, how many per signal and kind, which signals) and answers
+``Candidates``: a dense and a lexical list, best first, and the means to describe any
+candidate for fusion (its exact cosine similarity and validity) and to score it lexically.
+Two sources keep this contract: the in-process ``MemoryIndex`` (FAISS + BM25 fed by the
+change log) and ``PostgresCandidates`` (pgvector's HNSW and full-text search;
+``search.index = postgres``, and the index's own fallback for filters that match too many
+memories to list).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal, Protocol, cast
 
@@ -22,6 +23,7 @@ import numpy.typing as npt
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain import (
+    KINDS,
     Condition,
     Filter,
     MemoryKind,
@@ -74,7 +76,7 @@ class CandidateQuery:
     extra: Filter | None  # the filter's conditions beyond the scope ids
     vector: npt.NDArray[np.float32]
     text: str
-    depth: int  # candidates per signal
+    depth: int  # candidates per signal, of each kind when ``kinds`` is None
     ranking: Ranking
     began: float = 0.0  # time.monotonic() when the search began: what it must see
     kinds: tuple[MemoryKind, ...] | None = None  # None: messages and facts
@@ -93,6 +95,14 @@ class CandidateQuery:
     @property
     def lexical(self) -> bool:
         return self.ranking in ("hybrid", "lexical")
+
+
+def merged(lists: Sequence[Ranked]) -> Ranked:
+    """Lists of one signal taken apart (one per kind) as one, best first: their scores are on
+    one scale (cosine similarity; a lexical score of one query over one index)."""
+    if len(lists) == 1:
+        return lists[0]
+    return sorted((pair for found in lists for pair in found), key=lambda pair: -pair[1])
 
 
 class Candidates(Protocol):
@@ -140,15 +150,17 @@ class PostgresCandidates:
                          lap: Lap | None = None) -> Candidates:
         found = _FromPostgres(session, query)
         project = query.where.project_id
+        kinds = [query] if query.kinds is not None else [
+            replace(query, kinds=(kind,)) for kind in KINDS]  # ``depth`` of each kind
         if query.dense:
-            nearest = await repository.nearest(session, project, query.vector.tolist(),
-                                               query.tree, query.depth, None,
-                                               timeline=query.timeline)
-            found.dense = [(memory.id, score) for memory, score in nearest]
+            found.dense = merged([
+                [(memory.id, score) for memory, score in await repository.nearest(
+                    session, project, query.vector.tolist(), of.tree, query.depth, None,
+                    timeline=query.timeline)] for of in kinds])
         if query.lexical:
-            found.lexical = await repository.lexical_nearest(session, project, query.text,
-                                                             query.tree, query.timeline,
-                                                             query.depth)
+            found.lexical = merged([await repository.lexical_nearest(
+                session, project, query.text, of.tree, query.timeline, query.depth)
+                for of in kinds])
         return found
 
     async def speakers_named(self, session: AsyncSession, where: ProjectScope, query: str,

@@ -89,14 +89,7 @@ class LexicalIndex:
                n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``n`` best slots among ``allowed`` (a mask over every slot), best first, with
         their BM25 scores; slots scoring 0 (no query term) are left out."""
-        scores = self.scores(project, query, allowed)
-        hit = np.flatnonzero(scores)
-        if hit.size == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        if hit.size > n:
-            hit = hit[np.argpartition(-scores[hit], n - 1)[:n]]
-        order = hit[np.argsort(-scores[hit], kind="stable")]
-        return order.astype(np.int64), scores[order]
+        return best(self.scores(project, query, allowed), np.flatnonzero(allowed), n)
 
     def scores(self, project: int, query: str,
                allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
@@ -282,3 +275,16 @@ class LexicalIndex:
         pairs, counts = np.unique(project_at[doc_slots] * width + doc_terms, return_counts=True)
         keys = zip((pairs // width).tolist(), (pairs % width).tolist(), strict=True)
         self._df = defaultdict(int, zip(keys, counts.tolist(), strict=True))
+
+
+def best(scores: npt.NDArray[np.float32], among: npt.NDArray[np.int64],
+         n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The ``n`` of the slots ``among`` that score best in ``scores`` (over every slot), best
+    first, with their scores; those scoring 0 left out."""
+    hit = among[scores[among] > 0]
+    if hit.size == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    if hit.size > n:
+        hit = hit[np.argpartition(-scores[hit], n - 1)[:n]]
+    order = hit[np.argsort(-scores[hit], kind="stable")]
+    return order.astype(np.int64), scores[order]

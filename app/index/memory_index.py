@@ -42,20 +42,21 @@ from app.config import SearchSettings, Settings
 from app.domain import MemoryKind, ProjectScope, Timeline
 from app.embeddings import Embedder
 from app.index.candidates import (
-    Candidate,
     CandidateQuery,
     Candidates,
     Lap,
     PostgresCandidates,
     Ranked,
+    merged,
 )
 from app.index.cursor import ChangeCursor
 from app.index.device import Batcher
+from app.index.found import FromIndex, ranked
+from app.index.lexical import best
 from app.index.slots import Slots
 from app.index.state import IndexState
 from app.index.vectors import VectorIndex
 from app.store.db import Database
-from app.store.models import Memory
 from app.store.repositories import changes
 from app.store.repositories import memories as repository
 
@@ -289,17 +290,22 @@ class MemoryIndex:
         # first: it does not wait, so it reads this state too.)
         state = self.state
         allowed = state.slots.allowed(query.where, query.timeline, among, kinds=query.kinds)
-        found = _FromIndex(state, query, allowed)
+        found = FromIndex(state, query, allowed)
+        # ``depth`` of each kind (``CandidateQuery.depth``); one kind: one list
+        groups = state.slots.by_kind(allowed) if query.kinds is None else [allowed]
         if query.lexical:
             found.lexical = self.lexical_search(query.where.project_id, query.text, allowed,
-                                                query.depth)
-        if query.dense and state.vectors.on_device(allowed):  # batched with concurrent ones
-            found.dense = _ranked(state, *await self._batcher(
-                state.vectors, query.vector, query.depth, allowed))
-        elif query.dense:
-            found.dense = _ranked(state, *state.vectors.search(query.vector, query.depth,
-                                                                allowed))
+                                                query.depth, groups)
+        if query.dense:
+            found.dense = merged(await asyncio.gather(*(
+                self._nearest(state, query.vector, query.depth, group) for group in groups)))
         return found
+
+    async def _nearest(self, state: IndexState, vector: npt.NDArray[np.float32], n: int,
+                       allowed: Slots) -> Ranked:
+        if state.vectors.on_device(allowed):  # batched with concurrent ones
+            return ranked(state, *await self._batcher(state.vectors, vector, n, allowed))
+        return ranked(state, *state.vectors.search(vector, n, allowed))
 
     async def speakers_named(self, session: AsyncSession, where: ProjectScope, query: str,
                              began: float) -> set[str]:
@@ -312,16 +318,20 @@ class MemoryIndex:
         return self.state.slots.allowed(where, timeline, among, kinds=kinds)
 
     def dense(self, query: npt.NDArray[np.float32], allowed: Slots, n: int) -> Ranked:
-        return _ranked(self.state, *self.vectors.search(query, n, allowed))
+        return ranked(self.state, *self.vectors.search(query, n, allowed))
 
-    def lexical_search(self, project_id: uuid.UUID, query: str, allowed: Slots,
-                       n: int) -> Ranked:
+    def lexical_search(self, project_id: uuid.UUID, query: str, allowed: Slots, n: int,
+                       groups: Sequence[Slots] | None = None) -> Ranked:
+        """The ``n`` best of ``allowed`` by BM25, or of each of ``groups`` (parts of it),
+        scored once."""
         project = self.state.slots.codes.get(str(project_id))
         if project is None or allowed.size == 0:
             return []
         mask = np.zeros(self.vectors.size, dtype=bool)
         mask[allowed] = True
-        return _ranked(self.state, *self.state.lexical.search(project, query, mask, n))
+        scores = self.state.lexical.scores(project, query, mask)
+        return merged([ranked(self.state, *best(scores, group, n))
+                       for group in (groups if groups is not None else [allowed])])
 
     # -- snapshot --------------------------------------------------------------------------
 
@@ -355,44 +365,3 @@ class MemoryIndex:
                            "rebuilding from Postgres", self.position, first, last)
             return True
         return False
-
-
-def _ranked(state: IndexState, slots: Slots, scores: npt.NDArray[np.float32]) -> Ranked:
-    ids = state.slots.ids
-    return [(ids[s], float(v)) for s, v in zip(slots.tolist(), scores.tolist(), strict=True)]
-
-
-class _FromIndex:
-    """The index's candidates for one search, over the slots it may return (of ``state``,
-    the index's state when the search began)."""
-
-    def __init__(self, state: IndexState, query: CandidateQuery, allowed: Slots):
-        self.state, self.query, self.allowed = state, query, allowed
-        self.dense: Ranked | None = None
-        self.lexical: Ranked | None = None
-        self.project = state.slots.codes.get(str(query.where.project_id))
-
-    async def describe(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Candidate]:
-        return self.state.describe(self.query.vector, ids, self.allowed)
-
-    def lexical_scores(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, float]:
-        pairs = self.state.slots.slots(ids)
-        if self.project is None or not pairs:
-            return {}
-        scores = self.state.lexical.scores_at(
-            self.project, self.query.text, np.asarray([s for _, s in pairs], dtype=np.int64))
-        return {m: float(score) for (m, _), score in zip(pairs, scores.tolist(), strict=True)}
-
-    def query_weight(self) -> float | None:
-        return None if self.project is None else self.state.lexical.weight(self.project,
-                                                                           self.query.text)
-
-    def naming(self, ids: Sequence[uuid.UUID], names: set[str]) -> set[uuid.UUID]:
-        pairs = self.state.slots.slots(ids)
-        slots = [slot for _, slot in pairs]
-        return {memory_id for name in names for (memory_id, _), held
-                in zip(pairs, self.state.lexical.holding(slots, name), strict=True) if held}
-
-    def rows(self) -> dict[uuid.UUID, Memory]:
-        return {}  # ranked on what the index holds: only the winners are read from Postgres
-

@@ -205,6 +205,12 @@ class SlotTable:
             keep &= self.column("invalid")[slots] > moment
         return np.sort(slots[keep])
 
+    def by_kind(self, slots: Slots) -> list[Slots]:
+        """``slots`` (sorted) split by kind, in ``KINDS`` order, the kinds without one left
+        out."""
+        kinds = self.column("kind")[slots]
+        return [part for code in range(len(KINDS)) if (part := slots[kinds == code]).size]
+
     def speakers_named(self, where: ProjectScope, query: str) -> set[str]:
         """Those who said messages held for ``where``'s project and user (any agent or run,
         in any state) that ``query`` names (``named_speakers``). Looked up by the query's

@@ -5,8 +5,10 @@
                  it is ranked by ``speaker_weight`` instead), and matched by words so too;
 2. *candidates*  from the configured ``CandidateSource`` (``app.index``): dense (cosine) and
                  lexical (BM25) lists among exactly what the scope, filters and timeline let
-                 through, from the in-process index or from Postgres; with ``graph``, also
-                 memories one relation away from the entities the query names;
+                 through, from the in-process index or from Postgres, each kind its own
+                 ``candidates`` (so the candidates of a search of both kinds hold those of
+                 a search of messages: facts cannot crowd a message out); with ``graph``,
+                 also memories one relation away from the entities the query names;
 3. *fuse*        ``fusion.fuse`` over the union: one score per memory, best first, each
                  candidate described by the source (exact cosine similarity, validity);
                  a distilled fact and the messages it came from then take one place

@@ -33,13 +33,36 @@ async def search_app(request: pytest.FixtureRequest, settings: Settings,
         yield application
 
 
+@pytest.fixture(scope="module", params=["memory", "postgres"])
+async def shallow_app(request: pytest.FixtureRequest, settings: Settings,
+                      embedder: SentenceTransformerEmbedder,
+                      app: FastAPI) -> AsyncIterator[FastAPI]:
+    """As ``search_app``, taking only ``top_k`` candidates per signal (and kind)."""
+    index = request.param
+    own = settings.model_copy(update={
+        "search": SearchSettings(index=index, candidates=1),
+        "data_dir": settings.data_dir / f"kinds-shallow-{index}"})
+    application = create_app(own, embedder=embedder)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+async def _client(application: FastAPI, key: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=application),
+                             base_url="http://test", headers={"Authorization": f"Bearer {key}"})
+
+
 @pytest.fixture
 async def kinds_client(search_app: FastAPI, api_key_factory: KeyFactory
                        ) -> AsyncIterator[httpx.AsyncClient]:
-    key = await api_key_factory()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=search_app),
-                                 base_url="http://test",
-                                 headers={"Authorization": f"Bearer {key}"}) as http:
+    async with await _client(search_app, await api_key_factory()) as http:
+        yield http
+
+
+@pytest.fixture
+async def shallow_client(shallow_app: FastAPI, api_key_factory: KeyFactory
+                         ) -> AsyncIterator[httpx.AsyncClient]:
+    async with await _client(shallow_app, await api_key_factory()) as http:
         yield http
 
 
@@ -99,6 +122,32 @@ async def test_kind_filters_search_and_list(kinds_client: httpx.AsyncClient,
         assert [hit["kind"] for hit in hits] == [kind], filters
     listed = (await kinds_client.get("/v1/memories", params={"kind": "fact"})).json()
     assert [m["memory"] for m in listed["results"]] == ["User works at Equinor"]
+
+
+async def test_facts_never_take_a_message_candidates_place(shallow_client: httpx.AsyncClient,
+                                                            brain: Brain) -> None:
+    """Four facts about a pet trainer match "which pet does the user have?" better, by meaning
+    and by words, than the message that answers it: each kind has its own candidates, so
+    the facts (folded into one place, all citing one message) cannot push the answer out of
+    a search of both kinds when a search of messages finds it."""
+    chat = "My week was a blur of meetings, but at the park I chatted with a pet trainer."
+    answer = "We finally adopted a beagle puppy last spring, we call him Biscuit."
+    brain.facts = {chat: ["User chatted with a pet trainer at the park",
+                          "The pet trainer talked about pet food",
+                          "The pet trainer talked about pet toys",
+                          "The pet trainer talked about which pets suit a flat"]}
+    response = await shallow_client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": chat}, {"role": "user", "content": answer}],
+        "user_id": "u1", "wait": True})
+    assert response.json()["status"] == "SUCCEEDED", response.json()
+    query = "Which pet does the user have?"
+    facts = await search(shallow_client, query, top_k=3, filters={"kind": "fact"})
+    assert len(facts) == 3  # facts outrank the answer on every signal: top 3 of each are facts
+    messages = await search(shallow_client, query, top_k=3, filters={"kind": "message"})
+    assert answer in [hit["memory"] for hit in messages]
+    both = await search(shallow_client, query, top_k=3, explain=True)
+    assert answer in [hit["memory"] for hit in both]
+    assert {hit["kind"] for hit in both} == {"fact", "message"}
 
 
 async def test_an_unknown_kind_is_an_invalid_filter(client: httpx.AsyncClient) -> None:

@@ -449,7 +449,7 @@ async def test_a_vector_of_another_model_is_answered_by_postgres(database: Datab
                                    model=model)
             async with database.session_scope() as session:
                 found = await index.candidates(session, query)
-            assert (type(found).__name__ == "_FromIndex") is from_index
+            assert (type(found).__name__ == "FromIndex") is from_index
             assert found.dense is not None
             assert {m for m, _ in found.dense} == set(ids)
     finally:
