@@ -184,7 +184,9 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
                     found = set().union(*covered[:k]) if covered[:k] else set()
                     recall_rows[view][k].append((qa["category"], bool(evidence & found)))
             if _within(first["messages"], 10) and not _within(first["both"], 10):
-                fusion_losses.append({"question": qa["question"], "first_hit": first})
+                fusion_losses.append({"question": qa["question"], "first_hit": first,
+                                      **await _why_lost(client, qa["question"], user_id,
+                                                        evidence)})
     jobs = [row["job"] for row in rows]
     usage = [job["usage"] for job in jobs]
     facts = sum(1 for job in jobs for result in job["results"]
@@ -232,6 +234,26 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
                              "facts": len(row["job"]["results"]),
                              "usage": row["job"]["usage"]} for row in rows],
     }
+
+
+async def _why_lost(client: httpx.AsyncClient, question: str, user_id: str,
+                    evidence: set[str]) -> dict[str, Any]:
+    """For a fusion loss, what the ranking said: the evidence message as the messages-only
+    search scored it, where the fused search (50 deep) put it, and the fused top 10."""
+    def brief(hit: dict[str, Any]) -> dict[str, Any]:
+        explain = hit.get("explain") or {}
+        return {"kind": hit["kind"], "memory": hit["memory"][:80],
+                "dia_id": hit["metadata"].get("dia_id"), "score": round(hit["score"], 3),
+                "explain": {key: explain.get(key) for key in
+                            ("dense", "lexical", "date", "speaker", "conversation")}}
+    alone = await search(client, question, user_id, 10, {"kind": "message"}, explain=True)
+    fused = await search(client, question, user_id, 50, None, explain=True)
+    def evidence_at(hits: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next(({"rank": rank, **brief(hit)} for rank, hit in enumerate(hits, 1)
+                     if hit["kind"] == "message" and hit["metadata"].get("dia_id") in evidence),
+                    None)
+    return {"messages_view": evidence_at(alone), "fused_50": evidence_at(fused),
+            "fused_top10": [brief(hit) for hit in fused[:10]]}
 
 
 def _within(rank: int | None, k: int) -> bool:
