@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, cast
 
@@ -150,17 +150,17 @@ class PostgresCandidates:
                          lap: Lap | None = None) -> Candidates:
         found = _FromPostgres(session, query)
         project = query.where.project_id
-        kinds = [query] if query.kinds is not None else [
-            replace(query, kinds=(kind,)) for kind in KINDS]  # ``depth`` of each kind
-        if query.dense:
+        each = query.kinds is None  # ``depth`` of each kind
+        if query.dense:  # an index scan per kind: HNSW has no "best of each"
             found.dense = merged([
                 [(memory.id, score) for memory, score in await repository.nearest(
-                    session, project, query.vector.tolist(), of.tree, query.depth, None,
-                    timeline=query.timeline)] for of in kinds])
+                    session, project, query.vector.tolist(), query.tree, query.depth, None,
+                    timeline=query.timeline, kind=kind)]
+                for kind in (KINDS if each else (None,))])
         if query.lexical:
-            found.lexical = merged([await repository.lexical_nearest(
-                session, project, query.text, of.tree, query.timeline, query.depth)
-                for of in kinds])
+            found.lexical = await repository.lexical_nearest(
+                session, project, query.text, query.tree, query.timeline, query.depth,
+                per_kind=each)
         return found
 
     async def speakers_named(self, session: AsyncSession, where: ProjectScope, query: str,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from itertools import pairwise
 
@@ -89,7 +89,16 @@ class LexicalIndex:
                n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The ``n`` best slots among ``allowed`` (a mask over every slot), best first, with
         their BM25 scores; slots scoring 0 (no query term) are left out."""
-        return best(self.scores(project, query, allowed), np.flatnonzero(allowed), n)
+        [found] = self.search_each(project, query, allowed, n, [np.flatnonzero(allowed)])
+        return found
+
+    def search_each(self, project: int, query: str, allowed: npt.NDArray[np.bool_], n: int,
+                    groups: Sequence[npt.NDArray[np.int64]]
+                    ) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+        """As ``search``, the ``n`` best of each of ``groups`` (slot arrays within
+        ``allowed``), the query scored once."""
+        scores = self.scores(project, query, allowed)
+        return [_best(scores, group, n) for group in groups]
 
     def scores(self, project: int, query: str,
                allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
@@ -277,8 +286,8 @@ class LexicalIndex:
         self._df = defaultdict(int, zip(keys, counts.tolist(), strict=True))
 
 
-def best(scores: npt.NDArray[np.float32], among: npt.NDArray[np.int64],
-         n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+def _best(scores: npt.NDArray[np.float32], among: npt.NDArray[np.int64],
+          n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """The ``n`` of the slots ``among`` that score best in ``scores`` (over every slot), best
     first, with their scores; those scoring 0 left out."""
     hit = among[scores[among] > 0]

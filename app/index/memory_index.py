@@ -52,7 +52,6 @@ from app.index.candidates import (
 from app.index.cursor import ChangeCursor
 from app.index.device import Batcher
 from app.index.found import FromIndex, ranked
-from app.index.lexical import best
 from app.index.slots import Slots
 from app.index.state import IndexState
 from app.index.vectors import VectorIndex
@@ -329,9 +328,8 @@ class MemoryIndex:
             return []
         mask = np.zeros(self.vectors.size, dtype=bool)
         mask[allowed] = True
-        scores = self.state.lexical.scores(project, query, mask)
-        return merged([ranked(self.state, *best(scores, group, n))
-                       for group in (groups if groups is not None else [allowed])])
+        return merged([ranked(self.state, *found) for found in self.state.lexical.search_each(
+            project, query, mask, n, groups if groups is not None else [allowed])])
 
     # -- snapshot --------------------------------------------------------------------------
 
