@@ -342,22 +342,20 @@ async def lexical_nearest(session: AsyncSession, project_id: uuid.UUID, text: st
                           filter_tree: Filter | None, timeline: Timeline, limit: int, *,
                           per_kind: bool = False) -> list[tuple[uuid.UUID, float]]:
     """Postgres full-text search: memories sharing any stemmed word with ``text``, ranked by
-    ``ts_rank_cd`` over text and context (length-normalised); the ``limit`` best of each kind
-    with ``per_kind``, from the one ranking (every match is scored to be sorted anyway)."""
+    ``ts_rank_cd`` over text and context (length-normalised); ``per_kind``: of each kind."""
     words = sa.func.replace(sa.cast(sa.func.plainto_tsquery("english", text), sa.Text),
                             " & ", " | ")
     query_ts = sa.func.to_tsquery("english", words)
     rank = sa.func.ts_rank_cd(Memory.lexical, query_ts, 1)
     matching = (Memory.lexical.bool_op("@@")(query_ts),
                 *_searchable(project_id, filter_tree, timeline))
+    query = sa.select(Memory.id, rank).where(*matching).order_by(rank.desc()).limit(limit)
     if per_kind:
         place = sa.func.row_number().over(partition_by=Memory.kind, order_by=rank.desc())
-        ranked = sa.select(Memory.id, rank.label("rank"), place.label("place")).where(
-            *matching).subquery()
-        query = (sa.select(ranked.c.id, ranked.c.rank).where(ranked.c.place <= limit)
-                 .order_by(ranked.c.rank.desc()))
-    else:
-        query = sa.select(Memory.id, rank).where(*matching).order_by(rank.desc()).limit(limit)
+        each = sa.select(Memory.id, rank.label("rank"), place.label("at")).where(*matching)
+        ranked = each.subquery()
+        query = sa.select(ranked.c.id, ranked.c.rank).where(ranked.c.at <= limit).order_by(
+            ranked.c.rank.desc())
     return [(memory_id, float(score)) for memory_id, score in (await session.execute(query)).all()]
 
 
