@@ -12,7 +12,8 @@ Two parts (``--part``, both by default), against one started server:
   three ways: facts only, messages only, both fused (the default search). A message stands
   for its own turn; a fact for the turns its ``sources`` cite. Evidence recall@k ("any"
   evidence turn in the top k), facts per user turn, entities and relations per session,
-  share of jobs that SUCCEEDED.
+  share of jobs that SUCCEEDED. ``--from-session N`` posts the earlier sessions as messages
+  only and measures sessions N.. (a long conversation in parts).
 * ``updates``: the knowledge-update suite (``bench.knowledge_updates``): after each
   scenario's conversations, whether the current answer ranks first among facts, whether the
   old fact was superseded (not deleted, not still current), whether the unrelated fact
@@ -70,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="turns per posted episode (default: a whole session per add)")
     parser.add_argument("--sessions", type=int, default=None,
                         help="only each conversation's first N sessions (default: all)")
+    parser.add_argument("--from-session", type=int, default=1, metavar="N",
+                        help="post sessions before N as their messages only (infer: false), "
+                             "so a long conversation can be measured in parts without paying "
+                             "again for its earlier extraction; every number covers sessions "
+                             "N.. (default 1: all of them)")
     parser.add_argument("--scenarios", type=int, default=len(SCENARIOS),
                         help=f"knowledge-update scenarios (default all {len(SCENARIOS)})")
     parser.add_argument("--scenario", action="append", default=[], metavar="NAME",
@@ -94,15 +100,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # -- locomo ----------------------------------------------------------------------------------
 
 
+def episode_body(episode: Episode, user_id: str) -> dict[str, Any]:
+    """The add for one episode: each message with its speaker's name and LoCoMo dia_id."""
+    return {"messages": [{**message, "metadata": {"dia_id": dia_id}} for message, dia_id
+                         in zip(episode.messages, episode.dia_ids, strict=True)],
+            "user_id": user_id, "observed_at": episode.observed_at.isoformat()}
+
+
 async def post_episode(client: httpx.AsyncClient, episode: Episode, user_id: str,
                        timeout_s: float) -> dict[str, Any]:
     """Posts one session and follows it: when its messages are found, when its job ends."""
-    messages = [{**message, "metadata": {"dia_id": dia_id}}
-                for message, dia_id in zip(episode.messages, episode.dia_ids, strict=True)]
+    body = episode_body(episode, user_id)
+    messages = body["messages"]
     began = time.perf_counter()
-    response = await client.post("/v1/memories", json={
-        "messages": messages, "user_id": user_id,
-        "observed_at": episode.observed_at.isoformat()})
+    response = await client.post("/v1/memories", json=body)
     response.raise_for_status()
     accepted = time.perf_counter()
     probe = max(episode.messages, key=lambda message: len(message["content"]))["content"]
@@ -126,6 +137,14 @@ async def post_episode(client: httpx.AsyncClient, episode: Episode, user_id: str
             "facts_searchable_s": round(min(written) - accepted, 2),
             "all_facts_searchable_s": round(max(written) - accepted, 2),
             "job_done_s": round(done - accepted, 2)}
+
+
+async def post_history(client: httpx.AsyncClient, episode: Episode, user_id: str) -> None:
+    """An earlier session as its messages only: there to be searched, with no job to wait for
+    (its turns count as not ingested, so no question about them is scored)."""
+    response = await client.post("/v1/memories",
+                                 json=episode_body(episode, user_id) | {"infer": False})
+    response.raise_for_status()
 
 
 async def turns_of_hit(client: httpx.AsyncClient, hit: dict[str, Any],
@@ -156,6 +175,10 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
         episodes = [e for e in conversation_episodes(sample, args.episode_turns)
                     if args.sessions is None or e.session <= args.sessions]
         user_id = f"{sample['sample_id']}-{uuid.uuid4().hex[:6]}"
+        history = [e for e in episodes if e.session < args.from_session]
+        episodes = episodes[len(history):]
+        for episode in history:
+            await post_history(client, episode, user_id)
         turns_of: dict[str, list[str]] = {}
         for number, episode in enumerate(episodes, 1):
             row = await post_episode(client, episode, user_id, args.job_timeout)
@@ -165,7 +188,7 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
             progress(f"{episode.label} ({number}/{len(episodes)}): {job['status']} in "
                      f"{row['facts_searchable_s']} s, {len(job['results'])} facts, "
                      f"{job['usage']['llm_calls']} calls")
-        sessions += len(episodes)
+        sessions += len({episode.session for episode in episodes})  # a window is not one
         size = await graph_size(client, user_id)
         graph["entities"] += size["entities"]
         graph["relations"] += size["current_relations_up_to_200"]
@@ -301,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "config": {"parts": args.part, "conversations": args.conversations, "skip": args.skip,
                    "episode_turns": args.episode_turns,
-                   "sessions": args.sessions, "scenarios": args.scenario or args.scenarios,
+                   "sessions": args.sessions, "from_session": args.from_session,
+                   "scenarios": args.scenario or args.scenarios,
                    "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
     }
     server = ManagedServer(args.startup_timeout, args.keep_data,
