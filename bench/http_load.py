@@ -2,7 +2,10 @@
 
 For each ``--n`` it loads N synthetic memories (``infer=false``) spread over ten users, then
 times searches scoped to one user: one client at a time, then ``--concurrency`` clients, each
-with and without a metadata filter. Prints one JSON document on stdout; progress goes to stderr.
+with and without a metadata filter. With ``--facts-share F`` that share of the memories is
+imported as facts (``/v1/import``: a fact needs no model that way), so the default search
+ranks both kinds, and one more variant searches the messages alone: what searching both
+costs. Prints one JSON document on stdout; progress goes to stderr.
 
 Without ``--base-url`` it starts its own server on a free port with a fresh data directory
 (the embedded Postgres), gives every N its own project key, and stops the server at the end.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import math
 import os
 import random
@@ -140,6 +144,47 @@ async def load(
                 events[str(result.get("event"))] += 1
 
     wall = await run_pool(requests, in_flight, send)
+    return load_report(requests, accepted, events, wall, tally)
+
+
+async def load_facts(
+    client: httpx.AsyncClient, requests: list[AddRequest], in_flight: int
+) -> dict[str, Any]:
+    """Each request's texts imported as facts, one NDJSON body per request (the header's
+    model is none the server has: it embeds every fact itself, as it does an add's)."""
+    tally = Tally()
+    events: Counter[str] = Counter()
+    accepted = 0
+    header = json.dumps({"record": "header", "format": "anamnesis.export", "version": 1,
+                         "embedding": {"model": "bench-none", "dimension": 1}})
+
+    async def send(request: AddRequest) -> None:
+        nonlocal accepted
+        lines = [header, *(json.dumps({
+            "record": "memory", "id": str(uuid.uuid4()), "kind": "fact", "text": text,
+            "user_id": request.user_id, "metadata": {"topic": request.topic, "source": "bench"},
+        }) for text in request.texts)]
+        started = time.perf_counter()
+        try:
+            response = await client.post("/v1/import", content="\n".join(lines).encode(),
+                                         headers={"Content-Type": "application/x-ndjson"})
+        except httpx.HTTPError as exc:
+            tally.error(type(exc).__name__, str(exc))
+            return
+        if response.status_code != 200:
+            tally.error(str(response.status_code), response.text)
+            return
+        tally.latencies_s.append(time.perf_counter() - started)
+        counts = response.json()["records"].get("memory", {})
+        accepted += counts.get("inserted", 0)
+        events["IMPORTED"] += counts.get("inserted", 0)
+
+    wall = await run_pool(requests, in_flight, send)
+    return load_report(requests, accepted, events, wall, tally)
+
+
+def load_report(requests: list[AddRequest], accepted: int, events: Counter[str], wall: float,
+                tally: Tally) -> dict[str, Any]:
     return {
         "requests": len(requests),
         "messages": sum(len(r.texts) for r in requests),
@@ -157,15 +202,18 @@ class Query:
     text: str
     user_id: str
 
-    def body(self, filtered: bool) -> dict[str, Any]:
+    def body(self, filtered: bool, kind: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"query": self.text, "top_k": 10, "user_id": self.user_id}
-        if filtered:
-            body["filters"] = {"metadata.topic": FILTER_TOPIC}
+        filters = ({"metadata.topic": FILTER_TOPIC} if filtered else {}) | (
+            {"kind": kind} if kind else {})
+        if filters:
+            body["filters"] = filters
         return body
 
 
 async def search(
-    client: httpx.AsyncClient, queries: list[Query], clients: int, filtered: bool
+    client: httpx.AsyncClient, queries: list[Query], clients: int, filtered: bool,
+    kind: str | None = None,
 ) -> dict[str, Any]:
     tally = Tally()
     hits: list[int] = []
@@ -175,7 +223,7 @@ async def search(
     async def ask(query: Query) -> None:
         nonlocal violations, checked
         payload = await timed_post(
-            client, "/v1/memories/search", query.body(filtered), tally, expect=200
+            client, "/v1/memories/search", query.body(filtered, kind), tally, expect=200
         )
         if payload is None:
             return
@@ -192,7 +240,7 @@ async def search(
     return {
         "clients": clients,
         "queries": len(queries),
-        "filters": {"metadata.topic": FILTER_TOPIC} if filtered else None,
+        "filters": queries[0].body(filtered, kind).get("filters") if queries else None,
         "wall_s": round(wall, 3),
         "qps": round(len(tally.latencies_s) / wall, 1) if wall else None,
         **latency_summary(tally.latencies_s),
@@ -231,6 +279,12 @@ async def run_size(
     user_count = min(USERS_PER_RUN, math.ceil(n / args.batch))
     users = [f"bench-{tag}-n{n}-u{i}" for i in range(user_count)]
     requests = add_requests(n, args.batch, users, seed)
+    # The facts' requests spread evenly over each user's requests (users take the requests
+    # in turn: the j-th of a user is request j * users + u), so every user holds both kinds.
+    is_fact = [math.floor((j + 1) * args.facts_share) > math.floor(j * args.facts_share)
+               for j in (index // len(users) for index in range(len(requests)))]
+    facts = [request for request, fact in zip(requests, is_fact, strict=True) if fact]
+    requests = [request for request, fact in zip(requests, is_fact, strict=True) if not fact]
     rng = random.Random(seed + 1)
     queries = [Query(query_text(rng), rng.choice(users)) for _ in range(args.queries)]
     warmup = [Query(query_text(rng), rng.choice(users)) for _ in range(WARMUP_QUERIES)]
@@ -245,18 +299,24 @@ async def run_size(
             result["load"] = await load(client, requests, args.load_concurrency)
             progress(f"n={n}: load {result['load']['memories_per_s']} memories/s, "
                      f"{result['load']['errors']} errors")
+            if facts:
+                result["load_facts"] = await load_facts(client, facts, args.load_concurrency)
+                progress(f"n={n}: facts imported {result['load_facts']['accepted']}, "
+                         f"{result['load_facts']['errors']} errors")
         result["server_rss_mb"]["after_load"] = await asyncio.to_thread(rss_mb, pid)
         await search(client, warmup, 1, filtered=False)
         await search(client, warmup, 1, filtered=True)
         result["search"] = {}
-        for name, clients, filtered in (
-            ("sequential", 1, False),
-            ("concurrent", args.concurrency, False),
-            ("concurrent_wide", args.wide_concurrency, False),
-            ("filtered_sequential", 1, True),
-            ("filtered_concurrent", args.concurrency, True),
+        for name, clients, filtered, kind in (
+            ("sequential", 1, False, None),
+            ("concurrent", args.concurrency, False, None),
+            ("concurrent_wide", args.wide_concurrency, False, None),
+            ("filtered_sequential", 1, True, None),
+            ("filtered_concurrent", args.concurrency, True, None),
+            # both kinds (the default search) against the messages alone, on the same data
+            *([("sequential_messages_only", 1, False, "message")] if facts else []),
         ):
-            result["search"][name] = await search(client, queries, clients, filtered)
+            result["search"][name] = await search(client, queries, clients, filtered, kind)
             stats = result["search"][name]
             progress(f"n={n}: search {name}: p50 {stats['p50_ms']} ms, "
                      f"p99 {stats['p99_ms']} ms, {stats['qps']} qps, {stats['errors']} errors")
@@ -318,6 +378,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--query-cache", action="store_true",
                         help="keep the started server's query-embedding cache (off by default: "
                              "the questions repeat, and a cached one is not embedded)")
+    parser.add_argument("--facts-share", type=float, default=0.0, metavar="F",
+                        help="share of the memories imported as facts, the rest posted as "
+                             "messages (default 0: messages only)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--startup-timeout", type=float, default=600.0,
                         help="seconds to wait for a started server's /ready")
@@ -333,6 +396,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.queries, args.concurrency, args.wide_concurrency, args.load_concurrency) < 1:
         parser.error("--queries, --concurrency, --wide-concurrency and --load-concurrency "
                      "must be positive")
+    if not 0 <= args.facts_share < 1:
+        parser.error("--facts-share must be in [0, 1)")
     if args.base_url and not args.api_key:
         parser.error("--base-url needs --api-key (or $ANAMNESIS_API_KEY)")
     return args
@@ -351,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency": args.concurrency, "wide_concurrency": args.wide_concurrency,
             "max_users_per_size": USERS_PER_RUN, "top_k": 10,
             "seed": args.seed, "query_cache": args.query_cache,
+            "facts_share": args.facts_share,
         },
     }
     server: ManagedServer | None = None
