@@ -175,10 +175,13 @@ def database(app: FastAPI) -> Database:
 @pytest.fixture
 async def clean(app: FastAPI, database: Database) -> None:
     """Each test starts from empty tables (projects cascade to everything else) and with no
-    consolidation job of an earlier test still running in the app."""
+    consolidation job of an earlier test still running, in the app or in a live server (a
+    job writing while the tables are truncated deadlocks with it)."""
     queue = app.state.resources.queue
     if isinstance(queue, InProcessQueue):
         await queue.drain()
+    for live in list(LIVE_SERVERS):
+        await live.drain()
     async with database.engine.begin() as connection:
         await connection.exec_driver_sql("TRUNCATE projects CASCADE")
 
@@ -229,6 +232,17 @@ async def anonymous(app: FastAPI, clean: None) -> AsyncIterator[httpx.AsyncClien
 class LiveServer:
     base_url: str
     server: uvicorn.Server
+    app: FastAPI
+    loop: asyncio.AbstractEventLoop
+
+    async def drain(self) -> None:
+        """Waits, from any event loop, until the server's queued jobs have run."""
+        queue = self.app.state.resources.queue
+        if isinstance(queue, InProcessQueue):
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(queue.drain(), self.loop))
+
+
+LIVE_SERVERS: list[LiveServer] = []  # running now: ``clean`` waits for their jobs too
 
 
 def _free_port() -> int:
@@ -252,19 +266,31 @@ def serve(settings: Settings, embedder: SentenceTransformerEmbedder) -> Iterator
     port = _free_port()
     # Its own batcher (event loop), the same loaded model.
     shared = SentenceTransformerEmbedder(encoder=embedder.encoder, model_name=embedder.model_name)
-    config = uvicorn.Config(create_app(settings, embedder=shared), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="on")
+    application = create_app(settings, embedder=shared)
+    config = uvicorn.Config(application, host="127.0.0.1", port=port, log_level="warning",
+                            lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    # asyncio.run's runner, its loop made here so that other loops can hand it work (drain)
+    runner = asyncio.Runner()
+    loop = runner.get_loop()
+
+    def run() -> None:
+        with runner:
+            runner.run(server.serve())
+
+    thread = threading.Thread(target=run, name="live-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("live server did not start")
         time.sleep(0.05)
+    live = LiveServer(f"http://127.0.0.1:{port}", server, application, loop)
+    LIVE_SERVERS.append(live)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", server)
+        yield live
     finally:
+        LIVE_SERVERS.remove(live)
         server.should_exit = True
         thread.join(timeout=30)
 
