@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import math
 import os
 import random
@@ -25,8 +24,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,100 +32,11 @@ import httpx
 
 from bench.managed_server import ManagedServer, emit_report, machine_info, progress, rss_mb
 from bench.synthetic import AddRequest, add_requests, query_text
+from bench.timed_requests import Tally, latency_summary, run_pool, timed_post
 
 USERS_PER_RUN = 10
 WARMUP_QUERIES = 10
 FILTER_TOPIC = "food"
-MAX_ERROR_SAMPLES = 5
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    position = (len(sorted_values) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def latency_summary(latencies_s: list[float]) -> dict[str, float | None]:
-    if not latencies_s:
-        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None,
-                "min_ms": None, "max_ms": None}
-    ms = sorted(v * 1000 for v in latencies_s)
-    return {
-        "p50_ms": round(percentile(ms, 0.50), 2),
-        "p95_ms": round(percentile(ms, 0.95), 2),
-        "p99_ms": round(percentile(ms, 0.99), 2),
-        "mean_ms": round(sum(ms) / len(ms), 2),
-        "min_ms": round(ms[0], 2),
-        "max_ms": round(ms[-1], 2),
-    }
-
-
-@dataclass
-class Tally:
-    """Outcome of a set of requests: latencies of successes, errors by status, samples."""
-
-    latencies_s: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    error_samples: list[str] = field(default_factory=list)
-    server_ms: dict[str, list[float]] = field(default_factory=dict)  # Server-Timing steps
-
-    def server_steps(self, header: str | None) -> None:
-        for part in (header or "").split(","):
-            name, _, duration = part.strip().partition(";dur=")
-            if name and duration:
-                self.server_ms.setdefault(name, []).append(float(duration))
-
-    def server_steps_p50(self) -> dict[str, float] | None:
-        if not self.server_ms:
-            return None
-        return {name: round(percentile(sorted(values), 0.5), 2)
-                for name, values in self.server_ms.items()}
-
-    def error(self, key: str, sample: str) -> None:
-        self.errors[key] += 1
-        if len(self.error_samples) < MAX_ERROR_SAMPLES:
-            self.error_samples.append(f"{key}: {sample[:300]}")
-
-    def errors_json(self) -> dict[str, Any]:
-        return {"errors": sum(self.errors.values()), "errors_by_status": dict(self.errors),
-                "error_samples": self.error_samples}
-
-
-async def timed_post(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any], tally: Tally, expect: int
-) -> dict[str, Any] | None:
-    started = time.perf_counter()
-    try:
-        response = await client.post(path, json=body)
-    except httpx.HTTPError as exc:
-        tally.error(type(exc).__name__, str(exc))
-        return None
-    elapsed = time.perf_counter() - started
-    if response.status_code != expect:
-        tally.error(str(response.status_code), response.text)
-        return None
-    tally.latencies_s.append(elapsed)
-    tally.server_steps(response.headers.get("server-timing"))
-    payload: dict[str, Any] = response.json()
-    return payload
-
-
-async def run_pool(jobs: list[Any], workers: int, handle: Any) -> float:
-    """Run ``handle(job)`` over ``jobs`` with ``workers`` in flight; returns the wall time."""
-    iterator: Iterator[Any] = iter(jobs)
-
-    async def worker() -> None:
-        for job in iterator:  # one shared iterator: each job is taken exactly once
-            await handle(job)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(max(1, workers))))
-    return time.perf_counter() - started
-
-
 async def load(
     client: httpx.AsyncClient, requests: list[AddRequest], in_flight: int
 ) -> dict[str, Any]:
@@ -150,37 +59,19 @@ async def load(
 async def load_facts(
     client: httpx.AsyncClient, requests: list[AddRequest], in_flight: int
 ) -> dict[str, Any]:
-    """Each request's texts imported as facts, one NDJSON body per request (the header's
-    model is none the server has: it embeds every fact itself, as it does an add's)."""
+    """Each request's texts imported as facts, one NDJSON body per request."""
     tally = Tally()
-    events: Counter[str] = Counter()
     accepted = 0
-    header = json.dumps({"record": "header", "format": "anamnesis.export", "version": 1,
-                         "embedding": {"model": "bench-none", "dimension": 1}})
 
     async def send(request: AddRequest) -> None:
         nonlocal accepted
-        lines = [header, *(json.dumps({
-            "record": "memory", "id": str(uuid.uuid4()), "kind": "fact", "text": text,
-            "user_id": request.user_id, "metadata": {"topic": request.topic, "source": "bench"},
-        }) for text in request.texts)]
-        started = time.perf_counter()
-        try:
-            response = await client.post("/v1/import", content="\n".join(lines).encode(),
-                                         headers={"Content-Type": "application/x-ndjson"})
-        except httpx.HTTPError as exc:
-            tally.error(type(exc).__name__, str(exc))
-            return
-        if response.status_code != 200:
-            tally.error(str(response.status_code), response.text)
-            return
-        tally.latencies_s.append(time.perf_counter() - started)
-        counts = response.json()["records"].get("memory", {})
-        accepted += counts.get("inserted", 0)
-        events["IMPORTED"] += counts.get("inserted", 0)
+        payload = await timed_post(client, "/v1/import", request.import_body(), tally,
+                                   expect=200)
+        if payload is not None:
+            accepted += payload["records"].get("memory", {}).get("inserted", 0)
 
     wall = await run_pool(requests, in_flight, send)
-    return load_report(requests, accepted, events, wall, tally)
+    return load_report(requests, accepted, Counter(IMPORTED=accepted), wall, tally)
 
 
 def load_report(requests: list[AddRequest], accepted: int, events: Counter[str], wall: float,

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.http_load import percentile
 from bench.managed_server import (
     REPO_ROOT,
 )
+from bench.timed_requests import percentile
 
 DATA_CANDIDATES = (
     REPO_ROOT / "shared" / "data" / "locomo" / "locomo_dev.json",

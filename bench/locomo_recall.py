@@ -29,7 +29,6 @@ from typing import Any
 import httpx
 
 from app.embeddings import DEFAULT_MODEL, MINILM, MPNET, model_identity
-from bench.http_load import latency_summary
 from bench.locomo_data import default_data_path, session_time
 from bench.managed_server import (
     ManagedServer,
@@ -38,6 +37,7 @@ from bench.managed_server import (
     progress,
     set_progress_label,
 )
+from bench.timed_requests import latency_summary
 
 KS = (1, 5, 10, 20)
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop"}

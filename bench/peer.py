@@ -32,7 +32,6 @@ from typing import Any
 import httpx
 
 from bench.consolidation_peers import mem0_installed
-from bench.http_load import latency_summary
 from bench.locomo_data import default_data_path, session_time
 from bench.managed_server import (
     ManagedServer,
@@ -42,6 +41,7 @@ from bench.managed_server import (
     set_progress_label,
 )
 from bench.synthetic import add_requests, query_text
+from bench.timed_requests import latency_summary
 
 CATEGORIES = (1, 2, 3, 4)
 K = 10

@@ -40,7 +40,6 @@ import httpx
 import numpy as np
 
 from bench.consolidation_peers import mem0_installed
-from bench.http_load import latency_summary
 from bench.managed_server import (
     ManagedServer,
     emit_report,
@@ -51,6 +50,7 @@ from bench.managed_server import (
 )
 from bench.peer import K, mem0, mem0_search, mem0_version
 from bench.synthetic import query_text
+from bench.timed_requests import latency_summary
 from bench.transfer import USERS, run_cli, write_export
 
 PROJECT = "scale"

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 
-from bench.http_load import latency_summary
 from bench.locomo_data import default_data_path
 from bench.locomo_recall import CATEGORIES, message, sessions
 from bench.managed_server import (
@@ -32,6 +31,7 @@ from bench.managed_server import (
     progress,
     set_progress_label,
 )
+from bench.timed_requests import latency_summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

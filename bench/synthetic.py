@@ -3,8 +3,10 @@ about people, places, food, work and hobbies, from templates and a seeded RNG.""
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,6 +208,17 @@ class AddRequest:
             "metadata": {"topic": self.topic, "source": "bench"},
             "infer": False,
         }
+
+    def import_body(self) -> str:
+        """The same texts as facts, for ``POST /v1/import``: NDJSON whose header names a model
+        the server does not have, so the server embeds every fact itself, as it does an add's."""
+        header = {"record": "header", "format": "anamnesis.export", "version": 1,
+                  "embedding": {"model": "bench-none", "dimension": 1}}
+        lines = [header, *({"record": "memory", "id": str(uuid.uuid4()), "kind": "fact",
+                            "text": text, "user_id": self.user_id,
+                            "metadata": {"topic": self.topic, "source": "bench"}}
+                           for text in self.texts)]
+        return "\n".join(json.dumps(line) for line in lines)
 
 
 def add_requests(n: int, batch: int, users: list[str], seed: int) -> list[AddRequest]:

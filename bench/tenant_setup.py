@@ -23,7 +23,6 @@ from app.store.db import open_database
 from app.store.graph import open_graph_store
 from app.store.graph.base import EntityRecord, RelationRecord
 from app.store.ids import uuid7
-from bench.http_load import latency_summary, percentile, run_pool
 from bench.synthetic import (
     CITIES,
     COMPANIES,
@@ -32,6 +31,7 @@ from bench.synthetic import (
     AddRequest,
     add_requests,
 )
+from bench.timed_requests import latency_summary, percentile, run_pool
 
 MAX_SAMPLES = 5
 WARMUP_SEARCHES = 12
