@@ -1,12 +1,18 @@
 """Ranking: the signals of each candidate fused into one score.
 
-Hybrid ranking: each signal's scores are z-normalised over all the candidates (so cosine
+Hybrid ranking: each signal's scores are z-normalised over a yardstick (so cosine
 similarities and BM25 scores, on different scales, weigh as set), then summed with the
 settings' weights. A candidate one signal did not list is scored on it all the same: its
 exact cosine similarity always (hydration computes it), its BM25 where the index can say,
-else 0 (below every listed one). Normalising over the union rather than over each signal's
-own list: LoCoMo dev recall@10 0.75 → 0.80. The lexical weight shrinks for a query whose
-words the best lexical matches hardly hold (``lexical_trust``). On top: a bonus for
+else 0 (below every listed one). The yardstick is the candidates rather than each signal's
+own list (LoCoMo dev recall@10 0.75 → 0.80), and of them the messages when there are
+facts too (``yardstick``): messages then rank among themselves exactly as a search of
+messages ranks them, and a fact goes where its scores put it among theirs. (Short facts
+match a question more closely than chat turns do: measured with the messages, they moved
+the mean and deviation every message was measured by, and on LoCoMo conv-42's later
+sessions evidence at rank 9-10 fell to 11-13: facts took recall away.) The lexical weight
+shrinks for a query whose words the yardstick's best lexical matches hardly hold
+(``lexical_trust``). On top: a bonus for
 memories the graph reached (whose z-scores are not taken below 0), a bonus for memories
 said or true in the period the query names ("in May 2023", ``dates.query_period``), a
 recency term, and a penalty for memories no longer true (visible with ``as_of`` or
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -50,7 +56,7 @@ class Signal:
         self.mean, self.std = 0.0, 0.0
 
     def normalise_over(self, values: Sequence[float]) -> None:
-        """Sets the mean and deviation ``z`` uses: those of the signal over all candidates."""
+        """Sets the mean and deviation ``z`` uses: those of the signal over the yardstick."""
         if values:
             self.mean = sum(values) / len(values)
             self.std = math.sqrt(sum((v - self.mean) ** 2 for v in values) / len(values))
@@ -73,6 +79,13 @@ class Ranked:
     score: float
     explain: dict[str, object]
     folds: tuple[uuid.UUID, ...] = ()  # memories it stands for (``fold``)
+
+
+def yardstick(rows: Mapping[uuid.UUID, Candidate]) -> list[uuid.UUID]:
+    """The candidates every one is measured against: the messages, when there are two or
+    more (what was said is the scale: facts, added, never reorder it), else all of them."""
+    said = [memory_id for memory_id, row in rows.items() if row.kind == "message"]
+    return said if len(said) >= 2 else list(rows)
 
 
 def lexical_trust(scores: Sequence[float], weight: float | None, clarity: float) -> float:
@@ -103,10 +116,11 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
     now = now or datetime.now(UTC)
     reached = set(graph)
     both = dense is not None and lexical is not None
+    scale = yardstick(rows)
     if dense is not None:
-        dense.normalise_over([row.similarity for row in rows.values()])
+        dense.normalise_over([rows[memory_id].similarity for memory_id in scale])
     if lexical is not None:
-        lexical.normalise_over([lexical.value(memory_id) for memory_id in rows])
+        lexical.normalise_over([lexical.value(memory_id) for memory_id in scale])
     ranked: list[Ranked] = []
     for memory_id, row in rows.items():
         similarity = row.similarity
@@ -150,7 +164,7 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
             explain["superseded_penalty"] = settings.superseded_penalty
         ranked.append(Ranked(memory_id, similarity, total, explain))
     if both:
-        ranked = _lend_within_conversations(ranked, rows, settings)
+        ranked = _lend_within_conversations(ranked, rows, settings, set(scale))
     for item in ranked:
         item.explain["fused"] = round(item.score, 4)
     ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory_id))
@@ -179,14 +193,15 @@ def _said(row: Candidate, named: Set[str], names: bool, settings: SearchSettings
 
 
 def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candidate],
-                               settings: SearchSettings) -> list[Ranked]:
+                               settings: SearchSettings, scale: Set[uuid.UUID]
+                               ) -> list[Ranked]:
     """Each candidate gains ``conversation_weight`` times the best score among the
     candidates of its conversation (its own when it has none: a fact, or a message alone),
     ``neighbour_weight`` times the better of its neighbouring turns' scores and half that
     of the better of the turns two away (in a chat of two, the same speaker's turn before
     or after: someone going on about what the query matched), a turn that is no candidate
-    counting as the lowest candidate score. Memories outside any conversation gain from
-    their own score only, so among themselves their order stays as it was."""
+    counting as the lowest score on the yardstick (``scale``). Memories outside any
+    conversation gain from their own score only, so among themselves their order stays."""
     if not ranked or not (settings.conversation_weight or settings.neighbour_weight):
         return ranked
     best: dict[object, float] = {}
@@ -197,7 +212,8 @@ def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candi
             key = row.conversation
             best[key] = max(best.get(key, -math.inf), item.score)
             at[(key, row.turn)] = item.score
-    lowest = min(item.score for item in ranked)
+    lowest = min((item.score for item in ranked if item.memory_id in scale),
+                 default=min(item.score for item in ranked))
     lent = []
     for item in ranked:
         row = rows[item.memory_id]

@@ -43,7 +43,7 @@ from app.index.candidates import CandidateQuery, CandidateSource
 from app.memories.schemas import MemoryRead
 from app.retrieve.dates import query_period
 from app.retrieve.filters import parse_filters
-from app.retrieve.fusion import Ranked, Signal, fold, fuse, lexical_trust
+from app.retrieve.fusion import Ranked, Signal, fold, fuse, lexical_trust, yardstick
 from app.retrieve.graph_expansion import hop_memories
 from app.retrieve.query_embeddings import QueryEmbeddings
 from app.retrieve.schemas import SearchHit, SearchRequest, SearchResponse
@@ -101,8 +101,9 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
     dense = Signal(found.dense, settings.dense_weight) if found.dense is not None else None
     lexical = None
     if found.lexical is not None:
-        trust = lexical_trust([score for _, score in found.lexical], found.query_weight(),
-                              settings.lexical_clarity)
+        scale = set(yardstick(rows))
+        trust = lexical_trust([score for m, score in found.lexical if m in scale],
+                              found.query_weight(), settings.lexical_clarity)
         lexical = Signal(found.lexical, settings.lexical_weight * trust)
         lexical.extra = found.lexical_scores([m for m in rows if m not in lexical.score])
     naming = found.naming([m for m, row in rows.items() if row.kind == "fact"], named) \
