@@ -37,9 +37,10 @@ from typing import Any
 
 import httpx
 
+from bench.evidence_recall import EvidenceRecall
 from bench.knowledge_updates import SCENARIOS, updates
 from bench.locomo_data import Episode, conversation_episodes, default_data_path
-from bench.locomo_graph import CATEGORIES, answerable, graph_size
+from bench.locomo_graph import graph_size
 from bench.managed_server import (
     ManagedServer,
     emit_report,
@@ -54,6 +55,7 @@ from bench.memory_api import search, wait_job
 
 KS = (1, 5, 10, 20)
 VIEWS = {"facts": {"kind": "fact"}, "messages": {"kind": "message"}, "both": None}
+PROJECT = "bench-quality-"  # the prefix of the project each run makes
 WHOLE_SESSION = 10_000  # turns per episode: a session is one add
 
 
@@ -89,9 +91,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds one episode's job may take (default 900)")
     parser.add_argument("--startup-timeout", type=float, default=600.0)
     parser.add_argument("--keep-data", action="store_true")
+    parser.add_argument("--rescore", type=Path, metavar="FOLDER",
+                        help="no posting: rank the questions again on the data a --keep-data "
+                             "run kept in FOLDER (the path it printed), with this checkout's "
+                             "code; pass that run's --skip, --conversations, --sessions, "
+                             "--from-session and --episode-turns")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    args.part = args.part or ["locomo", "updates"]
+    args.part = args.part or (["locomo"] if args.rescore else ["locomo", "updates"])
+    if args.rescore and (args.part != ["locomo"] or not args.rescore.is_dir()):
+        parser.error("--rescore takes the folder a --keep-data run kept, for --part locomo")
     if "locomo" in args.part and (args.data is None or not args.data.is_file()):
         parser.error("LoCoMo data not found: pass --data PATH/locomo_dev.json")
     return args
@@ -147,36 +156,51 @@ async def post_history(client: httpx.AsyncClient, episode: Episode, user_id: str
     response.raise_for_status()
 
 
-async def turns_of_hit(client: httpx.AsyncClient, hit: dict[str, Any],
-                       turns_of: dict[str, list[str]], cache: dict[str, set[str]]) -> set[str]:
-    if hit["kind"] == "message":
-        return {str(hit["metadata"].get("dia_id"))}
-    if hit["id"] not in cache:
-        detail = (await client.get(f"/v1/memories/{hit['id']}")).json()
-        cache[hit["id"]] = {turns_of[source["episode_id"]][index]
-                            for source in detail.get("sources", [])
-                            if source["episode_id"] in turns_of
-                            for index in source["message_indices"]
-                            if 0 <= index < len(turns_of[source["episode_id"]])}
-    return cache[hit["id"]]
+def measured_episodes(sample: dict[str, Any], args: argparse.Namespace
+                      ) -> tuple[list[Episode], list[Episode]]:
+    """A conversation's episodes posted as history (messages only), and those measured."""
+    episodes = [e for e in conversation_episodes(sample, args.episode_turns)
+                if args.sessions is None or e.session <= args.sessions]
+    history = [e for e in episodes if e.session < args.from_session]
+    return history, episodes[len(history):]
+
+
+async def rescore(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
+    """Evidence recall on the data an earlier run kept (``--rescore``), ranked by this
+    checkout: a ranking change measured without paying for the extraction again. The
+    episodes (each message's ``dia_id``) and user ids are read from the project's export."""
+    samples = json.loads(args.data.read_text())[args.skip:args.skip + args.conversations]
+    turns_of: dict[str, dict[str, list[str]]] = defaultdict(dict)  # user → episode → turns
+    async with client.stream("GET", "/v1/export") as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("record") == "episode":
+                turns_of[record["user_id"]][record["id"]] = [
+                    str((message.get("metadata") or {}).get("dia_id"))
+                    for message in record["messages"]]
+    scores = EvidenceRecall()
+    for sample in samples:
+        users = [user for user in turns_of if user.startswith(f"{sample['sample_id']}-")]
+        if len(users) != 1:
+            raise SystemExit(f"the kept data holds {len(users)} users for "
+                             f"{sample['sample_id']}: pass the run's --skip/--conversations")
+        _, episodes = measured_episodes(sample, args)
+        await scores.score(client, sample, users[0], {dia_id for episode in episodes
+                                                      for dia_id in episode.dia_ids},
+                           turns_of[users[0]])
+    return {"conversations": [sample["sample_id"] for sample in samples], **scores.report()}
 
 
 async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
     samples = json.loads(args.data.read_text())[args.skip:args.skip + args.conversations]
     rows: list[dict[str, Any]] = []
-    recall_rows: dict[str, dict[int, list[tuple[int, bool]]]] = {
-        view: {k: [] for k in KS} for view in VIEWS}
+    scores = EvidenceRecall()
     graph = {"entities": 0, "relations": 0}
     sessions = 0
-    # Questions the messages alone answer within 10 and the fused search does not: where
-    # facts took a message's place (the target is that facts never subtract).
-    fusion_losses: list[dict[str, Any]] = []
     for sample in samples:
-        episodes = [e for e in conversation_episodes(sample, args.episode_turns)
-                    if args.sessions is None or e.session <= args.sessions]
+        history, episodes = measured_episodes(sample, args)
         user_id = f"{sample['sample_id']}-{uuid.uuid4().hex[:6]}"
-        history = [e for e in episodes if e.session < args.from_session]
-        episodes = episodes[len(history):]
         for episode in history:
             await post_history(client, episode, user_id)
         turns_of: dict[str, list[str]] = {}
@@ -193,23 +217,7 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
         graph["entities"] += size["entities"]
         graph["relations"] += size["current_relations_up_to_200"]
         ingested = {dia_id for episode in episodes for dia_id in episode.dia_ids}
-        cache: dict[str, set[str]] = {}
-        for qa in answerable(sample, ingested):
-            evidence = set(qa["evidence"])
-            first: dict[str, int | None] = {}  # view → rank of the first hit with evidence
-            for view, filters in VIEWS.items():
-                hits = await search(client, qa["question"], user_id, max(KS), filters)
-                covered: list[set[str]] = [await turns_of_hit(client, hit, turns_of, cache)
-                                           for hit in hits]
-                first[view] = next((rank for rank, turns in enumerate(covered, 1)
-                                    if evidence & turns), None)
-                for k in KS:
-                    found = set().union(*covered[:k]) if covered[:k] else set()
-                    recall_rows[view][k].append((qa["category"], bool(evidence & found)))
-            if _within(first["messages"], 10) and not _within(first["both"], 10):
-                fusion_losses.append({"question": qa["question"], "first_hit": first,
-                                      **await _why_lost(client, qa["question"], user_id,
-                                                        evidence)})
+        await scores.score(client, sample, user_id, ingested, turns_of)
     jobs = [row["job"] for row in rows]
     usage = [job["usage"] for job in jobs]
     facts = sum(1 for job in jobs for result in job["results"]
@@ -248,48 +256,13 @@ async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[st
                                                                  for r in eight),
                                 "seconds_to_job_done_p50": _p50(r["job_done_s"]
                                                                 for r in eight)},
-        "recall": {view: {f"recall@{k}": _recall(rows_k) for k, rows_k in per_k.items()}
-                   for view, per_k in recall_rows.items()},
-        "fusion_losses": fusion_losses,
+        **scores.report(),
         "episodes_detail": [{key: value for key, value in row.items()
                              if key not in ("job", "dia_ids")} |
                             {"status": row["job"]["status"],
                              "facts": len(row["job"]["results"]),
                              "usage": row["job"]["usage"]} for row in rows],
     }
-
-
-async def _why_lost(client: httpx.AsyncClient, question: str, user_id: str,
-                    evidence: set[str]) -> dict[str, Any]:
-    """For a fusion loss, what the ranking said: the evidence message as the messages-only
-    search scored it, where the fused search (50 deep) put it, and the fused top 10."""
-    def brief(hit: dict[str, Any]) -> dict[str, Any]:
-        explain = hit.get("explain") or {}
-        return {"kind": hit["kind"], "memory": hit["memory"][:80],
-                "dia_id": hit["metadata"].get("dia_id"), "score": round(hit["score"], 3),
-                "explain": {key: explain.get(key) for key in
-                            ("dense", "lexical", "date", "speaker", "conversation")}}
-    alone = await search(client, question, user_id, 10, {"kind": "message"}, explain=True)
-    fused = await search(client, question, user_id, 50, None, explain=True)
-    def evidence_at(hits: list[dict[str, Any]]) -> dict[str, Any] | None:
-        return next(({"rank": rank, **brief(hit)} for rank, hit in enumerate(hits, 1)
-                     if hit["kind"] == "message" and hit["metadata"].get("dia_id") in evidence),
-                    None)
-    return {"messages_view": evidence_at(alone), "fused_50": evidence_at(fused),
-            "fused_top10": [brief(hit) for hit in fused[:10]]}
-
-
-def _within(rank: int | None, k: int) -> bool:
-    return rank is not None and rank <= k
-
-
-def _recall(rows: list[tuple[int, bool]]) -> dict[str, Any]:
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for category, hit in rows:
-        groups["overall"].append(hit)
-        groups[CATEGORIES[category]].append(hit)
-    return {name: {"questions": len(hits), "any": round(sum(hits) / len(hits), 3)}
-            for name, hits in groups.items()}
 
 
 def _mean(values: Any) -> float | None:
@@ -309,7 +282,9 @@ async def run(base_url: str, api_key: str, args: argparse.Namespace) -> dict[str
                                  timeout=httpx.Timeout(120.0, connect=10.0)) as client:
         if "updates" in args.part:
             report["updates"] = await updates(client, args)
-        if "locomo" in args.part:
+        if args.rescore:
+            report["locomo"] = await rescore(client, args)
+        elif "locomo" in args.part:
             report["locomo"] = await locomo(client, args)
     return report
 
@@ -329,10 +304,15 @@ def main(argv: list[str] | None = None) -> int:
                    "llm": args.llm_url or "the bundled model", "server_env": args.server_env},
     }
     server = ManagedServer(args.startup_timeout, args.keep_data,
-                           env=server_env(args.server_env, args.llm_url, args.llm_model))
+                           env=server_env(args.server_env, args.llm_url, args.llm_model),
+                           root=args.rescore)
     try:
         server.start()
-        api_key = server.create_key(f"bench-quality-{uuid.uuid4().hex[:8]}")
+        projects = [name for name in server.projects() if name.startswith(PROJECT)]
+        if args.rescore and len(projects) != 1:
+            raise SystemExit(f"{args.rescore} holds no one {PROJECT}… project: {projects}")
+        api_key = server.create_key(projects[0] if args.rescore
+                                    else f"{PROJECT}{uuid.uuid4().hex[:8]}")
         offset = log_size(server.log_path)
         report |= asyncio.run(run(server.base_url, api_key, args))
         # per step of a job (extract, resolve, graph): where its time and tokens go

@@ -75,15 +75,17 @@ class ManagedServer:
     """`anamnesis serve` on a free port over a throwaway data directory."""
 
     def __init__(self, startup_timeout_s: float, keep_data: bool,
-                 env: dict[str, str] | None = None, *, query_cache: bool = False):
+                 env: dict[str, str] | None = None, *, query_cache: bool = False,
+                 root: Path | None = None):
         """``env``: extra environment variables for the server (and ``keys create``).
         ``query_cache``: keep the server's query-embedding cache. Off by default: benchmark
         questions repeat (the synthetic ones, and every ranking asks LoCoMo's again), and a
-        cached question skips its embedding, which a fresh question never does."""
+        cached question skips its embedding, which a fresh question never does. ``root``: the
+        folder an earlier ``keep_data`` server kept, to serve its data again (and keep it)."""
         self.startup_timeout_s = startup_timeout_s
-        self.keep_data = keep_data
+        self.keep_data = keep_data or root is not None
         _exit_on_sigterm()
-        self.root = Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
+        self.root = root or Path(tempfile.mkdtemp(prefix="anamnesis-bench-"))
         # Stopped at exit too: a SIGTERM that lands outside the benchmark's try/finally (between
         # the mkdtemp and the try, or right after start()) still unwinds as SystemExit, and the
         # interpreter runs this on its way out.
@@ -134,16 +136,22 @@ class ManagedServer:
         progress(f"server ready on {self.base_url} after {self.startup_s}s")
 
     def create_key(self, project: str) -> str:
-        result = subprocess.run(
-            [*anamnesis_command(), "keys", "create", "--project", project],
-            cwd=REPO_ROOT, env=self.env, capture_output=True, text=True, check=False,
-            timeout=300,
-        )
+        """A new admin key of ``project`` (made if it is new)."""
+        return self._keys("create", "--project", project)[-1].strip()
+
+    def projects(self) -> list[str]:
+        """The names of the projects that have keys."""
+        return sorted({line.split("\t")[1] for line in self._keys("list") if "\t" in line})
+
+    def _keys(self, *arguments: str) -> list[str]:
+        command = [*anamnesis_command(), "keys", *arguments]
+        result = subprocess.run(command, cwd=REPO_ROOT, env=self.env, capture_output=True,
+                                text=True, check=False, timeout=300)
         lines = result.stdout.strip().splitlines()
-        if result.returncode != 0 or not lines:
-            raise RuntimeError(f"`anamnesis keys create --project {project}` failed "
+        if result.returncode != 0 or (arguments[0] == "create" and not lines):
+            raise RuntimeError(f"`{' '.join(command[-len(arguments) - 1:])}` failed "
                                f"({result.returncode}): {result.stderr.strip()[-2000:]}")
-        return lines[-1].strip()
+        return lines
 
     def restart(self) -> None:
         """Stops the server (gracefully: it saves what it saves on shutdown) and starts it
