@@ -112,7 +112,9 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
                   period=query_period(request.query), named=named, naming=naming)
     facts = [r.memory_id for r in ranked[:FOLD_DEPTH * request.top_k]
              if rows[r.memory_id].kind == "fact"]
-    if facts and len(facts) < len(ranked):  # facts and messages ranked together
+    # Facts and messages ranked together (a search of facts alone folds none: every fact
+    # asked for is shown, two of one message too)
+    if facts and any(rows[r.memory_id].kind == "message" for r in ranked):
         ranked = fold(ranked, rows, await episodes.cited_messages(session, caller.project_id,
                                                                   facts))
     watch.lap("fuse")

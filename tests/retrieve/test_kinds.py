@@ -128,8 +128,8 @@ async def test_facts_never_take_a_message_candidates_place(shallow_client: httpx
                                                             brain: Brain) -> None:
     """Four facts about a pet trainer match "which pet does the user have?" better, by meaning
     and by words, than the message that answers it: each kind has its own candidates, so
-    the facts (folded into one place, all citing one message) cannot push the answer out of
-    a search of both kinds when a search of messages finds it."""
+    the facts (all citing one message: past the second, folded into the first) cannot push
+    the answer out of a search of both kinds when a search of messages finds it."""
     chat = "My week was a blur of meetings, but at the park I chatted with a pet trainer."
     answer = "We finally adopted a beagle puppy last spring, we call him Biscuit."
     brain.facts = {chat: ["User chatted with a pet trainer at the park",
@@ -155,14 +155,21 @@ async def test_facts_leave_the_messages_ranked_as_a_search_of_messages_ranks_the
     """Short facts match a question more closely than chat turns do; ranked in one pool they
     moved the mean and deviation every message's scores are normalised by, and the messages
     came out in another order than a search of messages gives (LoCoMo conv-42: evidence at
-    rank 9-10 fell out of the top 10). A message is measured against the messages only: it
-    scores the same in a search of both kinds as in a search of messages."""
+    rank 9-10 fell out of the top 10). Every candidate is measured against the messages (ten
+    or more of them): a message scores the same in a search of both kinds as in a search of
+    messages."""
     turns = ["Morning! Busy weekend ahead, the whole family is coming over.",
              "I finally booked the flights to Lisbon for our trip in June.",
              "We will stay two weeks, mostly near the coast, maybe a day in Sintra.",
              "Nice! Did you sort out who looks after the dog while you are away?",
              "My neighbour takes him, she loves dogs.",
-             "Lisbon in June sounds lovely, enjoy it."]
+             "Lisbon in June sounds lovely, enjoy it.",
+             "Thanks! Any tips on where to eat near the river?",
+             "Try the grilled sardines at the market hall, they are famous.",
+             "Noted. I also want to see a fado show one evening.",
+             "Book it early, the small bars fill up fast in summer.",
+             "Will do. How was your own week, by the way?",
+             "Quiet, mostly gardening and a long bike ride on Sunday."]
     brain.facts = {turns[1]: ["User booked flights to Lisbon for June",
                               "User is going on a trip to Lisbon"],
                    turns[2]: ["User will stay in Lisbon for two weeks"],
@@ -182,6 +189,34 @@ async def test_facts_leave_the_messages_ranked_as_a_search_of_messages_ranks_the
     for hit in shown:
         assert hit["score"] == pytest.approx(alone[hit["id"]], abs=1e-6), hit["memory"]
     assert [hit["id"] for hit in shown] == [m for m in alone if m in {h["id"] for h in shown}]
+
+
+async def test_two_facts_of_one_message_both_stay(kinds_client: httpx.AsyncClient,
+                                                   brain: Brain) -> None:
+    """A fact is folded into its message when the message itself is shown above it, not
+    when only another fact of that message is: "Dana works at Equinor" ranking first must
+    not hide "Dana moved from Lisbon to Oslo", which says something else."""
+    moved = "Hi! I'm Dana. I just moved from Lisbon to Oslo for a job at Equinor."
+    sister = "My sister Ines still lives in Lisbon. I'm allergic to peanuts, by the way."
+    brain.facts = {moved: ["Dana works at Equinor", "Dana moved from Lisbon to Oslo"],
+                   sister: ["Dana's sister Ines lives in Lisbon", "Dana is allergic to peanuts"]}
+    response = await kinds_client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": moved},
+                     {"role": "assistant", "content": "Welcome to Oslo, Dana!"},
+                     {"role": "user", "content": sister}], "user_id": "u1", "wait": True})
+    assert response.json()["status"] == "SUCCEEDED", response.json()
+    facts = await search(kinds_client, "Where does Dana live now?", top_k=4,
+                         filters={"kind": "fact"})
+    both = await search(kinds_client, "Where does Dana live now?", top_k=4, explain=True)
+    shown = [hit["memory"] for hit in both]
+    assert "Dana moved from Lisbon to Oslo" in shown
+    for hit in facts:  # no fact is hidden behind another
+        assert hit["memory"] in shown, (hit["memory"], shown)
+    assert moved not in shown  # its facts stand for it
+    said = await search(kinds_client, moved, top_k=4, explain=True)
+    assert said[0]["memory"] == moved  # shown in person, it stands for both its facts
+    assert {hit["memory"] for hit in said}.isdisjoint(brain.facts[moved])
+    assert len(said[0]["explain"]["folds"]) == 2
 
 
 async def test_an_unknown_kind_is_an_invalid_filter(client: httpx.AsyncClient) -> None:
