@@ -128,8 +128,8 @@ async def test_facts_never_take_a_message_candidates_place(shallow_client: httpx
                                                             brain: Brain) -> None:
     """Four facts about a pet trainer match "which pet does the user have?" better, by meaning
     and by words, than the message that answers it: each kind has its own candidates, so
-    the facts (all citing one message: past the second, folded into the first) cannot push
-    the answer out of a search of both kinds when a search of messages finds it."""
+    the facts (folded into one place, all citing one message) cannot push the answer out of
+    a search of both kinds when a search of messages finds it."""
     chat = "My week was a blur of meetings, but at the park I chatted with a pet trainer."
     answer = "We finally adopted a beagle puppy last spring, we call him Biscuit."
     brain.facts = {chat: ["User chatted with a pet trainer at the park",
@@ -191,32 +191,28 @@ async def test_facts_leave_the_messages_ranked_as_a_search_of_messages_ranks_the
     assert [hit["id"] for hit in shown] == [m for m in alone if m in {h["id"] for h in shown}]
 
 
-async def test_two_facts_of_one_message_both_stay(kinds_client: httpx.AsyncClient,
-                                                   brain: Brain) -> None:
-    """A fact is folded into its message when the message itself is shown above it, not
-    when only another fact of that message is: "Dana works at Equinor" ranking first must
-    not hide "Dana moved from Lisbon to Oslo", which says something else."""
+async def test_a_search_of_facts_hides_no_fact(kinds_client: httpx.AsyncClient,
+                                               brain: Brain) -> None:
+    """The fold (a fact whose messages are already shown takes no place of its own) is for a
+    search of both kinds; with ``kind: fact`` every fact asked for is listed, two of one
+    message too. It ran there whenever there were more candidates than it looked at."""
     moved = "Hi! I'm Dana. I just moved from Lisbon to Oslo for a job at Equinor."
-    sister = "My sister Ines still lives in Lisbon. I'm allergic to peanuts, by the way."
-    brain.facts = {moved: ["Dana works at Equinor", "Dana moved from Lisbon to Oslo"],
-                   sister: ["Dana's sister Ines lives in Lisbon", "Dana is allergic to peanuts"]}
+    others = ["I run along the river most mornings.", "My sister Ines still lives in Lisbon.",
+              "I'm allergic to peanuts, by the way.", "We adopted a grey cat called Miso.",
+              "I play the cello in an amateur orchestra.", "My favourite dish is bacalhau."]
+    brain.facts = {moved: ["Dana moved to Oslo", "Dana lives in Oslo", "Dana works at Equinor"],
+                   **{text: [f"Dana says: {text}"] for text in others}}
     response = await kinds_client.post("/v1/memories", json={
-        "messages": [{"role": "user", "content": moved},
-                     {"role": "assistant", "content": "Welcome to Oslo, Dana!"},
-                     {"role": "user", "content": sister}], "user_id": "u1", "wait": True})
+        "messages": [{"role": "user", "content": text} for text in (moved, *others)],
+        "user_id": "u1", "wait": True})
     assert response.json()["status"] == "SUCCEEDED", response.json()
-    facts = await search(kinds_client, "Where does Dana live now?", top_k=4,
+    listed = (await kinds_client.get("/v1/memories", params={"kind": "fact"})).json()
+    assert len(listed["results"]) == 9  # more than a top 2 looks at (FOLD_DEPTH * top_k)
+    facts = await search(kinds_client, "Does Dana live in Oslo?", top_k=2,
                          filters={"kind": "fact"})
-    both = await search(kinds_client, "Where does Dana live now?", top_k=4, explain=True)
-    shown = [hit["memory"] for hit in both]
-    assert "Dana moved from Lisbon to Oslo" in shown
-    for hit in facts:  # no fact is hidden behind another
-        assert hit["memory"] in shown, (hit["memory"], shown)
-    assert moved not in shown  # its facts stand for it
-    said = await search(kinds_client, moved, top_k=4, explain=True)
-    assert said[0]["memory"] == moved  # shown in person, it stands for both its facts
-    assert {hit["memory"] for hit in said}.isdisjoint(brain.facts[moved])
-    assert len(said[0]["explain"]["folds"]) == 2
+    assert {hit["memory"] for hit in facts} == {"Dana moved to Oslo", "Dana lives in Oslo"}
+    both = await search(kinds_client, "Does Dana live in Oslo?", top_k=2, explain=True)
+    assert len({hit["memory"] for hit in both} & set(brain.facts[moved])) == 1  # one place
 
 
 async def test_an_unknown_kind_is_an_invalid_filter(client: httpx.AsyncClient) -> None:
