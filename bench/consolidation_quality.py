@@ -53,8 +53,6 @@ from bench.managed_server import (
 )
 from bench.memory_api import search, wait_job
 
-KS = (1, 5, 10, 20)
-VIEWS = {"facts": {"kind": "fact"}, "messages": {"kind": "message"}, "both": None}
 PROJECT = "bench-quality-"  # the prefix of the project each run makes
 WHOLE_SESSION = 10_000  # turns per episode: a session is one add
 
@@ -308,11 +306,12 @@ def main(argv: list[str] | None = None) -> int:
                            root=args.rescore)
     try:
         server.start()
-        projects = [name for name in server.projects() if name.startswith(PROJECT)]
-        if args.rescore and len(projects) != 1:
-            raise SystemExit(f"{args.rescore} holds no one {PROJECT}… project: {projects}")
-        api_key = server.create_key(projects[0] if args.rescore
-                                    else f"{PROJECT}{uuid.uuid4().hex[:8]}")
+        project = f"{PROJECT}{uuid.uuid4().hex[:8]}"
+        if args.rescore:  # the kept run's own project
+            [project, *others] = [p for p in server.projects() if p.startswith(PROJECT)] or [""]
+            if others or not project:
+                raise SystemExit(f"{args.rescore} holds no one {PROJECT}… project")
+        api_key = server.create_key(project)
         offset = log_size(server.log_path)
         report |= asyncio.run(run(server.base_url, api_key, args))
         # per step of a job (extract, resolve, graph): where its time and tokens go

@@ -137,7 +137,10 @@ class ManagedServer:
 
     def create_key(self, project: str) -> str:
         """A new admin key of ``project`` (made if it is new)."""
-        return self._keys("create", "--project", project)[-1].strip()
+        lines = self._keys("create", "--project", project)
+        if not lines:
+            raise RuntimeError(f"`anamnesis keys create --project {project}` printed no key")
+        return lines[-1].strip()
 
     def projects(self) -> list[str]:
         """The names of the projects that have keys."""
@@ -147,11 +150,10 @@ class ManagedServer:
         command = [*anamnesis_command(), "keys", *arguments]
         result = subprocess.run(command, cwd=REPO_ROOT, env=self.env, capture_output=True,
                                 text=True, check=False, timeout=300)
-        lines = result.stdout.strip().splitlines()
-        if result.returncode != 0 or (arguments[0] == "create" and not lines):
-            raise RuntimeError(f"`{' '.join(command[-len(arguments) - 1:])}` failed "
+        if result.returncode != 0:
+            raise RuntimeError(f"`anamnesis keys {' '.join(arguments)}` failed "
                                f"({result.returncode}): {result.stderr.strip()[-2000:]}")
-        return lines
+        return result.stdout.strip().splitlines()
 
     def restart(self) -> None:
         """Stops the server (gracefully: it saves what it saves on shutdown) and starts it

@@ -111,21 +111,21 @@ def lexical_trust(scores: Sequence[float], weight: float | None, clarity: float)
 
 def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal | None,
          graph: Sequence[uuid.UUID], settings: SearchSettings, threshold: float | None,
-         now: datetime | None = None, period: Period | None = None, *,
+         scale: Set[uuid.UUID], now: datetime | None = None, period: Period | None = None, *,
          named: Set[str] = frozenset(), naming: Set[uuid.UUID] = frozenset()) -> list[Ranked]:
     """``rows``: every candidate that matches the search. Returns them all, best first,
-    those under ``threshold`` left out. With one of dense and lexical, its raw score is the
-    base (so a dense search scores by cosine); with both, their weighted z-scores, and
-    recency, validity, the speakers the query names (``named``; ``naming``: the facts that
-    name one of them) and a message's length count."""
+    those under ``threshold`` left out, every one measured against ``scale`` (``yardstick``
+    of ``rows``). With one of dense and lexical, its raw score is the base (so a dense
+    search scores by cosine); with both, their weighted z-scores, and recency, validity,
+    the speakers the query names (``named``; ``naming``: the facts that name one of them)
+    and a message's length count."""
     now = now or datetime.now(UTC)
     reached = set(graph)
     both = dense is not None and lexical is not None
-    scale = yardstick(rows)
     if dense is not None:
-        dense.normalise_over([rows[memory_id].similarity for memory_id in scale])
+        dense.normalise_over([row.similarity for m, row in rows.items() if m in scale])
     if lexical is not None:
-        lexical.normalise_over([lexical.value(memory_id) for memory_id in scale])
+        lexical.normalise_over([lexical.value(m) for m in rows if m in scale])
     ranked: list[Ranked] = []
     for memory_id, row in rows.items():
         similarity = row.similarity
@@ -169,7 +169,7 @@ def fuse(rows: dict[uuid.UUID, Candidate], dense: Signal | None, lexical: Signal
             explain["superseded_penalty"] = settings.superseded_penalty
         ranked.append(Ranked(memory_id, similarity, total, explain))
     if both:
-        ranked = _lend_within_conversations(ranked, rows, settings, set(scale))
+        ranked = _lend_within_conversations(ranked, rows, settings, scale)
     for item in ranked:
         item.explain["fused"] = round(item.score, 4)
     ranked.sort(key=lambda r: (-r.score, -r.similarity, r.memory_id))

@@ -98,17 +98,17 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
 
     listed = [m for signal in (found.dense, found.lexical) if signal for m, _ in signal]
     rows = await found.describe(list(dict.fromkeys(listed + reached)))
+    scale = set(yardstick(rows))  # what every candidate is measured against
     dense = Signal(found.dense, settings.dense_weight) if found.dense is not None else None
     lexical = None
     if found.lexical is not None:
-        scale = set(yardstick(rows))
         trust = lexical_trust([score for m, score in found.lexical if m in scale],
                               found.query_weight(), settings.lexical_clarity)
         lexical = Signal(found.lexical, settings.lexical_weight * trust)
         lexical.extra = found.lexical_scores([m for m in rows if m not in lexical.score])
     naming = found.naming([m for m, row in rows.items() if row.kind == "fact"], named) \
         if named else set()
-    ranked = fuse(rows, dense, lexical, reached, settings, request.threshold,
+    ranked = fuse(rows, dense, lexical, reached, settings, request.threshold, scale,
                   period=query_period(request.query), named=named, naming=naming)
     facts = [r.memory_id for r in ranked[:FOLD_DEPTH * request.top_k]
              if rows[r.memory_id].kind == "fact"]
