@@ -51,6 +51,12 @@ class ExtractedFacts(BaseModel):
     facts: list[Fact] = Field(max_length=MAX_FACTS_PER_REPLY)
 
 
+# The example's brother "still lives in Hamburg". Showing a move instead ("Leo moved from
+# Munich to Hamburg in May" → "Leo lives in Hamburg, after moving from Munich") made the
+# bundled model write "Dana lives in Oslo" beside "Dana moved from Lisbon to Oslo", but on
+# the knowledge-update suite it put the current answer first in 24 of 31 stories against 26
+# (it wrote "Omar lives in a dorm" from the message that says he left it); "moved to Hamburg
+# in May" → "Leo lives in Hamburg" changed nothing the model wrote for Dana.
 _EXTRACT_SYSTEM = """\
 You write down what is worth remembering about the people in a conversation: facts about \
 them, their lives, plans, likes, relationships and events. Rules:
