@@ -82,15 +82,15 @@ class Ranked:
     folds: tuple[uuid.UUID, ...] = ()  # memories it stands for (``fold``)
 
 
-def yardstick(rows: Mapping[uuid.UUID, Candidate]) -> list[uuid.UUID]:
+def yardstick(rows: Mapping[uuid.UUID, Candidate]) -> frozenset[uuid.UUID]:
     """The candidates every one is measured against: the messages, when there are
     ``YARDSTICK_MESSAGES`` or more (what was said is the scale: facts, added, never reorder
     it), else all of them: the spread of a handful of chat turns is whatever those turns
     happen to be (over three messages, "Dana is allergic to peanuts" outranked "Dana moved
     from Lisbon to Oslo" for "where does Dana live now?" by a BM25 difference the tiny
     deviation blew up), and so few messages all fit in one page of results anyway."""
-    said = [memory_id for memory_id, row in rows.items() if row.kind == "message"]
-    return said if len(said) >= YARDSTICK_MESSAGES else list(rows)
+    said = frozenset(memory_id for memory_id, row in rows.items() if row.kind == "message")
+    return said if len(said) >= YARDSTICK_MESSAGES else frozenset(rows)
 
 
 def lexical_trust(scores: Sequence[float], weight: float | None, clarity: float) -> float:
@@ -217,6 +217,8 @@ def _lend_within_conversations(ranked: list[Ranked], rows: dict[uuid.UUID, Candi
             key = row.conversation
             best[key] = max(best.get(key, -math.inf), item.score)
             at[(key, row.turn)] = item.score
+    # (every memory on the yardstick can be under the search's threshold: then the lowest
+    # score shown)
     lowest = min((item.score for item in ranked if item.memory_id in scale),
                  default=min(item.score for item in ranked))
     lent = []

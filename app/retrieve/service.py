@@ -98,7 +98,7 @@ async def search(session: AsyncSession, queries: QueryEmbeddings, source: Candid
 
     listed = [m for signal in (found.dense, found.lexical) if signal for m, _ in signal]
     rows = await found.describe(list(dict.fromkeys(listed + reached)))
-    scale = set(yardstick(rows))  # what every candidate is measured against
+    scale = yardstick(rows)  # what every candidate is measured against
     dense = Signal(found.dense, settings.dense_weight) if found.dense is not None else None
     lexical = None
     if found.lexical is not None:

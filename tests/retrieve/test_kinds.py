@@ -191,6 +191,25 @@ async def test_facts_leave_the_messages_ranked_as_a_search_of_messages_ranks_the
     assert [hit["id"] for hit in shown] == [m for m in alone if m in {h["id"] for h in shown}]
 
 
+async def test_a_threshold_that_leaves_only_facts_still_ranks_them(
+        kinds_client: httpx.AsyncClient, brain: Brain) -> None:
+    """The messages are the yardstick (ten or more of them), and a ``threshold`` can leave
+    every one of them out: the facts over it are ranked all the same (the lowest score a
+    turn that is no candidate counts as is then the lowest one shown)."""
+    turns = [f"Day {n}: I walked the dog and read a chapter of my novel." for n in range(11)]
+    turns.append("We booked a week in Lisbon for June, near the river.")
+    brain.facts = {turns[-1]: ["User booked a week in Lisbon for June",
+                               "User will stay near the river in Lisbon"]}
+    response = await kinds_client.post("/v1/memories", json={
+        "messages": [{"role": "user", "content": turn} for turn in turns],
+        "user_id": "u1", "wait": True})
+    assert response.json()["status"] == "SUCCEEDED", response.json()
+    hits = await search(kinds_client, "User booked a week in Lisbon for June", top_k=10,
+                        threshold=0.95)
+    assert [hit["memory"] for hit in hits] == ["User booked a week in Lisbon for June"]
+    assert all(hit["similarity"] >= 0.95 for hit in hits)
+
+
 async def test_a_search_of_facts_hides_no_fact(kinds_client: httpx.AsyncClient,
                                                brain: Brain) -> None:
     """The fold (a fact whose messages are already shown takes no place of its own) is for a
