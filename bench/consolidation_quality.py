@@ -154,6 +154,12 @@ async def post_history(client: httpx.AsyncClient, episode: Episode, user_id: str
     response.raise_for_status()
 
 
+def measured_samples(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The conversations the run measures (``--skip``, ``--conversations``)."""
+    samples: list[dict[str, Any]] = json.loads(args.data.read_text())
+    return samples[args.skip:args.skip + args.conversations]
+
+
 def measured_episodes(sample: dict[str, Any], args: argparse.Namespace
                       ) -> tuple[list[Episode], list[Episode]]:
     """A conversation's episodes posted as history (messages only), and those measured."""
@@ -167,7 +173,7 @@ async def rescore(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[s
     """Evidence recall on the data an earlier run kept (``--rescore``), ranked by this
     checkout: a ranking change measured without paying for the extraction again. The
     episodes (each message's ``dia_id``) and user ids are read from the project's export."""
-    samples = json.loads(args.data.read_text())[args.skip:args.skip + args.conversations]
+    samples = measured_samples(args)
     turns_of: dict[str, dict[str, list[str]]] = defaultdict(dict)  # user → episode → turns
     async with client.stream("GET", "/v1/export") as response:
         response.raise_for_status()
@@ -191,7 +197,7 @@ async def rescore(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[s
 
 
 async def locomo(client: httpx.AsyncClient, args: argparse.Namespace) -> dict[str, Any]:
-    samples = json.loads(args.data.read_text())[args.skip:args.skip + args.conversations]
+    samples = measured_samples(args)
     rows: list[dict[str, Any]] = []
     scores = EvidenceRecall()
     graph = {"entities": 0, "relations": 0}
@@ -308,9 +314,11 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
         project = f"{PROJECT}{uuid.uuid4().hex[:8]}"
         if args.rescore:  # the kept run's own project
-            [project, *others] = [p for p in server.projects() if p.startswith(PROJECT)] or [""]
-            if others or not project:
-                raise SystemExit(f"{args.rescore} holds no one {PROJECT}… project")
+            kept = [name for name in server.projects() if name.startswith(PROJECT)]
+            if len(kept) != 1:
+                raise SystemExit(f"{args.rescore} holds {len(kept)} {PROJECT}… projects, "
+                                 "not one")
+            project = kept[0]
         api_key = server.create_key(project)
         offset = log_size(server.log_path)
         report |= asyncio.run(run(server.base_url, api_key, args))

@@ -46,13 +46,25 @@ SAMPLE = {
 }
 
 
-def bench(*arguments: str) -> tuple[dict[str, Any], str]:
-    """Runs the benchmark; its JSON report and its progress lines."""
-    done = subprocess.run([sys.executable, "-m", "bench.consolidation_quality", *arguments],
+def run_bench(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench.consolidation_quality", *arguments],
                           cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
                           capture_output=True, text=True, timeout=600, check=False)
+
+
+def bench(*arguments: str) -> tuple[dict[str, Any], str]:
+    """Runs the benchmark; its JSON report and its progress lines."""
+    done = run_bench(*arguments)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout), done.stderr
+
+
+def refused(*arguments: str) -> str:
+    """Runs the benchmark, which must stop without a report; what it said."""
+    done = run_bench(*arguments)
+    assert done.returncode != 0, done.stdout
+    assert not done.stdout.strip(), done.stdout
+    return done.stderr
 
 
 async def test_a_rescore_of_kept_data_reports_the_recall_the_run_did(
@@ -63,9 +75,13 @@ async def test_a_rescore_of_kept_data_reports_the_recall_the_run_did(
                    SESSION_2[3][1]: ["Bob adopted a parrot named Kiwi"]}
     data = tmp_path / "tiny.json"
     data.write_text(json.dumps([SAMPLE]))
-    common = ["--data", str(data), "--conversations", "1", "--from-session", "2",
-              "--server-env", f"ANAMNESIS_DB__URL={await database_factory('bench_quality')}",
-              "--llm-url", scripted_llm.base_url, "--llm-model", "scripted-model"]
+
+    def arguments(data: Path, database: str) -> list[str]:
+        return ["--data", str(data), "--conversations", "1", "--from-session", "2",
+                "--server-env", f"ANAMNESIS_DB__URL={database}",
+                "--llm-url", scripted_llm.base_url, "--llm-model", "scripted-model"]
+    database = await database_factory("bench_quality")
+    common = arguments(data, database)
     kept = None
     try:
         run, said = bench("--part", "locomo", "--keep-data", *common)
@@ -81,6 +97,19 @@ async def test_a_rescore_of_kept_data_reports_the_recall_the_run_did(
         assert again["locomo"]["recall"] == measured["recall"]
         assert again["locomo"]["fusion_losses"] == measured["fusion_losses"]
         assert brain.extract_calls == 1  # nothing posted, nothing extracted again
+
+        # Data kept for another conversation, or no run's data at all: said, not scored.
+        other = tmp_path / "other.json"
+        other.write_text(json.dumps([{**SAMPLE, "sample_id": "tiny-2"}]))
+        assert "holds 0 users for tiny-2" in refused(
+            "--rescore", kept, *arguments(other, database))
+        empty = tmp_path / "empty"
+        assert "--rescore takes the folder a --keep-data run kept" in refused(
+            "--rescore", str(empty), *common)  # no such folder
+        empty.mkdir()
+        assert "holds 0 bench-quality-… projects" in refused(
+            "--rescore", str(empty),
+            *arguments(data, await database_factory("bench_quality_empty")))
     finally:
         if kept is not None:
             shutil.rmtree(kept, ignore_errors=True)
